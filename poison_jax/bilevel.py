@@ -1,0 +1,505 @@
+"""Hypergradients of bilevel problems: the generic engine of poison_jax (floor 0).
+
+A bilevel problem is given by two scalar functions of pytrees::
+
+    inner_loss(w, theta) -> scalar      # the learner fits w:  w* = argmin_w inner_loss(w, theta)
+    outer_loss(w, theta) -> scalar      # the objective A(theta) = outer_loss(w*(theta), theta)
+
+This module knows nothing about poisoning, data or models. It computes ``dA/dtheta`` in three
+ways:
+
+* :func:`rmd_hypergrad` -- reverse-mode differentiation through ``steps`` of full-batch gradient
+  descent (:func:`unroll`), exact for the truncated problem and cheap to make memory-light with
+  ``checkpoint``;
+* :func:`ift_hypergrad` -- the implicit function theorem at a (near) stationary ``w*``: a
+  conjugate-gradient solve with Hessian-vector products (:func:`hvp`), then one vector-Jacobian
+  product;
+* :func:`exact_hypergrad` -- a dense Hessian solve, the reference for small problems.
+
+The strategies :class:`RMD` and :class:`IFT` bundle a method with its static settings, so that
+callers pass one value to :func:`hypergrad` instead of a flag and a bag of keywords.
+
+Every public function is jitted with its functions and integer settings static: call it in a loop
+with new values of the same shapes and it compiles once. Pass the *same* function objects on every
+call (not a fresh ``lambda`` each time), or each call compiles anew. All functions are pure and may
+be used inside ``jax.jit`` and ``jax.vmap``; data may enter the losses by closure.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from poison_jax import bilevel
+    >>> X = jnp.array([[1., 0.], [0., 1.], [1., 1.]]); y = jnp.array([1., 0., 1.])
+    >>> def inner(w, theta):  # ridge regression, log-scale penalty
+    ...     return jnp.mean((X @ w - y) ** 2) / 2 + jnp.exp(theta) / 2 * jnp.sum(w ** 2)
+    >>> def outer(w, theta):
+    ...     return jnp.mean((X @ w - y + 0.1) ** 2)
+    >>> value, dtheta = bilevel.hypergrad(bilevel.RMD(steps=500, lr=0.5), inner, outer,
+    ...                                   jnp.zeros(2), jnp.array(-1.0))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax.tree_utils as otu
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+Loss = Callable[[PyTree, PyTree], jax.Array]
+
+__all__ = [
+    "CGInfo",
+    "HypergradInfo",
+    "IFT",
+    "RMD",
+    "conjugate_gradient",
+    "exact_hypergrad",
+    "hvp",
+    "hypergrad",
+    "hypergrad_with_info",
+    "ift_hypergrad",
+    "rmd_hypergrad",
+    "unroll",
+]
+
+
+class CGInfo(NamedTuple):
+    """What a conjugate-gradient solve did.
+
+    Attributes:
+      iterations: int32 scalar, CG iterations run.
+      residual: relative residual ``||b - A x|| / ||b||`` of the returned solution (recomputed,
+        not the recurrence's estimate; 0 when ``b`` is zero).
+      converged: bool scalar, ``residual <= tol``.
+    """
+
+    iterations: jax.Array
+    residual: jax.Array
+    converged: jax.Array
+
+
+class HypergradInfo(NamedTuple):
+    """Diagnostics of one hypergradient, the same structure for every method.
+
+    Attributes:
+      inner_grad_norm: ``||grad_w inner_loss(w_T, theta)||`` at the trained weights: how far the
+        inner problem is from stationarity (IFT assumes it is zero).
+      cg: the :class:`CGInfo` of IFT's solve; for RMD zero iterations, zero residual, converged.
+    """
+
+    inner_grad_norm: jax.Array
+    cg: CGInfo
+
+
+# --------------------------------------------------------------------------------------------
+# Validation. Static settings are checked in Python; properties of the losses at trace time.
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_positive_finite(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return  # a traced value cannot be inspected; the caller vouches for it
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if arr.shape != ():
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    low_ok = arr >= 0 if allow_zero else arr > 0
+    if not (np.isfinite(arr) and low_ok):
+        allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_checkpoint(checkpoint: Any, steps: int) -> int | None:
+    """``None`` (no remat), ``True`` (segments of ~sqrt(steps)) or a positive segment length."""
+    if checkpoint is None or checkpoint is False:
+        return None
+    if checkpoint is True:
+        return max(1, math.isqrt(steps))
+    return _check_positive_int("checkpoint", checkpoint)
+
+
+def _check_float_tree(name: str, tree: PyTree) -> None:
+    leaves = jax.tree_util.tree_leaves(tree)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            where = jax.tree_util.keystr(path) or "(root)"
+            raise TypeError(f"{name}{where} must have a floating dtype, got {dtype}")
+    if not leaves:
+        raise ValueError(f"{name} is an empty pytree; it needs at least one array leaf")
+
+
+def _check_loss(name: str, loss: Loss, w: PyTree, theta: PyTree) -> None:
+    """Trace-time check: ``loss(w, theta)`` runs and returns a scalar."""
+    try:
+        out = jax.eval_shape(loss, w, theta)
+    except Exception as err:  # re-raised with what was passed, the cause chained
+        w_struct = jax.tree_util.tree_structure(w)
+        raise ValueError(
+            f"{name}(w, theta) failed for w with structure {w_struct} and shapes "
+            f"{jax.tree_util.tree_map(jnp.shape, w)}: {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"{name} must return a scalar (shape ()), got {shape}")
+
+
+def _check_same_structure(name: str, tree: PyTree, reference_name: str, reference: PyTree) -> None:
+    s, r = jax.tree_util.tree_structure(tree), jax.tree_util.tree_structure(reference)
+    if s != r:
+        raise ValueError(f"{name} has pytree structure {s}, but {reference_name} has {r}; they must match")
+    for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(reference)):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(
+                f"{name} has leaf shapes {jax.tree_util.tree_map(jnp.shape, tree)}, but "
+                f"{reference_name} has {jax.tree_util.tree_map(jnp.shape, reference)}; they must match"
+            )
+
+
+def _check_problem(inner_loss: Loss, outer_loss: Loss, w: PyTree, theta: PyTree, w_name: str) -> None:
+    _check_float_tree(w_name, w)
+    _check_float_tree("theta", theta)
+    _check_loss("inner_loss", inner_loss, w, theta)
+    _check_loss("outer_loss", outer_loss, w, theta)
+    try:
+        grad_shape = jax.eval_shape(jax.grad(inner_loss), w, theta)
+    except Exception as err:
+        raise ValueError(
+            f"grad_w inner_loss({w_name}, theta) failed; its gradient must have the pytree structure "
+            f"of {w_name}, {jax.tree_util.tree_structure(w)}: {type(err).__name__}: {err}"
+        ) from err
+    _check_same_structure(f"grad_w inner_loss({w_name}, theta)", grad_shape, w_name, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks.
+
+
+def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
+    """Hessian-vector product ``∇²f(w) · v`` by forward-over-reverse (``jax.jvp`` of ``jax.grad``).
+
+    The Hessian is never materialised: the cost is about that of two gradients.
+
+    Args:
+      f: scalar function of one pytree.
+      w: point, any pytree.
+      v: direction, same structure and shapes as ``w``.
+    Returns:
+      A pytree like ``w``.
+    """
+    _check_same_structure("v", v, "w", w)
+    return jax.jvp(jax.grad(f), (w,), (v,))[1]
+
+
+def _gd_step(inner_loss: Loss, theta: PyTree, lr) -> Callable[[PyTree], PyTree]:
+    grad = jax.grad(inner_loss)
+
+    def step(w):
+        g = grad(w, theta)
+        # Cast back so that a float64 lr never promotes a float32 carry (scan needs fixed dtypes).
+        return jax.tree_util.tree_map(lambda a, b: (a - lr * b).astype(a.dtype), w, g)
+
+    return step
+
+
+def _unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, steps: int, lr, segment: int | None) -> PyTree:
+    step = _gd_step(inner_loss, theta, lr)
+
+    def run(w, length):
+        return jax.lax.scan(lambda c, _: (step(c), None), w, None, length=length)[0]
+
+    if segment is None or segment >= steps:
+        return run(w0, steps)
+    # Store only one carry per segment; the backward pass recomputes each segment's steps.
+    n_segments, rest = divmod(steps, segment)
+    run_segment = jax.checkpoint(lambda w: run(w, segment), prevent_cse=False)
+    w = jax.lax.scan(lambda c, _: (run_segment(c), None), w0, None, length=n_segments)[0]
+    if rest:
+        w = jax.checkpoint(lambda c: run(c, rest), prevent_cse=False)(w)
+    return w
+
+
+@functools.partial(jax.jit, static_argnames=("inner_loss", "steps", "segment"))
+def _unroll_jit(inner_loss, w0, theta, lr, *, steps, segment):
+    _check_float_tree("w0", w0)
+    _check_loss("inner_loss", inner_loss, w0, theta)
+    return _unroll(inner_loss, w0, theta, steps, lr, segment)
+
+
+def unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, *, steps: int, lr, checkpoint=None) -> PyTree:
+    """Train ``w`` by ``steps`` steps of full-batch gradient descent in one ``jax.lax.scan``.
+
+    ``w_{t+1} = w_t - lr * grad_w inner_loss(w_t, theta)``.
+
+    Args:
+      inner_loss: ``inner_loss(w, theta) -> scalar``.
+      w0: initial weights, any pytree of float arrays.
+      theta: hyperparameters, any pytree of float arrays.
+      steps: number of steps (static, > 0).
+      lr: step size, finite and > 0 (may be traced).
+      checkpoint: ``None`` stores every step for reverse mode (memory ~ steps); an integer k
+        remats the loop in segments of k steps (memory ~ steps/k + k; k = sqrt(steps) is optimal);
+        ``True`` picks k = isqrt(steps). The result is identical; only differentiation changes.
+    Returns:
+      ``w_T``, a pytree like ``w0``.
+    """
+    steps = _check_positive_int("steps", steps)
+    _check_positive_finite("lr", lr)
+    segment = _check_checkpoint(checkpoint, steps)
+    return _unroll_jit(inner_loss, w0, theta, lr, steps=steps, segment=segment)
+
+
+def conjugate_gradient(matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxiter: int, tol) -> tuple[PyTree, CGInfo]:
+    """Solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``, on pytrees.
+
+    Stops after ``maxiter`` iterations or when the relative residual is at most ``tol``.
+    Unlike ``jax.scipy.sparse.linalg.cg`` it reports what it did (:class:`CGInfo`).
+    Under ``vmap`` each lane stops updating once it has converged.
+
+    Returns:
+      ``(x, info)`` with ``x`` like ``b``.
+    """
+    vdot = otu.tree_vdot
+    b_norm = jnp.sqrt(vdot(b, b))
+    threshold = (tol * b_norm) ** 2
+
+    def cond(state):
+        _, _, _, rs, k = state
+        return (k < maxiter) & (rs > threshold)
+
+    def body(state):
+        x, r, p, rs, k = state
+        ap = matvec(p)
+        curvature = vdot(p, ap)
+        alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1), 0)
+        x = otu.tree_add_scale(x, alpha, p)
+        r = otu.tree_add_scale(r, -alpha, ap)
+        rs_new = vdot(r, r)
+        p = otu.tree_add_scale(r, rs_new / jnp.where(rs > 0, rs, 1), p)
+        return x, r, p, rs_new, k + 1
+
+    x0 = otu.tree_zeros_like(b)
+    init = (x0, b, b, vdot(b, b), jnp.asarray(0, jnp.int32))
+    x, _, _, _, iterations = jax.lax.while_loop(cond, body, init)
+    residual_vec = otu.tree_sub(b, matvec(x))
+    residual = jnp.sqrt(vdot(residual_vec, residual_vec)) / jnp.where(b_norm > 0, b_norm, 1)
+    return x, CGInfo(iterations, residual, residual <= tol)
+
+
+def _zero_cg_info(dtype) -> CGInfo:
+    return CGInfo(jnp.asarray(0, jnp.int32), jnp.asarray(0, dtype), jnp.asarray(True))
+
+
+def _grad_norm(inner_loss, w, theta):
+    g = jax.grad(inner_loss)(w, theta)
+    return otu.tree_norm(g)
+
+
+# --------------------------------------------------------------------------------------------
+# Hypergradients.
+
+
+@functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "steps", "segment"))
+def _rmd_jit(inner_loss, outer_loss, w0, theta, lr, *, steps, segment):
+    _check_problem(inner_loss, outer_loss, w0, theta, "w0")
+
+    def objective(th):
+        w_t = _unroll(inner_loss, w0, th, steps, lr, segment)
+        return outer_loss(w_t, th), w_t
+
+    value, pullback, w_t = jax.vjp(objective, theta, has_aux=True)
+    (dtheta,) = pullback(jnp.ones_like(value))
+    info = HypergradInfo(_grad_norm(inner_loss, w_t, theta), _zero_cg_info(value.dtype))
+    return value, dtheta, info
+
+
+def rmd_hypergrad(inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *, steps: int, lr,
+                  checkpoint=None) -> tuple[jax.Array, PyTree]:
+    """Hypergradient by reverse-mode differentiation through training (the paper's Algorithm 2).
+
+    Trains ``w`` from ``w0`` with :func:`unroll` and differentiates
+    ``theta -> outer_loss(w_T(theta), theta)`` with ``jax.vjp``. Exact for the truncated problem;
+    it equals the implicit hypergradient only when the inner problem has converged.
+
+    Args:
+      inner_loss, outer_loss: ``(w, theta) -> scalar``.
+      w0: initial weights (pytree); theta: hyperparameters (pytree).
+      steps, lr, checkpoint: as in :func:`unroll`.
+    Returns:
+      ``(value, dtheta)``: the outer loss at ``w_T`` (scalar) and its gradient, structured like
+      ``theta``.
+    """
+    value, dtheta, _ = hypergrad_with_info(RMD(steps=steps, lr=lr, checkpoint=checkpoint),
+                                           inner_loss, outer_loss, w0, theta)
+    return value, dtheta
+
+
+def _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping):
+    value, (g_w, g_theta) = jax.value_and_grad(outer_loss, argnums=(0, 1))(w_star, theta)
+
+    def matvec(v):
+        hv = hvp(lambda w: inner_loss(w, theta), w_star, v)
+        return otu.tree_add_scale(hv, damping, v)
+
+    v, cg_info = conjugate_gradient(matvec, g_w, maxiter=cg_iters, tol=cg_tol)
+    _, mixed_vjp = jax.vjp(lambda th: jax.grad(inner_loss)(w_star, th), theta)
+    (mixed,) = mixed_vjp(v)
+    dtheta = otu.tree_sub(g_theta, mixed)
+    info = HypergradInfo(_grad_norm(inner_loss, w_star, theta), cg_info)
+    return value, dtheta, info
+
+
+@functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "cg_iters"))
+def _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, *, cg_iters):
+    _check_problem(inner_loss, outer_loss, w_star, theta, "w_star")
+    return _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping)
+
+
+def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree, *, cg_iters: int,
+                  cg_tol=1e-6, damping=0.0) -> tuple[jax.Array, PyTree, HypergradInfo]:
+    """Hypergradient by the implicit function theorem at a stationary ``w_star``.
+
+    ``dA/dtheta = ∂_theta A - (∂_theta ∇_w L)ᵀ v`` with ``(∇²_w L + damping·I) v = ∇_w A``, solved
+    by :func:`conjugate_gradient` using :func:`hvp`, then one ``jax.vjp`` of
+    ``theta -> grad_w inner_loss(w_star, theta)``.
+
+    Args:
+      inner_loss, outer_loss: ``(w, theta) -> scalar``; ``inner_loss`` convex near ``w_star``.
+      w_star: trained weights (pytree), ideally with ``grad_w inner_loss = 0``.
+      theta: hyperparameters (pytree).
+      cg_iters: maximum CG iterations (static, > 0).
+      cg_tol: relative residual at which CG stops (>= 0).
+      damping: Tikhonov term added to the Hessian (>= 0).
+    Returns:
+      ``(value, dtheta, info)``: the outer loss at ``w_star``, the hypergradient like ``theta`` and
+      a :class:`HypergradInfo` whose ``cg.converged`` is False when ``cg_iters`` was too small.
+    """
+    cg_iters = _check_positive_int("cg_iters", cg_iters)
+    _check_positive_finite("cg_tol", cg_tol, allow_zero=True)
+    _check_positive_finite("damping", damping, allow_zero=True)
+    return _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, cg_iters=cg_iters)
+
+
+@functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss"))
+def _exact_jit(inner_loss, outer_loss, w_star, theta):
+    _check_problem(inner_loss, outer_loss, w_star, theta, "w_star")
+    flat_w, unravel = ravel_pytree(w_star)
+    value, (g_w, g_theta) = jax.value_and_grad(outer_loss, argnums=(0, 1))(w_star, theta)
+    hessian = jax.hessian(lambda fw: inner_loss(unravel(fw), theta))(flat_w)
+    v = jnp.linalg.solve(hessian, ravel_pytree(g_w)[0])
+    _, mixed_vjp = jax.vjp(lambda th: ravel_pytree(jax.grad(inner_loss)(w_star, th))[0], theta)
+    (mixed,) = mixed_vjp(v)
+    return value, otu.tree_sub(g_theta, mixed)
+
+
+def exact_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree) -> tuple[jax.Array, PyTree]:
+    """Implicit hypergradient with a dense Hessian solve: the reference for small problems.
+
+    Materialises the ``(p, p)`` Hessian of ``inner_loss`` in ``w`` (``p`` = number of weights), so
+    keep ``p`` to a few thousand. Returns ``(value, dtheta)`` as :func:`ift_hypergrad`.
+    """
+    return _exact_jit(inner_loss, outer_loss, w_star, theta)
+
+
+# --------------------------------------------------------------------------------------------
+# Strategies.
+
+
+@dataclasses.dataclass(frozen=True)
+class RMD:
+    """Reverse-mode differentiation through ``steps`` of gradient descent from ``w0``.
+
+    Attributes:
+      steps: inner gradient-descent steps T (> 0).
+      lr: inner step size η (finite, > 0).
+      checkpoint: ``None``, ``True`` (segments of isqrt(steps)) or a segment length; see
+        :func:`unroll`.
+    """
+
+    steps: int
+    lr: float
+    checkpoint: int | bool | None = None
+
+    def __post_init__(self):
+        _check_positive_int("steps", self.steps)
+        _check_positive_finite("lr", self.lr)
+        _check_checkpoint(self.checkpoint, self.steps)
+
+    def __call__(self, inner_loss, outer_loss, w0, theta):
+        segment = _check_checkpoint(self.checkpoint, self.steps)
+        return _rmd_jit(inner_loss, outer_loss, w0, theta, self.lr, steps=self.steps, segment=segment)
+
+
+@dataclasses.dataclass(frozen=True)
+class IFT:
+    """Implicit differentiation: train ``w*`` with :func:`unroll`, then :func:`ift_hypergrad`.
+
+    Attributes:
+      steps, lr: inner training from ``w0`` (as :class:`RMD`; no reverse pass through it).
+      cg_iters: maximum conjugate-gradient iterations (> 0).
+      cg_tol: relative residual at which CG stops (>= 0).
+      damping: added to the Hessian's diagonal (>= 0).
+    """
+
+    steps: int
+    lr: float
+    cg_iters: int = 100
+    cg_tol: float = 1e-6
+    damping: float = 0.0
+
+    def __post_init__(self):
+        _check_positive_int("steps", self.steps)
+        _check_positive_finite("lr", self.lr)
+        _check_positive_int("cg_iters", self.cg_iters)
+        _check_positive_finite("cg_tol", self.cg_tol, allow_zero=True)
+        _check_positive_finite("damping", self.damping, allow_zero=True)
+
+    def __call__(self, inner_loss, outer_loss, w0, theta):
+        return _ift_from_w0(inner_loss, outer_loss, w0, theta, self.lr, self.cg_tol, self.damping,
+                            steps=self.steps, cg_iters=self.cg_iters)
+
+
+@functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "steps", "cg_iters"))
+def _ift_from_w0(inner_loss, outer_loss, w0, theta, lr, cg_tol, damping, *, steps, cg_iters):
+    _check_problem(inner_loss, outer_loss, w0, theta, "w0")
+    # w* is a constant for the hypergradient: no reverse pass through training.
+    w_star = jax.lax.stop_gradient(_unroll(inner_loss, w0, theta, steps, lr, None))
+    return _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping)
+
+
+Method = RMD | IFT
+
+
+def hypergrad_with_info(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree,
+                        theta: PyTree) -> tuple[jax.Array, PyTree, HypergradInfo]:
+    """Like :func:`hypergrad`, with the :class:`HypergradInfo` diagnostics as a third output."""
+    if not isinstance(method, (RMD, IFT)):
+        raise TypeError(f"method must be RMD(...) or IFT(...), got {method!r}")
+    return method(inner_loss, outer_loss, w0, theta)
+
+
+def hypergrad(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree) -> tuple[jax.Array, PyTree]:
+    """``(value, dtheta)`` of ``theta -> outer_loss(w*(theta), theta)`` by the given strategy.
+
+    Args:
+      method: :class:`RMD` or :class:`IFT` with its settings.
+      inner_loss, outer_loss: ``(w, theta) -> scalar``.
+      w0: initial weights of inner training; theta: hyperparameters.
+    Returns:
+      The outer loss at the trained weights and the hypergradient, structured like ``theta``.
+    """
+    value, dtheta, _ = hypergrad_with_info(method, inner_loss, outer_loss, w0, theta)
+    return value, dtheta
