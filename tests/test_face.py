@@ -45,3 +45,16 @@ def test_hypergrad_benchmark_quick(tmp_path):
     assert saved["goals"]["RMD / forward unroll <= 2.5"] > 1.0  # a reverse pass costs something
     assert saved["device"].startswith("cpu") and saved["jax_version"]
     assert (tmp_path / "hypergrad.md").read_text().startswith("| method |")
+
+
+def test_attack_step_benchmark_quick(tmp_path):
+    from benchmarks import attack_step
+
+    attack_step.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "attack_step.json").read_text())
+    loop = saved["lr_vmap_vs_loop"]
+    assert loop["vmap_ms"] > 0 and loop["loop_ms"] > 0
+    mlp = saved["mlp_checkpointing"]
+    # Checkpointing must shrink the buffers XLA plans for the reverse pass.
+    assert mlp["checkpointed"]["xla_temp_mb"] < mlp["plain"]["xla_temp_mb"]
+    assert "ratio vmap / loop" in (tmp_path / "attack_step.md").read_text()
