@@ -1,15 +1,117 @@
-"""The ``poison-jax`` command."""
+"""The ``poison-jax`` command: ``demo``, ``run``, ``plot``, ``synthetic`` (and ``example``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 import poison_jax
 
+DEMO_SEEDS = 5
 
-def _example(args: argparse.Namespace) -> int:
-    """A worked hypergradient: L2-regularised logistic regression with 3 poison points and log-λ."""
+
+def _use_cpu_cores(devices: int | None) -> None:
+    """Split the host CPU into one XLA device per core, so the seed axis runs in parallel on a CPU.
+
+    Must run before JAX creates its first array; a GPU or TPU backend is not affected.
+    """
+    import jax
+
+    count = devices if devices is not None else os.cpu_count() or 1
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # backend already initialised (e.g. called from Python): keep what it has
+        pass
+
+
+def _load_records(path: Path) -> tuple[list[dict], dict]:
+    path = Path(path)
+    results = path / "results.jsonl" if path.is_dir() else path
+    if not results.exists():
+        raise FileNotFoundError(f"no results file at {str(results)!r}: give a results.jsonl or the folder holding it")
+    records = []
+    for number, line in enumerate(results.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError as err:
+                raise ValueError(f"{results}, line {number}, is not valid JSON: {err}") from None
+    config_path = results.parent / "config.json"
+    config = json.loads(config_path.read_text())["config"] if config_path.exists() else {}
+    return records, config
+
+
+def _finish(records, out_dir: Path, title: str) -> None:
+    from poison_jax import plots
+
+    figures = plots.write_figures(records, out_dir / "figures", title)
+    print("\n" + plots.summary_table(records) + "\n")
+    print(f"results: {out_dir / 'results.jsonl'}")
+    print("figures: " + ", ".join(str(p) for p in figures if p.suffix == ".png") + " (and PDF)")
+
+
+def _run_config(config, args) -> int:
+    from poison_jax import experiment
+
+    out_dir = Path(args.out)
+    records = experiment.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
+    _finish(records, out_dir, f"{config.name} ({config.model}, {config.hypergrad.upper()})")
+    return 0
+
+
+def _demo(args) -> int:
+    """Run the paper's MNIST setting (mnist5k-lr: real MNIST 0 v 8, 512/171/317) with 5 seeds, offline."""
+    from poison_jax import experiment
+
+    config = experiment.preset("mnist5k-lr", num_seeds=args.seeds, hypergrad=args.hypergrad)
+    print(f"demo: {config.name}, {config.num_seeds} seeds, settings {', '.join(config.settings)}, "
+          f"fractions {', '.join(f'{100 * f:.1f}%' for f in config.fractions)}")
+    return _run_config(config, args)
+
+
+def _run(args) -> int:
+    """Run (or resume) the sweep of a preset, with fields overridden by --set."""
+    from poison_jax import experiment
+
+    overrides = experiment.parse_overrides(args.set or [])
+    if args.hypergrad is not None:
+        overrides["hypergrad"] = args.hypergrad
+    config = experiment.preset(args.preset, **overrides)
+    return _run_config(config, args)
+
+
+def _plot(args) -> int:
+    """Figures and the summary table of a finished (or partial) results file."""
+    records, config = _load_records(Path(args.results))
+    if not records:
+        print(f"{args.results} holds no finished cell yet: nothing to plot")
+        return 1
+    results_dir = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
+    out_dir = Path(args.out) if args.out else results_dir
+    _finish(records, out_dir, config.get("name", ""))
+    return 0
+
+
+def _synthetic(args) -> int:
+    """The paper's Fig. 1: validation error over the position of one poison point, with and
+    without regularisation, and the λ chosen by grid search at each position."""
+    from poison_jax import experiment, plots
+
+    maps = experiment.synthetic_maps(grid_size=args.grid, seed=args.seed)
+    out_dir = Path(args.out)
+    paths = plots.save(plots.synthetic_figure(maps), out_dir / "synthetic_maps")
+    (out_dir / "synthetic_maps.json").write_text(json.dumps(maps, indent=1) + "\n")
+    print(f"max validation error: {max(map(max, maps['val_error_noreg'])):.3f} without regularisation, "
+          f"{max(map(max, maps['val_error_reg'])):.3f} with λ = log 20")
+    print("figure: " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _example(args) -> int:
+    """A worked hypergradient: L2-regularised logistic regression with 6 poison points and log-λ."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -47,18 +149,60 @@ def _example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--out", default=default_out, help="folder for results.jsonl, states and figures (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue a partly finished sweep in --out, skipping finished cells")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=int, default=None,
+                   help="on a CPU, split the host into this many XLA devices to run seeds in parallel "
+                        "(default: one per core; no effect on a GPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from poison_jax.experiment import PRESETS
+
     parser = argparse.ArgumentParser(
         prog="poison-jax",
         description="Optimal data poisoning against learners with learned regularisation (JAX).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {poison_jax.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the paper's MNIST experiment on the offline MNIST sample (5 seeds, minutes)",
+                          description=_demo.__doc__)
+    _add_run_options(demo, "results/demo")
+    demo.add_argument("--seeds", type=int, default=DEMO_SEEDS, help="number of random splits (default: %(default)s)")
+    demo.add_argument("--hypergrad", choices=("rmd", "ift"), default="rmd", help="hypergradient method (default: rmd)")
+    demo.set_defaults(func=_demo)
+
+    run = sub.add_parser("run", help="run a preset's sweep (Λ settings x poisoning fractions x seeds)",
+                         description=_run.__doc__)
+    run.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
+                     help=f"one of {', '.join(sorted(PRESETS))}")
+    run.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                     help="override a config field, e.g. --set num_seeds=3 --set lam_box='(-8, log(200))' (repeatable)")
+    run.add_argument("--hypergrad", choices=("rmd", "ift"), default=None,
+                     help="hypergradient method (default: the preset's, rmd)")
+    _add_run_options(run, "results/run")
+    run.set_defaults(func=_run)
+
+    plot = sub.add_parser("plot", help="figures and summary table of a results file", description=_plot.__doc__)
+    plot.add_argument("results", help="a results.jsonl, or the folder holding it")
+    plot.add_argument("--out", default=None, help="folder for figures/ (default: the results' folder)")
+    plot.set_defaults(func=_plot, devices=None)
+
+    synthetic = sub.add_parser("synthetic", help="the paper's Fig. 1 maps on two 2-D Gaussians",
+                               description=_synthetic.__doc__)
+    synthetic.add_argument("--out", default="results/synthetic", help="folder for the figure (default: %(default)s)")
+    synthetic.add_argument("--grid", type=int, default=60, help="grid points per axis (default: %(default)s)")
+    synthetic.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
+    synthetic.set_defaults(func=_synthetic, devices=None)
+
     example = sub.add_parser("example", help="compute one hypergradient by RMD and by IFT on a small problem",
                              description=_example.__doc__)
     example.add_argument("--steps", type=int, default=500, help="inner gradient-descent steps (default: %(default)s)")
     example.add_argument("--seed", type=int, default=0, help="random seed of the data (default: %(default)s)")
-    example.set_defaults(func=_example)
+    example.set_defaults(func=_example, devices=None)
     return parser
 
 
@@ -69,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         print(f"\npoison-jax {poison_jax.__version__}")
         return 0
-    return args.func(args)
+    if getattr(args, "devices", None) is not None and args.devices < 1:
+        parser.error(f"--devices must be a positive integer, got {args.devices}")
+    _use_cpu_cores(args.devices)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, ImportError) as err:
+        print(f"poison-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import poison_jax
@@ -58,3 +59,78 @@ def test_attack_step_benchmark_quick(tmp_path):
     # Checkpointing must shrink the buffers XLA plans for the reverse pass.
     assert mlp["checkpointed"]["xla_temp_mb"] < mlp["plain"]["xla_temp_mb"]
     assert "ratio vmap / loop" in (tmp_path / "attack_step.md").read_text()
+
+
+def _poison_jax(*args, cwd):
+    script = Path(sys.executable).parent / "poison-jax"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+TINY_SETS = ["--set", "num_seeds=3", "--set", "iters_fixed=2", "--set", "iters_clean=2", "--set", "iters_multi=2",
+             "--set", "num_batches=1", "--set", "eval_epochs=3", "--set", "inner_steps=20",
+             "--set", "cv_grid=(-8, 1, 3)", "--set", "cv_folds=2"]
+
+
+def test_cli_run_resume_plot_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    first = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4 * 2
+    assert "| poison (%) |" in first.stdout and "figures:" in first.stdout
+    assert (out / "figures" / "error_vs_fraction.png").stat().st_size > 10_000
+    assert (out / "figures" / "lambda_norm_vs_fraction.pdf").exists()
+
+    before = (out / "results.jsonl").read_bytes()
+    again = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--out", str(out), "--resume", cwd=tmp_path)
+    assert again.returncode == 0 and "already finished: nothing to do" in again.stdout
+    assert (out / "results.jsonl").read_bytes() == before
+
+    plotted = _poison_jax("plot", str(out / "results.jsonl"), "--out", str(tmp_path / "plots"), cwd=tmp_path)
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "plots" / "figures" / "error_vs_fraction.png").exists()
+
+
+def test_cli_sharded_seeds_equal_one_device(tmp_path):
+    """Three seeds on four CPU devices (padded to four, padding dropped) give the one-device results."""
+    runs = {}
+    for devices in ("1", "4"):
+        out = tmp_path / devices
+        done = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small,learned",
+                           "--devices", devices, "--out", str(out), "--no-progress", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        runs[devices] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for one, four in zip(runs["1"], runs["4"]):
+        assert len(four["per_seed"]["error"]) == 3
+        for metric in ("error", "log_lam", "sq_norm", "val_loss"):
+            assert np.allclose(np.asarray(one["per_seed"][metric], float), np.asarray(four["per_seed"][metric], float),
+                               rtol=1e-5, atol=1e-6), metric
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--preset", "digits-lr", "--set", "alpha=-1"], "'alpha' = -1 is not allowed: a finite number > 0"),
+    (["run", "--preset", "digits-lr", "--set", "colour=red"], "unknown config field(s) 'colour'"),
+    (["plot", "nowhere/results.jsonl"], "no results file at 'nowhere/results.jsonl'"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path, args, message):
+    done = _poison_jax(*args, "--out", str(tmp_path / "o"), cwd=tmp_path) if args[0] == "run" else _poison_jax(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_help_explains_every_option():
+    for command in ("demo", "run", "plot", "synthetic"):
+        done = _poison_jax(command, "--help", cwd=".")
+        assert done.returncode == 0
+        for option in {"demo": ["--seeds", "--out", "--resume", "--hypergrad"],
+                       "run": ["--preset", "--set", "--out", "--resume", "--hypergrad", "--devices"],
+                       "plot": ["results", "--out"], "synthetic": ["--grid", "--out"]}[command]:
+            assert option in done.stdout
+
+
+def test_cli_synthetic(tmp_path):
+    done = _poison_jax("synthetic", "--grid", "5", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "synthetic_maps.png").stat().st_size > 10_000
+    maps = json.loads((tmp_path / "synthetic_maps.json").read_text())
+    assert np.asarray(maps["val_error_reg"]).shape == (5, 5)

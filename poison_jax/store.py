@@ -1,0 +1,185 @@
+"""The results store of a sweep: one JSON line per finished cell, the attack state after each cell,
+written atomically, and a lock so that two runs never write to one folder at once.
+
+Layout of an output folder::
+
+    config.json        the config the results belong to (with its hash)
+    results.jsonl      one line per finished cell
+    state/SETTING-CELL.npz   the attack state after that cell (to resume the next one)
+    .lock              held (flock) while a run writes here
+
+Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
+target: a crash leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from poison_jax import attack
+
+__all__ = ["ResultsStore", "atomic_write_text"]
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+class ResultsStore:
+    """Finished cells and saved states of one config in one folder (see the module docstring).
+
+    Opening a store takes the folder's lock (released by :meth:`release` or when the process ends,
+    even by SIGKILL) and checks that results already there belong to the same config.
+
+    Raises:
+      PermissionError: the folder cannot be created or written.
+      RuntimeError: another run holds the folder's lock.
+      ValueError: the folder holds results of another config, or a damaged results file.
+    """
+
+    def __init__(self, out_dir: Path, config):
+        self.out_dir = Path(out_dir)
+        self.config = config
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "state").mkdir(exist_ok=True)
+        except OSError as err:
+            raise PermissionError(f"cannot create the output folder {str(self.out_dir)!r}: {err.strerror}") from err
+        if not os.access(self.out_dir, os.W_OK):
+            raise PermissionError(f"the output folder {str(self.out_dir)!r} is not writable: choose another --out")
+        self._lock = self._take_lock()
+        try:
+            self._check_config()
+            self.finished = {(r["setting"], r["cell"]): r for r in self._read_records()}
+        except BaseException:
+            self.release()
+            raise
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / "results.jsonl"
+
+    # -- lock ------------------------------------------------------------------------------
+    def _take_lock(self):
+        lock = open(self.out_dir / ".lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise RuntimeError(f"another poison-jax run (pid {holder}) is writing to {str(self.out_dir)!r}; "
+                               f"wait for it to finish or choose another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return lock
+
+    def release(self) -> None:
+        """Give the folder's lock back (idempotent)."""
+        if self._lock is not None and not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    # -- config ----------------------------------------------------------------------------
+    def _check_config(self) -> None:
+        path = self.out_dir / "config.json"
+        mine = {"hash": self.config.hash(), "config": self.config.to_dict()}
+        if not path.exists():
+            atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
+            return
+        try:
+            theirs = json.loads(path.read_text())
+            their_hash, their_config = theirs["hash"], theirs["config"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a poison-jax config file ({err}); choose another --out") from err
+        if their_hash != mine["hash"]:
+            differ = sorted(k for k in mine["config"] if k not in ("name", "settings")
+                            and their_config.get(k) != mine["config"][k])
+            detail = ", ".join(f"{k}: {their_config.get(k)!r} there, {mine['config'][k]!r} here" for k in differ[:6])
+            raise ValueError(f"{str(self.out_dir)!r} holds results of another config (hash {their_hash}, this one "
+                             f"{mine['hash']}; {detail}): choose another --out")
+        if their_config.get("settings") != mine["config"]["settings"]:
+            atomic_write_text(path, json.dumps(mine, indent=2) + "\n")  # settings may grow between runs
+
+    # -- records ---------------------------------------------------------------------------
+    def _read_records(self) -> list[dict]:
+        if not self.results_path.exists():
+            return []
+        records = []
+        for number, line in enumerate(self.results_path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if record["config_hash"] != self.config.hash():
+                    raise ValueError(f"config_hash {record['config_hash']} is not this config's {self.config.hash()}")
+                record["setting"], record["cell"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{self.results_path}, line {number}, is damaged or from another config ({err}); "
+                                 f"move the file away or choose another --out") from err
+            records.append(record)
+        return records
+
+    def records(self) -> list[dict]:
+        """Finished records in the order of the config's settings and cells."""
+        order = {s: i for i, s in enumerate(self.config.settings)}
+        return sorted(self.finished.values(), key=lambda r: (order.get(r["setting"], len(order)), r["cell"]))
+
+    def append(self, record: dict) -> None:
+        """Add a finished cell's record (atomically rewrites the small results file)."""
+        key = (record["setting"], record["cell"])
+        if key in self.finished:
+            raise ValueError(f"cell {key} is already in {self.results_path}")
+        old = self.results_path.read_bytes() if self.results_path.exists() else b""
+        line = (json.dumps(record, allow_nan=False) + "\n").encode()
+        _atomic_write(self.results_path, lambda f: f.write(old + line))
+        self.finished[key] = record
+
+    # -- attack states ---------------------------------------------------------------------
+    def _state_path(self, setting: str, cell: int) -> Path:
+        return self.out_dir / "state" / f"{setting}-{cell}.npz"
+
+    def save_state(self, setting: str, cell: int, state: attack.AttackState) -> None:
+        arrays = {name: np.asarray(value) for name, value in state._asdict().items()}
+        _atomic_write(self._state_path(setting, cell), lambda f: np.savez(f, **arrays))
+
+    def load_state(self, setting: str, cell: int) -> attack.AttackState | None:
+        path = self._state_path(setting, cell)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return attack.AttackState(**{name: jnp.asarray(saved[name]) for name in attack.AttackState._fields})
+        except (ValueError, KeyError, OSError):
+            return None  # a damaged state is recomputed, never trusted
+
+    def latest_state(self, setting: str, *, before: int):
+        """``(state, next_cell)``: the saved state of the last cell before ``before``, or ``(None, 0)``."""
+        for cell in range(before - 1, -1, -1):
+            state = self.load_state(setting, cell)
+            if state is not None:
+                return state, cell + 1
+        return None, 0
