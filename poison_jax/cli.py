@@ -44,12 +44,12 @@ def _load_records(path: Path) -> tuple[list[dict], dict]:
     return records, config
 
 
-def _finish(records, out_dir: Path, title: str) -> None:
+def _finish(records, results: Path, out_dir: Path, title: str) -> None:
     from poison_jax import plots
 
     figures = plots.write_figures(records, out_dir / "figures", title)
     print("\n" + plots.summary_table(records) + "\n")
-    print(f"results: {out_dir / 'results.jsonl'}")
+    print(f"results: {results}")
     print("figures: " + ", ".join(str(p) for p in figures if p.suffix == ".png") + " (and PDF)")
 
 
@@ -58,7 +58,7 @@ def _run_config(config, args) -> int:
 
     out_dir = Path(args.out)
     records = experiment.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
-    _finish(records, out_dir, f"{config.name} ({config.model}, {config.hypergrad.upper()})")
+    _finish(records, out_dir / "results.jsonl", out_dir, f"{config.name} ({config.model}, {config.hypergrad.upper()})")
     return 0
 
 
@@ -89,9 +89,10 @@ def _plot(args) -> int:
     if not records:
         print(f"{args.results} holds no finished cell yet: nothing to plot")
         return 1
-    results_dir = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
-    out_dir = Path(args.out) if args.out else results_dir
-    _finish(records, out_dir, config.get("name", ""))
+    given = Path(args.results)
+    results = given / "results.jsonl" if given.is_dir() else given
+    out_dir = Path(args.out) if args.out else results.parent
+    _finish(records, results, out_dir, config.get("name", ""))
     return 0
 
 
