@@ -136,7 +136,7 @@ def _check_float_tree(name: str, tree: PyTree) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
-            where = jax.tree_util.keystr(path) or "(root)"
+            where = jax.tree_util.keystr(path)  # empty for a bare array
             raise TypeError(f"{name}{where} must have a floating dtype, got {dtype}")
     if not leaves:
         raise ValueError(f"{name} is an empty pytree; it needs at least one array leaf")

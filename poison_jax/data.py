@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
+import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -318,7 +319,13 @@ _NPZ_FORMATS = (
 
 def _npz_arrays(path: str, keys: Sequence[str], *, hint: str = "") -> list[np.ndarray]:
     """Read ``keys`` from an .npz file without unpickling, with errors naming the file."""
-    archive = np.load(path, allow_pickle=False)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no .npz file at {str(path)!r}. Allowed: {_NPZ_FORMATS}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{path} is not a readable .npz archive ({type(err).__name__}: {err}). "
+                         f"Allowed: {_NPZ_FORMATS}") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(
             f"{path} is a single .npy array, not an .npz archive. Allowed: {_NPZ_FORMATS}"

@@ -430,15 +430,19 @@ def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective,
     failures = []
     for i, seed in enumerate(c.seeds):
         reasons = []
+        advice = f"lower inner_lr={c.inner_lr} or narrow lam_box={c.lam_box}"
         if nonfinite[i] > 0:
             reasons.append(f"{int(nonfinite[i])} hyperiteration(s) had a non-finite hypergradient (inner training "
-                           f"diverged: lower inner_lr={c.inner_lr} or narrow lam_box={c.lam_box})")
+                           f"diverged: {advice})")
+        elif not np.isfinite(objective[i]):
+            reasons.append(f"the validation loss after inner training is not finite (inner training diverged: {advice})")
         if not m.finite[i]:
             reasons.append(f"victim training diverged (lower eval_lr={c.eval_lr})")
         values = {"error": m.error[i], "fpr": m.fpr[i], "fnr": m.fnr[i], "log_lam": m.log_lam[i],
                   "sq_norm": m.sq_norm[i], "sq_norm_per_weight": m.sq_norm_per_weight[i], "val_loss": objective[i]}
-        if not all(np.all(np.isfinite(v)) for v in values.values()) and not reasons:
-            reasons.append("a metric was not finite")
+        bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
+        if bad and not reasons:
+            reasons.append(f"non-finite metric(s): {', '.join(bad)}")
         for k, v in values.items():
             per_seed[k].append(None if reasons else np.asarray(v, np.float64).tolist())
         if reasons:

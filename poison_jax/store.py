@@ -77,6 +77,7 @@ class ResultsStore:
             raise PermissionError(f"the output folder {str(self.out_dir)!r} is not writable: choose another --out")
         self._lock = self._take_lock()
         try:
+            self._remove_stale_temporaries()
             self._check_config()
             self.finished = {(r["setting"], r["cell"]): r for r in self._read_records()}
         except BaseException:
@@ -103,6 +104,11 @@ class ResultsStore:
         lock.write(str(os.getpid()))
         lock.flush()
         return lock
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a run killed mid-write (the targets they were meant for are intact)."""
+        for tmp in [*self.out_dir.glob(".*.tmp"), *(self.out_dir / "state").glob(".*.tmp")]:
+            tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Give the folder's lock back (idempotent)."""

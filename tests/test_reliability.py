@@ -1,0 +1,114 @@
+"""Reliability: nothing lost on a crash, one writer per folder, determinism, divergence reported."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from poison_jax import experiment
+
+SETS = ["--set", "num_seeds=2", "--set", "iters_fixed=6", "--set", "iters_clean=4", "--set", "iters_multi=6",
+        "--set", "num_batches=2", "--set", "eval_epochs=5", "--set", "inner_steps=40",
+        "--set", "cv_grid=(-8, 1, 3)", "--set", "cv_folds=2", "--set", "settings=small,learned"]
+
+
+def _command(out, *extra):
+    script = Path(sys.executable).parent / "poison-jax"
+    return [str(script), "run", "--preset", "digits-lr", *SETS, "--out", str(out), "--no-progress", *extra]
+
+
+def _records(out):
+    return [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]
+
+
+def _without_timing(records):
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    done = subprocess.run(_command(out), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return _records(out)
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path):
+    """Kill the sweep with SIGKILL at a random moment after its first cell, resume, compare cell for cell.
+
+    Every field but the wall time (a measurement of this run) must be equal, values included.
+    """
+    out = tmp_path / "killed"
+    victim = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    while not (results.exists() and results.read_text().count("\n") >= 1):
+        assert victim.poll() is None, "the sweep ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 3.0))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    lines = results.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # no half-written line
+    assert len(lines) < len(uninterrupted), "killed too late to test anything: the sweep had finished"
+
+    resumed = subprocess.run(_command(out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _without_timing(_records(out)) == _without_timing(uninterrupted)
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_second_run_on_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "busy"
+    first = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()):
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        second = subprocess.run(_command(out, "--resume"), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert f"another poison-jax run (pid {first.pid}) is writing to" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # The killed holder's lock died with it: a resume goes through.
+    again = subprocess.run(_command(out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+
+
+def test_same_config_is_bitwise_identical_across_processes(uninterrupted, tmp_path):
+    done = subprocess.run(_command(tmp_path / "again"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert _without_timing(_records(tmp_path / "again")) == _without_timing(uninterrupted)
+
+
+def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
+    config = experiment.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2, num_batches=1,
+                               eval_epochs=2, inner_steps=30, inner_lr=1e4, lam_box=(-8.0, 12.0),
+                               lam_large=12.0, settings=("small", "large"))
+    records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    text = (tmp_path / "results.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert len(records) == 4  # the sweep went on through every cell
+    diverged = [r for r in records if r["setting"] == "large"]  # exp(12) x 1e4: every inner step explodes
+    assert "validation loss after inner training is not finite" in diverged[0]["failures"][0]["reason"]
+    for r in diverged[1:]:
+        assert [f["seed"] for f in r["failures"]] == [0, 1]
+        assert "non-finite hypergradient" in r["failures"][0]["reason"] and "inner_lr=10000.0" in r["failures"][0]["reason"]
+        assert r["per_seed"]["error"] == [None, None] and r["mean"]["error"] is None
+
+
+def test_victim_divergence_is_reported(tmp_path):
+    config = experiment.preset("digits-lr", num_seeds=2, iters_fixed=2, num_batches=0, eval_epochs=3, inner_steps=20,
+                               eval_lr=1e12, lam_large=15.0, lam_box=(-8.0, 16.0), settings=("large",))
+    (record,) = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    assert record["failures"] and "victim training diverged (lower eval_lr=1000000000000.0)" in record["failures"][0]["reason"]
+    assert "NaN" not in (tmp_path / "results.jsonl").read_text()
