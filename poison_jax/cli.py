@@ -27,6 +27,32 @@ def _use_cpu_cores(devices: int | None) -> None:
         pass
 
 
+def _join_hosts(args) -> None:
+    """Join a multi-host run (``jax.distributed.initialize``) when ``--coordinator`` is given."""
+    if getattr(args, "coordinator", None) is None:
+        return
+    import jax
+
+    if args.num_processes is None or args.process_id is None:
+        raise ValueError("--coordinator needs --num-processes N and --process-id I (0 <= I < N)")
+    if not 0 <= args.process_id < args.num_processes:
+        raise ValueError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts talk over gloo
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+
+
+def _leave_hosts(args) -> None:
+    """Wait until every process is done (process 0 writes figures last), then leave together."""
+    if getattr(args, "coordinator", None) is None:
+        return
+    import jax
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("poison-jax done")
+    jax.distributed.shutdown()
+
+
 def _load_records(path: Path) -> tuple[list[dict], dict]:
     path = Path(path)
     results = path / "results.jsonl" if path.is_dir() else path
@@ -45,8 +71,12 @@ def _load_records(path: Path) -> tuple[list[dict], dict]:
 
 
 def _finish(records, results: Path, out_dir: Path, title: str) -> None:
+    import jax
+
     from poison_jax import plots
 
+    if jax.process_index() != 0:  # in a multi-host run process 0 reports
+        return
     figures = plots.write_figures(records, out_dir / "figures", title)
     print("\n" + plots.summary_table(records) + "\n")
     print(f"results: {results}")
@@ -157,6 +187,11 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--devices", type=int, default=None,
                    help="on a CPU, split the host into this many XLA devices to run seeds in parallel "
                         "(default: one per core; no effect on a GPU)")
+    hosts = p.add_argument_group("multi-host (jax.distributed): run the same command on every host")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                       help="address of process 0, which coordinates and alone writes results")
+    hosts.add_argument("--num-processes", type=int, default=None, help="number of processes (hosts) in the run")
+    hosts.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num-processes - 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--devices must be a positive integer, got {args.devices}")
     _use_cpu_cores(args.devices)
     try:
-        return args.func(args)
+        _join_hosts(args)
+        status = args.func(args)
+        _leave_hosts(args)
+        return status
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, ImportError) as err:
         print(f"poison-jax {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -319,9 +319,11 @@ _INIT, _CV, _EVAL = 1, 2, 3
 class SeedSharding:
     """Spreads the seed axis over devices: a 1-D ``Mesh`` named ``"seed"`` and ``NamedSharding``s.
 
-    The number of seeds need not divide the number of devices: the seed axis is padded by repeating
-    the last seed (its copies compute the same thing) and the padding is dropped from every result.
-    On one device this is a no-op.
+    The devices are all of ``jax.devices()``: the local ones, and in a multi-host run (after
+    ``jax.distributed.initialize``) those of every process. The number of seeds need not divide the
+    number of devices: the seed axis is padded by repeating the last seed (its copies compute the
+    same thing) and :meth:`gather` drops the padding from every result. On one device this is a
+    no-op.
     """
 
     def __init__(self, num_seeds: int, devices=None):
@@ -337,22 +339,34 @@ class SeedSharding:
         seeds = tuple(seeds)
         return seeds + (seeds[-1],) * (self.padded - len(seeds))
 
+    @staticmethod
+    def _global(value: np.ndarray, sharding) -> jax.Array:
+        # Every process holds the same host value; each places the shards of its own devices.
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
     def put(self, tree):
         """Pad a tree of arrays with a leading seed axis of ``num_seeds`` (or already padded) and shard it."""
         def place(a):
-            a = jnp.asarray(a)
+            a = np.asarray(jax.device_get(a))
             if a.shape[0] < self.padded:
-                a = jnp.concatenate([a, jnp.repeat(a[-1:], self.padded - a.shape[0], axis=0)])
-            return jax.device_put(a, self.by_seed)
+                a = np.concatenate([a, np.repeat(a[-1:], self.padded - a.shape[0], axis=0)])
+            return self._global(a, self.by_seed)
         return jax.tree_util.tree_map(place, tree)
 
     def put_splits(self, splits: data.Splits) -> data.Splits:
         stacked = self.put(splits._replace(x_test=None, y_test=None))
-        return stacked._replace(x_test=jax.device_put(splits.x_test, self.replicated),
-                                y_test=jax.device_put(splits.y_test, self.replicated))
+        return stacked._replace(x_test=self._global(np.asarray(splits.x_test), self.replicated),
+                                y_test=self._global(np.asarray(splits.y_test), self.replicated))
 
-    def drop_padding(self, tree):
-        return jax.tree_util.tree_map(lambda a: a[:self.num_seeds], tree)
+    def gather(self, tree):
+        """Numpy copies of a tree of seed-sharded arrays on every process, without the padding."""
+        from jax.experimental import multihost_utils
+
+        def fetch(a):
+            if isinstance(a, jax.Array) and not a.is_fully_addressable:
+                a = multihost_utils.process_allgather(a, tiled=True)
+            return np.asarray(a)[:self.num_seeds]
+        return jax.tree_util.tree_map(fetch, tree)
 
 
 class Sweep:
@@ -417,7 +431,7 @@ class Sweep:
         m = evaluate.evaluate_victim(self.model, x, y, state.log_lam, keys, self.splits.x_test, self.splits.y_test,
                                      lr=c.eval_lr, epochs=c.eval_epochs, batch_size=min(c.eval_batch, c.n_train))
         objective = attack.attack_objective(self.settings, self.splits, state)
-        m, objective, nonfinite = jax.device_get(self.sharding.drop_padding((m, objective, state.nonfinite_steps)))
+        m, objective, nonfinite = self.sharding.gather((m, objective, state.nonfinite_steps))
         per_seed, failures = _per_seed_metrics(c, m, objective, nonfinite)
         return {"per_seed": per_seed, "mean": _mean_metrics(per_seed), "failures": failures}
 
@@ -466,13 +480,20 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
 
     Writes ``out_dir/results.jsonl`` (one JSON line per finished cell), ``out_dir/config.json`` and
     the attack state after each cell under ``out_dir/state/``. A finished sweep does nothing and says
-    so; a partly finished one needs ``resume=True``.
+    so; a partly finished one needs ``resume=True``. The seed axis is sharded over ``devices``
+    (default: all devices of all processes); in a multi-host run ``out_dir`` must be a folder every
+    process sees, and only process 0 writes to it.
     """
     from tqdm.auto import tqdm
 
     from poison_jax.store import ResultsStore
 
-    store = ResultsStore(Path(out_dir), config)
+    # In a multi-host run every process computes; process 0 alone writes (and holds the lock).
+    writer = jax.process_index() == 0
+    store = ResultsStore(Path(out_dir), config, writer=writer)
+    if not writer:
+        log = lambda _: None  # noqa: E731
+        progress = False
     cells = [(s, c) for s in config.settings for c in range(config.num_batches + 1)]
     todo = [cell for cell in cells if cell not in store.finished]
     if not todo:
@@ -508,8 +529,12 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
                     continue
                 metrics = sweep.evaluate(setting, cell, state)
                 record = _record(config, setting, cell, metrics, time.perf_counter() - t0)
-                store.save_state(setting, cell, sweep.sharding.drop_padding(state))
-                store.append(record)
+                saved = sweep.sharding.gather(state)  # a collective: every process takes part
+                if writer:
+                    store.save_state(setting, cell, saved)
+                    store.append(record)
+                else:
+                    store.finished[(setting, cell)] = record
                 if metrics["failures"]:
                     bar.write(f"cell {setting}/{cell}: {len(metrics['failures'])} seed(s) failed: "
                               f"{metrics['failures'][0]['reason']}")

@@ -57,7 +57,8 @@ class ResultsStore:
     """Finished cells and saved states of one config in one folder (see the module docstring).
 
     Opening a store takes the folder's lock (released by :meth:`release` or when the process ends,
-    even by SIGKILL) and checks that results already there belong to the same config.
+    even by SIGKILL) and checks that results already there belong to the same config. With
+    ``writer=False`` (the other processes of a multi-host run) it only reads the finished cells.
 
     Raises:
       PermissionError: the folder cannot be created or written.
@@ -65,9 +66,13 @@ class ResultsStore:
       ValueError: the folder holds results of another config, or a damaged results file.
     """
 
-    def __init__(self, out_dir: Path, config):
+    def __init__(self, out_dir: Path, config, *, writer: bool = True):
         self.out_dir = Path(out_dir)
         self.config = config
+        self._lock = None
+        if not writer:  # another process of a multi-host run writes: only read what is finished
+            self.finished = {(r["setting"], r["cell"]): r for r in self._read_records()}
+            return
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "state").mkdir(exist_ok=True)

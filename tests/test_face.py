@@ -96,7 +96,7 @@ def test_cli_sharded_seeds_equal_one_device(tmp_path):
     runs = {}
     for devices in ("1", "4"):
         out = tmp_path / devices
-        done = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small,learned",
+        done = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=learned",
                            "--devices", devices, "--out", str(out), "--no-progress", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         runs[devices] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
