@@ -10,7 +10,7 @@ without checkpointing (time and peak memory).
   (``memory_analysis``) and the rise of the process's peak resident memory during the first
   execution of the ahead-of-time compiled step (VmHWM reset after compilation).
 
-    python -m benchmarks.attack_step [--quick] [--out benchmarks/results]
+    python -m benchmarks.attack_step [--quick] [--out benchmarks/results] [--device cpu|gpu]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import environment, median_times, write_results
+from benchmarks.common import (add_common_args, default_device, environment, median_times, select_device,
+                               write_results)
 from poison_jax import attack, data, models
 from poison_jax.bilevel import RMD
 
@@ -103,11 +104,18 @@ def mlp_case(quick: bool, checkpoint: bool) -> dict:
     # Compile ahead of time, so that the first execution is the one whose memory is measured.
     compiled = attack.poison_step.lower(settings, splits, state, update_xp=True, update_lam=False).compile()
     analysis = compiled.memory_analysis()
+    device = default_device()
+    stats = device.memory_stats() if device.platform != "cpu" else None  # an accelerator's own allocator
+    device_baseline = stats.get("bytes_in_use") if stats else None
     baseline = _rss_mb()
     with open("/proc/self/clear_refs", "w") as refs:  # reset VmHWM to the current RSS
         refs.write("5")
     jax.block_until_ready(compiled(splits, state))
     peak = _peak_rss_mb() - baseline
+    device_peak = None
+    if device_baseline is not None and "peak_bytes_in_use" in device.memory_stats():
+        # Fresh process: the peak so far is the execution's (setup held less than the step needs).
+        device_peak = (device.memory_stats()["peak_bytes_in_use"] - device_baseline) / 2**20
     times = []
     for _ in range(2 if quick else 3):
         start = time.perf_counter()
@@ -118,28 +126,33 @@ def mlp_case(quick: bool, checkpoint: bool) -> dict:
         "seconds": float(np.median(times)),
         "xla_temp_mb": analysis.temp_size_in_bytes / 2**20,
         "peak_rss_above_baseline_mb": peak,
+        "device_peak_above_baseline_mb": device_peak,  # accelerators only (host RSS says little there)
         "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
     }
 
 
-def mlp_checkpointing(quick: bool) -> dict:
+def mlp_checkpointing(quick: bool, device: str | None = None) -> dict:
     cases = {}
     for checkpoint in (False, True):
         cmd = [sys.executable, "-m", "benchmarks.attack_step", "--mlp-case", str(int(checkpoint))]
         if quick:
             cmd.append("--quick")
+        if device is not None:
+            cmd += ["--device", device]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         cases["checkpointed" if checkpoint else "plain"] = json.loads(out.stdout.strip().splitlines()[-1])
     plain, ckpt = cases["plain"], cases["checkpointed"]
     return {**cases,
             "time_ratio": ckpt["seconds"] / plain["seconds"],
             "xla_temp_ratio": ckpt["xla_temp_mb"] / plain["xla_temp_mb"],
-            "peak_rss_ratio": ckpt["peak_rss_above_baseline_mb"] / max(plain["peak_rss_above_baseline_mb"], 1e-9)}
+            "peak_rss_ratio": ckpt["peak_rss_above_baseline_mb"] / max(plain["peak_rss_above_baseline_mb"], 1e-9),
+            "device_peak_ratio": (ckpt["device_peak_above_baseline_mb"] / max(plain["device_peak_above_baseline_mb"], 1e-9)
+                                  if plain["device_peak_above_baseline_mb"] is not None else None)}
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device: str | None = None) -> dict:
     return {"benchmark": "attack_step", "lr_vmap_vs_loop": vmap_vs_loop(quick),
-            "mlp_checkpointing": mlp_checkpointing(quick), **environment()}
+            "mlp_checkpointing": mlp_checkpointing(quick, device), **environment()}
 
 
 def markdown(result: dict) -> str:
@@ -156,19 +169,23 @@ def markdown(result: dict) -> str:
         c = m[name]
         lines.append(f"| {name} | {c['seconds']:.2f} | {c['xla_temp_mb']:.1f} | {c['peak_rss_above_baseline_mb']:.1f} |")
     lines.append(f"| ratio | {m['time_ratio']:.2f} | {m['xla_temp_ratio']:.3f} | {m['peak_rss_ratio']:.3f} |")
+    if m.get("device_peak_ratio") is not None:  # on an accelerator, its own memory is the one that counts
+        lines += ["", f"Device memory peak above baseline: plain {m['plain']['device_peak_above_baseline_mb']:.1f} MB, "
+                      f"checkpointed {m['checkpointed']['device_peak_above_baseline_mb']:.1f} MB, ratio "
+                      f"{m['device_peak_ratio']:.3f}."]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for attack_step.json (default: %(default)s)")
+    add_common_args(parser, "attack_step")
     parser.add_argument("--mlp-case", choices=("0", "1"), help=argparse.SUPPRESS)  # internal: one subprocess case
     args = parser.parse_args(argv)
+    select_device(args.device)
     if args.mlp_case is not None:
         print(json.dumps(mlp_case(args.quick, args.mlp_case == "1")))
         return None
-    result = run(quick=args.quick)
+    result = run(quick=args.quick, device=args.device)
     write_results(args.out, "attack_step", result, markdown(result))
     return result
 

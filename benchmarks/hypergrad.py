@@ -4,7 +4,7 @@ d = 784, 512 training rows of which 85 are poison (the hyperparameters, with log
 validation rows, T = 150 steps of gradient descent, random data of that shape, float32.
 Target: RMD <= 2.5x the forward unroll, measured in one run.
 
-    python benchmarks/hypergrad.py [--quick] [--out benchmarks/results]
+    python -m benchmarks.hypergrad [--quick] [--out benchmarks/results] [--device cpu|gpu]
 
 Writes ``hypergrad.json`` and prints a Markdown table.
 """
@@ -18,21 +18,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import environment, median_times, write_results
+from benchmarks.common import add_common_args, environment, median_times, select_device, write_results
 from poison_jax import bilevel
 
 
-def logistic_problem(d: int, n_train: int, n_poison: int, n_val: int, seed: int = 0):
-    """Inner and outer losses of L2 logistic regression with poison rows and log-λ in theta."""
+def logistic_arrays(d: int, n_train: int, n_poison: int, n_val: int, seed: int = 0) -> dict:
+    """The data of :func:`logistic_problem` as float32 numpy arrays (shared with the PyTorch peer)."""
     rng = np.random.default_rng(seed)
     w_true = rng.normal(size=d) / np.sqrt(d)
     x_clean = rng.uniform(size=(n_train - n_poison, d)).astype(np.float32)
     x_val = rng.uniform(size=(n_val, d)).astype(np.float32)
     centre = lambda x: (x - 0.5) @ w_true
-    y_clean = jnp.asarray(centre(x_clean) > 0, jnp.float32)
-    y_val = jnp.asarray(centre(x_val) > 0, jnp.float32)
-    y_poison = jnp.asarray(rng.integers(0, 2, n_poison), jnp.float32)
-    x_clean, x_val = jnp.asarray(x_clean), jnp.asarray(x_val)
+    y_clean = (centre(x_clean) > 0).astype(np.float32)
+    y_val = (centre(x_val) > 0).astype(np.float32)
+    y_poison = rng.integers(0, 2, n_poison).astype(np.float32)
+    xp = rng.uniform(size=(n_poison, d)).astype(np.float32)
+    return {"x_clean": x_clean, "y_clean": y_clean, "x_val": x_val, "y_val": y_val, "y_poison": y_poison,
+            "xp": xp, "log_lam": np.float32(np.log(0.05)), "n_train": n_train}
+
+
+def logistic_problem(d: int, n_train: int, n_poison: int, n_val: int, seed: int = 0):
+    """Inner and outer losses of L2 logistic regression with poison rows and log-λ in theta."""
+    arrays = logistic_arrays(d, n_train, n_poison, n_val, seed)
+    x_clean, y_clean = jnp.asarray(arrays["x_clean"]), jnp.asarray(arrays["y_clean"])
+    x_val, y_val = jnp.asarray(arrays["x_val"]), jnp.asarray(arrays["y_val"])
+    y_poison = jnp.asarray(arrays["y_poison"])
 
     def bce_sum(logits, y):
         return jnp.sum(jax.nn.softplus(logits) - y * logits)
@@ -46,8 +56,7 @@ def logistic_problem(d: int, n_train: int, n_poison: int, n_val: int, seed: int 
         return bce_sum(x_val @ w["w"] + w["b"], y_val) / n_val
 
     w0 = {"w": jnp.zeros(d, jnp.float32), "b": jnp.zeros((), jnp.float32)}
-    theta = {"xp": jnp.asarray(rng.uniform(size=(n_poison, d)), jnp.float32),
-             "log_lam": jnp.asarray(np.log(0.05), jnp.float32)}
+    theta = {"xp": jnp.asarray(arrays["xp"]), "log_lam": jnp.asarray(arrays["log_lam"], jnp.float32)}
     return inner_loss, outer_loss, w0, theta
 
 
@@ -86,9 +95,9 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for hypergrad.json (default: %(default)s)")
+    add_common_args(parser, "hypergrad")
     args = parser.parse_args(argv)
+    select_device(args.device)
     result = run(quick=args.quick)
     write_results(args.out, "hypergrad", result, markdown(result))
     return result

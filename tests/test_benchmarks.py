@@ -1,0 +1,141 @@
+"""The benchmark suite's entry point in --quick mode: every script runs and writes what a reader needs.
+
+``python -m benchmarks --quick`` runs the new benchmarks once for the module (hypergrad and
+attack_step have their own quick tests in test_face.py); the summary's goals from those two are
+checked on minimal JSON files.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NEW = ("accuracy", "scaling", "batching", "peer")
+GOAL_IDS = {"rmd_over_forward", "ift_over_rmd_to_0.999", "vmap_over_loop", "jax_over_torch", "checkpoint_memory",
+            "sweep_minutes"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--out", str(out),
+                           "--only", *NEW], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    logs = {name: (out / f"{name}.log").read_text()[-2000:] for name in NEW if (out / f"{name}.log").exists()}
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
+    return out, {name: json.loads((out / f"{name}.json").read_text()) for name in NEW}
+
+
+def test_every_script_writes_json_markdown_and_environment(suite):
+    out, results = suite
+    for name, result in results.items():
+        assert result["benchmark"] == name
+        assert result["device"].startswith("cpu") and result["jax_version"]
+        assert (out / f"{name}.md").read_text().strip()
+    assert (out / "accuracy.png").stat().st_size > 10_000
+
+
+def test_accuracy_rmd_approaches_exact_and_goal_is_costed(suite):
+    _, results = suite
+    lr = results["accuracy"]["lr"]
+    assert lr["reference"]["hessian_min_eig"] > 0 and lr["reference"]["grad_norm"] < 1e-8
+    rmd = lr["rmd_over_T"]
+    assert [r["T"] for r in rmd] == sorted(r["T"] for r in rmd)
+    assert rmd[-1]["cosine"] > rmd[0]["cosine"] and rmd[-1]["rel_error"] < rmd[0]["rel_error"]
+    assert all(r["median_ms"] > 0 for r in rmd)
+    ift_cg = lr["ift_over_cg_iters"]
+    assert ift_cg[-1]["cosine"] > 0.9999  # CG to convergence at the converged w* is the exact answer
+    assert lr["goal"]["ift_over_rmd"] > 0
+    mlp = results["accuracy"]["mlp"]
+    assert mlp["reference"]["strongly_convex"] and mlp["reference"]["hessian_min_eig"] > 0
+    assert mlp["rmd_over_T"] and mlp["ift_over_cg_iters"]
+
+
+def test_scaling_checkpointing_saves_memory(suite):
+    _, results = suite
+    over_t = results["scaling"]["over_T"]
+    last = over_t["rows"][-1]
+    assert last["checkpointed_temp_bytes"] < last["plain_temp_bytes"]
+    assert over_t["slope_temp_checkpointed"] < over_t["slope_temp_plain"]
+    for axis in ("d", "n_train", "seeds"):
+        rows = results["scaling"][f"over_{axis}"]["rows"]
+        assert len(rows) >= 2 and all(r["median_ms"] > 0 and r["temp_bytes"] > 0 for r in rows)
+    seeds = results["scaling"]["over_seeds"]["rows"]
+    assert seeds[-1]["temp_bytes"] > seeds[0]["temp_bytes"]  # vmap's buffers grow with the seeds
+
+
+def test_batching_compares_loop_vmap_sharding_and_projects_the_sweep(suite):
+    _, results = suite
+    b = results["batching"]
+    assert b["one_device"]["loop_ms"] > 0 and b["one_device"]["vmap_ms"] > 0
+    assert b["sharded"]["devices"] == (os.cpu_count() or 1)  # one XLA device per CPU core
+    assert b["sharded"]["ms"]["sharded"] > 0
+    assert b["jit_vs_no_jit"]["no_jit_over_jit"] > 1
+    p = b["sweep_projection"]
+    assert p["hypergradients_per_seed"] == 2550 and p["projected_minutes"] > 0
+    assert b["profile"]["one_seed_flops"] > 0 and b["diagnosis"]
+
+
+def test_peer_measures_torch_or_names_the_extra(suite):
+    _, results = suite
+    peer = results["peer"]
+    assert peer["poison_jax_ms"] > 0
+    if "skipped" in peer["torch"]:
+        assert "poison-jax[bench]" in peer["torch"]["skipped"]
+        assert peer["goals"]["poison_jax / PyTorch peer <= 0.2"] is None
+    else:
+        assert peer["poison_jax_over_torch"] > 0
+        assert peer["torch"]["agreement"]["cosine"] > 0.999
+
+
+def test_summary_lists_every_goal(suite):
+    out, _ = suite
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["quick"] is True
+    rows = {row["id"]: row for row in summary["goals"]}
+    assert set(rows) == GOAL_IDS
+    for goal_id in ("ift_over_rmd_to_0.999", "vmap_over_loop", "sweep_minutes"):
+        assert rows[goal_id]["measured"] > 0 and rows[goal_id]["met"] in (True, False)
+    for row in rows.values():
+        if row["met"] is False:
+            assert row["why_missed"]
+    assert rows["rmd_over_forward"]["met"] is None and "not run" in rows["rmd_over_forward"]["note"]
+    text = (out / "summary.md").read_text()
+    assert "| goal | measured | target | met |" in text and "--quick" in text
+
+
+def test_summary_reads_hypergrad_and_attack_step_results(tmp_path):
+    from benchmarks.__main__ import summarise
+
+    (tmp_path / "hypergrad.json").write_text(json.dumps({
+        "device": "cpu:cpu", "jax_version": "x", "goals": {"RMD / forward unroll <= 2.5": 2.7},
+        "rows": [{"method": "forward unroll", "median_ms": 1.0}, {"method": "RMD", "median_ms": 2.7}]}))
+    mlp = {"plain": {"xla_temp_mb": 900.0, "peak_rss_above_baseline_mb": 920.0},
+           "checkpointed": {"xla_temp_mb": 68.0, "peak_rss_above_baseline_mb": 86.0},
+           "time_ratio": 1.4, "peak_rss_ratio": 0.093}
+    (tmp_path / "attack_step.json").write_text(json.dumps({"mlp_checkpointing": mlp}))
+    summary = summarise(tmp_path, status={}, quick=False)
+    rows = {row["id"]: row for row in summary["goals"]}
+    assert rows["rmd_over_forward"]["met"] is False and "2.70 ms" in rows["rmd_over_forward"]["why_missed"]
+    assert rows["checkpoint_memory"]["met"] is True and rows["checkpoint_memory"]["measured"] == 0.093
+    assert rows["jax_over_torch"]["met"] is None
+    assert "**no**" in (tmp_path / "summary.md").read_text()
+
+
+def test_device_option_picks_the_platform_or_names_a_missing_one():
+    import jax
+
+    from benchmarks.common import environment, select_device
+
+    previous = jax.config.jax_default_device
+    try:
+        if jax.default_backend() == "cpu":
+            with pytest.raises(RuntimeError, match="--device gpu"):
+                select_device("gpu")
+        select_device("cpu")
+        assert environment()["device"].startswith("cpu")
+    finally:
+        jax.config.update("jax_default_device", previous)
