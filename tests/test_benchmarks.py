@@ -139,3 +139,13 @@ def test_device_option_picks_the_platform_or_names_a_missing_one():
         assert environment()["device"].startswith("cpu")
     finally:
         jax.config.update("jax_default_device", previous)
+
+
+def test_peer_without_torch_records_why(monkeypatch, tmp_path):
+    from benchmarks import peer
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    result = peer.main(["--quick", "--out", str(tmp_path)])
+    assert result["torch"] == {"skipped": "torch not installed: pip install 'poison-jax[bench]'"}
+    assert result["poison_jax_ms"] > 0
+    assert "skipped" in (tmp_path / "peer.md").read_text()
