@@ -227,7 +227,7 @@ def sharded_case(quick: bool, devices: int) -> dict:
     times = median_times(calls, repeats=3 if quick else 10, warmup=1)
 
     # Victim evaluation of one cell (all seeds, sharded) and λ_CLEAN cross-validation, as the runner does.
-    x, y = attack.poisoned_training_set(s_splits, s_state)
+    x, y, _ = attack.poisoned_training_set(s_splits, s_state)
     keys = sharding.put(jax.random.split(jax.random.PRNGKey(0), sizes["seeds"]))
     epochs = 5 if quick else SWEEP["eval_epochs"]
 

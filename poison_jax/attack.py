@@ -42,11 +42,14 @@ import jax.numpy as jnp
 import optax
 from optax import projections
 
-from poison_jax import bilevel, models
-from poison_jax.bilevel import IFT, RMD
+from poison_jax import bilevel, models, outer
+from poison_jax.bilevel import METHODS, Warm
 
 __all__ = [
+    "Add",
     "AttackSettings",
+    "MODES",
+    "Replace",
     "AttackState",
     "StepInfo",
     "attack_objective",
@@ -59,30 +62,80 @@ __all__ = [
 ]
 
 @dataclasses.dataclass(frozen=True)
+class Replace:
+    """The paper's poison mode: each active poison point takes the place of a training row, so the
+    poisoned set keeps ``n_train`` rows."""
+
+    def clean_weights(self, replace_idx, active, n_train, dtype):
+        return jnp.ones(n_train, dtype).at[replace_idx].set(jnp.where(active, 0.0, 1.0).astype(dtype))
+
+    def size(self, n_train, active):
+        return jnp.asarray(n_train, jnp.float32)
+
+    def training_set(self, state, x_train, y_train):
+        """``(x, y, weights)``: the rows active poison points replace are overwritten (weights None: all 1)."""
+        rows = jnp.where(state.active, state.replace_idx, x_train.shape[0])  # inactive -> dropped
+        x = x_train.at[rows].set(state.xp, mode="drop")
+        y = y_train.at[rows].set(state.yp, mode="drop")
+        return x, y, None
+
+
+@dataclasses.dataclass(frozen=True)
+class Add:
+    """Biggio et al.'s (and secml's) poison mode: active poison points are appended, so the poisoned
+    set has ``n_train + n_active`` rows."""
+
+    def clean_weights(self, replace_idx, active, n_train, dtype):
+        return jnp.ones(n_train, dtype)
+
+    def size(self, n_train, active):
+        return n_train + jnp.sum(active).astype(jnp.float32)
+
+    def training_set(self, state, x_train, y_train):
+        """``(x, y, weights)``: ``n_train + P`` rows, inactive poison rows with weight 0."""
+        x = jnp.concatenate([x_train, state.xp.astype(x_train.dtype)])
+        y = jnp.concatenate([y_train, state.yp.astype(y_train.dtype)])
+        weights = jnp.concatenate([jnp.ones(x_train.shape[0], x_train.dtype), state.active.astype(x_train.dtype)])
+        return x, y, weights
+
+
+MODES = {"replace": Replace, "add": Add}
+_STEP_RULES = (outer.Normalised, outer.SGD, outer.Adam, outer.Optimistic, outer.Armijo)
+
+
+@dataclasses.dataclass(frozen=True)
 class AttackSettings:
     """Static settings of Algorithm 1 (hashable: a static argument of the jitted steps).
 
     Attributes:
       model: the learner (:func:`poison_jax.models.logistic_regression` or ``mlp``).
-      method: how hypergradients are computed, ``RMD(steps, lr)`` (the paper) or ``IFT(...)``.
-      alpha: step of the normalised ascent on ``Xp`` (> 0).
-      beta: step of the descent on log-λ (> 0).
+      method: how hypergradients are computed: ``RMD(steps, lr)`` (the paper), ``IFT(...)`` or
+        ``Implicit(...)`` (a converged, warm-started inner solve: the strong attack).
+      alpha: step size of the rule on ``Xp`` (> 0).
+      beta: step size of the rule on log-λ (> 0).
       x_box: ``(low, high)`` box Φ(Dp) of the poison features.
       lam_box: ``(low, high)`` box Φ(Λ) of log-λ.
+      xp_step: the rule moving ``Xp`` (ascent), a value from :mod:`poison_jax.outer`; the paper's
+        :class:`~poison_jax.outer.Normalised` by default.
+      lam_step: the rule moving log-λ (descent); the paper's :class:`~poison_jax.outer.SGD` by default.
+      mode: :class:`Replace` (the paper, default) or :class:`Add` (secml).
     """
 
     model: models.Model
-    method: RMD | IFT
+    method: bilevel.Method
     alpha: float
     beta: float
     x_box: tuple[float, float]
     lam_box: tuple[float, float]
+    xp_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.Normalised()
+    lam_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.SGD()
+    mode: Replace | Add = Replace()
 
     def __post_init__(self):
         if not isinstance(self.model, models.Model):
             raise TypeError(f"model must be a poison_jax.models.Model, got {self.model!r}")
-        if not isinstance(self.method, (RMD, IFT)):
-            raise TypeError(f"method must be RMD(...) or IFT(...), got {self.method!r}")
+        if not isinstance(self.method, METHODS):
+            raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {self.method!r}")
         for name in ("alpha", "beta"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -92,6 +145,12 @@ class AttackSettings:
             if not (isinstance(box, tuple) and len(box) == 2 and all(math.isfinite(b) for b in box)
                     and box[0] < box[1]):
                 raise ValueError(f"{name} must be a pair (low, high) of finite numbers with low < high, got {box!r}")
+        for name in ("xp_step", "lam_step"):
+            if not isinstance(getattr(self, name), _STEP_RULES):
+                raise TypeError(f"{name} must be one of poison_jax.outer's rules "
+                                f"({', '.join(r.__name__ + '()' for r in _STEP_RULES)}), got {getattr(self, name)!r}")
+        if not isinstance(self.mode, (Replace, Add)):
+            raise TypeError(f"mode must be Replace() or Add(), got {self.mode!r}")
 
 
 class AttackState(NamedTuple):
@@ -107,6 +166,12 @@ class AttackState(NamedTuple):
       key: PRNG key for the random inner initialisation (MLP).
       nonfinite_steps: int32, hyperiterations whose hypergradient was not finite; their update was
         skipped, so a positive count means the inner training diverged.
+      warm: the :class:`~poison_jax.bilevel.Warm` start (inner solution and adjoint) carried from
+        one hyperiteration to the next when the method warm-starts (``Implicit``); ``None`` otherwise.
+      xp_opt, lam_opt: the states of the outer rules on ``Xp`` and log-λ (e.g. Adam's moments, the
+        line search's last step length).
+      unconverged_solves: int32, hypergradients whose inner solve stopped at its iteration cap
+        before reaching its tolerance (always 0 for fixed-step training).
     """
 
     xp: jax.Array
@@ -117,6 +182,10 @@ class AttackState(NamedTuple):
     log_lam: jax.Array
     key: jax.Array
     nonfinite_steps: jax.Array
+    warm: Warm | None = None
+    xp_opt: object = None
+    lam_opt: object = None
+    unconverged_solves: jax.Array | None = None
 
 
 class StepInfo(NamedTuple):
@@ -127,31 +196,34 @@ class StepInfo(NamedTuple):
       inner_grad_norm: ``||grad_w||`` of the inner loss after training (how converged w(T) is).
       cg_residual: IFT's relative CG residual (0 for RMD).
       finite: whether the hyperiteration's hypergradients were finite.
+      inner_converged: whether the inner solves reached their tolerance (fixed-step: finite).
     """
 
     val_loss: jax.Array
     inner_grad_norm: jax.Array
     cg_residual: jax.Array
     finite: jax.Array
+    inner_converged: jax.Array
 
 
-def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: AttackState):
+def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: AttackState, mode=Replace()):
     """Inner and outer losses of one split, ``theta = {"xp": (P, d), "log_lam": (L,)}``.
 
-    inner: ``(Σ cross-entropy + L2 penalty) / n_train`` over the poisoned training set (the clean
-    rows that active poison points replace are left out, so the set keeps ``n_train`` rows); see
+    inner: ``(Σ cross-entropy + L2 penalty) / n`` over the poisoned training set of ``n`` rows: in
+    :class:`Replace` mode the clean rows that active poison points replace are left out, so
+    ``n = n_train``; in :class:`Add` mode ``n = n_train + n_active``. See
     :func:`poison_jax.models.l2_penalty` for the scaling.
     outer: mean cross-entropy on the validation set (no penalty).
     """
     n_train = x_train.shape[0]
-    clean_weight = jnp.ones(n_train, x_train.dtype).at[state.replace_idx].set(
-        jnp.where(state.active, 0.0, 1.0).astype(x_train.dtype))
+    clean_weight = mode.clean_weights(state.replace_idx, state.active, n_train, x_train.dtype)
     poison_weight = state.active.astype(x_train.dtype)
+    size = mode.size(n_train, state.active).astype(x_train.dtype)
 
     def inner_loss(w, theta):
         clean = jnp.sum(clean_weight * models.bce(model.apply(w, x_train), y_train))
         poison = jnp.sum(poison_weight * models.bce(model.apply(w, theta["xp"]), state.yp))
-        return (clean + poison + models.l2_penalty(model, w, theta["log_lam"])) / n_train
+        return (clean + poison + models.l2_penalty(model, w, theta["log_lam"])) / size
 
     def outer_loss(w, theta):
         return jnp.mean(models.bce(model.apply(w, x_val), y_val))
@@ -159,20 +231,27 @@ def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: Atta
     return inner_loss, outer_loss
 
 
-def _init_one(n_poison, log_lam, key, x_train, y_train, x_val, y_val):
+def _init_one(settings, n_poison, log_lam, key, x_train, y_train, x_val, y_val):
     n_train, n_val = x_train.shape[0], x_val.shape[0]
     key, clone_key, replace_key = jax.random.split(key, 3)
     clone_idx = jax.random.choice(clone_key, n_val, (n_poison,), replace=False)
     replace_idx = jax.random.choice(replace_key, n_train, (n_poison,), replace=False).astype(jnp.int32)
     none = jnp.zeros(n_poison, bool)
+    xp = x_val[clone_idx]
+    warm = None
+    if settings.method.warm_starts:
+        w0 = settings.model.init(key)
+        warm = Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
     return AttackState(
-        xp=x_val[clone_idx], yp=1.0 - y_val[clone_idx], replace_idx=replace_idx, active=none,
-        trainable=none, log_lam=log_lam, key=key, nonfinite_steps=jnp.asarray(0, jnp.int32))
+        xp=xp, yp=1.0 - y_val[clone_idx], replace_idx=replace_idx, active=none,
+        trainable=none, log_lam=log_lam, key=key, nonfinite_steps=jnp.asarray(0, jnp.int32), warm=warm,
+        xp_opt=settings.xp_step.init(xp), lam_opt=settings.lam_step.init(log_lam),
+        unconverged_solves=jnp.asarray(0, jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "n_poison"))
 def _init_attack(settings, keys, splits, log_lam, *, n_poison):
-    init = functools.partial(_init_one, n_poison)
+    init = functools.partial(_init_one, settings, n_poison)
     return jax.vmap(init, in_axes=(0, 0, 0, 0, 0, 0))(
         log_lam, keys, splits.x_train, splits.y_train, splits.x_val, splits.y_val)
 
@@ -228,38 +307,60 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
               x_train, y_train, x_val, y_val):
     key, init_key = jax.random.split(state.key)
     w0 = settings.model.init(init_key)  # a fresh random init each hyperiteration for the MLP
-    inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state)
+    inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state, settings.mode)
+    method = settings.method
+    # The paper restarts training from w(0); a converged solver starts where the last one ended.
+    warm = state.warm if method.warm_starts else Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
 
-    def hypergrad(xp, log_lam):
-        return bilevel.hypergrad_with_info(settings.method, inner_loss, outer_loss, w0,
-                                           {"xp": xp, "log_lam": log_lam})
+    def hypergrad(xp, log_lam, warm):
+        value, dtheta, info, new_warm = bilevel.warm_hypergrad(method, inner_loss, outer_loss, warm,
+                                                               {"xp": xp, "log_lam": log_lam})
+        return value, dtheta, info, new_warm if method.warm_starts else warm
 
-    xp, log_lam, finite = state.xp, state.log_lam, jnp.asarray(True)
-    first_value = first_info = None
+    def objective(xp, log_lam, warm):  # the attacker's objective at a trial point (line search)
+        theta = {"xp": xp, "log_lam": log_lam}
+        return outer_loss(method.fit(inner_loss, warm.w, theta), theta)
+
+    xp, log_lam, xp_opt, lam_opt = state.xp, state.log_lam, state.xp_opt, state.lam_opt
+    finite, converged = jnp.asarray(True), jnp.asarray(True)
+    first = None
     if update_xp:
-        value, dtheta, info = hypergrad(xp, log_lam)
-        g = jnp.where(state.trainable[:, None], dtheta["xp"], 0.0)
-        step, _ = optax.normalize_by_update_norm(scale_factor=settings.alpha).update(g, optax.EmptyState())
-        ok = _all_finite(value, g)
-        xp = jnp.where(ok, projections.projection_box(xp + step, *settings.x_box), xp)
+        value, dtheta, info, new_warm = hypergrad(xp, log_lam, warm)
+        ok = _all_finite(value, dtheta["xp"])
+        new_xp, new_opt = settings.xp_step.step(
+            xp, dtheta["xp"], xp_opt, lr=settings.alpha, ascent=True, box=settings.x_box,
+            mask=state.trainable[:, None], value=value,
+            value_fn=lambda x: objective(x, log_lam, new_warm))
+        xp, xp_opt, warm = _keep_if(ok, (new_xp, new_opt, new_warm), (xp, xp_opt, warm))
         finite &= ok
-        first_value, first_info = value, info
+        converged &= info.solve.converged
+        first = (value, info)
     if update_lam:  # with the updated Xp, as Algorithm 1 prescribes
-        value, dtheta, info = hypergrad(xp, log_lam)
-        g = dtheta["log_lam"]
-        tx = optax.sgd(settings.beta)
-        step, _ = tx.update(g, tx.init(log_lam))
-        ok = _all_finite(value, g)
-        log_lam = jnp.where(ok, projections.projection_box(log_lam + step, *settings.lam_box), log_lam)
+        value, dtheta, info, new_warm = hypergrad(xp, log_lam, warm)
+        ok = _all_finite(value, dtheta["log_lam"])
+        new_lam, new_opt = settings.lam_step.step(
+            log_lam, dtheta["log_lam"], lam_opt, lr=settings.beta, ascent=False, box=settings.lam_box, mask=True,
+            value=value, value_fn=lambda lam: objective(xp, lam, new_warm))
+        log_lam, lam_opt, warm = _keep_if(ok, (new_lam, new_opt, new_warm), (log_lam, lam_opt, warm))
         finite &= ok
-        if first_value is None:
-            first_value, first_info = value, info
-    if first_value is None:  # neither updated: report the objective only
-        first_value, _, first_info = hypergrad(xp, log_lam)
+        converged &= info.solve.converged
+        first = first if first is not None else (value, info)
+    if first is None:  # neither updated: report the objective only
+        value, _, info, _ = hypergrad(xp, log_lam, warm)
+        converged &= info.solve.converged
+        first = (value, info)
 
-    state = state._replace(xp=xp, log_lam=log_lam, key=key,
-                           nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-    return state, StepInfo(first_value, first_info.inner_grad_norm, first_info.cg.residual, finite)
+    value, info = first
+    state = state._replace(xp=xp, log_lam=log_lam, key=key, xp_opt=xp_opt, lam_opt=lam_opt,
+                           warm=warm if method.warm_starts else None,
+                           nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+                           unconverged_solves=state.unconverged_solves + (~converged).astype(jnp.int32))
+    return state, StepInfo(value, info.inner_grad_norm, info.cg.residual, finite, converged)
+
+
+def _keep_if(ok, new, old):
+    """``new`` where ``ok`` (a scalar bool), else ``old``, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
 def _vmapped_step(settings, update_xp, update_lam, splits, state):
@@ -304,33 +405,29 @@ def run_attack(settings: AttackSettings, splits, state: AttackState, *, num_iter
 
 
 def _objective_one(settings, state, x_train, y_train, x_val, y_val):
-    inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state)
-    w0 = settings.model.init(state.key)
-    steps, lr = settings.method.steps, settings.method.lr
-    w_t = bilevel.unroll(inner_loss, w0, {"xp": state.xp, "log_lam": state.log_lam}, steps=steps, lr=lr)
+    inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state, settings.mode)
+    w0 = state.warm.w if settings.method.warm_starts else settings.model.init(state.key)
+    w_t = settings.method.fit(inner_loss, w0, {"xp": state.xp, "log_lam": state.log_lam})
     return outer_loss(w_t, None)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def attack_objective(settings: AttackSettings, splits, state: AttackState) -> jax.Array:
     """The attacker's objective per seed, ``(S,)``: validation loss after inner training on the
-    poisoned set with the state's Λ (the method's steps and step size)."""
+    poisoned set with the state's Λ (the method's training: its steps and step size from ``w(0)``,
+    or its converged solve from the carried warm start)."""
     return jax.vmap(functools.partial(_objective_one, settings))(
         state, splits.x_train, splits.y_train, splits.x_val, splits.y_val)
 
 
-def _poisoned_one(state, x_train, y_train):
-    rows = jnp.where(state.active, state.replace_idx, x_train.shape[0])  # inactive -> dropped
-    x = x_train.at[rows].set(state.xp, mode="drop")
-    y = y_train.at[rows].set(state.yp, mode="drop")
-    return x, y
-
-
-@jax.jit
-def poisoned_training_set(splits, state: AttackState) -> tuple[jax.Array, jax.Array]:
-    """The training sets with active poison points in place of the rows they replace.
+@functools.partial(jax.jit, static_argnames=("mode",))
+def poisoned_training_set(splits, state: AttackState, mode=Replace()):
+    """The poisoned training sets of every split.
 
     Returns:
-      ``(x, y)`` of shapes ``(S, n_train, d)`` and ``(S, n_train)``.
+      ``(x, y, weights)``: in :class:`Replace` mode ``(S, n_train, d)``, ``(S, n_train)`` with the
+      active poison points in place of the rows they replace, and ``weights`` None (every row
+      counts); in :class:`Add` mode ``(S, n_train + P, d)``, ``(S, n_train + P)`` and per-row
+      weights ``(S, n_train + P)``, 0 for the poison points not yet active.
     """
-    return jax.vmap(_poisoned_one)(state, splits.x_train, splits.y_train)
+    return jax.vmap(lambda st, x, y: mode.training_set(st, x, y))(state, splits.x_train, splits.y_train)

@@ -50,6 +50,17 @@ import numpy as np
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
+from poison_jax.solvers import (
+    LBFGS,
+    CGInfo,
+    NewtonCG,
+    SolveInfo,
+    conjugate_gradient,
+    hvp,
+)
+from poison_jax.solvers import check_positive_finite as _check_positive_finite
+from poison_jax.solvers import check_positive_int as _check_positive_int
+
 PyTree = Any
 Loss = Callable[[PyTree, PyTree], jax.Array]
 
@@ -57,6 +68,12 @@ __all__ = [
     "CGInfo",
     "HypergradInfo",
     "IFT",
+    "Implicit",
+    "LBFGS",
+    "NewtonCG",
+    "SolveInfo",
+    "Warm",
+    "warm_hypergrad",
     "RMD",
     "conjugate_gradient",
     "exact_hypergrad",
@@ -69,21 +86,6 @@ __all__ = [
 ]
 
 
-class CGInfo(NamedTuple):
-    """What a conjugate-gradient solve did.
-
-    Attributes:
-      iterations: int32 scalar, CG iterations run.
-      residual: relative residual ``||b - A x|| / ||b||`` of the returned solution (recomputed,
-        not the recurrence's estimate; 0 when ``b`` is zero).
-      converged: bool scalar, ``residual <= tol``.
-    """
-
-    iterations: jax.Array
-    residual: jax.Array
-    converged: jax.Array
-
-
 class HypergradInfo(NamedTuple):
     """Diagnostics of one hypergradient, the same structure for every method.
 
@@ -91,35 +93,31 @@ class HypergradInfo(NamedTuple):
       inner_grad_norm: ``||grad_w inner_loss(w_T, theta)||`` at the trained weights: how far the
         inner problem is from stationarity (IFT assumes it is zero).
       cg: the :class:`CGInfo` of IFT's solve; for RMD zero iterations, zero residual, converged.
+      solve: the :class:`SolveInfo` of the inner training: the converged solver's iterations, or
+        for fixed-step gradient descent the number of steps (``converged``: ``w_T`` is finite).
     """
 
     inner_grad_norm: jax.Array
     cg: CGInfo
+    solve: SolveInfo
+
+
+class Warm(NamedTuple):
+    """Where the next hypergradient of a slowly changing problem may start.
+
+    Attributes:
+      w: inner weights (a pytree): the converged solution for :class:`Implicit`, ``w_T`` for
+        :class:`RMD` and :class:`IFT` (which start from the caller's ``w0`` each time).
+      adjoint: the solution ``v`` of ``∇²_w L v = ∇_w A`` (like ``w``), the warm start of the next
+        CG solve; zeros for :class:`RMD`.
+    """
+
+    w: PyTree
+    adjoint: PyTree
 
 
 # --------------------------------------------------------------------------------------------
 # Validation. Static settings are checked in Python; properties of the losses at trace time.
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_positive_finite(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if isinstance(value, jax.core.Tracer):
-        return  # a traced value cannot be inspected; the caller vouches for it
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if arr.shape != ():
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
-    low_ok = arr >= 0 if allow_zero else arr > 0
-    if not (np.isfinite(arr) and low_ok):
-        allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _check_checkpoint(checkpoint: Any, steps: int) -> int | None:
@@ -188,22 +186,6 @@ def _check_problem(inner_loss: Loss, outer_loss: Loss, w: PyTree, theta: PyTree,
 # Building blocks.
 
 
-def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
-    """Hessian-vector product ``∇²f(w) · v`` by forward-over-reverse (``jax.jvp`` of ``jax.grad``).
-
-    The Hessian is never materialised: the cost is about that of two gradients.
-
-    Args:
-      f: scalar function of one pytree.
-      w: point, any pytree.
-      v: direction, same structure and shapes as ``w``.
-    Returns:
-      A pytree like ``w``.
-    """
-    _check_same_structure("v", v, "w", w)
-    return jax.jvp(jax.grad(f), (w,), (v,))[1]
-
-
 def _gd_step(inner_loss: Loss, theta: PyTree, lr) -> Callable[[PyTree], PyTree]:
     grad = jax.grad(inner_loss)
 
@@ -262,50 +244,14 @@ def unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, *, steps: int, lr, check
     return _unroll_jit(inner_loss, w0, theta, lr, steps=steps, segment=segment)
 
 
-def conjugate_gradient(matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxiter: int, tol) -> tuple[PyTree, CGInfo]:
-    """Solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``, on pytrees.
-
-    Stops after ``maxiter`` iterations or when the relative residual is at most ``tol``.
-    Unlike ``jax.scipy.sparse.linalg.cg`` it reports what it did (:class:`CGInfo`).
-    Under ``vmap`` each lane stops updating once it has converged.
-
-    Returns:
-      ``(x, info)`` with ``x`` like ``b``.
-    """
-    vdot = otu.tree_vdot
-    b_norm = jnp.sqrt(vdot(b, b))
-    threshold = (tol * b_norm) ** 2
-
-    def cond(state):
-        _, _, _, rs, k = state
-        return (k < maxiter) & (rs > threshold)
-
-    def body(state):
-        x, r, p, rs, k = state
-        ap = matvec(p)
-        curvature = vdot(p, ap)
-        alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1), 0)
-        x = otu.tree_add_scale(x, alpha, p)
-        r = otu.tree_add_scale(r, -alpha, ap)
-        rs_new = vdot(r, r)
-        p = otu.tree_add_scale(r, rs_new / jnp.where(rs > 0, rs, 1), p)
-        return x, r, p, rs_new, k + 1
-
-    x0 = otu.tree_zeros_like(b)
-    init = (x0, b, b, vdot(b, b), jnp.asarray(0, jnp.int32))
-    x, _, _, _, iterations = jax.lax.while_loop(cond, body, init)
-    residual_vec = otu.tree_sub(b, matvec(x))
-    residual = jnp.sqrt(vdot(residual_vec, residual_vec)) / jnp.where(b_norm > 0, b_norm, 1)
-    return x, CGInfo(iterations, residual, residual <= tol)
-
-
 def _zero_cg_info(dtype) -> CGInfo:
     return CGInfo(jnp.asarray(0, jnp.int32), jnp.asarray(0, dtype), jnp.asarray(True))
 
 
-def _grad_norm(inner_loss, w, theta):
-    g = jax.grad(inner_loss)(w, theta)
-    return otu.tree_norm(g)
+def _steps_info(inner_loss, w, theta, steps: int) -> tuple[jax.Array, SolveInfo]:
+    grad_norm = otu.tree_norm(jax.grad(inner_loss)(w, theta))
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(w)]))
+    return grad_norm, SolveInfo(jnp.asarray(steps, jnp.int32), grad_norm, finite)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,8 +268,9 @@ def _rmd_jit(inner_loss, outer_loss, w0, theta, lr, *, steps, segment):
 
     value, pullback, w_t = jax.vjp(objective, theta, has_aux=True)
     (dtheta,) = pullback(jnp.ones_like(value))
-    info = HypergradInfo(_grad_norm(inner_loss, w_t, theta), _zero_cg_info(value.dtype))
-    return value, dtheta, info
+    grad_norm, solve = _steps_info(inner_loss, w_t, theta, steps)
+    info = HypergradInfo(grad_norm, _zero_cg_info(value.dtype), solve)
+    return value, dtheta, info, Warm(w_t, otu.tree_zeros_like(w_t))
 
 
 def rmd_hypergrad(inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *, steps: int, lr,
@@ -347,29 +294,34 @@ def rmd_hypergrad(inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree,
     return value, dtheta
 
 
-def _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping):
+def _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, adjoint0=None):
+    """IFT at ``w_star``; returns ``(value, dtheta, cg_info, adjoint)``."""
     value, (g_w, g_theta) = jax.value_and_grad(outer_loss, argnums=(0, 1))(w_star, theta)
 
     def matvec(v):
         hv = hvp(lambda w: inner_loss(w, theta), w_star, v)
         return otu.tree_add_scale(hv, damping, v)
 
-    v, cg_info = conjugate_gradient(matvec, g_w, maxiter=cg_iters, tol=cg_tol)
+    v, cg_info = conjugate_gradient(matvec, g_w, maxiter=cg_iters, tol=cg_tol, x0=adjoint0)
     _, mixed_vjp = jax.vjp(lambda th: jax.grad(inner_loss)(w_star, th), theta)
     (mixed,) = mixed_vjp(v)
-    dtheta = otu.tree_sub(g_theta, mixed)
-    info = HypergradInfo(_grad_norm(inner_loss, w_star, theta), cg_info)
-    return value, dtheta, info
+    return value, otu.tree_sub(g_theta, mixed), cg_info, v
 
 
 @functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "cg_iters"))
-def _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, *, cg_iters):
+def _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, adjoint0, *, cg_iters):
     _check_problem(inner_loss, outer_loss, w_star, theta, "w_star")
-    return _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping)
+    if adjoint0 is not None:
+        _check_same_structure("adjoint0", adjoint0, "w_star", w_star)
+    value, dtheta, cg_info, _ = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping,
+                                           adjoint0)
+    grad_norm, _ = _steps_info(inner_loss, w_star, theta, 0)
+    solve = SolveInfo(jnp.asarray(0, jnp.int32), grad_norm, jnp.isfinite(grad_norm))
+    return value, dtheta, HypergradInfo(grad_norm, cg_info, solve)
 
 
 def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree, *, cg_iters: int,
-                  cg_tol=1e-6, damping=0.0) -> tuple[jax.Array, PyTree, HypergradInfo]:
+                  cg_tol=1e-6, damping=0.0, adjoint0: PyTree | None = None) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Hypergradient by the implicit function theorem at a stationary ``w_star``.
 
     ``dA/dtheta = ∂_theta A - (∂_theta ∇_w L)ᵀ v`` with ``(∇²_w L + damping·I) v = ∇_w A``, solved
@@ -383,6 +335,8 @@ def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyT
       cg_iters: maximum CG iterations (static, > 0).
       cg_tol: relative residual at which CG stops (>= 0).
       damping: Tikhonov term added to the Hessian (>= 0).
+      adjoint0: warm start of CG (like ``w_star``), e.g. the previous ``v`` of a slowly changing
+        problem (as secml does); ``None`` starts from zero.
     Returns:
       ``(value, dtheta, info)``: the outer loss at ``w_star``, the hypergradient like ``theta`` and
       a :class:`HypergradInfo` whose ``cg.converged`` is False when ``cg_iters`` was too small.
@@ -390,7 +344,7 @@ def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyT
     cg_iters = _check_positive_int("cg_iters", cg_iters)
     _check_positive_finite("cg_tol", cg_tol, allow_zero=True)
     _check_positive_finite("damping", damping, allow_zero=True)
-    return _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, cg_iters=cg_iters)
+    return _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, adjoint0, cg_iters=cg_iters)
 
 
 @functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss"))
@@ -415,7 +369,16 @@ def exact_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: P
 
 
 # --------------------------------------------------------------------------------------------
-# Strategies.
+# Strategies. Each is a frozen dataclass of static settings with
+#   fit(inner_loss, w0, theta) -> w                      the inner training it differentiates
+#   warm_hypergrad(inner_loss, outer_loss, warm, theta) -> (value, dtheta, info, warm)
+#   __call__(inner_loss, outer_loss, w0, theta) -> (value, dtheta, info)   (cold start)
+# and ``warm_starts``: whether a caller should pass the previous ``warm`` (True) or a fresh
+# ``Warm(w0, zeros)`` each time (the paper's RMD and IFT restart training from w(0)).
+
+
+def _cold(w0: PyTree) -> Warm:
+    return Warm(w0, otu.tree_zeros_like(w0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,14 +396,22 @@ class RMD:
     lr: float
     checkpoint: int | bool | None = None
 
+    warm_starts = False
+
     def __post_init__(self):
         _check_positive_int("steps", self.steps)
         _check_positive_finite("lr", self.lr)
         _check_checkpoint(self.checkpoint, self.steps)
 
-    def __call__(self, inner_loss, outer_loss, w0, theta):
+    def fit(self, inner_loss: Loss, w0: PyTree, theta: PyTree) -> PyTree:
+        return _unroll(inner_loss, w0, theta, self.steps, self.lr, None)
+
+    def warm_hypergrad(self, inner_loss, outer_loss, warm: Warm, theta):
         segment = _check_checkpoint(self.checkpoint, self.steps)
-        return _rmd_jit(inner_loss, outer_loss, w0, theta, self.lr, steps=self.steps, segment=segment)
+        return _rmd_jit(inner_loss, outer_loss, warm.w, theta, self.lr, steps=self.steps, segment=segment)
+
+    def __call__(self, inner_loss, outer_loss, w0, theta):
+        return self.warm_hypergrad(inner_loss, outer_loss, _cold(w0), theta)[:3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +431,8 @@ class IFT:
     cg_tol: float = 1e-6
     damping: float = 0.0
 
+    warm_starts = False
+
     def __post_init__(self):
         _check_positive_int("steps", self.steps)
         _check_positive_finite("lr", self.lr)
@@ -467,35 +440,130 @@ class IFT:
         _check_positive_finite("cg_tol", self.cg_tol, allow_zero=True)
         _check_positive_finite("damping", self.damping, allow_zero=True)
 
-    def __call__(self, inner_loss, outer_loss, w0, theta):
-        return _ift_from_w0(inner_loss, outer_loss, w0, theta, self.lr, self.cg_tol, self.damping,
+    def fit(self, inner_loss: Loss, w0: PyTree, theta: PyTree) -> PyTree:
+        return _unroll(inner_loss, w0, theta, self.steps, self.lr, None)
+
+    def warm_hypergrad(self, inner_loss, outer_loss, warm: Warm, theta):
+        return _ift_from_w0(inner_loss, outer_loss, warm, theta, self.lr, self.cg_tol, self.damping,
                             steps=self.steps, cg_iters=self.cg_iters)
+
+    def __call__(self, inner_loss, outer_loss, w0, theta):
+        return self.warm_hypergrad(inner_loss, outer_loss, _cold(w0), theta)[:3]
 
 
 @functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "steps", "cg_iters"))
-def _ift_from_w0(inner_loss, outer_loss, w0, theta, lr, cg_tol, damping, *, steps, cg_iters):
-    _check_problem(inner_loss, outer_loss, w0, theta, "w0")
+def _ift_from_w0(inner_loss, outer_loss, warm, theta, lr, cg_tol, damping, *, steps, cg_iters):
+    _check_problem(inner_loss, outer_loss, warm.w, theta, "w0")
     # w* is a constant for the hypergradient: no reverse pass through training.
-    w_star = jax.lax.stop_gradient(_unroll(inner_loss, w0, theta, steps, lr, None))
-    return _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping)
+    w_star = jax.lax.stop_gradient(_unroll(inner_loss, warm.w, theta, steps, lr, None))
+    value, dtheta, cg_info, v = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping,
+                                           warm.adjoint)
+    grad_norm, solve = _steps_info(inner_loss, w_star, theta, steps)
+    return value, dtheta, HypergradInfo(grad_norm, cg_info, solve), Warm(w_star, v)
 
 
-Method = RMD | IFT
+Solver = NewtonCG | LBFGS
+
+
+@dataclasses.dataclass(frozen=True)
+class Implicit:
+    """A converged inner solve from a warm start, then the implicit hypergradient with a warm CG.
+
+    The strong counterpart of :class:`IFT`: ``w*`` is found to ``solver.tol`` on ``||∇_w L||`` (so
+    the implicit function theorem holds), and both the solve and the adjoint CG start from the
+    previous hyperiteration's solutions (``warm_starts = True``). Whether the solve converged is
+    reported in ``info.solve``.
+
+    Attributes:
+      solver: :class:`~poison_jax.solvers.NewtonCG` (default) or :class:`~poison_jax.solvers.LBFGS`.
+      cg_iters: maximum CG iterations of the adjoint solve (> 0).
+      cg_tol: relative residual at which CG stops (>= 0).
+      damping: added to the Hessian's diagonal in the adjoint solve (>= 0).
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from poison_jax import bilevel
+        >>> inner = lambda w, th: jnp.sum((w - th) ** 2) / 2 + jnp.sum(w ** 2) / 2
+        >>> outer = lambda w, th: jnp.sum(w)
+        >>> value, dtheta, info = bilevel.Implicit()(inner, outer, jnp.zeros(2), jnp.ones(2))
+        >>> dtheta.tolist(), bool(info.solve.converged)
+        ([0.5, 0.5], True)
+    """
+
+    solver: Solver = NewtonCG()
+    cg_iters: int = 100
+    cg_tol: float = 1e-6
+    damping: float = 0.0
+
+    warm_starts = True
+
+    def __post_init__(self):
+        if not isinstance(self.solver, (NewtonCG, LBFGS)):
+            raise TypeError(f"solver must be NewtonCG(...) or LBFGS(...), got {self.solver!r}")
+        _check_positive_int("cg_iters", self.cg_iters)
+        _check_positive_finite("cg_tol", self.cg_tol, allow_zero=True)
+        _check_positive_finite("damping", self.damping, allow_zero=True)
+
+    def fit(self, inner_loss: Loss, w0: PyTree, theta: PyTree) -> PyTree:
+        return self.solver(lambda w: inner_loss(w, theta), w0)[0]
+
+    def warm_hypergrad(self, inner_loss, outer_loss, warm: Warm, theta):
+        return _implicit_jit(inner_loss, outer_loss, warm, theta, self.cg_tol, self.damping, solver=self.solver,
+                             cg_iters=self.cg_iters)
+
+    def __call__(self, inner_loss, outer_loss, w0, theta):
+        return self.warm_hypergrad(inner_loss, outer_loss, _cold(w0), theta)[:3]
+
+
+@functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "solver", "cg_iters"))
+def _implicit_jit(inner_loss, outer_loss, warm, theta, cg_tol, damping, *, solver, cg_iters):
+    _check_problem(inner_loss, outer_loss, warm.w, theta, "w0")
+    _check_same_structure("warm.adjoint", warm.adjoint, "w0", warm.w)
+    w_star, solve = solver(lambda w: inner_loss(w, jax.lax.stop_gradient(theta)), warm.w)
+    w_star = jax.lax.stop_gradient(w_star)
+    value, dtheta, cg_info, v = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping,
+                                           warm.adjoint)
+    return value, dtheta, HypergradInfo(solve.grad_norm, cg_info, solve), Warm(w_star, v)
+
+
+Method = RMD | IFT | Implicit
+METHODS = (RMD, IFT, Implicit)
+
+
+def _check_method(method) -> None:
+    if not isinstance(method, METHODS):
+        raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {method!r}")
 
 
 def hypergrad_with_info(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree,
                         theta: PyTree) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Like :func:`hypergrad`, with the :class:`HypergradInfo` diagnostics as a third output."""
-    if not isinstance(method, (RMD, IFT)):
-        raise TypeError(f"method must be RMD(...) or IFT(...), got {method!r}")
+    _check_method(method)
     return method(inner_loss, outer_loss, w0, theta)
+
+
+def warm_hypergrad(method: Method, inner_loss: Loss, outer_loss: Loss, warm: Warm,
+                   theta: PyTree) -> tuple[jax.Array, PyTree, HypergradInfo, Warm]:
+    """One hypergradient from a warm start, returning the warm start of the next one.
+
+    For :class:`Implicit` the inner solve starts at ``warm.w`` and the adjoint CG at
+    ``warm.adjoint``; :class:`RMD` and :class:`IFT` train from ``warm.w`` for their fixed number
+    of steps (pass ``Warm(w0, zeros)`` to follow the paper). Start a sequence with
+    ``Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))``.
+
+    Returns:
+      ``(value, dtheta, info, warm)``.
+    """
+    _check_method(method)
+    return method.warm_hypergrad(inner_loss, outer_loss, warm, theta)
 
 
 def hypergrad(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree) -> tuple[jax.Array, PyTree]:
     """``(value, dtheta)`` of ``theta -> outer_loss(w*(theta), theta)`` by the given strategy.
 
     Args:
-      method: :class:`RMD` or :class:`IFT` with its settings.
+      method: :class:`RMD`, :class:`IFT` or :class:`Implicit` with its settings.
       inner_loss, outer_loss: ``(w, theta) -> scalar``.
       w0: initial weights of inner training; theta: hyperparameters.
     Returns:

@@ -14,16 +14,18 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from poison_jax import models
+from poison_jax import models, solvers
 
-__all__ = ["VictimMetrics", "classification_metrics", "evaluate_victim", "train_victim"]
+__all__ = ["ConvergedVictim", "SGDVictim", "VictimMetrics", "classification_metrics", "evaluate_victim", "train_victim"]
 
 
 class VictimMetrics(NamedTuple):
@@ -37,6 +39,7 @@ class VictimMetrics(NamedTuple):
       sq_norm: ``(S, L)`` ``||W_l||²`` of each layer's weights.
       sq_norm_per_weight: ``(S, L)`` ``||W_l||² / (number of weights of layer l)`` (the paper's DNN figure).
       finite: ``(S,)`` whether training stayed finite (a False row's metrics are meaningless).
+      converged: ``(S,)`` whether a :class:`ConvergedVictim` reached its tolerance (always True for SGD).
     """
 
     error: jax.Array
@@ -46,15 +49,19 @@ class VictimMetrics(NamedTuple):
     sq_norm: jax.Array
     sq_norm_per_weight: jax.Array
     finite: jax.Array
+    converged: jax.Array
 
 
-def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, batch_size: int = 64):
+def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, batch_size: int = 64, weights=None):
     """Mini-batch SGD on ``(Σ_i BCE_i + Σ_l exp(λ_l)/2 ||W_l||²) / n``, reshuffled every epoch, in ``lax.scan``.
 
     Each step follows the batch estimate ``mean_batch BCE + penalty / n`` of that objective.
 
     One split (no seed axis): ``x (n, d)``, ``y (n,)``, ``log_lam (L,)``. The last batch of an epoch
-    holds the ``n mod batch_size`` remaining points (padding carries zero weight).
+    holds the ``n mod batch_size`` remaining points (padding carries zero weight). ``weights``
+    ``(n,)`` in {0, 1} (optional) leaves out the rows of weight 0 (e.g. poison points of
+    :class:`~poison_jax.attack.Add` mode not yet active): every epoch shuffles the rows of weight
+    1 into the first batches, and batches with no such row make no step.
 
     Returns:
       The trained parameters.
@@ -62,28 +69,85 @@ def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, ba
     n = x.shape[0]
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
-    weights = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(num_batches, batch_size)
     init_key, key = jax.random.split(key)
     params = model.init(init_key)
     tx = optax.sgd(lr)
+    if weights is None:
+        row_weights, n_used = jnp.ones(n, x.dtype), n
+    else:
+        row_weights, n_used = weights.astype(x.dtype), jnp.sum(weights).astype(x.dtype)
+    row_weights = jnp.concatenate([row_weights, jnp.zeros(pad, x.dtype)])
 
     def batch_loss(p, idx, wts):
-        mean_bce = jnp.sum(wts * models.bce(model.apply(p, x[idx]), y[idx])) / jnp.sum(wts)
-        return mean_bce + models.l2_penalty(model, p, log_lam) / n
+        mean_bce = jnp.sum(wts * models.bce(model.apply(p, x[idx]), y[idx])) / jnp.maximum(jnp.sum(wts), 1)
+        return mean_bce + models.l2_penalty(model, p, log_lam) / n_used
 
-    def batch_step(carry, batch):
+    def batch_step(carry, idx):
         p, opt_state = carry
-        grads = jax.grad(batch_loss)(p, *batch)
-        updates, opt_state = tx.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), None
+        wts = row_weights[idx]
+        grads = jax.grad(batch_loss)(p, idx, wts)
+        updates, new_state = tx.update(grads, opt_state, p)
+        stepped = (optax.apply_updates(p, updates), new_state)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(jnp.sum(wts) > 0, a, b), stepped, carry), None
 
     def epoch(carry, epoch_key):
-        order = jnp.concatenate([jax.random.permutation(epoch_key, n), jnp.zeros(pad, jnp.int32)])
-        carry, _ = jax.lax.scan(batch_step, carry, (order.reshape(num_batches, batch_size), weights))
+        if weights is None:
+            order = jax.random.permutation(epoch_key, n)
+        else:  # rows of weight 1 first, in random order
+            order = jnp.argsort(jnp.where(weights > 0, jax.random.uniform(epoch_key, (n,)), 2.0))
+        order = jnp.concatenate([order, jnp.full(pad, n, jnp.int32)])  # index n: a padding row of weight 0
+        carry, _ = jax.lax.scan(batch_step, carry, order.reshape(num_batches, batch_size))
         return carry, None
 
     (params, _), _ = jax.lax.scan(epoch, (params, tx.init(params)), jax.random.split(key, epochs))
     return params
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDVictim:
+    """The paper's victim: :func:`train_victim` (mini-batch SGD, step ``lr``, ``epochs``, ``batch_size``)."""
+
+    lr: float
+    epochs: int
+    batch_size: int = 64
+    name = "sgd"
+
+    def __post_init__(self):
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"SGDVictim lr must be a finite number > 0, got {self.lr!r}")
+        for field in ("epochs", "batch_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SGDVictim {field} must be a positive integer, got {value!r}")
+
+    def train(self, model, x, y, weights, log_lam, key):
+        params = train_victim(model, x, y, log_lam, key, lr=self.lr, epochs=self.epochs,
+                              batch_size=min(self.batch_size, x.shape[0]), weights=weights)
+        return params, jnp.asarray(True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergedVictim:
+    """A victim trained to convergence: ``solver`` (e.g. :class:`~poison_jax.solvers.NewtonCG`) on
+    the full objective ``(Σ_i BCE_i + penalty) / n`` from the model's initialisation. Whether it
+    reached the solver's tolerance is reported in :attr:`VictimMetrics.converged`."""
+
+    solver: solvers.NewtonCG | solvers.LBFGS = solvers.NewtonCG(tol=1e-5, maxiter=200)
+    name = "converged"
+
+    def __post_init__(self):
+        if not isinstance(self.solver, (solvers.NewtonCG, solvers.LBFGS)):
+            raise TypeError(f"ConvergedVictim solver must be NewtonCG(...) or LBFGS(...), got {self.solver!r}")
+
+    def train(self, model, x, y, weights, log_lam, key):
+        weights = jnp.ones(x.shape[0], x.dtype) if weights is None else weights.astype(x.dtype)
+
+        def objective(p):
+            total = jnp.sum(weights * models.bce(model.apply(p, x), y)) + models.l2_penalty(model, p, log_lam)
+            return total / jnp.sum(weights)
+
+        params, info = self.solver(objective, model.init(key))
+        return params, info.converged
 
 
 def classification_metrics(logits, y):
@@ -96,10 +160,10 @@ def classification_metrics(logits, y):
     return error, fpr, fnr
 
 
-@functools.partial(jax.jit, static_argnames=("model", "epochs", "batch_size"))
-def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test, y_test, *, lr, epochs: int,
-                    batch_size: int = 64) -> VictimMetrics:
-    """Train one victim per seed with :func:`train_victim` and measure it on the shared test set.
+def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test, y_test, *, lr=None,
+                    epochs: int | None = None, batch_size: int = 64, victim: SGDVictim | ConvergedVictim | None = None,
+                    weights=None) -> VictimMetrics:
+    """Train one victim per seed and measure it on the shared test set.
 
     Args:
       model: the learner.
@@ -107,15 +171,29 @@ def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test
       log_lam: ``(S, L)`` log-λ per seed and layer.
       keys: ``(S, 2)`` PRNG keys (initialisation and shuffling).
       x_test, y_test: ``(n_test, d)``, ``(n_test,)``.
-      lr, epochs, batch_size: SGD settings (the paper: batch 64).
+      lr, epochs, batch_size: the paper's SGD victim (batch 64), when ``victim`` is None.
+      victim: :class:`SGDVictim` or :class:`ConvergedVictim` (give this or ``lr`` and ``epochs``).
+      weights: ``(S, n)`` row weights in {0, 1}, or None (every row counts).
     Returns:
       :class:`VictimMetrics` with a leading seed axis.
     """
-    def one(x, y, lam, key):
-        params = train_victim(model, x, y, lam, key, lr=lr, epochs=epochs, batch_size=batch_size)
+    if victim is None:
+        if lr is None or epochs is None:
+            raise ValueError("evaluate_victim needs victim=SGDVictim(...)/ConvergedVictim(...), or lr and epochs")
+        victim = SGDVictim(lr=lr, epochs=epochs, batch_size=batch_size)
+    elif lr is not None or epochs is not None:
+        raise ValueError(f"evaluate_victim got victim={victim!r} and lr/epochs: give one or the other")
+    return _evaluate(model, victim, x_train, y_train, weights, log_lam, keys, x_test, y_test)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "victim"))
+def _evaluate(model, victim, x_train, y_train, weights, log_lam, keys, x_test, y_test):
+    def one(x, y, w, lam, key):
+        params, converged = victim.train(model, x, y, w, lam, key)
         error, fpr, fnr = classification_metrics(model.apply(params, x_test), y_test)
         sq_norm = models.squared_norms(model, params)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(params)]))
-        return VictimMetrics(error, fpr, fnr, lam, sq_norm, sq_norm / models.weight_sizes(model, params), finite)
+        return VictimMetrics(error, fpr, fnr, lam, sq_norm, sq_norm / models.weight_sizes(model, params), finite,
+                             converged)
 
-    return jax.vmap(one)(x_train, y_train, log_lam, keys)
+    return jax.vmap(one)(x_train, y_train, weights, log_lam, keys)

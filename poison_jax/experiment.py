@@ -36,15 +36,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poison_jax import attack, bilevel, data, evaluate, hyperopt, models
-from poison_jax.bilevel import IFT, RMD
+from poison_jax import attack, bilevel, data, evaluate, hyperopt, models, outer, solvers
+from poison_jax.bilevel import IFT, RMD, Implicit
 
 __all__ = ["SETTINGS", "PRESETS", "ExperimentConfig", "parse_overrides", "preset", "run_sweep"]
 
 SETTINGS = ("small", "large", "clean", "learned")
 SETTING_LABELS = {"small": "λ = -8", "large": "large λ", "clean": "λ_CLEAN", "learned": "λ learned"}
 MODELS = ("lr", "mlp")
-HYPERGRADS = ("rmd", "ift")
+HYPERGRADS = ("rmd", "ift", "implicit")
+SOLVERS = {"newton-cg": solvers.NewtonCG, "lbfgs": solvers.LBFGS}
+VICTIMS = ("sgd", "converged")
 
 
 class ConfigError(ValueError):
@@ -60,14 +62,20 @@ class ExperimentConfig:
     default), ``num_seeds`` random splits starting at split seed ``seed``.
     Model: ``model`` ("lr" or "mlp"), ``hidden`` sizes of the MLP.
     Inner problem: ``inner_steps`` T and ``inner_lr`` η of full-batch gradient descent;
-    ``hypergrad`` "rmd" (the paper) or "ift" (with ``cg_iters``, ``cg_tol``); ``checkpoint``
-    (RMD only): remat the inner loop in segments.
-    Attack: ``alpha`` / ``beta`` steps on Xp / Λ, ``iters_fixed`` T_Dp, ``iters_clean`` T_λ,
-    ``iters_multi`` T_mul hyperiterations per batch, boxes ``x_box`` Φ(Dp) and ``lam_box`` Φ(Λ),
-    ``poison_batch`` points per batch, ``num_batches`` batches, ``lam_init`` the warm start of λ.
-    Baselines: ``lam_small``, ``lam_large``, the CV grid ``cv_grid`` (low, high, count) and
+    ``hypergrad`` "rmd" (the paper), "ift" (with ``cg_iters``, ``cg_tol``, ``damping``) or
+    "implicit" (a converged ``solver``, "newton-cg" or "lbfgs", to ``solver_tol`` on the inner
+    gradient norm in at most ``solver_iters`` iterations, warm-started across hyperiterations, then
+    IFT with a warm-started CG); ``checkpoint`` (RMD only): remat the inner loop in segments.
+    Attack: ``alpha`` / ``beta`` step sizes on Xp / Λ of the rules ``xp_step`` (default
+    "normalised", the paper) and ``lam_step`` (default "sgd", the paper), each one of
+    :data:`poison_jax.outer.OUTER_STEPS` ("normalised", "sgd", "adam", "optimistic", "armijo");
+    ``poison_mode`` "replace" (the paper) or "add" (secml); ``iters_fixed`` T_Dp, ``iters_clean``
+    T_λ, ``iters_multi`` T_mul hyperiterations per batch, boxes ``x_box`` Φ(Dp) and ``lam_box``
+    Φ(Λ), ``poison_batch`` points per batch, ``num_batches`` batches, ``lam_init`` the warm start of
+    λ. Baselines: ``lam_small``, ``lam_large``, the CV grid ``cv_grid`` (low, high, count) and
     ``cv_folds``; ``settings``, the Λ settings to run.
-    Evaluation: ``eval_lr`` η_tr, ``eval_epochs``, ``eval_batch``.
+    Evaluation: ``victim`` "sgd" (the paper: ``eval_lr`` η_tr, ``eval_epochs``, ``eval_batch``) or
+    "converged" (the inner ``solver`` run to convergence on the poisoned set).
     """
 
     name: str = "custom"
@@ -88,7 +96,15 @@ class ExperimentConfig:
     hypergrad: str = "rmd"
     cg_iters: int = 100
     cg_tol: float = 1e-6
+    damping: float = 0.0
+    solver: str = "newton-cg"
+    solver_tol: float = 1e-5
+    solver_iters: int = 100
     checkpoint: bool = False
+    xp_step: str = "normalised"
+    lam_step: str = "sgd"
+    poison_mode: str = "replace"
+    victim: str = "sgd"
     alpha: float = 0.99
     beta: float = 0.8
     iters_fixed: int = 100
@@ -125,19 +141,52 @@ class ExperimentConfig:
     def seeds(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.num_seeds))
 
-    def method(self) -> RMD | IFT:
+    def inner_solver(self) -> solvers.NewtonCG | solvers.LBFGS:
+        """The converged inner solver the config names (``solver``, ``solver_tol``, ``solver_iters``)."""
+        return SOLVERS[self.solver](tol=self.solver_tol, maxiter=self.solver_iters)
+
+    def method(self) -> bilevel.Method:
         """The hypergradient strategy the config names."""
-        if self.hypergrad == "ift":
-            return IFT(steps=self.inner_steps, lr=self.inner_lr, cg_iters=self.cg_iters, cg_tol=self.cg_tol)
-        return RMD(steps=self.inner_steps, lr=self.inner_lr, checkpoint=True if self.checkpoint else None)
+        builders = {
+            "rmd": lambda: RMD(steps=self.inner_steps, lr=self.inner_lr, checkpoint=True if self.checkpoint else None),
+            "ift": lambda: IFT(steps=self.inner_steps, lr=self.inner_lr, cg_iters=self.cg_iters, cg_tol=self.cg_tol,
+                               damping=self.damping),
+            "implicit": lambda: Implicit(solver=self.inner_solver(), cg_iters=self.cg_iters, cg_tol=self.cg_tol,
+                                         damping=self.damping),
+        }
+        return builders[self.hypergrad]()
+
+    def attack_settings(self, model: models.Model) -> attack.AttackSettings:
+        """The :class:`~poison_jax.attack.AttackSettings` of this config for ``model``."""
+        return attack.AttackSettings(model, self.method(), alpha=self.alpha, beta=self.beta,
+                                     x_box=tuple(map(float, self.x_box)), lam_box=tuple(map(float, self.lam_box)),
+                                     xp_step=outer.OUTER_STEPS[self.xp_step](),
+                                     lam_step=outer.OUTER_STEPS[self.lam_step](),
+                                     mode=attack.MODES[self.poison_mode]())
+
+    def victim_model(self) -> evaluate.SGDVictim | evaluate.ConvergedVictim:
+        """The victim the attack is judged on."""
+        if self.victim == "converged":
+            return evaluate.ConvergedVictim(self.inner_solver())
+        return evaluate.SGDVictim(lr=float(self.eval_lr), epochs=self.eval_epochs,
+                                  batch_size=min(self.eval_batch, self.n_train))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def hash(self) -> str:
-        """Hash of every field that changes results (``name`` and ``settings`` excluded)."""
-        fields = {k: v for k, v in self.to_dict().items() if k not in ("name", "settings")}
+        """Hash of every field that changes results (``name`` and ``settings`` excluded).
+
+        Fields added after the first release count only when they differ from their default, so a
+        results folder written before they existed still resumes under the same hash.
+        """
+        defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(self)}
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("name", "settings")
+                  and not (k in _LATER_FIELDS and v == defaults[k])}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = ("damping", "solver", "solver_tol", "solver_iters", "xp_step", "lam_step", "poison_mode", "victim")
 
 
 def _jsonable(value):
@@ -160,12 +209,14 @@ def _is_real(value) -> bool:
 
 
 def _validate(c: ExperimentConfig) -> None:
-    choices = {"source": data.SOURCES, "model": MODELS, "hypergrad": HYPERGRADS}
+    choices = {"source": data.SOURCES, "model": MODELS, "hypergrad": HYPERGRADS, "solver": tuple(SOLVERS),
+               "xp_step": tuple(outer.OUTER_STEPS), "lam_step": tuple(outer.OUTER_STEPS),
+               "poison_mode": tuple(attack.MODES), "victim": VICTIMS}
     for field, allowed in choices.items():
         if getattr(c, field) not in allowed:
             _fail(field, getattr(c, field), f"one of {', '.join(allowed)}")
     positive_ints = ("n_train", "n_val", "num_seeds", "inner_steps", "cg_iters", "iters_fixed", "iters_clean",
-                     "iters_multi", "poison_batch", "eval_epochs", "eval_batch")
+                     "iters_multi", "poison_batch", "eval_epochs", "eval_batch", "solver_iters")
     for field in positive_ints:
         value = getattr(c, field)
         if not _is_int(value) or value <= 0:
@@ -182,8 +233,11 @@ def _validate(c: ExperimentConfig) -> None:
         value = getattr(c, field)
         if not _is_real(value) or value <= 0:
             _fail(field, value, "a finite number > 0 (a step size)")
-    if not _is_real(c.cg_tol) or c.cg_tol < 0:
-        _fail("cg_tol", c.cg_tol, "a finite number >= 0")
+    for field in ("cg_tol", "damping"):
+        if not _is_real(getattr(c, field)) or getattr(c, field) < 0:
+            _fail(field, getattr(c, field), "a finite number >= 0")
+    if not _is_real(c.solver_tol) or c.solver_tol <= 0:
+        _fail("solver_tol", c.solver_tol, "a finite number > 0 (a tolerance on the inner gradient norm)")
     for field in ("lam_init", "lam_small", "lam_large"):
         if not _is_real(getattr(c, field)):
             _fail(field, getattr(c, field), "a finite number (log-λ)")
@@ -378,21 +432,24 @@ class Sweep:
         self.seeds = self.sharding.pad_seeds(config.seeds)
         self.splits = self.sharding.put_splits(load_splits(config))
         self.model = build_model(config, self.splits.x_train.shape[-1])
-        self.settings = attack.AttackSettings(self.model, config.method(), alpha=config.alpha, beta=config.beta,
-                                              x_box=tuple(map(float, config.x_box)),
-                                              lam_box=tuple(map(float, config.lam_box)))
+        self.settings = config.attack_settings(self.model)
+        self.victim = config.victim_model()
+
+    def fresh_state(self, log_lam) -> attack.AttackState:
+        """The initial attack state of every seed with the given log-λ (no poison active)."""
+        c = self.config
+        return attack.init_attack(self.settings, seed_keys(c, _INIT, self.seeds), self.splits, c.n_poison, log_lam)
 
     def initial_state(self, setting: str, progress: Callable[[int], None]) -> attack.AttackState:
         """The state of cell 0 (no poison) of a Λ setting: λ chosen as the setting says."""
         c = self.config
-        keys = seed_keys(c, _INIT, self.seeds)
         start = {"small": c.lam_small, "large": c.lam_large, "learned": c.lam_init, "clean": c.lam_init}[setting]
-        state = attack.init_attack(self.settings, keys, self.splits, c.n_poison, start)
+        state = self.fresh_state(start)
         if setting == "clean":
             grid = jnp.linspace(c.cv_grid[0], c.cv_grid[1], int(c.cv_grid[2]))
             best, _ = hyperopt.cv_log_lambda(self.model, self.splits.x_train, self.splits.y_train,
                                              seed_keys(c, _CV, self.seeds),
-                                             grid, folds=c.cv_folds, steps=c.inner_steps, lr=c.inner_lr)
+                                             grid, folds=c.cv_folds, method=self.settings.method)
             state = state._replace(log_lam=jnp.broadcast_to(best[:, None], state.log_lam.shape))
         elif setting == "learned":
             state = self.run_iters(attack.set_poison_count(state, 0, 0), c.iters_clean, False, True, progress)
@@ -426,13 +483,16 @@ class Sweep:
     def evaluate(self, setting: str, cell: int, state: attack.AttackState) -> dict:
         """Victim metrics of a cell, per seed, with failures named instead of NaN."""
         c = self.config
-        x, y = attack.poisoned_training_set(self.splits, state)
+        x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, _EVAL, self.seeds))
         m = evaluate.evaluate_victim(self.model, x, y, state.log_lam, keys, self.splits.x_test, self.splits.y_test,
-                                     lr=c.eval_lr, epochs=c.eval_epochs, batch_size=min(c.eval_batch, c.n_train))
+                                     victim=self.victim, weights=weights)
         objective = attack.attack_objective(self.settings, self.splits, state)
-        m, objective, nonfinite = self.sharding.gather((m, objective, state.nonfinite_steps))
+        m, objective, nonfinite, unconverged = self.sharding.gather(
+            (m, objective, state.nonfinite_steps, state.unconverged_solves))
         per_seed, failures = _per_seed_metrics(c, m, objective, nonfinite)
+        per_seed["unconverged_solves"] = np.asarray(unconverged).tolist()
+        per_seed["victim_converged"] = np.asarray(m.converged).tolist()
         return {"per_seed": per_seed, "mean": _mean_metrics(per_seed), "failures": failures}
 
 
@@ -514,7 +574,7 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
             pending = [c for s, c in todo if s == setting]
             if not pending:
                 continue
-            state, start = store.latest_state(setting, before=pending[0])
+            state, start = store.latest_state(setting, before=pending[0], template=sweep.fresh_state(config.lam_init))
             if state is not None:
                 state = sweep.sharding.put(state)
             for cell in range(start, config.num_batches + 1):
@@ -558,6 +618,10 @@ def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, se
         "seeds": list(config.seeds),
         "model": config.model,
         "hypergrad": config.hypergrad,
+        "xp_step": config.xp_step,
+        "lam_step": config.lam_step,
+        "poison_mode": config.poison_mode,
+        "victim": config.victim,
         "per_seed": metrics["per_seed"],
         "mean": metrics["mean"],
         "failures": metrics["failures"],

@@ -24,7 +24,7 @@ from poison_jax import attack, bilevel, models
 __all__ = ["cv_log_lambda", "learn_lambda_clean"]
 
 
-def _cv_one(model, steps, lr, folds, x, y, key, grid):
+def _cv_one(model, fit, folds, x, y, key, grid):
     n = x.shape[0]
     perm_key, init_key = jax.random.split(key)
     fold_of = jnp.zeros(n, jnp.int32).at[jax.random.permutation(perm_key, n)].set(jnp.arange(n) % folds)
@@ -38,7 +38,7 @@ def _cv_one(model, steps, lr, folds, x, y, key, grid):
             return total / jnp.sum(train_w)
 
         lam = jnp.full((model.num_layers,), log_lam, x.dtype)
-        w = bilevel.unroll(inner_loss, model.init(init_key), lam, steps=steps, lr=lr)
+        w = fit(inner_loss, model.init(init_key), lam)
         return jnp.sum(held_w * models.bce(model.apply(w, x), y)) / jnp.sum(held_w)
 
     losses = jax.vmap(lambda g: jax.vmap(lambda f: held_out_loss(g, f))(jnp.arange(folds)))(grid)
@@ -46,13 +46,15 @@ def _cv_one(model, steps, lr, folds, x, y, key, grid):
     return grid[jnp.argmin(curve)], curve
 
 
-@functools.partial(jax.jit, static_argnames=("model", "folds", "steps"))
-def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: int = 5, steps: int, lr):
+def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: int = 5, steps: int | None = None,
+                  lr=None, method: bilevel.Method | None = None):
     """λ_CLEAN: k-fold cross-validation of log-λ (one value for all layers) on the clean training set.
 
-    For each seed, each grid value and each fold the model is trained by ``steps`` steps of
-    full-batch gradient descent (the inner solver of the attack) on the other folds; the grid value
-    with the lowest mean held-out cross-entropy wins. Vmapped over seeds × grid × folds.
+    For each seed, each grid value and each fold the model is trained on the other folds by the
+    attack's inner training: ``steps`` steps of full-batch gradient descent with step ``lr`` (the
+    paper), or ``method.fit`` of a hypergradient strategy (e.g. ``Implicit``'s converged solver);
+    the grid value with the lowest mean held-out cross-entropy wins. Vmapped over seeds × grid ×
+    folds.
 
     Args:
       model: the learner.
@@ -60,14 +62,23 @@ def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: i
       keys: ``(S, 2)`` PRNG keys (fold assignment and initialisation).
       grid: ``(G,)`` candidate log-λ (the paper: over [-8, 1]).
       folds: number of folds (the paper: 5).
-      steps, lr: inner gradient descent.
+      steps, lr: inner gradient descent (give these or ``method``).
+      method: a strategy of :mod:`poison_jax.bilevel` whose ``fit`` trains the model.
     Returns:
       ``(best, curve)``: the chosen log-λ ``(S,)`` and the mean held-out loss ``(S, G)``.
     """
     if folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
-    grid = jnp.asarray(grid, x_train.dtype)
-    one = functools.partial(_cv_one, model, steps, lr, folds)
+    if (method is None) == (steps is None or lr is None):
+        raise ValueError("cv_log_lambda trains with steps and lr (gradient descent) or with method=...: give one")
+    if method is None:
+        method = bilevel.RMD(steps=steps, lr=float(lr))
+    return _cv(model, method, folds, x_train, y_train, keys, jnp.asarray(grid, x_train.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method", "folds"))
+def _cv(model, method, folds, x_train, y_train, keys, grid):
+    one = functools.partial(_cv_one, model, method.fit, folds)
     return jax.vmap(one, in_axes=(0, 0, 0, None))(x_train, y_train, keys, grid)
 
 

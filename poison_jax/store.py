@@ -20,6 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -51,6 +52,10 @@ def _atomic_write(path: Path, write) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` atomically."""
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path).lstrip(".")  # e.g. "xp", "warm.w['layer_0']['kernel']"
 
 
 class ResultsStore:
@@ -181,23 +186,36 @@ class ResultsStore:
         return self.out_dir / "state" / f"{setting}-{cell}.npz"
 
     def save_state(self, setting: str, cell: int, state: attack.AttackState) -> None:
-        arrays = {name: np.asarray(value) for name, value in state._asdict().items()}
+        """Every array leaf of ``state`` (warm starts and outer-rule states included), named by its path."""
+        leaves = jax.tree_util.tree_leaves_with_path(state)
+        arrays = {_leaf_name(path): np.asarray(value) for path, value in leaves}
         _atomic_write(self._state_path(setting, cell), lambda f: np.savez(f, **arrays))
 
-    def load_state(self, setting: str, cell: int) -> attack.AttackState | None:
+    def load_state(self, setting: str, cell: int, template: attack.AttackState) -> attack.AttackState | None:
+        """The saved state, structured like ``template`` (a fresh state of the same config), or None
+        when there is none or it does not match the template (then the cell is recomputed)."""
         path = self._state_path(setting, cell)
         if not path.exists():
             return None
+        paths, treedef = jax.tree_util.tree_flatten_with_path(template)
         try:
             with np.load(path, allow_pickle=False) as saved:
-                return attack.AttackState(**{name: jnp.asarray(saved[name]) for name in attack.AttackState._fields})
+                leaves = []
+                for key_path, like in paths:
+                    value = saved[_leaf_name(key_path)]
+                    if value.shape != np.shape(like) or value.dtype != np.asarray(like).dtype:
+                        return None
+                    leaves.append(jnp.asarray(value))
+                if len(saved.files) != len(leaves):
+                    return None
         except (ValueError, KeyError, OSError):
             return None  # a damaged state is recomputed, never trusted
+        return jax.tree_util.tree_unflatten(treedef, leaves)
 
-    def latest_state(self, setting: str, *, before: int):
+    def latest_state(self, setting: str, *, before: int, template: attack.AttackState):
         """``(state, next_cell)``: the saved state of the last cell before ``before``, or ``(None, 0)``."""
         for cell in range(before - 1, -1, -1):
-            state = self.load_state(setting, cell)
+            state = self.load_state(setting, cell, template)
             if state is not None:
                 return state, cell + 1
         return None, 0

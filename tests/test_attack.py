@@ -170,7 +170,8 @@ def test_divergent_inner_training_is_reported_not_applied(splits):
 
 def test_poisoned_training_set_replaces_rows(lr_settings, splits):
     state = attack.set_poison_count(start(lr_settings, splits), BATCH, BATCH)
-    x, y = attack.poisoned_training_set(splits, state)
+    x, y, weights = attack.poisoned_training_set(splits, state)
+    assert weights is None and x.shape == splits.x_train.shape
     for s in range(4):
         idx = np.asarray(state.replace_idx[s])
         np.testing.assert_array_equal(x[s, idx[:BATCH]], state.xp[s, :BATCH])

@@ -399,5 +399,5 @@ def test_integer_weights_are_refused(lr_problem):
 
 def test_unknown_method(lr_problem):
     inner, outer, w0, theta = lr_problem
-    with pytest.raises(TypeError, match=r"method must be RMD\(...\) or IFT\(...\), got 'rmd'"):
+    with pytest.raises(TypeError, match=r"method must be RMD\(...\), IFT\(...\) or Implicit\(...\), got 'rmd'"):
         bilevel.hypergrad("rmd", inner, outer, w0, theta)
