@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import optax
 from optax import projections
 
-from poison_jax import bilevel, models, outer
+from poison_jax import bilevel, models, outer, seeds
 from poison_jax.bilevel import METHODS, Warm
 
 __all__ = [
@@ -119,6 +119,10 @@ class AttackSettings:
         :class:`~poison_jax.outer.Normalised` by default.
       lam_step: the rule moving log-λ (descent); the paper's :class:`~poison_jax.outer.SGD` by default.
       mode: :class:`Replace` (the paper, default) or :class:`Add` (secml).
+      seed_lanes: how the seed axis runs (:func:`poison_jax.seeds.over_seeds`): ``None`` vmaps all
+        seeds (the default; what a GPU wants); ``L`` runs ``L`` lanes that each loop over their
+        seeds, so a converged solver's iterations are not paid for the slowest seed by all (on a
+        CPU, one lane per device). Results are the same either way.
     """
 
     model: models.Model
@@ -130,6 +134,7 @@ class AttackSettings:
     xp_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.Normalised()
     lam_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.SGD()
     mode: Replace | Add = Replace()
+    seed_lanes: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, models.Model):
@@ -151,6 +156,9 @@ class AttackSettings:
                                 f"({', '.join(r.__name__ + '()' for r in _STEP_RULES)}), got {getattr(self, name)!r}")
         if not isinstance(self.mode, (Replace, Add)):
             raise TypeError(f"mode must be Replace() or Add(), got {self.mode!r}")
+        if self.seed_lanes is not None and (isinstance(self.seed_lanes, bool) or not isinstance(self.seed_lanes, int)
+                                            or self.seed_lanes <= 0):
+            raise ValueError(f"seed_lanes must be None or a positive integer, got {self.seed_lanes!r}")
 
 
 class AttackState(NamedTuple):
@@ -365,7 +373,8 @@ def _keep_if(ok, new, old):
 
 def _vmapped_step(settings, update_xp, update_lam, splits, state):
     step = functools.partial(_step_one, settings, update_xp, update_lam)
-    return jax.vmap(step)(state, splits.x_train, splits.y_train, splits.x_val, splits.y_val)
+    return seeds.over_seeds(step, state, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+                            lanes=settings.seed_lanes)
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "update_xp", "update_lam"))
@@ -416,8 +425,8 @@ def attack_objective(settings: AttackSettings, splits, state: AttackState) -> ja
     """The attacker's objective per seed, ``(S,)``: validation loss after inner training on the
     poisoned set with the state's Λ (the method's training: its steps and step size from ``w(0)``,
     or its converged solve from the carried warm start)."""
-    return jax.vmap(functools.partial(_objective_one, settings))(
-        state, splits.x_train, splits.y_train, splits.x_val, splits.y_val)
+    return seeds.over_seeds(functools.partial(_objective_one, settings), state, splits.x_train, splits.y_train,
+                            splits.x_val, splits.y_val, lanes=settings.seed_lanes)
 
 
 @functools.partial(jax.jit, static_argnames=("mode",))

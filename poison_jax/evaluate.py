@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from poison_jax import models, solvers
+from poison_jax import models, seeds, solvers
 
 __all__ = ["ConvergedVictim", "SGDVictim", "VictimMetrics", "classification_metrics", "evaluate_victim", "train_victim"]
 
@@ -162,7 +162,7 @@ def classification_metrics(logits, y):
 
 def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test, y_test, *, lr=None,
                     epochs: int | None = None, batch_size: int = 64, victim: SGDVictim | ConvergedVictim | None = None,
-                    weights=None) -> VictimMetrics:
+                    weights=None, seed_lanes: int | None = None) -> VictimMetrics:
     """Train one victim per seed and measure it on the shared test set.
 
     Args:
@@ -174,6 +174,7 @@ def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test
       lr, epochs, batch_size: the paper's SGD victim (batch 64), when ``victim`` is None.
       victim: :class:`SGDVictim` or :class:`ConvergedVictim` (give this or ``lr`` and ``epochs``).
       weights: ``(S, n)`` row weights in {0, 1}, or None (every row counts).
+      seed_lanes: how the seed axis runs, see :func:`poison_jax.seeds.over_seeds`.
     Returns:
       :class:`VictimMetrics` with a leading seed axis.
     """
@@ -183,11 +184,11 @@ def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test
         victim = SGDVictim(lr=lr, epochs=epochs, batch_size=batch_size)
     elif lr is not None or epochs is not None:
         raise ValueError(f"evaluate_victim got victim={victim!r} and lr/epochs: give one or the other")
-    return _evaluate(model, victim, x_train, y_train, weights, log_lam, keys, x_test, y_test)
+    return _evaluate(model, victim, seed_lanes, x_train, y_train, weights, log_lam, keys, x_test, y_test)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "victim"))
-def _evaluate(model, victim, x_train, y_train, weights, log_lam, keys, x_test, y_test):
+@functools.partial(jax.jit, static_argnames=("model", "victim", "seed_lanes"))
+def _evaluate(model, victim, seed_lanes, x_train, y_train, weights, log_lam, keys, x_test, y_test):
     def one(x, y, w, lam, key):
         params, converged = victim.train(model, x, y, w, lam, key)
         error, fpr, fnr = classification_metrics(model.apply(params, x_test), y_test)
@@ -196,4 +197,4 @@ def _evaluate(model, victim, x_train, y_train, weights, log_lam, keys, x_test, y
         return VictimMetrics(error, fpr, fnr, lam, sq_norm, sq_norm / models.weight_sizes(model, params), finite,
                              converged)
 
-    return jax.vmap(one)(x_train, y_train, weights, log_lam, keys)
+    return seeds.over_seeds(one, x_train, y_train, weights, log_lam, keys, lanes=seed_lanes)

@@ -291,6 +291,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                       iters_fixed=50, iters_clean=50, iters_multi=50, alpha=0.4, beta=0.4, x_box=(-9.5, 9.5),
                       lam_box=(-8.0, 6.0), lam_large=math.log(20.0), poison_batch=1, num_batches=1, eval_lr=0.2,
                       eval_epochs=100, eval_batch=32, cv_grid=(-8.0, 6.0, 15)),
+    # The strong attack on the paper's MNIST setting: a converged, warm-started inner solve with the
+    # implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
+    "mnist5k-lr-strong": dict(_MNIST_LR, source="mnist5k", n_test=317, hypergrad="implicit", solver="newton-cg",
+                              solver_tol=1e-5, solver_iters=100, cg_iters=200, cg_tol=1e-5, damping=1e-4,
+                              xp_step="armijo", lam_step="armijo", beta=0.5, iters_fixed=20, iters_clean=20,
+                              iters_multi=20, victim="converged"),
     "digits-lr": dict(source="digits", classes=(0, 8), n_train=200, n_val=70, model="lr", inner_steps=100,
                       inner_lr=0.5, iters_fixed=20, iters_clean=20, iters_multi=20, alpha=0.99, beta=0.8,
                       x_box=(0.0, 1.0), lam_box=(-8.0, math.log(200.0)), poison_batch=7, num_batches=5,
@@ -384,6 +390,7 @@ class SeedSharding:
         devices = list(jax.devices() if devices is None else devices)
         self.num_seeds = num_seeds
         self.num_devices = len(devices)
+        self.platform = devices[0].platform
         self.padded = -(-num_seeds // self.num_devices) * self.num_devices
         mesh = jax.sharding.Mesh(np.array(devices), ("seed",))
         self.by_seed = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
@@ -432,7 +439,12 @@ class Sweep:
         self.seeds = self.sharding.pad_seeds(config.seeds)
         self.splits = self.sharding.put_splits(load_splits(config))
         self.model = build_model(config, self.splits.x_train.shape[-1])
-        self.settings = config.attack_settings(self.model)
+        # Converged solvers loop a data-dependent number of times: on a CPU each device loops over its
+        # own seeds rather than vmapping them in lock-step (see poison_jax.seeds).
+        iterative = config.hypergrad == "implicit" or config.victim == "converged"
+        on_cpu = self.sharding.platform == "cpu"
+        self.seed_lanes = self.sharding.num_devices if iterative and on_cpu else None
+        self.settings = dataclasses.replace(config.attack_settings(self.model), seed_lanes=self.seed_lanes)
         self.victim = config.victim_model()
 
     def fresh_state(self, log_lam) -> attack.AttackState:
@@ -449,7 +461,8 @@ class Sweep:
             grid = jnp.linspace(c.cv_grid[0], c.cv_grid[1], int(c.cv_grid[2]))
             best, _ = hyperopt.cv_log_lambda(self.model, self.splits.x_train, self.splits.y_train,
                                              seed_keys(c, _CV, self.seeds),
-                                             grid, folds=c.cv_folds, method=self.settings.method)
+                                             grid, folds=c.cv_folds, method=self.settings.method,
+                                             seed_lanes=self.seed_lanes)
             state = state._replace(log_lam=jnp.broadcast_to(best[:, None], state.log_lam.shape))
         elif setting == "learned":
             state = self.run_iters(attack.set_poison_count(state, 0, 0), c.iters_clean, False, True, progress)
@@ -486,7 +499,7 @@ class Sweep:
         x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, _EVAL, self.seeds))
         m = evaluate.evaluate_victim(self.model, x, y, state.log_lam, keys, self.splits.x_test, self.splits.y_test,
-                                     victim=self.victim, weights=weights)
+                                     victim=self.victim, weights=weights, seed_lanes=self.seed_lanes)
         objective = attack.attack_objective(self.settings, self.splits, state)
         m, objective, nonfinite, unconverged = self.sharding.gather(
             (m, objective, state.nonfinite_steps, state.unconverged_solves))

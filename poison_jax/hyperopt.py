@@ -19,7 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from poison_jax import attack, bilevel, models
+from poison_jax import attack, bilevel, models, seeds
 
 __all__ = ["cv_log_lambda", "learn_lambda_clean"]
 
@@ -47,7 +47,7 @@ def _cv_one(model, fit, folds, x, y, key, grid):
 
 
 def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: int = 5, steps: int | None = None,
-                  lr=None, method: bilevel.Method | None = None):
+                  lr=None, method: bilevel.Method | None = None, seed_lanes: int | None = None):
     """λ_CLEAN: k-fold cross-validation of log-λ (one value for all layers) on the clean training set.
 
     For each seed, each grid value and each fold the model is trained on the other folds by the
@@ -64,6 +64,7 @@ def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: i
       folds: number of folds (the paper: 5).
       steps, lr: inner gradient descent (give these or ``method``).
       method: a strategy of :mod:`poison_jax.bilevel` whose ``fit`` trains the model.
+      seed_lanes: how the seed axis runs, see :func:`poison_jax.seeds.over_seeds`.
     Returns:
       ``(best, curve)``: the chosen log-λ ``(S,)`` and the mean held-out loss ``(S, G)``.
     """
@@ -73,13 +74,13 @@ def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: i
         raise ValueError("cv_log_lambda trains with steps and lr (gradient descent) or with method=...: give one")
     if method is None:
         method = bilevel.RMD(steps=steps, lr=float(lr))
-    return _cv(model, method, folds, x_train, y_train, keys, jnp.asarray(grid, x_train.dtype))
+    return _cv(model, method, folds, seed_lanes, x_train, y_train, keys, jnp.asarray(grid, x_train.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "folds"))
-def _cv(model, method, folds, x_train, y_train, keys, grid):
+@functools.partial(jax.jit, static_argnames=("model", "method", "folds", "seed_lanes"))
+def _cv(model, method, folds, seed_lanes, x_train, y_train, keys, grid):
     one = functools.partial(_cv_one, model, method.fit, folds)
-    return jax.vmap(one, in_axes=(0, 0, 0, None))(x_train, y_train, keys, grid)
+    return seeds.over_seeds(lambda x, y, k: one(x, y, k, grid), x_train, y_train, keys, lanes=seed_lanes)
 
 
 def learn_lambda_clean(settings: attack.AttackSettings, splits, state: attack.AttackState, num_iters: int):

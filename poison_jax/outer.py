@@ -119,7 +119,7 @@ class Armijo:
     The trial ``x_t = Π(x ± t·g/||g||)`` is accepted when
     ``±(A(x_t) − A(x)) >= c · ±gᵀ(x_t − x)``; otherwise ``t ← shrink·t``, at most ``max_trials``
     times (then ``x`` stays and the shorter ``t`` is kept). The search starts from the last
-    accepted length times ``grow``, capped at ``max_scale·lr``; the first from ``lr``.
+    accepted length times ``grow``, kept within ``[lr, max_scale·lr]``; the first from ``lr``.
 
     Attributes:
       shrink: factor in (0, 1) of each backtracking step.
@@ -152,7 +152,9 @@ class Armijo:
         sign = 1.0 if ascent else -1.0
         d = jnp.where(mask, sign * g, 0.0)
         d = d / jnp.maximum(jnp.linalg.norm(d), jnp.finfo(d.dtype).tiny)
-        start = jnp.where(jnp.isnan(state), lr, jnp.minimum(state * self.grow, self.max_scale * lr))
+        # From the last accepted length times grow, within [lr, max_scale·lr]: never from below lr, so a
+        # run of rejected trials (a moving target) does not leave the rule crawling.
+        start = jnp.where(jnp.isnan(state), lr, jnp.clip(state * self.grow, lr, self.max_scale * lr))
 
         def trial(t):
             x_t = _project(x + t * d, box)

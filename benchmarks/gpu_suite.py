@@ -1,0 +1,127 @@
+"""One prepared run for a lent GPU: the figures that only a GPU can give, in order of priority.
+
+    python -m benchmarks.gpu_suite --out DIR [--budget-s 420]
+
+1. The paper's MLP setting (imagenet-mlp preset: 2048x128x32x1, per-layer λ, RMD T = 600,
+   checkpointed), 10 seeds vmapped, on random features of the real shapes (the ImageNet features
+   cannot be had offline): warm seconds per hyperiteration with Λ fixed and with Λ learned, one
+   victim evaluation (4,000 epochs), and the projected sweep time from them.
+2. The strong sweep (``mnist5k-lr-strong``, 4 Λ settings x 6 fractions x 10 seeds), timed whole,
+   compilation included, with its table.
+3. The poison_jax half of the secml head-to-head (``benchmarks.secml_h2h --jax-only``).
+4. The paper-faithful ``mnist5k-lr`` sweep (10 seeds), if the budget allows.
+
+Each stage is skipped when less than its estimate is left of ``--budget-s``; everything measured
+is written to ``DIR/gpu_suite.json`` as soon as it is known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poison_jax import attack, data, evaluate, experiment
+
+
+def _timed(fn, repeats: int = 2):
+    """``(first_call_s, warm_median_s, result)`` of ``fn()`` (blocked until ready)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    warm = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        warm.append(time.perf_counter() - start)
+    return first, float(np.median(warm)), out
+
+
+def mlp_paper_setting(num_seeds: int = 10) -> dict:
+    config = experiment.preset("imagenet-mlp", num_seeds=num_seeds, data_path="unused.npz")
+    rng = np.random.default_rng(0)
+    shape = lambda n: (num_seeds, n, 2048)  # noqa: E731
+    splits = data.Splits(jnp.asarray(rng.normal(size=shape(512)) * 0.3, jnp.float32),
+                         jnp.asarray(rng.integers(0, 2, (num_seeds, 512)), jnp.float32),
+                         jnp.asarray(rng.normal(size=shape(171)) * 0.3, jnp.float32),
+                         jnp.asarray(rng.integers(0, 2, (num_seeds, 171)), jnp.float32),
+                         jnp.asarray(rng.normal(size=(600, 2048)) * 0.3, jnp.float32),
+                         jnp.asarray(rng.integers(0, 2, 600), jnp.float32))
+    model = experiment.build_model(config, 2048)
+    settings = config.attack_settings(model)
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    state = attack.init_attack(settings, keys, splits, config.n_poison, config.lam_init)
+    state = attack.set_poison_count(state, config.poison_batch, config.poison_batch)
+    result = {"num_seeds": num_seeds, "inner_steps": config.inner_steps, "checkpoint": config.checkpoint}
+    for name, xp, lam in (("fixed_lambda", True, False), ("learned_lambda", True, True)):
+        first, warm, _ = _timed(lambda: attack.run_attack(settings, splits, state, num_iters=2, update_xp=xp,
+                                                          update_lam=lam)[0].xp)
+        result[f"{name}_first_call_s"] = first
+        result[f"{name}_per_hyperiteration_s"] = warm / 2
+    x, y, _ = attack.poisoned_training_set(splits, state)
+    victim = config.victim_model()
+    first, warm, _ = _timed(lambda: evaluate.evaluate_victim(model, x, y, state.log_lam, keys, splits.x_test,
+                                                             splits.y_test, victim=victim).error, repeats=1)
+    result["evaluation_first_call_s"], result["evaluation_s"] = first, warm
+    fixed, learned = result["fixed_lambda_per_hyperiteration_s"], result["learned_lambda_per_hyperiteration_s"]
+    cells = config.num_batches + 1
+    hyper = 2 * config.num_batches * config.iters_fixed * fixed + config.iters_clean * fixed + \
+        config.num_batches * config.iters_multi * learned  # small + large fixed; learned: T_λ then T_mul
+    result["projected_sweep_s"] = hyper + 3 * cells * warm
+    return result
+
+
+def strong_sweep(out: Path, preset: str) -> dict:
+    config = experiment.preset(preset)
+    start = time.perf_counter()
+    records = experiment.run_sweep(config, out / preset, progress=False, log=lambda _: None)
+    seconds = time.perf_counter() - start
+    table = {f"{r['setting']}/{r['cell']}": {"error": r["mean"]["error"], "error_std": r["mean"].get("error_std"),
+                                            "log_lam": r["mean"]["log_lam"], "wall_time_s": r["wall_time_s"]}
+             for r in records}
+    return {"preset": preset, "num_seeds": config.num_seeds, "seconds": seconds, "cells": table}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget-s", type=float, default=420.0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    report = {"device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
+              "jax": jax.__version__}
+    path = args.out / "gpu_suite.json"
+
+    def save():
+        path.write_text(json.dumps(report, indent=1))
+
+    stages = [("mlp_paper_setting", 60, mlp_paper_setting),
+              ("strong_sweep", 60, lambda: strong_sweep(args.out, "mnist5k-lr-strong")),
+              ("secml_h2h_jax", 40, lambda: __import__("benchmarks.secml_h2h", fromlist=["main"]).main(
+                  ["--jax-only", "--out", str(args.out)])),
+              ("paper_sweep", 120, lambda: strong_sweep(args.out, "mnist5k-lr"))]
+    for name, estimate, stage in stages:
+        left = args.budget_s - (time.perf_counter() - t0)
+        if left < estimate:
+            report[name] = f"skipped: {left:.0f} s of the budget left, about {estimate} s needed"
+            save()
+            continue
+        start = time.perf_counter()
+        try:
+            report[name] = stage()
+        except Exception as err:  # report and go on: the later stages are independent
+            report[name] = f"failed: {type(err).__name__}: {err}"
+        print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)
+        save()
+    print(json.dumps(report, indent=1)[-6000:])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

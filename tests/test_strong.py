@@ -1,0 +1,325 @@
+"""The strong attack: converged inner solvers, warm-started implicit hypergradients, outer step rules,
+add mode and the converged victim."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from poison_jax import attack, bilevel, data, evaluate, experiment, models, outer, solvers
+from poison_jax.bilevel import Implicit, Warm
+from poison_jax.solvers import LBFGS, NewtonCG
+from tests.test_bilevel import logistic_losses, make_data, two_block_losses
+
+SOLVERS = [NewtonCG(tol=1e-10, maxiter=100), LBFGS(tol=1e-10, maxiter=2000)]
+SOLVER_IDS = ["newton-cg", "lbfgs"]
+
+
+def zeros_like(tree):
+    return jax.tree_util.tree_map(jnp.zeros_like, tree)
+
+
+# -- floor 0: solvers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=SOLVER_IDS)
+@pytest.mark.parametrize("losses", [logistic_losses, two_block_losses], ids=["dict-w", "two-block"])
+def test_solver_reaches_its_tolerance_on_pytrees(x64, solver, losses):
+    data_, theta = make_data(0)
+    inner, _, w0 = losses(data_)
+    w, info = jax.jit(lambda w0: solver(lambda w: inner(w, theta), w0))(w0)
+    grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(w, theta))[0]))
+    assert bool(info.converged) and grad_norm <= 1e-10 and float(info.grad_norm) == pytest.approx(grad_norm, rel=1e-6)
+    assert 0 < int(info.iterations) < solver.maxiter
+
+
+@pytest.mark.parametrize("solver", [NewtonCG(tol=1e-10, maxiter=2), LBFGS(tol=1e-10, maxiter=2)], ids=SOLVER_IDS)
+def test_too_small_iteration_cap_is_reported_unconverged(x64, solver):
+    data_, theta = make_data(1)
+    inner, _, w0 = logistic_losses(data_)
+    _, info = solver(lambda w: inner(w, theta), w0)
+    assert not bool(info.converged) and int(info.iterations) == 2 and float(info.grad_norm) > 1e-10
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=SOLVER_IDS)
+def test_solver_under_vmap_solves_each_lane(x64, solver):
+    problems = [make_data(s) for s in range(3)]
+    thetas = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[t for _, t in problems])
+    inner, _, w0 = logistic_losses(problems[0][0])  # same data, three thetas
+    ws, infos = jax.vmap(lambda th: solver(lambda w: inner(w, th), w0))(thetas)
+    assert np.all(np.asarray(infos.converged))
+    for i in range(3):
+        theta_i = jax.tree_util.tree_map(lambda a: a[i], thetas)
+        w_i, _ = solver(lambda w: inner(w, theta_i), w0)
+        np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], ws))[0],
+                                   ravel_pytree(w_i)[0], atol=1e-8)
+
+
+def test_newton_finds_a_local_minimum_of_the_mlp():
+    model = models.mlp(8, hidden=(6, 4))
+    x = jax.random.normal(jax.random.PRNGKey(0), (40, 8))
+    y = (x[:, 0] > 0).astype(jnp.float32)
+    f = lambda p: (jnp.sum(models.bce(model.apply(p, x), y)) + models.l2_penalty(model, p, jnp.zeros(3))) / 40
+    w, info = NewtonCG(tol=1e-4, maxiter=200)(f, model.init(jax.random.PRNGKey(1)))
+    assert bool(info.converged) and float(f(w)) < float(f(model.init(jax.random.PRNGKey(1))))
+
+
+def test_cg_warm_start_from_the_solution_needs_no_iteration(x64):
+    a = jnp.array([[4.0, 1.0], [1.0, 3.0]])
+    b = jnp.array([1.0, 2.0])
+    x_star = jnp.linalg.solve(a, b)
+    _, cold = solvers.conjugate_gradient(lambda v: a @ v, b, maxiter=10, tol=1e-12)
+    x, warm = solvers.conjugate_gradient(lambda v: a @ v, b, maxiter=10, tol=1e-12, x0=x_star)
+    assert int(cold.iterations) == 2 and int(warm.iterations) == 0
+    np.testing.assert_allclose(x, x_star, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda: NewtonCG(tol=0.0), r"tol must be a finite number > 0, got 0.0"),
+    (lambda: NewtonCG(maxiter=0), r"maxiter must be a positive integer, got 0"),
+    (lambda: LBFGS(memory=-1), r"memory must be a positive integer, got -1"),
+    (lambda: Implicit(solver="newton"), r"solver must be NewtonCG\(...\) or LBFGS\(...\), got 'newton'"),
+    (lambda: Implicit(cg_tol=-1.0), r"cg_tol must be a finite number >= 0, got -1.0"),
+])
+def test_bad_solver_settings(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        bad()
+
+
+# -- floor 0: the implicit hypergradient ---------------------------------------------------------
+
+
+def central_differences(fn, theta, eps=1e-5):
+    flat, unravel = ravel_pytree(theta)
+    grads = []
+    for i in range(flat.size):
+        e = jnp.zeros_like(flat).at[i].set(eps)
+        grads.append((fn(unravel(flat + e)) - fn(unravel(flat - e))) / (2 * eps))
+    return jnp.stack(grads)
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=SOLVER_IDS)
+@pytest.mark.parametrize("losses", [logistic_losses, two_block_losses], ids=["logistic", "two-block"])
+def test_implicit_hypergradient_against_exact_and_finite_differences(x64, solver, losses):
+    data_, theta = make_data(2)
+    inner, outer_loss, w0 = losses(data_)
+    if losses is two_block_losses:
+        theta = {"xp": theta["xp"], "log_lam": {"layer_0": theta["log_lam"], "layer_1": theta["log_lam"] + 0.5}}
+    method = Implicit(solver, cg_iters=100, cg_tol=1e-12)
+    value, dtheta, info = method(inner, outer_loss, w0, theta)
+    assert bool(info.solve.converged) and bool(info.cg.converged)
+    w_star = method.fit(inner, w0, theta)
+    _, exact = bilevel.exact_hypergrad(inner, outer_loss, w_star, theta)
+    np.testing.assert_allclose(ravel_pytree(dtheta)[0], ravel_pytree(exact)[0], rtol=1e-7, atol=1e-10)
+    objective = lambda th: outer_loss(method.fit(inner, w0, th), th)
+    fd = central_differences(objective, theta)
+    np.testing.assert_allclose(ravel_pytree(dtheta)[0], fd, rtol=1e-4, atol=1e-8)
+    assert float(value) == pytest.approx(float(objective(theta)), rel=1e-10)
+
+
+def test_warm_and_cold_started_hypergradients_agree(x64):
+    data_, theta = make_data(3)
+    inner, outer_loss, w0 = logistic_losses(data_)
+    method = Implicit(NewtonCG(tol=1e-11, maxiter=100), cg_iters=100, cg_tol=1e-11)
+    moved = {"xp": theta["xp"] + 0.05, "log_lam": theta["log_lam"]}
+    _, _, _, warm = bilevel.warm_hypergrad(method, inner, outer_loss, Warm(w0, zeros_like(w0)), theta)
+    _, warm_grad, warm_info, _ = bilevel.warm_hypergrad(method, inner, outer_loss, warm, moved)
+    _, cold_grad, cold_info = method(inner, outer_loss, w0, moved)
+    np.testing.assert_allclose(ravel_pytree(warm_grad)[0], ravel_pytree(cold_grad)[0], rtol=1e-8, atol=1e-12)
+    # The warm start pays: fewer solver and CG iterations than from zero.
+    assert int(warm_info.solve.iterations) < int(cold_info.solve.iterations)
+    assert int(warm_info.cg.iterations) < int(cold_info.cg.iterations)
+
+
+def test_implicit_compiles_once_over_repeated_calls(trace_counter):
+    data_, theta = make_data(4, jnp.float32)
+    inner, outer_loss, w0 = logistic_losses(data_)
+    counting_inner = trace_counter(inner)
+    method = Implicit(NewtonCG(tol=1e-5))
+    warm = Warm(w0, zeros_like(w0))
+    _, _, _, warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, theta)
+    traced = counting_inner.count
+    for shift in (0.1, 0.2, 0.3):
+        moved = {"xp": theta["xp"] + shift, "log_lam": theta["log_lam"]}
+        _, _, _, warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, moved)
+    assert counting_inner.count == traced
+
+
+# -- floor 1: the attack -------------------------------------------------------------------------
+
+N_TRAIN, N_VAL, BATCH = 100, 50, 6
+STRONG = Implicit(NewtonCG(tol=1e-5, maxiter=100), cg_iters=100, cg_tol=1e-5, damping=1e-4)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return data.sample_splits(data.load_dataset("digits"), seeds=[0, 1, 2], n_train=N_TRAIN, n_val=N_VAL)
+
+
+def strong_settings(**changes):
+    base = attack.AttackSettings(models.logistic_regression(64), STRONG, alpha=0.5, beta=0.5, x_box=(0.0, 1.0),
+                                 lam_box=(-8.0, 6.0), xp_step=outer.Armijo(), mode=attack.Add())
+    return dataclasses.replace(base, **changes)
+
+
+def started(settings, splits, n_active=BATCH, log_lam=math.log(0.01)):
+    keys = jax.random.split(jax.random.PRNGKey(0), splits.x_train.shape[0])
+    state = attack.init_attack(settings, keys, splits, 2 * BATCH, log_lam)
+    return attack.set_poison_count(state, n_active, BATCH)
+
+
+@pytest.mark.parametrize("rule, alpha", [(outer.Normalised(), 0.5), (outer.Adam(), 0.05), (outer.Optimistic(), 20.0),
+                                         (outer.Armijo(), 0.5), (outer.SGD(), 20.0)],
+                         ids=["normalised", "adam", "optimistic", "armijo", "sgd"])
+def test_each_outer_rule_raises_the_attackers_objective(splits, rule, alpha):
+    settings = strong_settings(xp_step=rule, alpha=alpha)
+    state = started(settings, splits)
+    before = attack.attack_objective(settings, splits, state)
+    state, info = attack.run_attack(settings, splits, state, num_iters=20, update_lam=False)
+    after = attack.attack_objective(settings, splits, state)
+    assert np.all(np.asarray(after) > 1.2 * np.asarray(before)), (before, after)
+    assert np.all(np.asarray(info.finite)) and np.all(np.asarray(state.xp) >= 0) and np.all(np.asarray(state.xp) <= 1)
+
+
+@pytest.mark.parametrize("rule", [outer.SGD(), outer.Armijo(), outer.Adam(), outer.Optimistic()],
+                         ids=["sgd", "armijo", "adam", "optimistic"])
+def test_each_outer_rule_lowers_the_validation_loss_by_learning_lambda(splits, rule):
+    settings = strong_settings(lam_step=rule, beta=0.3)
+    state = started(settings, splits, n_active=0, log_lam=-6.0)  # far too weak: λ should rise
+    before = attack.attack_objective(settings, splits, state)
+    state, _ = attack.run_attack(settings, splits, state, num_iters=20, update_xp=False)
+    after = attack.attack_objective(settings, splits, state)
+    assert np.all(np.asarray(after) < np.asarray(before)) and np.all(np.asarray(state.log_lam) > -6.0)
+
+
+def test_optimistic_gda_moves_both_players(splits):
+    settings = strong_settings(xp_step=outer.Optimistic(), lam_step=outer.Optimistic(), alpha=20.0, beta=0.3)
+    state = started(settings, splits, log_lam=-2.0)
+    new, info = attack.run_attack(settings, splits, state, num_iters=10)
+    assert np.all(np.asarray(new.log_lam) != -2.0) and not np.allclose(new.xp, state.xp)
+    assert np.all(np.asarray(info.val_loss[:, -1]) > np.asarray(info.val_loss[:, 0]))
+
+
+def test_attack_state_carries_the_warm_start(splits):
+    settings = strong_settings()
+    state = started(settings, splits)
+    assert state.warm is not None and np.all(np.asarray(state.warm.w["layer_0"]["kernel"]) == 0)
+    new, info = attack.run_attack(settings, splits, state, num_iters=3, update_lam=False)
+    assert np.all(np.asarray(info.inner_converged))
+    # The carried w is the converged solution at the final poison points.
+    one = jax.tree_util.tree_map(lambda a: a[0], new)
+    sp = data.Splits(*(a[0] for a in splits[:4]), None, None)
+    inner, _ = attack.make_losses(settings.model, *sp[:4], one, settings.mode)
+    grad = jax.grad(inner)(one.warm.w, {"xp": one.xp, "log_lam": one.log_lam})
+    assert float(jnp.linalg.norm(ravel_pytree(grad)[0])) <= 1e-5
+    # RMD keeps no warm start: the paper restarts from w(0).
+    rmd = strong_settings(method=bilevel.RMD(steps=20, lr=0.5), xp_step=outer.Normalised())
+    assert started(rmd, splits).warm is None
+
+
+def test_add_mode_appends_and_replace_mode_overwrites(splits):
+    settings = strong_settings()
+    state = started(settings, splits)
+    x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
+    assert x.shape == (3, N_TRAIN + 2 * BATCH, 64)
+    np.testing.assert_array_equal(weights[:, :N_TRAIN], 1.0)
+    np.testing.assert_array_equal(weights[:, N_TRAIN:], np.repeat(np.asarray(state.active, np.float32), 1, 0))
+    np.testing.assert_array_equal(x[:, N_TRAIN:], state.xp)
+    # The inner loss is the mean over n_train + n_active rows in add mode, n_train in replace mode.
+    one = jax.tree_util.tree_map(lambda a: a[0], state)
+    sp = [a[0] for a in splits[:4]]
+    w = {"layer_0": {"kernel": jnp.zeros((64, 1)), "bias": jnp.zeros(1)}}
+    theta = {"xp": one.xp, "log_lam": one.log_lam}
+    add_inner, _ = attack.make_losses(settings.model, *sp, one, attack.Add())
+    replace_inner, _ = attack.make_losses(settings.model, *sp, one, attack.Replace())
+    assert float(add_inner(w, theta)) == pytest.approx(math.log(2.0), rel=1e-6)  # all logits 0
+    assert float(replace_inner(w, theta)) == pytest.approx(math.log(2.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", [attack.Replace(), attack.Add()], ids=["replace", "add"])
+def test_no_recompilation_across_fractions_and_hyperiterations(splits, mode, trace_counter):
+    lr = models.logistic_regression(64)
+    counting_apply = trace_counter(lr.apply)
+    model = models.Model(lr.name, lr.init, counting_apply, lr.layers, lr.random_init)
+    settings = strong_settings(model=model, mode=mode)
+    state = started(settings, splits)
+    state, _ = attack.run_attack(settings, splits, state, num_iters=2)
+    traced = counting_apply.count
+    for n_active in (0, BATCH, 2 * BATCH):
+        state, _ = attack.run_attack(settings, splits, attack.set_poison_count(state, n_active, BATCH), num_iters=2)
+    assert counting_apply.count == traced
+
+
+def test_converged_victim_reaches_its_tolerance_and_learns(splits):
+    settings = strong_settings()
+    state = started(settings, splits, n_active=0)
+    x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
+    victim = evaluate.ConvergedVictim(NewtonCG(tol=1e-5, maxiter=200))
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    m = evaluate.evaluate_victim(settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test,
+                                 victim=victim, weights=weights)
+    assert np.all(np.asarray(m.converged)) and float(np.max(m.error)) < 0.05
+    with pytest.raises(ValueError, match="give one or the other"):
+        evaluate.evaluate_victim(settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test,
+                                 victim=victim, lr=0.1, epochs=2)
+
+
+def test_sgd_victim_ignores_inactive_added_rows(splits):
+    settings = strong_settings()
+    state = started(settings, splits, n_active=0)
+    state = state._replace(xp=jnp.full_like(state.xp, jnp.nan))  # would poison any step that used them
+    x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    m = evaluate.evaluate_victim(settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test,
+                                 victim=evaluate.SGDVictim(lr=0.5, epochs=20, batch_size=32), weights=weights)
+    assert np.all(np.asarray(m.finite)) and float(np.max(m.error)) < 0.1
+
+
+# -- floor 2: configs, the sweep and resume ------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("solver_tol", 0.0, "a finite number > 0"),
+    ("solver_iters", 0, "a positive integer"),
+    ("xp_step", "line-search", "one of normalised, sgd, adam, optimistic, armijo"),
+    ("lam_step", "momentum", "one of normalised, sgd, adam, optimistic, armijo"),
+    ("poison_mode", "append", "one of replace, add"),
+    ("victim", "exact", "one of sgd, converged"),
+    ("hypergrad", "newton", "one of rmd, ift, implicit"),
+    ("solver", "bfgs", "one of newton-cg, lbfgs"),
+    ("damping", -1.0, "a finite number >= 0"),
+])
+def test_bad_strong_settings_are_refused_naming_the_field(field, value, allowed):
+    with pytest.raises(experiment.ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
+        experiment.preset("digits-lr", **{field: value})
+
+
+def test_new_fields_at_their_defaults_keep_the_config_hash():
+    config = experiment.preset("digits-lr")
+    assert config.hash() == experiment.preset("digits-lr", poison_mode="replace", victim="sgd").hash()
+    assert config.hash() != experiment.preset("digits-lr", poison_mode="add").hash()
+
+
+def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
+    config = experiment.preset("mnist5k-lr-strong", source="digits", classes=(0, 8), n_train=100, n_val=50,
+                               n_test=None, num_seeds=2, poison_batch=5, num_batches=2, iters_fixed=3, iters_clean=3,
+                               iters_multi=3, settings=("small", "learned"))
+    full = experiment.run_sweep(config, tmp_path / "full", progress=False, log=lambda _: None)
+    assert {r["victim"] for r in full} == {"converged"} and {r["hypergrad"] for r in full} == {"implicit"}
+    assert all(all(r["per_seed"]["victim_converged"]) for r in full)
+    # Kill after two cells (simulated by removing the later lines), then resume.
+    part = tmp_path / "part"
+    experiment.run_sweep(config, part, progress=False, log=lambda _: None)
+    lines = (part / "results.jsonl").read_text().splitlines()
+    (part / "results.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    for name in ("learned-1", "learned-2"):
+        (part / "state" / f"{name}.npz").unlink(missing_ok=True)
+    resumed = experiment.run_sweep(config, part, resume=True, progress=False, log=lambda _: None)
+    for a, b in zip(full, resumed):
+        assert (a["setting"], a["cell"]) == (b["setting"], b["cell"])
+        np.testing.assert_allclose(a["per_seed"]["error"], b["per_seed"]["error"])
+        np.testing.assert_allclose(a["per_seed"]["log_lam"], b["per_seed"]["log_lam"], rtol=1e-6)
