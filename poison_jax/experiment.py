@@ -294,9 +294,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The strong attack on the paper's MNIST setting: a converged, warm-started inner solve with the
     # implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
     "mnist5k-lr-strong": dict(_MNIST_LR, source="mnist5k", n_test=317, hypergrad="implicit", solver="newton-cg",
-                              solver_tol=1e-5, solver_iters=100, cg_iters=200, cg_tol=1e-5, damping=1e-4,
-                              xp_step="armijo", lam_step="armijo", beta=0.5, iters_fixed=20, iters_clean=20,
-                              iters_multi=20, victim="converged"),
+                              solver_tol=1e-4, solver_iters=100, cg_iters=200, cg_tol=1e-5, damping=1e-4,
+                              xp_step="armijo", lam_step="armijo", beta=0.5, iters_fixed=10, iters_clean=10,
+                              iters_multi=10, victim="converged"),
     "digits-lr": dict(source="digits", classes=(0, 8), n_train=200, n_val=70, model="lr", inner_steps=100,
                       inner_lr=0.5, iters_fixed=20, iters_clean=20, iters_multi=20, alpha=0.99, beta=0.8,
                       x_box=(0.0, 1.0), lam_box=(-8.0, math.log(200.0)), poison_batch=7, num_batches=5,

@@ -41,6 +41,7 @@ import optax
 import optax.tree_utils as otu
 
 PyTree = Any
+_Tracer = getattr(jax.core, "Tracer", None) or jax._src.core.Tracer  # public name moves between releases
 
 __all__ = ["CGInfo", "LBFGS", "NewtonCG", "SolveInfo", "conjugate_gradient", "hvp"]
 
@@ -150,7 +151,7 @@ def check_positive_int(name: str, value: Any) -> int:
 
 
 def check_positive_finite(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, _Tracer):
         return  # a traced value cannot be inspected; the caller vouches for it
     try:
         arr = np.asarray(value, dtype=np.float64)
