@@ -21,9 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BENCHMARKS = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer")
+BENCHMARKS = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "engine_peers")
 # Longest first, so that --jobs 2 finishes early (rough full-run minutes on 2 CPU cores).
-_EXPECTED_MINUTES = {"accuracy": 6, "attack_step": 2, "batching": 2, "scaling": 2, "hypergrad": 0.5, "peer": 0.3}
+_EXPECTED_MINUTES = {"accuracy": 6, "attack_step": 2, "batching": 2, "scaling": 2, "hypergrad": 0.5, "peer": 0.3,
+                     "engine_peers": 2}
 
 
 def _get(result: dict | None, *path):

@@ -185,7 +185,7 @@ def test_poisoned_training_set_replaces_rows(lr_settings, splits):
     (dict(beta=float("nan")), r"beta must be a finite number > 0, got nan"),
     (dict(x_box=(1.0, 0.0)), r"x_box must be a pair \(low, high\) .* low < high, got \(1.0, 0.0\)"),
     (dict(lam_box=(-8.0,)), r"lam_box must be a pair"),
-    (dict(method="rmd"), r"method must be RMD\(...\) or IFT\(...\), got 'rmd'"),
+    (dict(method="rmd"), r"method must be RMD\(...\), IFT\(...\) or Implicit\(...\), got 'rmd'"),
 ])
 def test_bad_settings(bad, message):
     kwargs = dict(model=models.logistic_regression(4), method=RMD(steps=5, lr=0.1), alpha=0.5, beta=0.5,
