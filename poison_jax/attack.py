@@ -318,7 +318,7 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
     inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state, settings.mode)
     method = settings.method
     # The paper restarts training from w(0); a converged solver starts where the last one ended.
-    warm = state.warm if method.warm_starts else Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
+    warm = state.warm if method.warm_starts else Warm(w0, None)
 
     def hypergrad(xp, log_lam, warm):
         value, dtheta, info, new_warm = bilevel.warm_hypergrad(method, inner_loss, outer_loss, warm,

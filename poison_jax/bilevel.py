@@ -109,7 +109,7 @@ class Warm(NamedTuple):
       w: inner weights (a pytree): the converged solution for :class:`Implicit`, ``w_T`` for
         :class:`RMD` and :class:`IFT` (which start from the caller's ``w0`` each time).
       adjoint: the solution ``v`` of ``∇²_w L v = ∇_w A`` (like ``w``), the warm start of the next
-        CG solve; zeros for :class:`RMD`.
+        CG solve; zeros for :class:`RMD`; ``None`` starts CG from zero.
     """
 
     w: PyTree
@@ -378,7 +378,7 @@ def exact_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: P
 
 
 def _cold(w0: PyTree) -> Warm:
-    return Warm(w0, otu.tree_zeros_like(w0))
+    return Warm(w0, None)  # no adjoint yet: CG starts from zero, inside the jitted call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,7 +477,7 @@ class Implicit:
     Attributes:
       solver: :class:`~poison_jax.solvers.NewtonCG` (default) or :class:`~poison_jax.solvers.LBFGS`.
       cg_iters: maximum CG iterations of the adjoint solve (> 0).
-      cg_tol: relative residual at which CG stops (>= 0).
+      cg_tol: relative residual at which CG stops (>= 0); float32 reaches about 1e-6.
       damping: added to the Hessian's diagonal in the adjoint solve (>= 0).
 
     Example::
@@ -493,7 +493,7 @@ class Implicit:
 
     solver: Solver = NewtonCG()
     cg_iters: int = 100
-    cg_tol: float = 1e-6
+    cg_tol: float = 1e-5  # float32's CG floors near 1e-6 (see benchmarks/engine_peers)
     damping: float = 0.0
 
     warm_starts = True
@@ -519,7 +519,8 @@ class Implicit:
 @functools.partial(jax.jit, static_argnames=("inner_loss", "outer_loss", "solver", "cg_iters"))
 def _implicit_jit(inner_loss, outer_loss, warm, theta, cg_tol, damping, *, solver, cg_iters):
     _check_problem(inner_loss, outer_loss, warm.w, theta, "w0")
-    _check_same_structure("warm.adjoint", warm.adjoint, "w0", warm.w)
+    if warm.adjoint is not None:
+        _check_same_structure("warm.adjoint", warm.adjoint, "w0", warm.w)
     w_star, solve = solver(lambda w: inner_loss(w, jax.lax.stop_gradient(theta)), warm.w)
     w_star = jax.lax.stop_gradient(w_star)
     value, dtheta, cg_info, v = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping,

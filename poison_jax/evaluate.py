@@ -79,7 +79,10 @@ def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, ba
     row_weights = jnp.concatenate([row_weights, jnp.zeros(pad, x.dtype)])
 
     def batch_loss(p, idx, wts):
-        mean_bce = jnp.sum(wts * models.bce(model.apply(p, x[idx]), y[idx])) / jnp.maximum(jnp.sum(wts), 1)
+        # A row of weight 0 never contributes, even a non-finite one (zeroed before the model sees it).
+        xb = jnp.where(wts[:, None] > 0, x[idx], 0.0)
+        per_row = jnp.where(wts > 0, wts * models.bce(model.apply(p, xb), y[idx]), 0.0)
+        mean_bce = jnp.sum(per_row) / jnp.maximum(jnp.sum(wts), 1)
         return mean_bce + models.l2_penalty(model, p, log_lam) / n_used
 
     def batch_step(carry, idx):
@@ -141,6 +144,7 @@ class ConvergedVictim:
 
     def train(self, model, x, y, weights, log_lam, key):
         weights = jnp.ones(x.shape[0], x.dtype) if weights is None else weights.astype(x.dtype)
+        x = jnp.where(weights[:, None] > 0, x, 0.0)  # rows of weight 0 never contribute, even non-finite ones
 
         def objective(p):
             total = jnp.sum(weights * models.bce(model.apply(p, x), y)) + models.l2_penalty(model, p, log_lam)
