@@ -195,7 +195,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from poison_jax.experiment import PRESETS
+    from poison_jax.experiment import HYPERGRADS, PRESETS
 
     parser = argparse.ArgumentParser(
         prog="poison-jax",
@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"one of {', '.join(sorted(PRESETS))}")
     run.add_argument("--set", action="append", metavar="FIELD=VALUE",
                      help="override a config field, e.g. --set num_seeds=3 --set lam_box='(-8, log(200))' (repeatable)")
-    run.add_argument("--hypergrad", choices=("rmd", "ift"), default=None,
-                     help="hypergradient method (default: the preset's, rmd)")
+    run.add_argument("--hypergrad", choices=HYPERGRADS, default=None,
+                     help="hypergradient method (default: the preset's; rmd for the paper's presets, implicit for "
+                          "mnist5k-lr-strong)")
     _add_run_options(run, "results/run")
     run.set_defaults(func=_run)
 
