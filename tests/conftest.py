@@ -27,3 +27,14 @@ class TraceCounter:
 @pytest.fixture
 def trace_counter():
     return TraceCounter
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's caches of compiled programs after each test module.
+
+    A full session compiles hundreds of programs (converged solvers nest while-loops in scans);
+    kept alive all at once, XLA's CPU compiler crashed (SIGSEGV) late in the session.
+    """
+    yield
+    jax.clear_caches()

@@ -30,7 +30,7 @@ def test_presets_hold_the_papers_settings():
     assert (mlp.model, mlp.inner_steps, mlp.iters_multi, mlp.beta, mlp.eval_epochs) == ("mlp", 600, 150, 0.03, 4000)
     assert "clean" not in mlp.settings  # the paper omits CV for the DNN
     assert experiment.preset("mnist5k-lr").source == "mnist5k"
-    assert set(experiment.PRESETS) == {"mnist-lr", "mnist5k-lr", "fmnist-lr", "imagenet-lr", "imagenet-mlp",
+    assert set(experiment.PRESETS) == {"mnist-lr", "mnist5k-lr", "mnist5k-lr-strong", "fmnist-lr", "imagenet-lr", "imagenet-mlp",
                                        "synthetic", "digits-lr"}
 
 
