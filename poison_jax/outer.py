@@ -29,7 +29,7 @@ Example::
     >>> f = lambda x: -jnp.sum((x - 0.7) ** 2)
     >>> rule, x = outer.Armijo(), jnp.zeros(3)
     >>> state = rule.init(x)
-    >>> for _ in range(5):
+    >>> for _ in range(8):
     ...     g = -2 * (x - 0.7)
     ...     x, state = rule.step(x, g, state, lr=0.5, ascent=True, box=(0.0, 1.0), mask=True, value=f(x), value_fn=f)
     >>> bool(jnp.allclose(x, 0.7, atol=1e-2))
