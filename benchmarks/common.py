@@ -22,6 +22,13 @@ def median_times(calls: dict, *, repeats: int, warmup: int = 2) -> dict:
     The calls are timed in interleaved rounds (one of each per round), so that a slow spell of the
     machine falls on all of them alike and their ratios stay fair.
     """
+    samples = interleaved_samples(calls, repeats=repeats, warmup=warmup)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def interleaved_samples(calls: dict, *, repeats: int, warmup: int = 1) -> dict:
+    """Every wall time in seconds of each ``call()`` (``name -> list``), timed in interleaved rounds
+    after ``warmup`` untimed calls each."""
     for call in calls.values():
         for _ in range(warmup):
             jax.block_until_ready(call())
@@ -31,7 +38,7 @@ def median_times(calls: dict, *, repeats: int, warmup: int = 2) -> dict:
             start = time.perf_counter()
             jax.block_until_ready(call())
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
 
 
 def default_device():

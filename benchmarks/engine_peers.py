@@ -50,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from benchmarks.common import add_common_args, cosine, environment, jsonable, rel_error, select_device, write_results
+from benchmarks.common import (add_common_args, cosine, environment, interleaved_samples, jsonable, rel_error,
+                               select_device, write_results)
 
 TARGET_COSINE = 0.999
 GOAL = 0.5
@@ -304,19 +305,11 @@ def _jaxopt_candidates(spec, inner, outer, w0, theta, theta_prev):
 
 
 def _timings(calls: dict, *, repeats: int, warmup: int = 1) -> dict:
-    """Wall times in seconds of each ``call()`` in interleaved rounds (as ``benchmarks.common.median_times``),
-    all samples kept: ``name -> (median, min)``. The minimum is the less disturbed by other work on the machine."""
+    """``name -> (median, min)`` wall seconds of each ``call()`` in interleaved rounds. The minimum is the
+    less disturbed by other work on the machine."""
     import statistics
 
-    for call in calls.values():
-        for _ in range(warmup):
-            jax.block_until_ready(call())
-    samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(call())
-            samples[name].append(time.perf_counter() - start)
+    samples = interleaved_samples(calls, repeats=repeats, warmup=warmup)
     return {name: (statistics.median(s), min(s)) for name, s in samples.items()}
 
 
