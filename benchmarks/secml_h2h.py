@@ -13,7 +13,7 @@ poisoned training set:
 secml runs single-threaded in a virtualenv of its own, as a subprocess (``secml_half.py``; its
 results are reused while their seeds and counts match). poison_jax runs the strong attack
 (:data:`STRONG`: converged Newton-CG inner solve and implicit hypergradient, both warm-started,
-Armijo line search on the poison points) on all seeds of a count in one vmapped call; its wall
+Armijo line search on the poison points whose steps may stay short once the attack has converged) on all seeds of a count in one vmapped call; its wall
 time is measured after the one-off compilation, which gets a column of its own.
 
 Writes ``secml_h2h.json`` and ``secml_h2h.md`` to ``--out``. ``--jax-only`` runs the poison_jax
@@ -44,7 +44,8 @@ LOG_LAM = math.log(1.0 / C)  # liblinear's Σℓ + ||w||²/(2C)  <->  (Σℓ + e
 ITERS = 50  # hyperiterations per attack
 STRONG = dict(
     method=bilevel.Implicit(solvers.NewtonCG(tol=1e-5, maxiter=100), cg_iters=200, cg_tol=1e-5, damping=1e-4),
-    alpha=0.99, beta=0.1, x_box=(0.0, 1.0), lam_box=(-8.0, 6.0), xp_step=outer.Armijo(), mode=attack.Add())
+    alpha=0.99, beta=0.1, x_box=(0.0, 1.0), lam_box=(-8.0, 6.0), xp_step=outer.Armijo(min_scale=0.0),
+    mode=attack.Add())
 
 
 def _splits(dataset: str, seeds: list[int]):

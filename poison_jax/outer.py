@@ -119,7 +119,8 @@ class Armijo:
     The trial ``x_t = Π(x ± t·g/||g||)`` is accepted when
     ``±(A(x_t) − A(x)) >= c · ±gᵀ(x_t − x)``; otherwise ``t ← shrink·t``, at most ``max_trials``
     times (then ``x`` stays and the shorter ``t`` is kept). The search starts from the last
-    accepted length times ``grow``, kept within ``[lr, max_scale·lr]``; the first from ``lr``.
+    accepted length times ``grow``, kept within ``[min_scale·lr, max_scale·lr]``; the first from
+    ``lr``.
 
     Attributes:
       shrink: factor in (0, 1) of each backtracking step.
@@ -127,6 +128,7 @@ class Armijo:
       c: sufficient-increase constant in (0, 1).
       max_trials: objective evaluations per step at most (> 0).
       max_scale: cap on the length, as a multiple of ``lr`` (>= 1).
+      min_scale: floor of the starting length, as a multiple of ``lr`` (in [0, 1]).
     """
 
     shrink: float = 0.5
@@ -134,14 +136,15 @@ class Armijo:
     c: float = 1e-4
     max_trials: int = 8
     max_scale: float = 64.0
+    min_scale: float = 1.0
 
     def __post_init__(self):
         checks = {"shrink": 0 < self.shrink < 1, "grow": self.grow >= 1, "c": 0 < self.c < 1,
-                  "max_scale": self.max_scale >= 1}
+                  "max_scale": self.max_scale >= 1, "min_scale": 0 <= self.min_scale <= 1}
         for name, ok in checks.items():
             if not ok or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Armijo {name} = {getattr(self, name)!r} is not allowed: shrink in (0, 1), "
-                                 f"grow >= 1, c in (0, 1), max_scale >= 1")
+                                 f"grow >= 1, c in (0, 1), max_scale >= 1, min_scale in [0, 1]")
         if isinstance(self.max_trials, bool) or not isinstance(self.max_trials, int) or self.max_trials <= 0:
             raise ValueError(f"Armijo max_trials must be a positive integer, got {self.max_trials!r}")
 
@@ -152,9 +155,11 @@ class Armijo:
         sign = 1.0 if ascent else -1.0
         d = jnp.where(mask, sign * g, 0.0)
         d = d / jnp.maximum(jnp.linalg.norm(d), jnp.finfo(d.dtype).tiny)
-        # From the last accepted length times grow, within [lr, max_scale·lr]: never from below lr, so a
-        # run of rejected trials (a moving target) does not leave the rule crawling.
-        start = jnp.where(jnp.isnan(state), lr, jnp.clip(state * self.grow, lr, self.max_scale * lr))
+        # From the last accepted length times grow, within [min_scale·lr, max_scale·lr]: with min_scale = 1
+        # a run of rejected trials (a moving target) never leaves the rule crawling; with a small
+        # min_scale a converged attack stays cheap (its trials stay short).
+        start = jnp.where(jnp.isnan(state), lr,
+                          jnp.clip(state * self.grow, self.min_scale * lr, self.max_scale * lr))
 
         def trial(t):
             x_t = _project(x + t * d, box)
