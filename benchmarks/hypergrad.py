@@ -12,7 +12,6 @@ Writes ``hypergrad.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,6 @@ test dependency); without it the torch part records why it was skipped.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np

@@ -39,8 +39,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
-from optax import projections
 
 from poison_jax import bilevel, models, outer, seeds
 from poison_jax.bilevel import METHODS, Warm

@@ -46,7 +46,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 

@@ -1,6 +1,5 @@
 """Floor 0: hypergradients against finite differences, the dense reference and each other."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
