@@ -55,7 +55,7 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     model = experiment.build_model(config, 2048)
     settings = config.attack_settings(model)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    state = attack.init_attack(settings, keys, splits, config.n_poison, config.lam_init)
+    state = attack.init_attack(settings, keys, splits, config.n_poison, config.log_lam_init)
     state = attack.set_poison_count(state, config.poison_batch, config.poison_batch)
     result = {"num_seeds": num_seeds, "inner_steps": config.inner_steps, "checkpoint": config.checkpoint}
     for name, xp, lam in (("fixed_lambda", True, False), ("learned_lambda", True, True)):

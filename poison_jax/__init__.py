@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from poison_jax import bilevel
+from poison_jax.devices import use_cpu_cores
 from poison_jax.bilevel import (
     IFT,
     RMD,
@@ -35,4 +36,5 @@ __all__ = [
     "ift_hypergrad",
     "rmd_hypergrad",
     "unroll",
+    "use_cpu_cores",
 ]

@@ -1,30 +1,15 @@
-"""The ``poison-jax`` command: ``demo``, ``run``, ``plot``, ``synthetic`` (and ``example``)."""
+"""The ``poison-jax`` command: ``demo``, ``run``, ``presets``, ``plot``, ``synthetic`` and ``example``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import poison_jax
 
 DEMO_SEEDS = 5
-
-
-def _use_cpu_cores(devices: int | None) -> None:
-    """Split the host CPU into one XLA device per core, so the seed axis runs in parallel on a CPU.
-
-    Must run before JAX creates its first array; a GPU or TPU backend is not affected.
-    """
-    import jax
-
-    count = devices if devices is not None else os.cpu_count() or 1
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # backend already initialised (e.g. called from Python): keep what it has
-        pass
 
 
 def _join_hosts(args) -> None:
@@ -86,7 +71,7 @@ def _finish(records, results: Path, out_dir: Path, title: str) -> None:
 def _run_config(config, args) -> int:
     from poison_jax import experiment
 
-    out_dir = Path(args.out)
+    out_dir = Path(args.out) if args.out is not None else Path("results") / config.name
     records = experiment.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
     _finish(records, out_dir / "results.jsonl", out_dir, f"{config.name} ({config.model}, {config.hypergrad.upper()})")
     return 0
@@ -111,6 +96,20 @@ def _run(args) -> int:
         overrides["hypergrad"] = args.hypergrad
     config = experiment.preset(args.preset, **overrides)
     return _run_config(config, args)
+
+
+def _presets(args) -> int:
+    """The presets, one line each; with a NAME, every field of that preset with its value and meaning."""
+    from poison_jax import experiment
+
+    if args.name is not None:
+        print(experiment.describe_preset(args.name))
+        return 0
+    width = max(map(len, experiment.PRESETS))
+    for name in experiment.PRESETS:
+        print(f"{name:<{width}}  {experiment.PRESET_SUMMARIES[name]}")
+    print("\npoison-jax presets NAME: every field of NAME; poison-jax run --preset NAME: run its sweep")
+    return 0
 
 
 def _plot(args) -> int:
@@ -181,12 +180,13 @@ def _example(args) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--out", default=default_out, help="folder for results.jsonl, states and figures (default: %(default)s)")
+    p.add_argument("--out", default=default_out, help="folder for results.jsonl, states and figures (default: "
+                   + ("%(default)s)" if default_out else "results/PRESET, named after the preset)"))
     p.add_argument("--resume", action="store_true", help="continue a partly finished sweep in --out, skipping finished cells")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--devices", type=int, default=None,
                    help="on a CPU, split the host into this many XLA devices to run seeds in parallel "
-                        "(default: one per core; no effect on a GPU)")
+                        "(default: one per usable core; no effect on a GPU)")
     hosts = p.add_argument_group("multi-host (jax.distributed): run the same command on every host")
     hosts.add_argument("--coordinator", metavar="HOST:PORT", default=None,
                        help="address of process 0, which coordinates and alone writes results")
@@ -216,12 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                      help=f"one of {', '.join(sorted(PRESETS))}")
     run.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                     help="override a config field, e.g. --set num_seeds=3 --set lam_box='(-8, log(200))' (repeatable)")
+                     help="override a config field, e.g. --set num_seeds=3 --set log_lam_box='(-8, log(200))' (repeatable; "
+                          "poison-jax presets NAME lists the fields)")
     run.add_argument("--hypergrad", choices=HYPERGRADS, default=None,
                      help="hypergradient method (default: the preset's; rmd for the paper's presets, implicit for "
                           "mnist5k-lr-strong)")
-    _add_run_options(run, "results/run")
+    _add_run_options(run, None)
     run.set_defaults(func=_run)
+
+    presets = sub.add_parser("presets", help="list the presets, or show every field of one (value and meaning)",
+                             description=_presets.__doc__)
+    presets.add_argument("name", nargs="?", choices=sorted(PRESETS), metavar="NAME",
+                         help=f"one of {', '.join(sorted(PRESETS))}")
+    presets.set_defaults(func=_presets, devices=None)
 
     plot = sub.add_parser("plot", help="figures and summary table of a results file", description=_plot.__doc__)
     plot.add_argument("results", help="a results.jsonl, or the folder holding it")
@@ -252,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if getattr(args, "devices", None) is not None and args.devices < 1:
         parser.error(f"--devices must be a positive integer, got {args.devices}")
-    _use_cpu_cores(args.devices)
+    if args.command in ("demo", "run"):
+        from poison_jax.devices import use_cpu_cores
+
+        use_cpu_cores(args.devices)
+    if args.command in ("demo", "run", "plot", "synthetic"):
+        import matplotlib
+
+        matplotlib.use("Agg")  # this process writes files only; the library leaves the backend alone
     try:
         _join_hosts(args)
         status = args.func(args)

@@ -51,6 +51,7 @@ __all__ = [
     "mnist5k",
     "npz",
     "sample_splits",
+    "source_options",
     "split_indices",
     "synthetic",
     "tfds_pair",
@@ -390,6 +391,13 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
 SOURCES = tuple(_LOADERS)
 
 
+def source_options(source: str) -> tuple[str, ...]:
+    """The options of :func:`load_dataset` that ``source`` takes (e.g. ``("classes", "n_test", "seed")``)."""
+    if source not in _LOADERS:
+        raise ValueError(f"Unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
+    return tuple(inspect.signature(_LOADERS[source]).parameters)
+
+
 def load_dataset(
     source: str,
     *,
@@ -410,10 +418,8 @@ def load_dataset(
       a :class:`Dataset`: float32 ``x_pool (n_pool, d)``, ``y_pool (n_pool,)``,
       ``x_test (n_test, d)``, ``y_test (n_test,)``, labels in {0., 1.}.
     """
-    if source not in _LOADERS:
-        raise ValueError(f"Unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
+    takes = source_options(source)
     loader = _LOADERS[source]
-    takes = inspect.signature(loader).parameters
     given = dict(classes=classes, n_test=n_test, path=path, test_path=test_path,
                  data_dir=data_dir, n_pool=n_pool)
     options = {k: v for k, v in given.items() if v is not None}

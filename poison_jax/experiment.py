@@ -2,7 +2,7 @@
 
 A sweep crosses Λ settings × poisoning fractions, with all seeds of a cell in one vmapped call:
 
-* ``small``   λ = -8 (about no regularisation), fixed;
+* ``small``   log λ = -8 (about no regularisation), fixed;
 * ``large``   a large fixed λ (the paper's per-dataset value);
 * ``clean``   λ_CLEAN, chosen by k-fold cross-validation on the clean training set, fixed;
 * ``learned`` λ learned under attack: on clean data (T_λ) for fraction 0, then by the
@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -39,10 +40,67 @@ import numpy as np
 from poison_jax import attack, bilevel, data, evaluate, hyperopt, models, outer, solvers
 from poison_jax.bilevel import IFT, RMD, Implicit
 
-__all__ = ["SETTINGS", "PRESETS", "ExperimentConfig", "parse_overrides", "preset", "run_sweep"]
+__all__ = ["FIELDS", "PRESETS", "PRESET_SUMMARIES", "SETTINGS", "ExperimentConfig", "describe_preset", "parse_overrides",
+           "preset", "run_sweep", "setting_label", "unused_fields", "use_cpu_cores"]
 
 SETTINGS = ("small", "large", "clean", "learned")
-SETTING_LABELS = {"small": "λ = -8", "large": "large λ", "clean": "λ_CLEAN", "learned": "λ learned"}
+
+
+FIELDS: dict[str, str] = {
+    "name": "the preset the config came from (labels only; not part of the config hash)",
+    "source": "data source: " + ", ".join(data.SOURCES),
+    "classes": "the pair of classes (first -> label 0, second -> label 1); None: the source's default pair",
+    "data_path": "npz source: the features file",
+    "test_path": "npz source: a separate test file",
+    "data_dir": "TFDS sources (mnist, fashion_mnist): folder of the prepared data",
+    "n_train": "training points per split",
+    "n_val": "validation points per split (the attacker's and Λ's objective)",
+    "n_test": "test points (the victim's error); None: the source's default",
+    "num_seeds": "random train/validation splits, one per seed, run together",
+    "seed": "the first split seed (seeds seed .. seed + num_seeds - 1)",
+    "model": "learner: lr (logistic regression) or mlp",
+    "hidden": "mlp: hidden layer sizes",
+    "inner_steps": "rmd/ift: T, full-batch gradient-descent steps of the inner training",
+    "inner_lr": "rmd/ift: η, step size of the inner training",
+    "hypergrad": "hypergradient: rmd (the paper: reverse mode through T steps), ift (implicit function theorem "
+                 "at w_T), implicit (converged warm-started solver, then IFT: the strong attack)",
+    "cg_iters": "ift/implicit: conjugate-gradient iterations at most for the adjoint",
+    "cg_tol": "ift/implicit: relative CG residual to stop at",
+    "damping": "ift/implicit: added to the Hessian's diagonal in the adjoint system",
+    "solver": "implicit or converged victim: inner solver, newton-cg or lbfgs",
+    "solver_tol": "implicit or converged victim: stop when ||grad_w inner|| <= solver_tol",
+    "solver_iters": "implicit or converged victim: solver iterations at most",
+    "checkpoint": "rmd: rematerialise the inner loop in segments (memory for time)",
+    "xp_step": "rule moving Xp (ascent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: normalised)",
+    "lam_step": "rule moving log λ (descent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: sgd)",
+    "poison_mode": "replace (the paper: poison points take training rows' places) or add (secml: appended)",
+    "victim": "victim judged on the poisoned set: sgd (the paper: eval_lr, eval_epochs, eval_batch) or "
+              "converged (the inner solver to convergence)",
+    "alpha": "α, step size of the Xp rule",
+    "beta": "β, step size of the log λ rule",
+    "iters_fixed": "T_Dp, hyperiterations per batch with Λ fixed (small, large, clean)",
+    "iters_clean": "T_λ, hyperiterations learning log λ on clean data (learned, fraction 0)",
+    "iters_multi": "T_mul, hyperiterations per batch of the multiobjective attack (learned)",
+    "x_box": "Φ(Dp), the (low, high) box of the poison features",
+    "log_lam_box": "Φ(Λ), the (low, high) box of log λ",
+    "poison_batch": "poison points per batch (cumulative: batch b adds its points to the earlier ones)",
+    "num_batches": "batches; fractions are b * poison_batch / n_train for b = 0 .. num_batches",
+    "log_lam_init": "log λ where learned starts (learned on clean data from there)",
+    "log_lam_small": "log λ of the small setting (about no regularisation)",
+    "log_lam_large": "log λ of the large setting",
+    "cv_log_lam_grid": "clean: (low, high, count) grid of log λ searched by cross-validation",
+    "cv_folds": "clean: cross-validation folds",
+    "settings": "Λ settings to run: small, large, clean (λ_CLEAN by CV), learned (under attack)",
+    "eval_lr": "sgd victim: learning rate η_tr",
+    "eval_epochs": "sgd victim: epochs",
+    "eval_batch": "sgd victim: mini-batch size",
+}
+
+
+def setting_label(config: "ExperimentConfig", setting: str) -> str:
+    """The label of a Λ setting in tables and figures (``"log λ = -8"``, ``"large λ"``, ...)."""
+    return {"small": f"log λ = {config.log_lam_small:g}", "large": "large λ", "clean": "λ_CLEAN",
+            "learned": "λ learned"}[setting]
 MODELS = ("lr", "mlp")
 HYPERGRADS = ("rmd", "ift", "implicit")
 SOLVERS = {"newton-cg": solvers.NewtonCG, "lbfgs": solvers.LBFGS}
@@ -57,25 +115,10 @@ class ConfigError(ValueError):
 class ExperimentConfig:
     """Every setting of one experiment (the paper's Tables 1–3). Validated at construction.
 
-    Data: ``source`` (one of :data:`poison_jax.data.SOURCES`), ``classes``, ``data_path`` /
-    ``test_path`` (npz), ``data_dir`` (TFDS), ``n_train``, ``n_val``, ``n_test`` (None: the source's
-    default), ``num_seeds`` random splits starting at split seed ``seed``.
-    Model: ``model`` ("lr" or "mlp"), ``hidden`` sizes of the MLP.
-    Inner problem: ``inner_steps`` T and ``inner_lr`` η of full-batch gradient descent;
-    ``hypergrad`` "rmd" (the paper), "ift" (with ``cg_iters``, ``cg_tol``, ``damping``) or
-    "implicit" (a converged ``solver``, "newton-cg" or "lbfgs", to ``solver_tol`` on the inner
-    gradient norm in at most ``solver_iters`` iterations, warm-started across hyperiterations, then
-    IFT with a warm-started CG); ``checkpoint`` (RMD only): remat the inner loop in segments.
-    Attack: ``alpha`` / ``beta`` step sizes on Xp / Λ of the rules ``xp_step`` (default
-    "normalised", the paper) and ``lam_step`` (default "sgd", the paper), each one of
-    :data:`poison_jax.outer.OUTER_STEPS` ("normalised", "sgd", "adam", "optimistic", "armijo");
-    ``poison_mode`` "replace" (the paper) or "add" (secml); ``iters_fixed`` T_Dp, ``iters_clean``
-    T_λ, ``iters_multi`` T_mul hyperiterations per batch, boxes ``x_box`` Φ(Dp) and ``lam_box``
-    Φ(Λ), ``poison_batch`` points per batch, ``num_batches`` batches, ``lam_init`` the warm start of
-    λ. Baselines: ``lam_small``, ``lam_large``, the CV grid ``cv_grid`` (low, high, count) and
-    ``cv_folds``; ``settings``, the Λ settings to run.
-    Evaluation: ``victim`` "sgd" (the paper: ``eval_lr`` η_tr, ``eval_epochs``, ``eval_batch``) or
-    "converged" (the inner ``solver`` run to convergence on the poisoned set).
+    :data:`FIELDS` says what each field means (``poison-jax presets NAME`` prints them with a
+    preset's values). Fields holding log λ say so in their names (``log_lam_small``, ...). A field
+    that the chosen ``source``, ``model``, ``hypergrad`` or ``victim`` does not read must stay at
+    its default (:func:`unused_fields`).
     """
 
     name: str = "custom"
@@ -111,13 +154,13 @@ class ExperimentConfig:
     iters_clean: int = 50
     iters_multi: int = 100
     x_box: tuple[float, float] = (0.0, 1.0)
-    lam_box: tuple[float, float] = (-8.0, math.log(200.0))
+    log_lam_box: tuple[float, float] = (-8.0, math.log(200.0))
     poison_batch: int = 17
     num_batches: int = 5
-    lam_init: float = math.log(5.0)
-    lam_small: float = -8.0
-    lam_large: float = math.log(200.0)
-    cv_grid: tuple[float, float, int] = (-8.0, 1.0, 19)
+    log_lam_init: float = math.log(5.0)
+    log_lam_small: float = -8.0
+    log_lam_large: float = math.log(200.0)
+    cv_log_lam_grid: tuple[float, float, int] = (-8.0, 1.0, 19)
     cv_folds: int = 5
     settings: tuple[str, ...] = SETTINGS
     eval_lr: float = 1e-2
@@ -159,7 +202,7 @@ class ExperimentConfig:
     def attack_settings(self, model: models.Model) -> attack.AttackSettings:
         """The :class:`~poison_jax.attack.AttackSettings` of this config for ``model``."""
         return attack.AttackSettings(model, self.method(), alpha=self.alpha, beta=self.beta,
-                                     x_box=tuple(map(float, self.x_box)), lam_box=tuple(map(float, self.lam_box)),
+                                     x_box=tuple(map(float, self.x_box)), lam_box=tuple(map(float, self.log_lam_box)),
                                      xp_step=outer.OUTER_STEPS[self.xp_step](),
                                      lam_step=outer.OUTER_STEPS[self.lam_step](),
                                      mode=attack.MODES[self.poison_mode]())
@@ -181,10 +224,26 @@ class ExperimentConfig:
         results folder written before they existed still resumes under the same hash.
         """
         defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(self)}
-        fields = {k: v for k, v in self.to_dict().items() if k not in ("name", "settings")
+        legacy = {new: old for old, new in RENAMED.items()}  # renamed fields hash under their first names
+        fields = {legacy.get(k, k): v for k, v in self.to_dict().items() if k not in ("name", "settings")
                   and not (k in _LATER_FIELDS and v == defaults[k])}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
+
+# Fields that hold log λ say so in their names; the first names are refused with the new one.
+RENAMED = {"lam_small": "log_lam_small", "lam_large": "log_lam_large", "lam_box": "log_lam_box",
+           "lam_init": "log_lam_init", "cv_grid": "cv_log_lam_grid"}
+
+_dataclass_init = ExperimentConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_refusing_renamed(self, *args, **kwargs):
+    _refuse_unknown_fields(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+ExperimentConfig.__init__ = _init_refusing_renamed
 
 _LATER_FIELDS = ("damping", "solver", "solver_tol", "solver_iters", "xp_step", "lam_step", "poison_mode", "victim")
 
@@ -238,18 +297,18 @@ def _validate(c: ExperimentConfig) -> None:
             _fail(field, getattr(c, field), "a finite number >= 0")
     if not _is_real(c.solver_tol) or c.solver_tol <= 0:
         _fail("solver_tol", c.solver_tol, "a finite number > 0 (a tolerance on the inner gradient norm)")
-    for field in ("lam_init", "lam_small", "lam_large"):
+    for field in ("log_lam_init", "log_lam_small", "log_lam_large"):
         if not _is_real(getattr(c, field)):
             _fail(field, getattr(c, field), "a finite number (log-λ)")
-    for field in ("x_box", "lam_box"):
+    for field in ("x_box", "log_lam_box"):
         box = getattr(c, field)
         if not (isinstance(box, tuple) and len(box) == 2 and all(_is_real(b) for b in box)):
             _fail(field, box, "a pair (low, high) of finite numbers")
         if box[0] >= box[1]:
             _fail(field, box, "low < high (the bounds are inverted or equal)")
-    if not (isinstance(c.cv_grid, tuple) and len(c.cv_grid) == 3 and _is_real(c.cv_grid[0])
-            and _is_real(c.cv_grid[1]) and c.cv_grid[0] < c.cv_grid[1] and _is_int(c.cv_grid[2]) and c.cv_grid[2] >= 2):
-        _fail("cv_grid", c.cv_grid, "(low, high, count) with low < high and an integer count >= 2")
+    if not (isinstance(c.cv_log_lam_grid, tuple) and len(c.cv_log_lam_grid) == 3 and _is_real(c.cv_log_lam_grid[0])
+            and _is_real(c.cv_log_lam_grid[1]) and c.cv_log_lam_grid[0] < c.cv_log_lam_grid[1] and _is_int(c.cv_log_lam_grid[2]) and c.cv_log_lam_grid[2] >= 2):
+        _fail("cv_log_lam_grid", c.cv_log_lam_grid, "(low, high, count) with low < high and an integer count >= 2")
     if not (isinstance(c.hidden, tuple) and c.hidden and all(_is_int(h) and h > 0 for h in c.hidden)):
         _fail("hidden", c.hidden, "a non-empty tuple of positive integers")
     if not (isinstance(c.settings, tuple) and c.settings and set(c.settings) <= set(SETTINGS)
@@ -264,33 +323,90 @@ def _validate(c: ExperimentConfig) -> None:
               f"poison_batch * num_batches = {c.n_poison} must not exceed n_train ({c.n_train}) nor n_val ({c.n_val})")
     if c.n_poison > c.n_train:  # pragma: no cover - implied above, kept for the fraction <= 1 guarantee
         _fail("num_batches", c.num_batches, "a poisoning fraction <= 1")
+    _refuse_ignored(c)
+
+
+# -- no silently ignored settings -------------------------------------------------------------
+# Four choices decide which other fields are read: the data source, the model, the hypergradient
+# method and the victim. One rule: a field that none of the choices in force reads, set away from
+# its default (the preset's value for a preset, else the dataclass default), is refused.
+
+_SOURCE_OPTIONS = {"classes": "classes", "n_test": "n_test", "data_path": "path", "test_path": "test_path",
+                   "data_dir": "data_dir"}  # config field -> option of data.load_dataset
+
+
+def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
+    """``{choice field: {choice: the fields it reads}}`` for the fields only some choices read."""
+    return {
+        "source": {source: tuple(f for f, option in _SOURCE_OPTIONS.items() if option in data.source_options(source))
+                   for source in data.SOURCES},
+        "model": {"lr": (), "mlp": ("hidden",)},
+        "hypergrad": {"rmd": ("inner_steps", "inner_lr", "checkpoint"),
+                      "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
+                      "implicit": ("solver", "solver_tol", "solver_iters", "cg_iters", "cg_tol", "damping")},
+        "victim": {"sgd": ("eval_lr", "eval_epochs", "eval_batch"), "converged": ("solver", "solver_tol", "solver_iters")},
+    }
+
+
+def unused_fields(c: ExperimentConfig) -> dict[str, str]:
+    """``{field: why}`` for every field that the config's source, model, method and victim do not read."""
+    groups = _fields_used_by()
+    unused = {}
+    for field in {f for used in groups.values() for fields in used.values() for f in fields}:
+        owners = [g for g, used in groups.items() if any(field in fields for fields in used.values())]
+        if not any(field in groups[g][getattr(c, g)] for g in owners):
+            unused[field] = " and ".join(
+                f"{g} {getattr(c, g)!r} (which reads {', '.join(groups[g][getattr(c, g)]) or 'none of them'})"
+                for g in owners)
+    return unused
+
+
+def _refuse_ignored(c: ExperimentConfig) -> None:
+    baseline = {f.name: f.default for f in dataclasses.fields(c)}
+    baseline.update(PRESETS.get(c.name, {}))
+    for field, why in sorted(unused_fields(c).items()):
+        value = getattr(c, field)
+        if _jsonable(value) != _jsonable(baseline[field]):
+            raise ConfigError(f"config field {field!r} = {value!r} would be ignored: it is not read by {why}; "
+                              f"leave it at {baseline[field]!r} or change that choice")
 
 
 # -- presets (PAPER.md, Tables 1–3) ----------------------------------------------------------
 
 _MNIST_LR = dict(source="mnist", classes=(0, 8), n_train=512, n_val=171, model="lr", inner_steps=150,
                  inner_lr=0.1, iters_fixed=100, iters_clean=50, iters_multi=100, alpha=0.99, beta=0.8,
-                 x_box=(0.0, 1.0), lam_box=(-8.0, math.log(200.0)), lam_large=math.log(200.0), eval_lr=1e-2,
+                 x_box=(0.0, 1.0), log_lam_box=(-8.0, math.log(200.0)), log_lam_large=math.log(200.0), eval_lr=1e-2,
                  eval_epochs=200)
+
+PRESET_SUMMARIES = {
+    "mnist-lr": "the paper's MNIST 0 v 8 logistic regression (TFDS MNIST, needs prepared data: data_dir)",
+    "mnist5k-lr": "the paper's MNIST 0 v 8 logistic regression on the offline 5,000-image sample (the demo's)",
+    "fmnist-lr": "the paper's Fashion-MNIST T-shirt v pullover logistic regression (TFDS, needs data_dir)",
+    "imagenet-lr": "the paper's ImageNet dog v fish logistic regression on Inception features (npz: data_path)",
+    "imagenet-mlp": "the paper's ImageNet dog v fish 2-hidden-layer network, one λ per layer (npz: data_path)",
+    "synthetic": "the paper's Fig. 1 problem: two 2-D Gaussians, one poison point",
+    "mnist5k-lr-strong": "mnist5k-lr attacked by the strong attack: converged Newton-CG, Armijo steps, converged victim",
+    "digits-lr": "scikit-learn's digits 0 v 8 logistic regression: small, offline, seconds",
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "mnist-lr": dict(_MNIST_LR),
     "mnist5k-lr": dict(_MNIST_LR, source="mnist5k", n_test=317),
     "fmnist-lr": dict(source="fashion_mnist", classes=(0, 2), n_train=512, n_val=171, model="lr", inner_steps=200,
                       inner_lr=0.08, iters_fixed=100, iters_clean=50, iters_multi=100, alpha=0.90, beta=0.30,
-                      x_box=(0.0, 1.0), lam_box=(-8.0, math.log(400.0)), lam_large=math.log(400.0), eval_lr=1e-2,
+                      x_box=(0.0, 1.0), log_lam_box=(-8.0, math.log(400.0)), log_lam_large=math.log(400.0), eval_lr=1e-2,
                       eval_epochs=200),
     "imagenet-lr": dict(source="npz", n_train=512, n_val=171, model="lr", inner_steps=200, inner_lr=0.05,
                         iters_fixed=100, iters_clean=50, iters_multi=200, alpha=0.90, beta=0.40, x_box=(-0.5, 0.5),
-                        lam_box=(-8.0, math.log(20000.0)), lam_large=math.log(3000.0), eval_lr=1e-3, eval_epochs=300),
+                        log_lam_box=(-8.0, math.log(20000.0)), log_lam_large=math.log(3000.0), eval_lr=1e-3, eval_epochs=300),
     "imagenet-mlp": dict(source="npz", n_train=512, n_val=171, model="mlp", hidden=(128, 32), inner_steps=600,
                          inner_lr=0.01, iters_fixed=100, iters_clean=75, iters_multi=150, alpha=0.99, beta=0.03,
-                         x_box=(-0.5, 0.5), lam_box=(-8.0, math.log(60.0)), lam_large=math.log(40.0), eval_lr=1e-4,
+                         x_box=(-0.5, 0.5), log_lam_box=(-8.0, math.log(60.0)), log_lam_large=math.log(40.0), eval_lr=1e-4,
                          eval_epochs=4000, checkpoint=True, settings=("small", "large", "learned")),
     "synthetic": dict(source="synthetic", n_train=32, n_val=64, model="lr", inner_steps=500, inner_lr=0.2,
                       iters_fixed=50, iters_clean=50, iters_multi=50, alpha=0.4, beta=0.4, x_box=(-9.5, 9.5),
-                      lam_box=(-8.0, 6.0), lam_large=math.log(20.0), poison_batch=1, num_batches=1, eval_lr=0.2,
-                      eval_epochs=100, eval_batch=32, cv_grid=(-8.0, 6.0, 15)),
+                      log_lam_box=(-8.0, 6.0), log_lam_large=math.log(20.0), poison_batch=1, num_batches=1, eval_lr=0.2,
+                      eval_epochs=100, eval_batch=32, cv_log_lam_grid=(-8.0, 6.0, 15)),
     # The strong attack on the paper's MNIST setting: a converged, warm-started inner solve with the
     # implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
     "mnist5k-lr-strong": dict(_MNIST_LR, source="mnist5k", n_test=317, hypergrad="implicit", solver="newton-cg",
@@ -299,7 +415,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                               iters_multi=10, victim="converged"),
     "digits-lr": dict(source="digits", classes=(0, 8), n_train=200, n_val=70, model="lr", inner_steps=100,
                       inner_lr=0.5, iters_fixed=20, iters_clean=20, iters_multi=20, alpha=0.99, beta=0.8,
-                      x_box=(0.0, 1.0), lam_box=(-8.0, math.log(200.0)), poison_batch=7, num_batches=5,
+                      x_box=(0.0, 1.0), log_lam_box=(-8.0, math.log(200.0)), poison_batch=7, num_batches=5,
                       eval_lr=0.05, eval_epochs=100),
 }
 
@@ -312,12 +428,35 @@ def preset(name: str, **overrides) -> ExperimentConfig:
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    _refuse_unknown_fields(overrides)
+    return ExperimentConfig(**{**PRESETS[name], "name": name, **overrides})
+
+
+def describe_preset(name: str) -> str:
+    """Every field of preset ``name``: value and meaning, and which fields its choices do not read."""
+    config = preset(name)
+    unused = unused_fields(config)
+    width = max(map(len, FIELDS))
+    lines = [f"{name}: {PRESET_SUMMARIES[name]}", f"config hash {config.hash()}", ""]
+    for field in FIELDS:
+        value = getattr(config, field)
+        note = "  [not read here]" if field in unused else ""
+        lines.append(f"  {field:<{width}}  {value!r:<28} {FIELDS[field]}{note}")
+    lines.append("")
+    lines.append("Override with --set FIELD=VALUE. A field marked [not read here] must keep its value: "
+                 "the source, model, hypergrad and victim of this config do not read it.")
+    return "\n".join(lines)
+
+
+def _refuse_unknown_fields(given) -> None:
+    renamed = [f"{old!r} is now {RENAMED[old]!r}" for old in given if old in RENAMED]
+    if renamed:
+        raise ConfigError(f"renamed config field(s): {'; '.join(renamed)} (the field holds log λ)")
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = sorted(set(overrides) - fields)
+    unknown = sorted(set(given) - fields)
     if unknown:
         raise ConfigError(f"unknown config field(s) {', '.join(map(repr, unknown))}: "
                           f"the fields are {', '.join(sorted(fields))}")
-    return ExperimentConfig(**{**PRESETS[name], "name": name, **overrides})
 
 
 def _parse_value(text: str):
@@ -359,6 +498,9 @@ def build_model(config: ExperimentConfig, d: int) -> models.Model:
 
 
 def load_splits(config: ExperimentConfig) -> data.Splits:
+    if config.source == "npz" and config.data_path is None:
+        raise ConfigError("config field 'data_path' is None, but the npz source needs a features file: "
+                          "--set data_path=FILE.npz (see the README's data section for its keys)")
     kwargs = dict(classes=config.classes, n_test=config.n_test, path=config.data_path, test_path=config.test_path,
                   data_dir=config.data_dir)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -455,10 +597,10 @@ class Sweep:
     def initial_state(self, setting: str, progress: Callable[[int], None]) -> attack.AttackState:
         """The state of cell 0 (no poison) of a Λ setting: λ chosen as the setting says."""
         c = self.config
-        start = {"small": c.lam_small, "large": c.lam_large, "learned": c.lam_init, "clean": c.lam_init}[setting]
+        start = {"small": c.log_lam_small, "large": c.log_lam_large, "learned": c.log_lam_init, "clean": c.log_lam_init}[setting]
         state = self.fresh_state(start)
         if setting == "clean":
-            grid = jnp.linspace(c.cv_grid[0], c.cv_grid[1], int(c.cv_grid[2]))
+            grid = jnp.linspace(c.cv_log_lam_grid[0], c.cv_log_lam_grid[1], int(c.cv_log_lam_grid[2]))
             best, _ = hyperopt.cv_log_lambda(self.model, self.splits.x_train, self.splits.y_train,
                                              seed_keys(c, _CV, self.seeds),
                                              grid, folds=c.cv_folds, method=self.settings.method,
@@ -517,7 +659,7 @@ def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective,
     failures = []
     for i, seed in enumerate(c.seeds):
         reasons = []
-        advice = f"lower inner_lr={c.inner_lr} or narrow lam_box={c.lam_box}"
+        advice = f"lower inner_lr={c.inner_lr} or narrow log_lam_box={c.log_lam_box}"
         if nonfinite[i] > 0:
             reasons.append(f"{int(nonfinite[i])} hyperiteration(s) had a non-finite hypergradient (inner training "
                            f"diverged: {advice})")
@@ -563,10 +705,12 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
 
     # In a multi-host run every process computes; process 0 alone writes (and holds the lock).
     writer = jax.process_index() == 0
-    store = ResultsStore(Path(out_dir), config, writer=writer)
     if not writer:
         log = lambda _: None  # noqa: E731
         progress = False
+    # The data load first: a run that cannot load its data leaves nothing behind in out_dir.
+    sweep = Sweep(config, devices)
+    store = ResultsStore(Path(out_dir), config, writer=writer, log=log)
     cells = [(s, c) for s in config.settings for c in range(config.num_batches + 1)]
     todo = [cell for cell in cells if cell not in store.finished]
     if not todo:
@@ -579,24 +723,34 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
     if len(todo) < len(cells):
         log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already finished, {len(todo)} to run")
 
-    sweep = Sweep(config, devices)
+    log(_device_line(config, sweep.sharding.num_devices, sweep.sharding.platform))
     total = sum(sweep.cell_iters(s, c) for s, c in todo)
     bar = tqdm(total=total, unit="hyperit", disable=not progress, dynamic_ncols=True)
+    template = sweep.fresh_state(config.log_lam_init)
     try:
         for setting in config.settings:
             pending = [c for s, c in todo if s == setting]
             if not pending:
                 continue
-            state, start = store.latest_state(setting, before=pending[0], template=sweep.fresh_state(config.lam_init))
+            state, start = store.latest_state(setting, before=pending[0], template=template)
             if state is not None:
                 state = sweep.sharding.put(state)
             for cell in range(start, config.num_batches + 1):
-                bar.set_description(f"{SETTING_LABELS[setting]}, {cell * config.poison_batch} poison pts")
+                bar.set_description(f"{setting_label(config, setting)}, {cell * config.poison_batch} poison pts")
                 t0 = time.perf_counter()
                 advance = bar.update
+                twin = _twin(store, setting) if cell > 0 and writer and jax.process_count() == 1 else None
+                if twin is not None and (twin, cell) in store.finished and (setting, cell) not in store.finished:
+                    # Same log λ for every seed as a finished fixed setting: the same computation.
+                    store.copy_cell(twin, setting, cell, label=setting_label(config, setting))
+                    bar.update(sweep.cell_iters(setting, cell))
+                    state = None  # loaded from the copied state if a later cell must be computed
+                    continue
                 if cell == 0:
                     state = sweep.initial_state(setting, advance)
                 else:
+                    if state is None:
+                        state = sweep.sharding.put(store.load_state(setting, cell - 1, template))
                     state = sweep.attack_cell(setting, cell, state, advance)
                 if (setting, cell) in store.finished:  # recomputed only to rebuild a missing state
                     continue
@@ -617,13 +771,47 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
     return store.records()
 
 
+_FIXED = ("small", "large", "clean")
+
+
+def _twin(store, setting: str) -> str | None:
+    """A fixed-λ setting whose finished cell 0 has, for every seed, the log λ of ``setting``'s cell 0:
+    its attack cells compute exactly what ``setting``'s would (same seeds, keys and λ)."""
+    mine = store.finished.get((setting, 0))
+    if setting not in _FIXED or mine is None:
+        return None
+    for other in _FIXED:
+        theirs = store.finished.get((other, 0))
+        if other != setting and theirs is not None and theirs["per_seed"]["log_lam"] == mine["per_seed"]["log_lam"]:
+            return other
+    return None
+
+
+def _device_line(config: ExperimentConfig, num_devices: int, platform: str) -> str:
+    """Where the seeds run, what padding costs, and how to use every core (shown when a sweep starts)."""
+    from poison_jax.devices import cpu_core_count
+
+    n, d = config.num_seeds, num_devices
+    padded = -(-n // d) * d
+    line = f"{config.name}: {n} seed(s) on {d} {platform.upper()} device(s)"
+    if padded > n:
+        fits = sorted({k for k in ((n // d) * d, padded) if k > 0})
+        line += (f", padded to {padded} (copies of the last seed fill the devices and are dropped); "
+                 f"num_seeds={' or '.join(map(str, fits))} would use every device without waste")
+    cores = cpu_core_count()
+    if platform == "cpu" and d < cores and jax.process_count() == 1:
+        line += (f". This host has {cores} usable cores but {d} CPU device(s): call poison_jax.use_cpu_cores() "
+                 f"before any JAX work (the poison-jax command does) to run seeds in parallel")
+    return line
+
+
 def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, seconds: float) -> dict:
     n_poison = cell * config.poison_batch
     return {
         "config_hash": config.hash(),
         "preset": config.name,
         "setting": setting,
-        "label": SETTING_LABELS[setting],
+        "label": setting_label(config, setting),
         "cell": cell,
         "n_poison": n_poison,
         "fraction": n_poison / config.n_train,
@@ -638,6 +826,7 @@ def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, se
         "per_seed": metrics["per_seed"],
         "mean": metrics["mean"],
         "failures": metrics["failures"],
+        "reused_from": None,
         "wall_time_s": round(seconds, 3),
     }
 
@@ -651,8 +840,8 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     One poison point is cloned from a validation point of class 0 ("blue") with its label flipped
     and replaces one of the 32 training points. For every position of the poison point on a
     ``grid_size`` x ``grid_size`` grid over Φ(Dp) = [-9.5, 9.5]², logistic regression is trained
-    (T = 500, η = 0.2) and its validation error measured, with λ = -8 and λ = log 20; the third
-    map is the λ in [-8, 6] with the lowest validation loss at each position. The attack's path
+    (T = 500, η = 0.2) and its validation error measured, with log λ = -8 and λ = 20; the third
+    map is the log λ in [-8, 6] with the lowest validation loss at each position. The attack's path
     (α = 0.4, T_Dp = 50 hyperiterations) is traced for both λ.
 
     Returns:
@@ -666,7 +855,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     sweep = Sweep(config, devices=jax.devices()[:1])
     settings, splits = sweep.settings, sweep.splits
     keys = seed_keys(config, _INIT)
-    state = attack.init_attack(settings, keys, splits, 1, config.lam_small)
+    state = attack.init_attack(settings, keys, splits, 1, config.log_lam_small)
     # Clone from class 0 of the validation set: flipped, the poison point is labelled 1.
     y_val = np.asarray(splits.y_val[0])
     blue = int(np.flatnonzero(y_val == 0)[0])
@@ -675,7 +864,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     lo, hi = config.x_box
     axis = jnp.linspace(lo, hi, grid_size)
     positions = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-    lam_grid = jnp.linspace(config.lam_box[0], config.lam_box[1], lam_grid_size)
+    lam_grid = jnp.linspace(config.log_lam_box[0], config.log_lam_box[1], lam_grid_size)
     one = jax.tree_util.tree_map(lambda a: a[0], state)
     x_tr, y_tr, x_v, y_v = (a[0] for a in (splits.x_train, splits.y_train, splits.x_val, splits.y_val))
 
@@ -689,8 +878,8 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
         return error, outer(w, theta)
 
     per_position = jax.jit(jax.vmap(losses_at, in_axes=(0, None)))
-    err_noreg, _ = per_position(positions, config.lam_small)
-    err_reg, _ = per_position(positions, config.lam_large)
+    err_noreg, _ = per_position(positions, config.log_lam_small)
+    err_reg, _ = per_position(positions, config.log_lam_large)
     _, loss_grid = jax.jit(jax.vmap(per_position, in_axes=(None, 0)))(positions, lam_grid)
     best = lam_grid[jnp.argmin(loss_grid, axis=0)]
 
@@ -706,7 +895,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     return {
         "grid_x": np.asarray(axis).tolist(), "grid_y": np.asarray(axis).tolist(),
         "val_error_noreg": grid(err_noreg), "val_error_reg": grid(err_reg), "best_log_lam": grid(best),
-        "path_noreg": path(config.lam_small).tolist(), "path_reg": path(config.lam_large).tolist(),
+        "path_noreg": path(config.log_lam_small).tolist(), "path_reg": path(config.log_lam_large).tolist(),
         "x_val": np.asarray(x_v).tolist(), "y_val": y_val.tolist(),
-        "lam_noreg": config.lam_small, "lam_reg": config.lam_large,
+        "lam_noreg": config.log_lam_small, "lam_reg": config.log_lam_large,
     }

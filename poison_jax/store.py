@@ -68,12 +68,15 @@ class ResultsStore:
     Raises:
       PermissionError: the folder cannot be created or written.
       RuntimeError: another run holds the folder's lock.
-      ValueError: the folder holds results of another config, or a damaged results file.
+      ValueError: the folder holds finished results of another config, or a damaged results file.
+        A folder whose config has no finished cell is taken over (its states removed), saying so
+        through ``log``.
     """
 
-    def __init__(self, out_dir: Path, config, *, writer: bool = True):
+    def __init__(self, out_dir: Path, config, *, writer: bool = True, log=print):
         self.out_dir = Path(out_dir)
         self.config = config
+        self.log = log
         self._lock = None
         if not writer:  # another process of a multi-host run writes: only read what is finished
             self.finished = {(r["setting"], r["cell"]): r for r in self._read_records()}
@@ -138,6 +141,14 @@ class ResultsStore:
             their_hash, their_config = theirs["hash"], theirs["config"]
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a poison-jax config file ({err}); choose another --out") from err
+        if their_hash != mine["hash"] and not self._read_records(check_hash=False):
+            # No finished cell (e.g. a run that failed before its first cell): nothing to lose.
+            for state in (self.out_dir / "state").glob("*.npz"):
+                state.unlink()
+            atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
+            self.log(f"{str(self.out_dir)!r} held no finished cell of its config {their_hash}: "
+                     f"taken over for this config ({mine['hash']})")
+            return
         if their_hash != mine["hash"]:
             differ = sorted(k for k in mine["config"] if k not in ("name", "settings")
                             and their_config.get(k) != mine["config"][k])
@@ -148,7 +159,7 @@ class ResultsStore:
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")  # settings may grow between runs
 
     # -- records ---------------------------------------------------------------------------
-    def _read_records(self) -> list[dict]:
+    def _read_records(self, check_hash: bool = True) -> list[dict]:
         if not self.results_path.exists():
             return []
         records = []
@@ -157,7 +168,7 @@ class ResultsStore:
                 continue
             try:
                 record = json.loads(line)
-                if record["config_hash"] != self.config.hash():
+                if check_hash and record["config_hash"] != self.config.hash():
                     raise ValueError(f"config_hash {record['config_hash']} is not this config's {self.config.hash()}")
                 record["setting"], record["cell"]
             except (ValueError, KeyError, TypeError) as err:
@@ -180,6 +191,20 @@ class ResultsStore:
         line = (json.dumps(record, allow_nan=False) + "\n").encode()
         _atomic_write(self.results_path, lambda f: f.write(old + line))
         self.finished[key] = record
+
+    def copy_cell(self, source: str, setting: str, cell: int, *, label: str) -> dict:
+        """Record ``setting``'s cell ``cell`` as a copy of ``source``'s (state first, then the line).
+
+        For Λ settings whose log λ is the same for every seed: their cells are the same computation.
+        The record says so in ``reused_from``.
+        """
+        record = {**self.finished[(source, cell)], "setting": setting, "label": label, "reused_from": source,
+                  "wall_time_s": 0.0}
+        saved = self._state_path(source, cell)
+        if saved.exists():
+            _atomic_write(self._state_path(setting, cell), lambda f: f.write(saved.read_bytes()))
+        self.append(record)
+        return record
 
     # -- attack states ---------------------------------------------------------------------
     def _state_path(self, setting: str, cell: int) -> Path:

@@ -90,8 +90,8 @@ API_CASES = {
                        "'n_val' = -1 is not allowed: a positive integer"),
     "fraction above 1": (lambda t: experiment.preset("digits-lr", poison_batch=60, num_batches=4), ValueError,
                          "poison_batch * num_batches = 240 must not exceed n_train (200)"),
-    "inverted λ bounds": (lambda t: experiment.preset("digits-lr", lam_box=(3.0, -8.0)), ValueError,
-                          "'lam_box' = (3.0, -8.0) is not allowed: low < high"),
+    "inverted λ bounds": (lambda t: experiment.preset("digits-lr", log_lam_box=(3.0, -8.0)), ValueError,
+                          "'log_lam_box' = (3.0, -8.0) is not allowed: low < high"),
     "non-positive step": (lambda t: experiment.preset("digits-lr", beta=-0.1), ValueError,
                           "'beta' = -0.1 is not allowed: a finite number > 0 (a step size)"),
     # output folder
@@ -112,7 +112,7 @@ def test_bad_input_is_refused_clearly(name, tmp_path):
 # -- the command line, against a folder of finished results that must stay intact ----------
 
 TINY = ["--set", "num_seeds=1", "--set", "iters_fixed=2", "--set", "iters_clean=2", "--set", "iters_multi=2",
-        "--set", "num_batches=1", "--set", "eval_epochs=2", "--set", "inner_steps=10", "--set", "cv_grid=(-8, 1, 2)",
+        "--set", "num_batches=1", "--set", "eval_epochs=2", "--set", "inner_steps=10", "--set", "cv_log_lam_grid=(-8, 1, 2)",
         "--set", "cv_folds=2", "--set", "settings=small"]
 
 

@@ -10,7 +10,7 @@ from poison_jax import experiment, store
 from poison_jax.experiment import ConfigError
 
 TINY = dict(num_seeds=2, iters_fixed=3, iters_clean=3, iters_multi=3, num_batches=2, eval_epochs=5,
-            inner_steps=30, cv_grid=(-8.0, 1.0, 4), cv_folds=2)
+            inner_steps=30, cv_log_lam_grid=(-8.0, 1.0, 4), cv_folds=2)
 
 
 def tiny(**overrides):
@@ -24,7 +24,7 @@ def test_presets_hold_the_papers_settings():
     mnist = experiment.preset("mnist-lr")
     assert (mnist.n_train, mnist.n_val, mnist.inner_steps, mnist.inner_lr) == (512, 171, 150, 0.1)
     assert (mnist.iters_fixed, mnist.iters_clean, mnist.iters_multi, mnist.alpha, mnist.beta) == (100, 50, 100, 0.99, 0.8)
-    assert mnist.lam_box == (-8.0, math.log(200)) and mnist.eval_epochs == 200 and mnist.eval_batch == 64
+    assert mnist.log_lam_box == (-8.0, math.log(200)) and mnist.eval_epochs == 200 and mnist.eval_batch == 64
     assert [round(100 * f, 1) for f in mnist.fractions] == [0.0, 3.3, 6.6, 10.0, 13.3, 16.6]
     mlp = experiment.preset("imagenet-mlp")
     assert (mlp.model, mlp.inner_steps, mlp.iters_multi, mlp.beta, mlp.eval_epochs) == ("mlp", 600, 150, 0.03, 4000)
@@ -40,7 +40,7 @@ def test_presets_hold_the_papers_settings():
     (dict(poison_batch=100, num_batches=3), r"'num_batches' = 3 is not allowed: poison_batch \* num_batches = 300 "
                                             r"must not exceed n_train \(200\)"),
     (dict(x_box=(1.0, 0.0)), r"'x_box' = \(1.0, 0.0\) is not allowed: low < high"),
-    (dict(lam_box=(2.0, 2.0)), r"'lam_box' = \(2.0, 2.0\) is not allowed: low < high"),
+    (dict(log_lam_box=(2.0, 2.0)), r"'log_lam_box' = \(2.0, 2.0\) is not allowed: low < high"),
     (dict(alpha=0.0), r"'alpha' = 0.0 is not allowed: a finite number > 0"),
     (dict(inner_lr=-0.1), r"'inner_lr' = -0.1 is not allowed: a finite number > 0"),
     (dict(eval_lr=float("nan")), r"'eval_lr' = nan is not allowed"),
@@ -61,9 +61,9 @@ def test_unknown_preset_and_field():
 
 
 def test_parse_overrides():
-    parsed = experiment.parse_overrides(["num_seeds=3", "lam_box=(-8, log(200))", "settings=learned",
+    parsed = experiment.parse_overrides(["num_seeds=3", "log_lam_box=(-8, log(200))", "settings=learned",
                                          "hypergrad=ift", "x_box=[0, 1]", "n_test=None"])
-    assert parsed == {"num_seeds": 3, "lam_box": (-8, math.log(200)), "settings": ("learned",),
+    assert parsed == {"num_seeds": 3, "log_lam_box": (-8, math.log(200)), "settings": ("learned",),
                       "hypergrad": "ift", "x_box": (0, 1), "n_test": None}
     with pytest.raises(ConfigError, match=r"--set takes field=value, got 'num_seeds'"):
         experiment.parse_overrides(["num_seeds"])

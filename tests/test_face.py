@@ -68,7 +68,7 @@ def _poison_jax(*args, cwd):
 
 TINY_SETS = ["--set", "num_seeds=3", "--set", "iters_fixed=2", "--set", "iters_clean=2", "--set", "iters_multi=2",
              "--set", "num_batches=1", "--set", "eval_epochs=3", "--set", "inner_steps=20",
-             "--set", "cv_grid=(-8, 1, 3)", "--set", "cv_folds=2"]
+             "--set", "cv_log_lam_grid=(-8, 1, 3)", "--set", "cv_folds=2"]
 
 
 def test_cli_run_resume_plot_end_to_end(tmp_path):

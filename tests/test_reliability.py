@@ -16,7 +16,7 @@ from poison_jax import experiment
 
 SETS = ["--set", "num_seeds=2", "--set", "iters_fixed=6", "--set", "iters_clean=4", "--set", "iters_multi=6",
         "--set", "num_batches=2", "--set", "eval_epochs=5", "--set", "inner_steps=40",
-        "--set", "cv_grid=(-8, 1, 3)", "--set", "cv_folds=2", "--set", "settings=small,learned"]
+        "--set", "cv_log_lam_grid=(-8, 1, 3)", "--set", "cv_folds=2", "--set", "settings=small,learned"]
 
 
 def _command(out, *extra):
@@ -89,8 +89,8 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
 
 def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
     config = experiment.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2, num_batches=1,
-                               eval_epochs=2, inner_steps=30, inner_lr=1e4, lam_box=(-8.0, 12.0),
-                               lam_large=12.0, settings=("small", "large"))
+                               eval_epochs=2, inner_steps=30, inner_lr=1e4, log_lam_box=(-8.0, 12.0),
+                               log_lam_large=12.0, settings=("small", "large"))
     records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     text = (tmp_path / "results.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -105,7 +105,7 @@ def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
 
 def test_victim_divergence_is_reported(tmp_path):
     config = experiment.preset("digits-lr", num_seeds=2, iters_fixed=2, num_batches=0, eval_epochs=3, inner_steps=20,
-                               eval_lr=1e12, lam_large=15.0, lam_box=(-8.0, 16.0), settings=("large",))
+                               eval_lr=1e12, log_lam_large=15.0, log_lam_box=(-8.0, 16.0), settings=("large",))
     (record,) = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     assert record["failures"] and "victim training diverged (lower eval_lr=1000000000000.0)" in record["failures"][0]["reason"]
     assert "NaN" not in (tmp_path / "results.jsonl").read_text()

@@ -1,0 +1,236 @@
+"""What a new user meets first: output folders, refused settings, reused cells, log-λ names, the
+presets command and the CPU cores."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import poison_jax
+from poison_jax import cli, devices, experiment
+from poison_jax.experiment import ConfigError
+from poison_jax.store import ResultsStore
+
+TINY = dict(num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2, num_batches=2, eval_epochs=3, inner_steps=20,
+            cv_log_lam_grid=(-8.0, 1.0, 3), cv_folds=2)
+TINY_SETS = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v!r}".replace(" ", ""))]
+
+
+def _records(out):
+    return [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]
+
+
+# -- 1. output folders ----------------------------------------------------------------------
+
+
+def test_failed_run_leaves_nothing_and_the_next_preset_runs(tmp_path, monkeypatch, capsys):
+    """The imagenet-then-digits sequence: the default --out is named after the preset, and a run
+    that cannot load its data writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--preset", "imagenet-lr", "--no-progress"]) == 2
+    assert "data_path" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    assert cli.main(["run", "--preset", "imagenet-lr", "--out", "shared", "--no-progress"]) == 2
+    assert not (tmp_path / "shared").exists()
+
+    assert cli.main(["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--no-progress"]) == 0
+    assert len(_records(tmp_path / "results" / "digits-lr")) == 3
+    assert cli.main(["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--out", "shared",
+                     "--no-progress"]) == 0
+
+
+def test_folder_without_finished_cell_is_taken_over(tmp_path):
+    other = experiment.preset("digits-lr", **TINY, alpha=0.5)
+    ResultsStore(tmp_path, other).release()  # config.json of another config, no finished cell
+    (tmp_path / "state" / "small-0.npz").write_bytes(b"left over")
+    lines = []
+    config = experiment.preset("digits-lr", **TINY, settings=("small",))
+    records = experiment.run_sweep(config, tmp_path, progress=False, log=lines.append)
+    assert len(records) == 3
+    assert any("taken over" in line and other.hash() in line for line in lines)
+    assert json.loads((tmp_path / "config.json").read_text())["hash"] == config.hash()
+
+
+def test_folder_with_finished_cells_of_another_config_is_refused(tmp_path):
+    experiment.run_sweep(experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, settings=("small",)), tmp_path,
+                         progress=False, log=lambda _: None)
+    with pytest.raises(ValueError, match="holds results of another config.*alpha: 0.99 there, 0.5 here"):
+        experiment.run_sweep(experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, alpha=0.5,
+                                               settings=("small",)), tmp_path, progress=False, log=lambda _: None)
+
+
+# -- 2. no silently ignored settings -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, field, choice", [
+    (dict(data_path="/some/file.npz"), "data_path", "source 'digits'"),
+    (dict(data_dir="/tfds"), "data_dir", "source 'digits'"),
+    (dict(hidden=(64,)), "hidden", "model 'lr'"),
+    (dict(hypergrad="ift", checkpoint=True), "checkpoint", "hypergrad 'ift'"),
+    (dict(hypergrad="implicit", inner_steps=300), "inner_steps", "hypergrad 'implicit'"),
+    (dict(cg_tol=1e-3), "cg_tol", "hypergrad 'rmd'"),
+    (dict(solver_tol=1e-3), "solver_tol", "hypergrad 'rmd' (which reads inner_steps, inner_lr, checkpoint) and "
+                                          "victim 'sgd'"),
+    (dict(hypergrad="implicit", victim="converged", eval_epochs=7), "eval_epochs", "victim 'converged'"),
+])
+def test_a_setting_the_choices_ignore_is_refused(overrides, field, choice):
+    with pytest.raises(ConfigError, match=re.escape(f"'{field}' = {overrides[field]!r} would be ignored: "
+                                                    f"it is not read by {choice}")):
+        experiment.preset("digits-lr", **overrides)
+
+
+def test_changing_a_choice_keeps_the_presets_values():
+    """Only a value set away from the preset's counts: switching the method of a paper preset works."""
+    config = experiment.preset("digits-lr", hypergrad="implicit", solver_tol=1e-4, victim="converged")
+    assert {"inner_steps", "inner_lr", "eval_lr"} <= set(experiment.unused_fields(config))
+    experiment.preset("mnist5k-lr-strong")  # its inherited, unread inner_steps is the preset's own value
+    assert "checkpoint" not in experiment.unused_fields(experiment.preset("imagenet-mlp"))
+
+
+def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--preset", "digits-lr", "--set", "data_path=/some/file.npz"]) == 2
+    err = capsys.readouterr().err
+    assert "'data_path' = '/some/file.npz' would be ignored" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
+# -- 3. no repeated work ----------------------------------------------------------------------
+
+
+def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
+    same = dict(TINY, log_lam_large=-8.0)  # large λ = small λ for every seed: the same computation
+    log = []
+    records = experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("small", "large")),
+                                   tmp_path / "both", progress=False, log=log.append)
+    by_cell = {(r["setting"], r["cell"]): r for r in records}
+    assert [by_cell[("large", c)]["reused_from"] for c in range(3)] == [None, "small", "small"]
+    assert by_cell[("small", 1)]["reused_from"] is None
+    for cell in (1, 2):
+        assert by_cell[("large", cell)]["per_seed"] == by_cell[("small", cell)]["per_seed"]
+        assert (tmp_path / "both" / "state" / f"large-{cell}.npz").exists()
+
+    computed = experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("large",)), tmp_path / "alone",
+                                    progress=False, log=lambda _: None)
+    for record in computed:
+        assert record["reused_from"] is None
+        copied = by_cell[("large", record["cell"])]
+        for metric in ("error", "log_lam", "sq_norm", "val_loss"):
+            assert np.array_equal(np.asarray(record["per_seed"][metric], float),
+                                  np.asarray(copied["per_seed"][metric], float)), metric
+
+
+def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
+    same = dict(TINY, log_lam_large=-8.0)
+    experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("small",)), tmp_path, progress=False,
+                         log=lambda _: None)
+    records = experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("small", "large")), tmp_path,
+                                   resume=True, progress=False, log=lambda _: None)
+    assert [r["reused_from"] for r in records if r["setting"] == "large"] == [None, "small", "small"]
+
+
+def test_different_lambdas_are_computed(tmp_path):
+    records = experiment.run_sweep(experiment.preset("digits-lr", **TINY, settings=("small", "large")), tmp_path,
+                                   progress=False, log=lambda _: None)
+    assert all(r["reused_from"] is None for r in records)
+
+
+# -- 4. names say log λ -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("old, new", sorted(experiment.RENAMED.items()))
+def test_old_log_lambda_names_are_refused_naming_the_new_one(old, new):
+    for make in (lambda: experiment.preset("digits-lr", **{old: 1.0}),
+                 lambda: experiment.ExperimentConfig(**{old: 1.0})):
+        with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
+            make()
+
+
+def test_renamed_fields_keep_the_config_hash_of_existing_folders():
+    # The hash the mnist5k-lr preset had before the renames (folders written then still resume).
+    assert experiment.preset("mnist5k-lr").hash() == "49df2a2d9b7f1d8e"
+
+
+def test_labels_and_tables_say_log_lambda():
+    from poison_jax import plots
+
+    config = experiment.preset("digits-lr", log_lam_small=-6.0)
+    assert experiment.setting_label(config, "small") == "log λ = -6"
+    record = {"setting": "small", "label": "log λ = -6", "cell": 0, "fraction": 0.0,
+              "per_seed": {"error": [0.1]}, "mean": {"log_lam": [-6.0]}}
+    assert "log λ = -6: error (%) | log λ |" in plots.summary_table([record])
+
+
+# -- 5. discoverable ----------------------------------------------------------------------------
+
+
+def test_presets_lists_every_preset_in_one_line_each(capsys):
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for name in experiment.PRESETS:
+        assert sum(line.startswith(name + " ") for line in out) == 1
+
+
+def test_presets_name_shows_every_field_with_value_and_meaning(capsys):
+    assert cli.main(["presets", "mnist5k-lr-strong"]) == 0
+    out = capsys.readouterr().out
+    for field in experiment.FIELDS:
+        assert f"  {field} " in out
+    assert "'implicit'" in out and "[not read here]" in out
+    line = next(line for line in out.splitlines() if line.startswith("  inner_steps "))
+    assert "150" in line and "[not read here]" in line
+
+
+def test_every_field_and_preset_is_explained():
+    import dataclasses
+
+    assert list(experiment.FIELDS) == [f.name for f in dataclasses.fields(experiment.ExperimentConfig)]
+    assert set(experiment.PRESET_SUMMARIES) == set(experiment.PRESETS)
+
+
+def test_readme_first_screen_mentions_the_example():
+    first_screen = (Path(__file__).parent.parent / "README.md").read_text().splitlines()[:60]
+    assert any("poison-jax example" in line for line in first_screen)
+
+
+# -- 6. the cores from Python too ------------------------------------------------------------------
+
+
+def test_core_count_respects_affinity_and_the_container_quota(monkeypatch, tmp_path):
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert devices._cgroup_cpu_limit(quota) == 2
+    quota.write_text("max 100000\n")
+    assert devices._cgroup_cpu_limit(quota) is None
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(devices, "_cgroup_cpu_limit", lambda: None)
+    assert devices.cpu_core_count() == 1
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(devices, "_cgroup_cpu_limit", lambda: 2)
+    assert devices.cpu_core_count() == 2
+
+
+def test_use_cpu_cores_splits_the_host_from_python():
+    script = ("import poison_jax, jax; n = poison_jax.use_cpu_cores(3); "
+              "assert n == 3 and len(jax.devices()) == 3, jax.devices(); "
+              "assert poison_jax.use_cpu_cores(2) == 3  # too late: the backend has started")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_use_cpu_cores_refuses_a_bad_count():
+    with pytest.raises(ValueError, match="count must be a positive integer"):
+        poison_jax.use_cpu_cores(0)
+
+
+def test_sweep_start_states_padding_and_suggests_counts(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_core_count", lambda: 4)
+    line = experiment._device_line(experiment.preset("digits-lr", num_seeds=5), 2, "cpu")
+    assert "5 seed(s) on 2 CPU device(s), padded to 6" in line and "num_seeds=4 or 6" in line
+    assert "4 usable cores but 2 CPU device(s): call poison_jax.use_cpu_cores()" in line
+    assert "padded" not in experiment._device_line(experiment.preset("digits-lr", num_seeds=4), 2, "gpu")
