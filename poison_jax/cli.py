@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def _synthetic(args) -> int:
     paths = plots.save(plots.synthetic_figure(maps), out_dir / "synthetic_maps")
     (out_dir / "synthetic_maps.json").write_text(json.dumps(maps, indent=1) + "\n")
     print(f"max validation error: {max(map(max, maps['val_error_noreg'])):.3f} without regularisation, "
-          f"{max(map(max, maps['val_error_reg'])):.3f} with λ = log 20")
+          f"{max(map(max, maps['val_error_reg'])):.3f} with log λ = {maps['log_lam_reg']:.2f} (λ = {math.exp(maps['log_lam_reg']):g})")
     print("figure: " + ", ".join(map(str, paths)))
     return 0
 

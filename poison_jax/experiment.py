@@ -371,7 +371,7 @@ def _refuse_ignored(c: ExperimentConfig) -> None:
                               f"leave it at {baseline[field]!r} or change that choice")
 
 
-# -- presets (PAPER.md, Tables 1–3) ----------------------------------------------------------
+# -- presets (the paper's Tables 1–3) ----------------------------------------------------
 
 _MNIST_LR = dict(source="mnist", classes=(0, 8), n_train=512, n_val=171, model="lr", inner_steps=150,
                  inner_lr=0.1, iters_fixed=100, iters_clean=50, iters_multi=100, alpha=0.99, beta=0.8,
@@ -847,7 +847,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     Returns:
       A dict of lists (JSON-ready): ``grid_x``, ``grid_y``, ``val_error_noreg``, ``val_error_reg``,
       ``best_log_lam`` (grid_size x grid_size, indexed [x][y]), ``path_noreg``, ``path_reg``
-      (T_Dp + 1 positions), ``x_val``, ``y_val``, ``lam_noreg``, ``lam_reg``.
+      (T_Dp + 1 positions), ``x_val``, ``y_val``, ``log_lam_noreg``, ``log_lam_reg``.
     """
     if not _is_int(grid_size) or grid_size < 2:
         raise ConfigError(f"grid_size must be an integer >= 2, got {grid_size!r}")
@@ -897,5 +897,5 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
         "val_error_noreg": grid(err_noreg), "val_error_reg": grid(err_reg), "best_log_lam": grid(best),
         "path_noreg": path(config.log_lam_small).tolist(), "path_reg": path(config.log_lam_large).tolist(),
         "x_val": np.asarray(x_v).tolist(), "y_val": y_val.tolist(),
-        "lam_noreg": config.log_lam_small, "lam_reg": config.log_lam_large,
+        "log_lam_noreg": config.log_lam_small, "log_lam_reg": config.log_lam_large,
     }

@@ -1,27 +1,28 @@
 """Figures of the paper's kinds from a sweep's records (matplotlib, PNG and PDF).
 
-* :func:`error_figure` -- test error vs poisoning fraction, one curve per Λ setting, spread over
-  seeds (the paper's Fig. 2 and 4);
-* :func:`lambda_norm_figure` -- λ and ``||w||²`` vs poisoning fraction (Fig. 3, 6, 8), per layer
+* :func:`error_figure` -- test error vs poisoning fraction, one curve per Λ setting: the mean over
+  seeds as a line, every seed as a dot (the paper's Fig. 2 and 4);
+* :func:`lambda_norm_figure` -- log λ and ``||w||²`` vs poisoning fraction (Fig. 3, 6, 8), per layer
   for a network;
 * :func:`synthetic_figure` -- the maps of Fig. 1.
+
+Importing this module leaves matplotlib's backend alone (a notebook keeps its inline backend);
+without a display matplotlib falls back to Agg by itself, and :func:`save` closes what it writes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["error_figure", "lambda_norm_figure", "save", "summary_table", "synthetic_figure", "write_figures"]
 
 _COLOURS = {"small": "tab:red", "large": "tab:green", "clean": "tab:orange", "learned": "tab:blue"}
-# Distinct markers and dashes keep curves that coincide (e.g. λ_CLEAN at the grid's edge = λ = -8) visible.
+# Distinct markers and dashes keep curves that coincide (e.g. λ_CLEAN at the grid's edge = log λ = -8) visible.
 _STYLES = {"small": "o-", "large": "s-", "clean": "x--", "learned": "D-"}
+_ERROR_LEGEND = "line: mean over seeds; dots: each seed"
 
 
 def _by_setting(records):
@@ -36,28 +37,58 @@ def _seed_values(record, metric):
     return np.asarray(values, np.float64)
 
 
+def _seed_offsets(x, num_seeds: int) -> np.ndarray:
+    """Horizontal offsets, one per seed position, so that seeds with equal values stay apart.
+
+    Evenly spread (not random: the figure is the same every time) over ±15 % of the smallest gap
+    between fractions, and the same for a seed in every cell.
+    """
+    gaps = np.diff(np.unique(x))
+    half_width = 0.15 * (gaps.min() if gaps.size else 1.0)
+    return np.linspace(-half_width, half_width, num_seeds) if num_seeds > 1 else np.zeros(num_seeds)
+
+
 def error_figure(records, title: str = ""):
-    """Test error (%) vs poisoning fraction (%) per Λ setting: mean over seeds, band = ± one std."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    """Test error (%) vs poisoning fraction (%) per Λ setting; returns the figure.
+
+    Each seed is a faint dot (failed seeds, ``None``, are left out) and the line is the mean over
+    the seeds that did not fail; the legend's title says so. Dots and line both stay within the
+    error's range [0, 100], and an outlying seed shows as itself instead of widening a band.
+    """
+    fig, ax = plt.subplots(figsize=(6.8, 3.6))
     for setting, rs in _by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
+        colour, style = _COLOURS.get(setting), _STYLES.get(setting, "o-")
+        offsets = _seed_offsets(x, max(len(r["per_seed"]["error"]) for r in rs))
+        dots_x, dots_y = [], []
+        for xi, r in zip(x, rs):
+            for i, e in enumerate(r["per_seed"]["error"]):
+                if e is not None:
+                    dots_x.append(xi + offsets[i])
+                    dots_y.append(100 * e)
+        # Unclipped: a seed at exactly 0 % error sits on the axis and should show in full.
+        ax.scatter(dots_x, dots_y, s=14, marker=style[0], color=colour, alpha=0.35, linewidths=0.8, clip_on=False)
         errs = [100 * _seed_values(r, "error") for r in rs]
         mean = np.array([e.mean() if e.size else np.nan for e in errs])
-        std = np.array([e.std() if e.size else np.nan for e in errs])
-        colour = _COLOURS.get(setting)
-        ax.plot(x, mean, _STYLES.get(setting, "o-"), color=colour, label=rs[0]["label"])
-        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
+        ax.plot(x, mean, style, color=colour, label=rs[0]["label"], clip_on=False)
     ax.set_xlabel("poisoning points (%)")
     ax.set_ylabel("test error (%)")
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.0))  # at least 0-1 %, so that all-zero errors get sensible ticks
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    # Outside the axes, so that it never hides a seed's dot.
+    ax.legend(title=_ERROR_LEGEND, title_fontsize="small", fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
 
 def lambda_norm_figure(records, title: str = ""):
-    """λ (log scale) and ``||w||²`` vs poisoning fraction: one line per setting (and per layer)."""
+    """log λ and ``||w||²`` (log scale) vs poisoning fraction; returns the figure.
+
+    One line per setting (and per layer): the mean over the seeds that did not fail, as the
+    legend's title says.
+    """
     fig, (ax_lam, ax_norm) = plt.subplots(1, 2, figsize=(9, 3.6))
     for setting, rs in _by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
@@ -77,7 +108,7 @@ def lambda_norm_figure(records, title: str = ""):
         ax.set_xlabel("poisoning points (%)")
         ax.grid(alpha=0.3)
     ax_norm.set_yscale("log")
-    ax_lam.legend(fontsize="small")
+    ax_lam.legend(title="mean over seeds", title_fontsize="small", fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -92,9 +123,9 @@ def synthetic_figure(maps: dict):
     xs, ys = maps["grid_x"], maps["grid_y"]
     extent = (xs[0], xs[-1], ys[0], ys[-1])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = [("val_error_noreg", f"validation error, λ = {maps['lam_noreg']:.0f}", "viridis"),
-              ("val_error_reg", f"validation error, λ = log {np.exp(maps['lam_reg']):.0f}", "viridis"),
-              ("best_log_lam", "λ chosen by grid search", "magma")]
+    panels = [("val_error_noreg", f"validation error, log λ = {maps['log_lam_noreg']:.0f}", "viridis"),
+              ("val_error_reg", f"validation error, λ = {np.exp(maps['log_lam_reg']):.0f}", "viridis"),
+              ("best_log_lam", "log λ chosen by grid search", "magma")]
     for ax, (key, title, cmap) in zip(axes, panels):
         image = ax.imshow(np.asarray(maps[key]).T, origin="lower", extent=extent, cmap=cmap, aspect="auto")
         fig.colorbar(image, ax=ax)
@@ -111,7 +142,7 @@ def synthetic_figure(maps: dict):
 
 
 def save(fig, path_stem: Path) -> list[Path]:
-    """Write ``fig`` as PNG and PDF next to each other; return both paths."""
+    """Write ``fig`` as PNG and PDF next to each other, then close it; return both paths."""
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")]
@@ -122,7 +153,7 @@ def save(fig, path_stem: Path) -> list[Path]:
 
 
 def write_figures(records, out_dir: Path, title: str = "") -> list[Path]:
-    """The error and λ/``||w||²`` figures of ``records`` under ``out_dir``."""
+    """Write the error and log λ/``||w||²`` figures of ``records`` under ``out_dir``; return their paths."""
     out_dir = Path(out_dir)
     return (save(error_figure(records, title), out_dir / "error_vs_fraction")
             + save(lambda_norm_figure(records, title), out_dir / "lambda_norm_vs_fraction"))
