@@ -1,0 +1,321 @@
+"""The sweep runner (floor 2): Λ settings × poisoning fractions × seeds, written as it goes.
+
+A sweep crosses Λ settings × poisoning fractions, with all seeds of a cell in one vmapped call:
+
+* ``small``   log λ = -8 (about no regularisation), fixed;
+* ``large``   a large fixed λ (the paper's per-dataset value);
+* ``clean``   λ_CLEAN, chosen by k-fold cross-validation on the clean training set, fixed;
+* ``learned`` λ learned under attack: on clean data (T_λ) for fraction 0, then by the
+  multiobjective attack (T_mul per batch), carried over from batch to batch.
+
+Fractions are built cumulatively (Algorithm 1): batch ``b`` of ``poison_batch`` points is
+optimised, then frozen, and the next batch replaces further clean points. Every finished cell is
+written at once as one JSON line (:mod:`poison_jax.store`) with the attack's state, so an
+interrupted sweep resumes where it stopped. The seed axis is sharded over devices
+(:class:`poison_jax.devices.SeedSharding`).
+
+Example::
+
+    >>> from poison_jax import config, sweep
+    >>> c = config.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2,
+    ...                   num_batches=1, eval_epochs=2, settings=("small", "learned"))
+    >>> records = sweep.run_sweep(c, "/tmp/poison_jax_doctest", progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poison_jax import attack, data, evaluate, hyperopt, models
+from poison_jax.config import ConfigError, ExperimentConfig, setting_label
+from poison_jax.devices import SeedSharding, cpu_core_count
+
+__all__ = ["Sweep", "build_model", "load_splits", "run_sweep", "seed_keys"]
+
+def build_model(config: ExperimentConfig, d: int) -> models.Model:
+    return models.logistic_regression(d) if config.model == "lr" else models.mlp(d, hidden=config.hidden)
+
+
+def load_splits(config: ExperimentConfig) -> data.Splits:
+    if config.source == "npz" and config.data_path is None:
+        raise ConfigError("config field 'data_path' is None, but the npz source needs a features file: "
+                          "--set data_path=FILE.npz (see the README's data section for its keys)")
+    kwargs = dict(classes=config.classes, n_test=config.n_test, path=config.data_path, test_path=config.test_path,
+                  data_dir=config.data_dir)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    dataset = data.load_dataset(config.source, **kwargs)
+    return data.sample_splits(dataset, config.seeds, config.n_train, config.n_val)
+
+
+def seed_keys(config: ExperimentConfig, purpose: int, seeds=None) -> jax.Array:
+    """One key per split seed, derived from the config's seed and a purpose tag."""
+    base = jax.random.fold_in(jax.random.PRNGKey(config.seed), purpose)
+    seeds = config.seeds if seeds is None else seeds
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seeds))
+
+
+_INIT, _CV, _EVAL = 1, 2, 3
+
+
+class Sweep:
+    """Everything the cells of one config share: data, model, attack settings, compiled steps."""
+
+    def __init__(self, config: ExperimentConfig, devices=None):
+        self.config = config
+        self.sharding = SeedSharding(config.num_seeds, devices)
+        self.seeds = self.sharding.pad_seeds(config.seeds)
+        self.splits = self.sharding.put_splits(load_splits(config))
+        self.model = build_model(config, self.splits.x_train.shape[-1])
+        # Converged solvers loop a data-dependent number of times: on a CPU each device loops over its
+        # own seeds rather than vmapping them in lock-step (see poison_jax.seeds).
+        iterative = config.hypergrad == "implicit" or config.victim == "converged"
+        on_cpu = self.sharding.platform == "cpu"
+        self.seed_lanes = self.sharding.num_devices if iterative and on_cpu else None
+        self.settings = dataclasses.replace(config.attack_settings(self.model), seed_lanes=self.seed_lanes)
+        self.victim = config.victim_model()
+
+    def fresh_state(self, log_lam) -> attack.AttackState:
+        """The initial attack state of every seed with the given log-λ (no poison active)."""
+        c = self.config
+        return attack.init_attack(self.settings, seed_keys(c, _INIT, self.seeds), self.splits, c.n_poison, log_lam)
+
+    def initial_state(self, setting: str, progress: Callable[[int], None]) -> attack.AttackState:
+        """The state of cell 0 (no poison) of a Λ setting: λ chosen as the setting says."""
+        c = self.config
+        start = {"small": c.log_lam_small, "large": c.log_lam_large, "learned": c.log_lam_init, "clean": c.log_lam_init}[setting]
+        state = self.fresh_state(start)
+        if setting == "clean":
+            grid = jnp.linspace(c.cv_log_lam_grid[0], c.cv_log_lam_grid[1], int(c.cv_log_lam_grid[2]))
+            best, _ = hyperopt.cv_log_lambda(self.model, self.splits.x_train, self.splits.y_train,
+                                             seed_keys(c, _CV, self.seeds),
+                                             grid, folds=c.cv_folds, method=self.settings.method,
+                                             seed_lanes=self.seed_lanes)
+            state = state._replace(log_lam=jnp.broadcast_to(best[:, None], state.log_lam.shape))
+        elif setting == "learned":
+            state = self.run_iters(attack.set_poison_count(state, 0, 0), c.iters_clean, False, True, progress)
+        return state
+
+    def run_iters(self, state, num_iters: int, update_xp: bool, update_lam: bool, progress, chunk: int = 10):
+        """``num_iters`` hyperiterations in jitted chunks (at most two compiled sizes), reporting progress."""
+        done = 0
+        while done < num_iters:
+            n = min(chunk, num_iters - done)
+            state, _ = attack.run_attack(self.settings, self.splits, state, num_iters=n, update_xp=update_xp,
+                                         update_lam=update_lam)
+            jax.block_until_ready(state.xp)
+            done += n
+            progress(n)
+        return state
+
+    def attack_cell(self, setting: str, cell: int, state: attack.AttackState, progress) -> attack.AttackState:
+        """Cell ``cell`` >= 1: activate batch ``cell`` and optimise it (and Λ for ``learned``)."""
+        c = self.config
+        state = attack.set_poison_count(state, cell * c.poison_batch, c.poison_batch)
+        learned = setting == "learned"
+        return self.run_iters(state, c.iters_multi if learned else c.iters_fixed, True, learned, progress)
+
+    def cell_iters(self, setting: str, cell: int) -> int:
+        c = self.config
+        if cell == 0:
+            return c.iters_clean if setting == "learned" else 0
+        return c.iters_multi if setting == "learned" else c.iters_fixed
+
+    def evaluate(self, setting: str, cell: int, state: attack.AttackState) -> dict:
+        """Victim metrics of a cell, per seed, with failures named instead of NaN."""
+        c = self.config
+        x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, _EVAL, self.seeds))
+        m = evaluate.evaluate_victim(self.model, x, y, state.log_lam, keys, self.splits.x_test, self.splits.y_test,
+                                     victim=self.victim, weights=weights, seed_lanes=self.seed_lanes)
+        objective = attack.attack_objective(self.settings, self.splits, state)
+        m, objective, nonfinite, unconverged = self.sharding.gather(
+            (m, objective, state.nonfinite_steps, state.unconverged_solves))
+        per_seed, failures = _per_seed_metrics(c, m, objective, nonfinite)
+        per_seed["unconverged_solves"] = np.asarray(unconverged).tolist()
+        per_seed["victim_converged"] = np.asarray(m.converged).tolist()
+        return {"per_seed": per_seed, "mean": _mean_metrics(per_seed), "failures": failures}
+
+
+_METRICS = ("error", "fpr", "fnr", "log_lam", "sq_norm", "sq_norm_per_weight", "val_loss")
+
+
+def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective, nonfinite):
+    per_seed = {k: [] for k in _METRICS}
+    failures = []
+    for i, seed in enumerate(c.seeds):
+        reasons = []
+        advice = f"lower inner_lr={c.inner_lr} or narrow log_lam_box={c.log_lam_box}"
+        if nonfinite[i] > 0:
+            reasons.append(f"{int(nonfinite[i])} hyperiteration(s) had a non-finite hypergradient (inner training "
+                           f"diverged: {advice})")
+        elif not np.isfinite(objective[i]):
+            reasons.append(f"the validation loss after inner training is not finite (inner training diverged: {advice})")
+        if not m.finite[i]:
+            reasons.append(f"victim training diverged (lower eval_lr={c.eval_lr})")
+        values = {"error": m.error[i], "fpr": m.fpr[i], "fnr": m.fnr[i], "log_lam": m.log_lam[i],
+                  "sq_norm": m.sq_norm[i], "sq_norm_per_weight": m.sq_norm_per_weight[i], "val_loss": objective[i]}
+        bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
+        if bad and not reasons:
+            reasons.append(f"non-finite metric(s): {', '.join(bad)}")
+        for k, v in values.items():
+            per_seed[k].append(None if reasons else np.asarray(v, np.float64).tolist())
+        if reasons:
+            failures.append({"seed": seed, "reason": "; ".join(reasons)})
+    return per_seed, failures
+
+
+def _mean_metrics(per_seed: dict) -> dict:
+    mean = {}
+    for k, values in per_seed.items():
+        ok = [v for v in values if v is not None]
+        mean[k] = np.mean(np.asarray(ok, np.float64), axis=0).tolist() if ok else None
+        if k in ("error",) and ok:
+            mean["error_std"] = float(np.std(np.asarray(ok, np.float64)))
+    return mean
+
+
+def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progress: bool = True,
+              log: Callable[[str], None] = print, devices=None) -> list[dict]:
+    """Run (or resume) every cell of ``config`` not yet in ``out_dir``'s results; return all records.
+
+    Writes ``out_dir/results.jsonl`` (one JSON line per finished cell), ``out_dir/config.json`` and
+    the attack state after each cell under ``out_dir/state/``. A finished sweep does nothing and says
+    so; a partly finished one needs ``resume=True``. The seed axis is sharded over ``devices``
+    (default: all devices of all processes); in a multi-host run ``out_dir`` must be a folder every
+    process sees, and only process 0 writes to it.
+    """
+    from tqdm.auto import tqdm
+
+    from poison_jax.store import ResultsStore
+
+    # In a multi-host run every process computes; process 0 alone writes (and holds the lock).
+    writer = jax.process_index() == 0
+    if not writer:
+        log = lambda _: None  # noqa: E731
+        progress = False
+    # The data load first: a run that cannot load its data leaves nothing behind in out_dir.
+    sweep = Sweep(config, devices)
+    store = ResultsStore(Path(out_dir), config, writer=writer, log=log)
+    cells = [(s, c) for s in config.settings for c in range(config.num_batches + 1)]
+    todo = [cell for cell in cells if cell not in store.finished]
+    if not todo:
+        log(f"all {len(cells)} cells of {store.results_path} are already finished: nothing to do")
+        return store.records()
+    if len(todo) < len(cells) and not resume:
+        store.release()
+        raise FileExistsError(f"{store.results_path} already holds {len(cells) - len(todo)} of {len(cells)} finished "
+                              f"cells of this config: pass --resume (resume=True) to continue, or choose another --out")
+    if len(todo) < len(cells):
+        log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already finished, {len(todo)} to run")
+
+    log(_device_line(config, sweep.sharding.num_devices, sweep.sharding.platform))
+    total = sum(sweep.cell_iters(s, c) for s, c in todo)
+    bar = tqdm(total=total, unit="hyperit", disable=not progress, dynamic_ncols=True)
+    template = sweep.fresh_state(config.log_lam_init)
+    try:
+        for setting in config.settings:
+            pending = [c for s, c in todo if s == setting]
+            if not pending:
+                continue
+            state, start = store.latest_state(setting, before=pending[0], template=template)
+            if state is not None:
+                state = sweep.sharding.put(state)
+            for cell in range(start, config.num_batches + 1):
+                bar.set_description(f"{setting_label(config, setting)}, {cell * config.poison_batch} poison pts")
+                t0 = time.perf_counter()
+                advance = bar.update
+                twin = _twin(store, setting) if cell > 0 and writer and jax.process_count() == 1 else None
+                if twin is not None and (twin, cell) in store.finished and (setting, cell) not in store.finished:
+                    # Same log λ for every seed as a finished fixed setting: the same computation.
+                    store.copy_cell(twin, setting, cell, label=setting_label(config, setting))
+                    bar.update(sweep.cell_iters(setting, cell))
+                    state = None  # loaded from the copied state if a later cell must be computed
+                    continue
+                if cell == 0:
+                    state = sweep.initial_state(setting, advance)
+                else:
+                    if state is None:
+                        state = sweep.sharding.put(store.load_state(setting, cell - 1, template))
+                    state = sweep.attack_cell(setting, cell, state, advance)
+                if (setting, cell) in store.finished:  # recomputed only to rebuild a missing state
+                    continue
+                metrics = sweep.evaluate(setting, cell, state)
+                record = _record(config, setting, cell, metrics, time.perf_counter() - t0)
+                saved = sweep.sharding.gather(state)  # a collective: every process takes part
+                if writer:
+                    store.save_state(setting, cell, saved)
+                    store.append(record)
+                else:
+                    store.finished[(setting, cell)] = record
+                if metrics["failures"]:
+                    bar.write(f"cell {setting}/{cell}: {len(metrics['failures'])} seed(s) failed: "
+                              f"{metrics['failures'][0]['reason']}")
+    finally:
+        bar.close()
+        store.release()
+    return store.records()
+
+
+_FIXED = ("small", "large", "clean")
+
+
+def _twin(store, setting: str) -> str | None:
+    """A fixed-λ setting whose finished cell 0 has, for every seed, the log λ of ``setting``'s cell 0:
+    its attack cells compute exactly what ``setting``'s would (same seeds, keys and λ)."""
+    mine = store.finished.get((setting, 0))
+    if setting not in _FIXED or mine is None:
+        return None
+    for other in _FIXED:
+        theirs = store.finished.get((other, 0))
+        if other != setting and theirs is not None and theirs["per_seed"]["log_lam"] == mine["per_seed"]["log_lam"]:
+            return other
+    return None
+
+
+def _device_line(config: ExperimentConfig, num_devices: int, platform: str) -> str:
+    """Where the seeds run, what padding costs, and how to use every core (shown when a sweep starts)."""
+    n, d = config.num_seeds, num_devices
+    padded = -(-n // d) * d
+    line = f"{config.name}: {n} seed(s) on {d} {platform.upper()} device(s)"
+    if padded > n:
+        fits = sorted({k for k in ((n // d) * d, padded) if k > 0})
+        line += (f", padded to {padded} (copies of the last seed fill the devices and are dropped); "
+                 f"num_seeds={' or '.join(map(str, fits))} would use every device without waste")
+    cores = cpu_core_count()
+    if platform == "cpu" and d < cores and jax.process_count() == 1:
+        line += (f". This host has {cores} usable cores but {d} CPU device(s): call poison_jax.use_cpu_cores() "
+                 f"before any JAX work (the poison-jax command does) to run seeds in parallel")
+    return line
+
+
+def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, seconds: float) -> dict:
+    n_poison = cell * config.poison_batch
+    return {
+        "config_hash": config.hash(),
+        "preset": config.name,
+        "setting": setting,
+        "label": setting_label(config, setting),
+        "cell": cell,
+        "n_poison": n_poison,
+        "fraction": n_poison / config.n_train,
+        "num_seeds": config.num_seeds,
+        "seeds": list(config.seeds),
+        "model": config.model,
+        "hypergrad": config.hypergrad,
+        "xp_step": config.xp_step,
+        "lam_step": config.lam_step,
+        "poison_mode": config.poison_mode,
+        "victim": config.victim,
+        "per_seed": metrics["per_seed"],
+        "mean": metrics["mean"],
+        "failures": metrics["failures"],
+        "reused_from": None,
+        "wall_time_s": round(seconds, 3),
+    }
