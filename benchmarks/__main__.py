@@ -21,10 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BENCHMARKS = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "engine_peers")
+BENCHMARKS = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "engine_peers", "import_time")
 # Longest first, so that --jobs 2 finishes early (rough full-run minutes on 2 CPU cores).
 _EXPECTED_MINUTES = {"accuracy": 6, "attack_step": 2, "batching": 2, "scaling": 2, "hypergrad": 0.5, "peer": 0.3,
-                     "engine_peers": 2}
+                     "engine_peers": 2, "import_time": 0.3}
 
 
 def _get(result: dict | None, *path):
@@ -99,6 +99,10 @@ GOALS = (
          goal="checkpointed / plain RMD peak memory above the process baseline (MLP 2048x128x32x1, T = 600)",
          get=lambda r: (_get(r, "mlp_checkpointing", "device_peak_ratio")  # on an accelerator: its memory
                         or _get(r, "mlp_checkpointing", "peak_rss_ratio")), note=_memory_note),
+    dict(id="import_seconds", source="import_time", target=2.0,
+         goal="import poison_jax in a fresh interpreter (seconds; no matplotlib or TensorFlow Datasets loaded)",
+         get=lambda r: _get(r, "goals", "import poison_jax seconds <= 2"),
+         note=lambda r: f"modules loaded: {', '.join(r.get('heavy_modules_loaded') or []) or 'no heavy ones'}"),
     dict(id="sweep_minutes", source="batching", target=5.0,
          goal="projected MNIST LR sweep, 4 Λ settings x 6 fractions x 10 seeds x 100 hyperiterations, T = 150 "
               "(minutes, 2 CPU cores)",

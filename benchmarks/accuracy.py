@@ -146,7 +146,7 @@ def reference(problem: Problem) -> dict:
             flat, norm = candidate, candidate_norm
         eig = np.linalg.eigvalsh(np.asarray(hessian(flat)))
         w_star = unravel(flat)
-        value, exact = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+        value, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
         exact = jax.tree_util.tree_map(np.asarray, exact)
         seconds = time.perf_counter() - start
         w_star = jax.tree_util.tree_map(np.asarray, w_star)

@@ -111,10 +111,10 @@ def jit_vs_nojit(quick: bool) -> dict:
 
     sizes = QUICK if quick else SIZES
     steps = NOJIT_STEPS[quick]
-    inner, outer, w0, theta = logistic_problem(sizes["d"], sizes["n_train"], sizes["n_poison"], sizes["n_val"])
+    inner, outer, w0, theta, data = logistic_problem(sizes["d"], sizes["n_train"], sizes["n_poison"], sizes["n_val"])
 
     def call():
-        return bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=sizes["lr"])
+        return bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=sizes["lr"])
 
     def eager():
         with jax.disable_jit():
@@ -146,10 +146,10 @@ def profile(quick: bool, loop_ms: float, seeds: int) -> dict:
 
     sizes = QUICK if quick else SIZES
     n, d, steps, lr = sizes["n_train"], sizes["d"], sizes["steps"], sizes["lr"]
-    inner, _, w0, theta = logistic_problem(d, n, sizes["n_poison"], sizes["n_val"])
+    inner, _, w0, theta, data = logistic_problem(d, n, sizes["n_poison"], sizes["n_val"])
 
     def step(w, th):
-        g = jax.grad(inner)(w, th)
+        g = jax.grad(inner)(w, th, data)
         return jax.tree_util.tree_map(lambda a, b: a - lr * b, w, g)
 
     def reverse(w, th, ct):

@@ -137,7 +137,7 @@ def compute_reference(folder: Path) -> None:
     flat, unravel = ravel_pytree(w_star)
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(w_star, theta))[0]))
     eig = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda f: inner(unravel(f), theta))(flat)))
-    value, exact = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+    value, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
     seconds = time.perf_counter() - start
     np.savez(folder / "reference.npz", xp=np.asarray(exact["xp"]), log_lam=np.asarray(exact["log_lam"]),
              w_star=np.asarray(flat), outer_value=float(value), grad_norm=grad_norm,
@@ -220,7 +220,7 @@ def _poison_jax_candidates(spec, inner, outer, w0, theta, theta_prev):
     cold = bilevel.Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
     for name, settings, method in implicit:
         # The Warm of the previous hyperiteration, at theta_prev (itself solved from w0 = 0).
-        warm = jax.block_until_ready(bilevel.warm_hypergrad(method, inner, outer, cold, theta_prev)[3])
+        warm = jax.block_until_ready(bilevel.warm_hypergrad(method, inner, outer, cold, theta_prev)[2].warm)
         add(f"poison_jax Implicit {name} warm", settings + ", from the previous Warm", method, warm=warm)
     return out
 

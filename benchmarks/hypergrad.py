@@ -36,43 +36,48 @@ def logistic_arrays(d: int, n_train: int, n_poison: int, n_val: int, seed: int =
             "xp": xp, "log_lam": np.float32(np.log(0.05)), "n_train": n_train}
 
 
+def _bce_sum(logits, y):
+    return jnp.sum(jax.nn.softplus(logits) - y * logits)
+
+
+def inner_loss(w, theta, data):
+    """L2 logistic regression on the clean rows and the poison rows ``theta["xp"]``; data as an argument."""
+    data_term = (_bce_sum(data["x_clean"] @ w["w"] + w["b"], data["y_clean"])
+                 + _bce_sum(theta["xp"] @ w["w"] + w["b"], data["y_poison"])) / data["n_train"]
+    return data_term + 0.5 * jnp.exp(theta["log_lam"]) * jnp.sum(w["w"] ** 2)
+
+
+def outer_loss(w, theta, data):
+    return _bce_sum(data["x_val"] @ w["w"] + w["b"], data["y_val"]) / data["y_val"].shape[0]
+
+
 def logistic_problem(d: int, n_train: int, n_poison: int, n_val: int, seed: int = 0):
-    """Inner and outer losses of L2 logistic regression with poison rows and log-λ in theta."""
+    """``(inner_loss, outer_loss, w0, theta, data)`` of L2 logistic regression with poison rows and
+    log-λ in theta; the losses take ``data`` as their third argument (the engine passes it on)."""
     arrays = logistic_arrays(d, n_train, n_poison, n_val, seed)
-    x_clean, y_clean = jnp.asarray(arrays["x_clean"]), jnp.asarray(arrays["y_clean"])
-    x_val, y_val = jnp.asarray(arrays["x_val"]), jnp.asarray(arrays["y_val"])
-    y_poison = jnp.asarray(arrays["y_poison"])
-
-    def bce_sum(logits, y):
-        return jnp.sum(jax.nn.softplus(logits) - y * logits)
-
-    def inner_loss(w, theta):
-        data_term = (bce_sum(x_clean @ w["w"] + w["b"], y_clean)
-                     + bce_sum(theta["xp"] @ w["w"] + w["b"], y_poison)) / n_train
-        return data_term + 0.5 * jnp.exp(theta["log_lam"]) * jnp.sum(w["w"] ** 2)
-
-    def outer_loss(w, theta):
-        return bce_sum(x_val @ w["w"] + w["b"], y_val) / n_val
-
+    data = {k: jnp.asarray(arrays[k]) for k in ("x_clean", "y_clean", "x_val", "y_val", "y_poison")}
+    data["n_train"] = jnp.asarray(n_train, jnp.float32)
     w0 = {"w": jnp.zeros(d, jnp.float32), "b": jnp.zeros((), jnp.float32)}
     theta = {"xp": jnp.asarray(arrays["xp"]), "log_lam": jnp.asarray(arrays["log_lam"], jnp.float32)}
-    return inner_loss, outer_loss, w0, theta
+    return inner_loss, outer_loss, w0, theta, data
 
 
 def run(quick: bool = False) -> dict:
     sizes = dict(d=64, n_train=128, n_poison=20, n_val=50) if quick else dict(d=784, n_train=512, n_poison=85, n_val=171)
     steps, lr = (30, 0.1) if quick else (150, 0.1)
     repeats = 5 if quick else 50
-    inner, outer, w0, theta = logistic_problem(**sizes)
-    w_star = bilevel.unroll(inner, w0, theta, steps=steps, lr=lr)
+    inner, outer, w0, theta, data = logistic_problem(**sizes)
+    w_star = bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr)
 
     calls = {
-        "forward unroll": lambda: bilevel.unroll(inner, w0, theta, steps=steps, lr=lr),
-        "RMD": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=lr),
-        "RMD, checkpointed": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=lr, checkpoint=True),
-        "IFT solve (given w*)": lambda: bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-6),
+        "forward unroll": lambda: bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr),
+        "RMD": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr),
+        "RMD, checkpointed": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr,
+                                                           checkpoint=True),
+        "IFT solve (given w*)": lambda: bilevel.ift_hypergrad(inner, outer, w_star, theta, data, cg_iters=50,
+                                                              cg_tol=1e-6),
         "IFT incl. training": lambda: bilevel.hypergrad(bilevel.IFT(steps=steps, lr=lr, cg_iters=50, cg_tol=1e-6),
-                                                        inner, outer, w0, theta),
+                                                        inner, outer, w0, theta, data),
     }
     times = median_times(calls, repeats=repeats)
     forward = times["forward unroll"]

@@ -67,13 +67,13 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     steps, lr = sizes["steps"], sizes["lr"]
     problem = {k: sizes[k] for k in ("d", "n_train", "n_poison", "n_val")}
     arrays = logistic_arrays(**problem)
-    inner, outer, w0, theta = logistic_problem(**problem)
+    inner, outer, w0, theta, data = logistic_problem(**problem)
 
     def jax_call():
-        return bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=lr)
+        return bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr)
 
     def jax_forward():
-        return bilevel.unroll(inner, w0, theta, steps=steps, lr=lr)
+        return bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr)
 
     result = {"benchmark": "peer", "problem": {**sizes, "dtype": "float32", "model": "logistic regression"}}
     try:
@@ -96,7 +96,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
 
         times = median_times({"poison_jax": jax_call, "torch": torch_call, "poison_jax forward unroll": jax_forward},
                              repeats=repeats, warmup=1 if quick else 2)
-        _, g_jax = jax_call()
+        _, g_jax, _ = jax_call()
         _, dxp, dlam = peer()
         flat_jax = np.concatenate([np.ravel(g_jax["xp"]), np.ravel(g_jax["log_lam"])])
         flat_torch = np.concatenate([dxp.detach().cpu().numpy().ravel(), dlam.detach().cpu().numpy().ravel()])

@@ -1,14 +1,41 @@
-"""poison_jax: optimal data poisoning against learners with learned regularisation, in JAX."""
+"""poison_jax: optimal data poisoning against learners with learned regularisation, in JAX.
+
+``import poison_jax`` gives every floor a user calls -- the engine (:mod:`~poison_jax.bilevel`,
+:mod:`~poison_jax.solvers`), the poisoning floor (:mod:`~poison_jax.data`,
+:mod:`~poison_jax.models`, :mod:`~poison_jax.attack`, :mod:`~poison_jax.outer`,
+:mod:`~poison_jax.hyperopt`, :mod:`~poison_jax.evaluate`, :mod:`~poison_jax.seeds`) and the
+experiments floor (:mod:`~poison_jax.config`, :mod:`~poison_jax.sweep`,
+:mod:`~poison_jax.devices`, :mod:`~poison_jax.store`, :mod:`~poison_jax.synthetic`, and
+:mod:`~poison_jax.experiment`, which re-exports them) -- without the figures
+(``poison_jax.plots``, matplotlib) or TensorFlow Datasets, which load only when used.
+"""
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from poison_jax import bilevel
-from poison_jax.devices import use_cpu_cores
+from poison_jax import (
+    attack,
+    bilevel,
+    config,
+    data,
+    devices,
+    evaluate,
+    experiment,
+    hyperopt,
+    models,
+    outer,
+    seeds,
+    solvers,
+    store,
+    sweep,
+    synthetic,
+)
 from poison_jax.bilevel import (
     IFT,
     RMD,
     CGInfo,
     HypergradInfo,
+    Implicit,
+    Warm,
     exact_hypergrad,
     hvp,
     hypergrad,
@@ -16,7 +43,9 @@ from poison_jax.bilevel import (
     ift_hypergrad,
     rmd_hypergrad,
     unroll,
+    warm_hypergrad,
 )
+from poison_jax.devices import use_cpu_cores
 
 try:
     __version__ = _version("poison-jax")
@@ -27,14 +56,31 @@ __all__ = [
     "CGInfo",
     "HypergradInfo",
     "IFT",
+    "Implicit",
     "RMD",
+    "Warm",
+    "attack",
     "bilevel",
+    "config",
+    "data",
+    "devices",
+    "evaluate",
     "exact_hypergrad",
+    "experiment",
     "hvp",
+    "hyperopt",
     "hypergrad",
     "hypergrad_with_info",
     "ift_hypergrad",
+    "models",
+    "outer",
     "rmd_hypergrad",
+    "seeds",
+    "solvers",
+    "store",
+    "sweep",
+    "synthetic",
     "unroll",
     "use_cpu_cores",
+    "warm_hypergrad",
 ]

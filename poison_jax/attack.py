@@ -52,7 +52,10 @@ __all__ = [
     "StepInfo",
     "attack_objective",
     "init_attack",
+    "PoisonData",
     "make_losses",
+    "poison_data",
+    "poisoning_losses",
     "poison_step",
     "poisoned_training_set",
     "run_attack",
@@ -212,8 +215,43 @@ class StepInfo(NamedTuple):
     inner_converged: jax.Array
 
 
-def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: AttackState, mode=Replace()):
-    """Inner and outer losses of one split, ``theta = {"xp": (P, d), "log_lam": (L,)}``.
+class PoisonData(NamedTuple):
+    """What the poisoning losses read of one split: the engine's data arguments (traced).
+
+    Attributes:
+      x_train, y_train: ``(n_train, d)``, ``(n_train,)`` the clean training set.
+      x_val, y_val: ``(n_val, d)``, ``(n_val,)`` the validation set (the outer objective).
+      clean_weight: ``(n_train,)`` 1 for a clean row in the poisoned set, 0 for a replaced one.
+      poison_weight: ``(P,)`` 1 for an active poison point.
+      yp: ``(P,)`` the poison points' labels.
+      size: scalar, the number of rows of the poisoned set (the loss is a mean over them).
+    """
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    clean_weight: jax.Array
+    poison_weight: jax.Array
+    yp: jax.Array
+    size: jax.Array
+
+
+def poison_data(x_train, y_train, x_val, y_val, state: AttackState, mode=Replace()) -> PoisonData:
+    """The :class:`PoisonData` of one split and attack state under poison ``mode``."""
+    n_train = x_train.shape[0]
+    return PoisonData(x_train, y_train, x_val, y_val,
+                      clean_weight=mode.clean_weights(state.replace_idx, state.active, n_train, x_train.dtype),
+                      poison_weight=state.active.astype(x_train.dtype), yp=state.yp,
+                      size=mode.size(n_train, state.active).astype(x_train.dtype))
+
+
+@functools.cache
+def poisoning_losses(model: models.Model):
+    """``(inner_loss, outer_loss)`` of the poisoning problem, ``(w, theta, data) -> scalar``.
+
+    ``theta = {"xp": (P, d), "log_lam": (L,)}`` and ``data`` a :class:`PoisonData`. The same two
+    function objects for the same model, so jitted hypergradients compile once for every split.
 
     inner: ``(Σ cross-entropy + L2 penalty) / n`` over the poisoned training set of ``n`` rows: in
     :class:`Replace` mode the clean rows that active poison points replace are left out, so
@@ -221,20 +259,26 @@ def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: Atta
     :func:`poison_jax.models.l2_penalty` for the scaling.
     outer: mean cross-entropy on the validation set (no penalty).
     """
-    n_train = x_train.shape[0]
-    clean_weight = mode.clean_weights(state.replace_idx, state.active, n_train, x_train.dtype)
-    poison_weight = state.active.astype(x_train.dtype)
-    size = mode.size(n_train, state.active).astype(x_train.dtype)
+    def inner_loss(w, theta, data: PoisonData):
+        clean = jnp.sum(data.clean_weight * models.bce(model.apply(w, data.x_train), data.y_train))
+        poison = jnp.sum(data.poison_weight * models.bce(model.apply(w, theta["xp"]), data.yp))
+        return (clean + poison + models.l2_penalty(model, w, theta["log_lam"])) / data.size
 
-    def inner_loss(w, theta):
-        clean = jnp.sum(clean_weight * models.bce(model.apply(w, x_train), y_train))
-        poison = jnp.sum(poison_weight * models.bce(model.apply(w, theta["xp"]), state.yp))
-        return (clean + poison + models.l2_penalty(model, w, theta["log_lam"])) / size
-
-    def outer_loss(w, theta):
-        return jnp.mean(models.bce(model.apply(w, x_val), y_val))
+    def outer_loss(w, theta, data: PoisonData):
+        return jnp.mean(models.bce(model.apply(w, data.x_val), data.y_val))
 
     return inner_loss, outer_loss
+
+
+def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: AttackState, mode=Replace()):
+    """The losses of :func:`poisoning_losses` with one split's data closed over: ``(w, theta) -> scalar``.
+
+    Convenient for one problem; to loop over splits without recompiling, pass the data as
+    arguments instead (``poisoning_losses(model)`` and :func:`poison_data`).
+    """
+    inner, outer = poisoning_losses(model)
+    data = poison_data(x_train, y_train, x_val, y_val, state, mode)
+    return (lambda w, theta: inner(w, theta, data)), (lambda w, theta: outer(w, theta, data))
 
 
 def _init_one(settings, n_poison, log_lam, key, x_train, y_train, x_val, y_val):
@@ -313,19 +357,20 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
               x_train, y_train, x_val, y_val):
     key, init_key = jax.random.split(state.key)
     w0 = settings.model.init(init_key)  # a fresh random init each hyperiteration for the MLP
-    inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state, settings.mode)
+    inner_loss, outer_loss = poisoning_losses(settings.model)
+    data = poison_data(x_train, y_train, x_val, y_val, state, settings.mode)
     method = settings.method
     # The paper restarts training from w(0); a converged solver starts where the last one ended.
     warm = state.warm if method.warm_starts else Warm(w0, None)
 
     def hypergrad(xp, log_lam, warm):
-        value, dtheta, info, new_warm = bilevel.warm_hypergrad(method, inner_loss, outer_loss, warm,
-                                                               {"xp": xp, "log_lam": log_lam})
-        return value, dtheta, info, new_warm if method.warm_starts else warm
+        value, dtheta, info = bilevel.warm_hypergrad(method, inner_loss, outer_loss, warm,
+                                                     {"xp": xp, "log_lam": log_lam}, data)
+        return value, dtheta, info, info.warm if method.warm_starts else warm
 
     def objective(xp, log_lam, warm):  # the attacker's objective at a trial point (line search)
         theta = {"xp": xp, "log_lam": log_lam}
-        return outer_loss(method.fit(inner_loss, warm.w, theta), theta)
+        return outer_loss(method.fit(inner_loss, warm.w, theta, data), theta, data)
 
     xp, log_lam, xp_opt, lam_opt = state.xp, state.log_lam, state.xp_opt, state.lam_opt
     finite, converged = jnp.asarray(True), jnp.asarray(True)
@@ -412,10 +457,11 @@ def run_attack(settings: AttackSettings, splits, state: AttackState, *, num_iter
 
 
 def _objective_one(settings, state, x_train, y_train, x_val, y_val):
-    inner_loss, outer_loss = make_losses(settings.model, x_train, y_train, x_val, y_val, state, settings.mode)
+    inner_loss, outer_loss = poisoning_losses(settings.model)
+    data = poison_data(x_train, y_train, x_val, y_val, state, settings.mode)
+    theta = {"xp": state.xp, "log_lam": state.log_lam}
     w0 = state.warm.w if settings.method.warm_starts else settings.model.init(state.key)
-    w_t = settings.method.fit(inner_loss, w0, {"xp": state.xp, "log_lam": state.log_lam})
-    return outer_loss(w_t, None)
+    return outer_loss(settings.method.fit(inner_loss, w0, theta, data), theta, data)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

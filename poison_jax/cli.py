@@ -171,7 +171,7 @@ def _example(args) -> int:
     w0 = jnp.zeros(d, jnp.float32)
     print("Validation loss of logistic regression and its gradient w.r.t. 6 poison points and log-λ\n")
     for method in (bilevel.RMD(steps=args.steps, lr=1.0), bilevel.IFT(steps=args.steps, lr=1.0, cg_iters=50)):
-        value, dtheta, info = bilevel.hypergrad_with_info(method, inner_loss, outer_loss, w0, theta)
+        value, dtheta, info = bilevel.hypergrad(method, inner_loss, outer_loss, w0, theta)
         print(f"{method}")
         print(f"  validation loss        {float(value):.6f}")
         print(f"  d loss / d log-λ       {float(dtheta['log_lam']):+.6f}")

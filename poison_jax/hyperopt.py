@@ -24,6 +24,16 @@ from poison_jax import attack, bilevel, models, seeds
 __all__ = ["cv_log_lambda", "learn_lambda_clean"]
 
 
+@functools.cache
+def _fold_loss(model: models.Model):
+    """The penalised training loss on the rows of weight 1, ``(w, log_lam, x, y, row_weight)``."""
+    def inner_loss(w, lam, x, y, row_weight):
+        total = jnp.sum(row_weight * models.bce(model.apply(w, x), y)) + models.l2_penalty(model, w, lam)
+        return total / jnp.sum(row_weight)
+
+    return inner_loss
+
+
 def _cv_one(model, fit, folds, x, y, key, grid):
     n = x.shape[0]
     perm_key, init_key = jax.random.split(key)
@@ -32,13 +42,8 @@ def _cv_one(model, fit, folds, x, y, key, grid):
     def held_out_loss(log_lam, fold):
         train_w = (fold_of != fold).astype(x.dtype)
         held_w = 1.0 - train_w
-
-        def inner_loss(w, lam):
-            total = jnp.sum(train_w * models.bce(model.apply(w, x), y)) + models.l2_penalty(model, w, lam)
-            return total / jnp.sum(train_w)
-
         lam = jnp.full((model.num_layers,), log_lam, x.dtype)
-        w = fit(inner_loss, model.init(init_key), lam)
+        w = fit(_fold_loss(model), model.init(init_key), lam, x, y, train_w)
         return jnp.sum(held_w * models.bce(model.apply(w, x), y)) / jnp.sum(held_w)
 
     losses = jax.vmap(lambda g: jax.vmap(lambda f: held_out_loss(g, f))(jnp.arange(folds)))(grid)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-NEW = ("accuracy", "scaling", "batching", "peer")
+pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
+
+NEW = ("accuracy", "scaling", "batching", "peer", "import_time")
 GOAL_IDS = {"rmd_over_forward", "ift_over_rmd_to_0.999", "vmap_over_loop", "jax_over_torch", "checkpoint_memory",
-            "sweep_minutes"}
+            "sweep_minutes", "import_seconds"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +38,13 @@ def test_every_script_writes_json_markdown_and_environment(suite):
         assert result["device"].startswith("cpu") and result["jax_version"]
         assert (out / f"{name}.md").read_text().strip()
     assert (out / "accuracy.png").stat().st_size > 10_000
+
+
+def test_import_time_is_measured_in_fresh_interpreters_without_heavy_modules(suite):
+    _, results = suite
+    result = results["import_time"]
+    assert 0 < result["min_s"] <= result["median_s"] <= result["max_s"]
+    assert result["heavy_modules_loaded"] == []
 
 
 def test_accuracy_rmd_approaches_exact_and_goal_is_costed(suite):
@@ -97,7 +106,7 @@ def test_summary_lists_every_goal(suite):
     assert summary["quick"] is True
     rows = {row["id"]: row for row in summary["goals"]}
     assert set(rows) == GOAL_IDS
-    for goal_id in ("ift_over_rmd_to_0.999", "vmap_over_loop", "sweep_minutes"):
+    for goal_id in ("ift_over_rmd_to_0.999", "vmap_over_loop", "sweep_minutes", "import_seconds"):
         assert rows[goal_id]["measured"] > 0 and rows[goal_id]["met"] in (True, False)
     for row in rows.values():
         if row["met"] is False:

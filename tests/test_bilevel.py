@@ -125,9 +125,9 @@ def test_all_hypergradients_match_finite_differences(x64, name):
     fd = central_differences(objective, theta)
     w_star = converged_w(inner, w0, theta)
 
-    _, g_rmd = bilevel.rmd_hypergrad(inner, outer, w0, theta, **CONVERGED)
+    _, g_rmd, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, **CONVERGED)
     _, g_ift, info = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12)
-    _, g_exact = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+    _, g_exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
 
     assert bool(info.cg.converged) and float(info.inner_grad_norm) < 1e-10
     for g in (g_rmd, g_ift, g_exact):
@@ -138,7 +138,7 @@ def test_all_hypergradients_match_finite_differences(x64, name):
 @pytest.mark.parametrize("name", ["ridge", "logistic"])
 def test_rmd_error_falls_with_steps(x64, name):
     inner, outer, w0, theta = problem(name)
-    _, exact = bilevel.exact_hypergrad(inner, outer, converged_w(inner, w0, theta), theta)
+    _, exact, _ = bilevel.exact_hypergrad(inner, outer, converged_w(inner, w0, theta), theta)
     errors = [rel_err(bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=0.5)[1], exact)
               for t in (5, 20, 80, 320)]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
@@ -149,7 +149,7 @@ def test_rmd_error_falls_with_steps(x64, name):
 def test_ift_matches_exact_and_reports_unconverged_cg(x64, name):
     inner, outer, w0, theta = problem(name)
     w_star = converged_w(inner, w0, theta)
-    _, exact = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+    _, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
 
     _, tight, info = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=100, cg_tol=1e-10)
     assert cosine(tight, exact) > 0.99999
@@ -178,8 +178,8 @@ def test_ift_damping_solves_the_damped_system(x64):
 @pytest.mark.parametrize("name", ["logistic", "two_block"])
 def test_checkpointed_rmd_equals_plain(x64, name, checkpoint):
     inner, outer, w0, theta = problem(name)
-    v_plain, g_plain = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5)
-    v_ckpt, g_ckpt = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5, checkpoint=checkpoint)
+    v_plain, g_plain, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5)
+    v_ckpt, g_ckpt, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5, checkpoint=checkpoint)
     assert abs(float(v_plain - v_ckpt)) < 1e-10
     diff = ravel_pytree(g_plain)[0] - ravel_pytree(g_ckpt)[0]
     assert float(jnp.max(jnp.abs(diff))) < 1e-10
@@ -187,8 +187,8 @@ def test_checkpointed_rmd_equals_plain(x64, name, checkpoint):
 
 def test_strategies_dispatch_to_the_functions(x64):
     inner, outer, w0, theta = problem("logistic")
-    v1, g1 = bilevel.hypergrad(RMD(steps=30, lr=0.5, checkpoint=5), inner, outer, w0, theta)
-    v2, g2 = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)
+    v1, g1, _ = bilevel.hypergrad(RMD(steps=30, lr=0.5, checkpoint=5), inner, outer, w0, theta)
+    v2, g2, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)
     assert rel_err(g1, g2) < 1e-12 and abs(float(v1 - v2)) < 1e-12
 
     method = IFT(steps=30, lr=0.5, cg_iters=40, cg_tol=1e-12)
@@ -214,12 +214,12 @@ def _all_functions(data, theta):
     w_t = bilevel.unroll(inner, w0, theta, steps=30, lr=0.5)
     return {
         "unroll": w_t,
-        "rmd": bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5),
-        "rmd_ckpt": bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5, checkpoint=4),
+        "rmd": bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)[:2],
+        "rmd_ckpt": bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5, checkpoint=4)[:2],
         "ift": bilevel.ift_hypergrad(inner, outer, w_t, theta, cg_iters=20, cg_tol=1e-8)[:2],
-        "exact": bilevel.exact_hypergrad(inner, outer, w_t, theta),
+        "exact": bilevel.exact_hypergrad(inner, outer, w_t, theta)[:2],
         "hvp": bilevel.hvp(lambda w: inner(w, theta), w_t, jax.tree_util.tree_map(jnp.ones_like, w_t)),
-        "strategy": bilevel.hypergrad(IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8), inner, outer, w0, theta),
+        "strategy": bilevel.hypergrad(IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8), inner, outer, w0, theta)[:2],
     }
 
 
@@ -249,9 +249,9 @@ def test_vmap_over_theta_batch(x64):
     """A batch of hyperparameters (e.g. several poison sets) through one vmapped call."""
     inner, outer, w0, theta = problem("two_block")
     thetas = jax.tree_util.tree_map(lambda a: jnp.stack([a, a + 0.1]), theta)
-    batched = jax.vmap(lambda th: bilevel.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=0.5))(thetas)
+    batched = jax.vmap(lambda th: bilevel.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=0.5)[:2])(thetas)
     for i in range(2):
-        single = bilevel.rmd_hypergrad(inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas), steps=20, lr=0.5)
+        single = bilevel.rmd_hypergrad(inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas), steps=20, lr=0.5)[:2]
         for b, s in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
             np.testing.assert_allclose(b[i], s, rtol=1e-10, atol=1e-13)
 

@@ -14,6 +14,8 @@ import pytest
 
 from poison_jax import experiment
 
+pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
+
 SETS = ["--set", "num_seeds=2", "--set", "iters_fixed=6", "--set", "iters_clean=4", "--set", "iters_multi=6",
         "--set", "num_batches=2", "--set", "eval_epochs=5", "--set", "inner_steps=40",
         "--set", "cv_log_lam_grid=(-8, 1, 3)", "--set", "cv_folds=2", "--set", "settings=small,learned"]

@@ -104,7 +104,7 @@ def test_implicit_hypergradient_against_exact_and_finite_differences(x64, solver
     value, dtheta, info = method(inner, outer_loss, w0, theta)
     assert bool(info.solve.converged) and bool(info.cg.converged)
     w_star = method.fit(inner, w0, theta)
-    _, exact = bilevel.exact_hypergrad(inner, outer_loss, w_star, theta)
+    _, exact, _ = bilevel.exact_hypergrad(inner, outer_loss, w_star, theta)
     np.testing.assert_allclose(ravel_pytree(dtheta)[0], ravel_pytree(exact)[0], rtol=1e-7, atol=1e-10)
     objective = lambda th: outer_loss(method.fit(inner, w0, th), th)
     fd = central_differences(objective, theta)
@@ -117,8 +117,8 @@ def test_warm_and_cold_started_hypergradients_agree(x64):
     inner, outer_loss, w0 = logistic_losses(data_)
     method = Implicit(NewtonCG(tol=1e-11, maxiter=100), cg_iters=100, cg_tol=1e-11)
     moved = {"xp": theta["xp"] + 0.05, "log_lam": theta["log_lam"]}
-    _, _, _, warm = bilevel.warm_hypergrad(method, inner, outer_loss, Warm(w0, zeros_like(w0)), theta)
-    _, warm_grad, warm_info, _ = bilevel.warm_hypergrad(method, inner, outer_loss, warm, moved)
+    warm = bilevel.warm_hypergrad(method, inner, outer_loss, Warm(w0, zeros_like(w0)), theta)[2].warm
+    _, warm_grad, warm_info = bilevel.warm_hypergrad(method, inner, outer_loss, warm, moved)
     _, cold_grad, cold_info = method(inner, outer_loss, w0, moved)
     np.testing.assert_allclose(ravel_pytree(warm_grad)[0], ravel_pytree(cold_grad)[0], rtol=1e-8, atol=1e-12)
     # The warm start pays: fewer solver and CG iterations than from zero.
@@ -132,11 +132,11 @@ def test_implicit_compiles_once_over_repeated_calls(trace_counter):
     counting_inner = trace_counter(inner)
     method = Implicit(NewtonCG(tol=1e-5))
     warm = Warm(w0, zeros_like(w0))
-    _, _, _, warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, theta)
+    warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, theta)[2].warm
     traced = counting_inner.count
     for shift in (0.1, 0.2, 0.3):
         moved = {"xp": theta["xp"] + shift, "log_lam": theta["log_lam"]}
-        _, _, _, warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, moved)
+        warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, moved)[2].warm
     assert counting_inner.count == traced
 
 

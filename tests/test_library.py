@@ -1,0 +1,177 @@
+"""The library a JAX engineer expects: data as traced arguments (one compilation for many data sets),
+one ``(value, dtheta, info)`` signature for every hypergradient, and ``import poison_jax`` exports."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from poison_jax import attack, bilevel, data, models, solvers
+from poison_jax.bilevel import IFT, RMD, HypergradInfo, Implicit, Warm
+
+
+def _bce(logits, y):
+    return jnp.mean(jax.nn.softplus(logits) - y * logits)
+
+
+def inner_loss(w, theta, x, y):
+    """Logistic regression whose first rows are the poison points ``theta["xp"]``; data as arguments."""
+    features = x.at[: theta["xp"].shape[0]].set(theta["xp"])
+    return _bce(features @ w["w"] + w["b"], y) + jnp.exp(theta["log_lam"]) / 2 * jnp.sum(w["w"] ** 2)
+
+
+def outer_loss(w, theta, x, y):
+    return _bce(x @ w["w"] + w["b"], y)
+
+
+def _data_set(seed, n=40, d=5, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=d) > 0).astype(float)
+    return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+
+
+def _theta(x, n_p=4, dtype=jnp.float32):
+    return {"xp": x[:n_p] + 0.1, "log_lam": jnp.asarray(-1.0, dtype)}
+
+
+def _w0(d=5, dtype=jnp.float32):
+    return {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
+
+
+METHODS = {
+    "rmd": RMD(steps=30, lr=0.5),
+    "rmd_ckpt": RMD(steps=30, lr=0.5, checkpoint=True),
+    "ift": IFT(steps=30, lr=0.5, cg_iters=20),
+    "implicit_newton": Implicit(solvers.NewtonCG(tol=1e-5, maxiter=50)),
+    "implicit_lbfgs": Implicit(solvers.LBFGS(tol=1e-5, maxiter=200)),
+}
+
+
+def _calls(inner, outer):
+    """Every public hypergradient entry point, as ``f(w0, theta, x, y)``."""
+    w_star = lambda w0, th, x, y: bilevel.unroll(inner, w0, th, x, y, steps=50, lr=0.5)  # noqa: E731
+    calls = {
+        "unroll": lambda w0, th, x, y: bilevel.unroll(inner, w0, th, x, y, steps=30, lr=0.5),
+        "rmd_hypergrad": lambda w0, th, x, y: bilevel.rmd_hypergrad(inner, outer, w0, th, x, y, steps=30, lr=0.5),
+        "ift_hypergrad": lambda w0, th, x, y: bilevel.ift_hypergrad(inner, outer, w_star(w0, th, x, y), th, x, y,
+                                                                    cg_iters=20),
+        "exact_hypergrad": lambda w0, th, x, y: bilevel.exact_hypergrad(inner, outer, w_star(w0, th, x, y), th, x, y),
+    }
+    for name, method in METHODS.items():
+        calls[f"hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: bilevel.hypergrad(m, inner, outer, w0, th, x, y))(method)
+        calls[f"warm_hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: bilevel.warm_hypergrad(
+            m, inner, outer, Warm(w0, None), th, x, y))(method)
+    return calls
+
+
+def test_a_loop_over_data_sets_compiles_once(trace_counter):
+    inner, outer = trace_counter(inner_loss), trace_counter(outer_loss)
+    calls = _calls(inner, outer)
+    x, y = _data_set(0)
+    for call in calls.values():
+        jax.block_until_ready(call(_w0(), _theta(x), x, y))  # compiles
+    counts = (inner.count, outer.count)
+    for seed in (1, 2, 3):  # new data sets of the same shapes
+        x, y = _data_set(seed)
+        for call in calls.values():
+            jax.block_until_ready(call(_w0(), _theta(x), x, y))
+    assert (inner.count, outer.count) == counts
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_data_as_arguments_equals_data_by_closure(x64, name):
+    x, y = _data_set(5, dtype=jnp.float64)
+    theta, w0 = _theta(x, dtype=jnp.float64), _w0(dtype=jnp.float64)
+    closed_inner = lambda w, th: inner_loss(w, th, x, y)  # noqa: E731
+    closed_outer = lambda w, th: outer_loss(w, th, x, y)  # noqa: E731
+    v1, g1, _ = bilevel.hypergrad(METHODS[name], inner_loss, outer_loss, w0, theta, x, y)
+    v2, g2, _ = bilevel.hypergrad(METHODS[name], closed_inner, closed_outer, w0, theta)
+    np.testing.assert_allclose(v1, v2, rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_data_arguments_are_differentiated_against_central_differences(x64):
+    """The hypergradient with data as arguments is the derivative of the objective (float64)."""
+    x, y = _data_set(7, dtype=jnp.float64)
+    theta, w0 = _theta(x, dtype=jnp.float64), _w0(dtype=jnp.float64)
+    solve = solvers.NewtonCG(tol=1e-12, maxiter=100)
+
+    def objective(log_lam):
+        th = {**theta, "log_lam": log_lam}
+        return outer_loss(solve(lambda w: inner_loss(w, th, x, y), w0)[0], th, x, y)
+
+    _, g, info = bilevel.hypergrad(Implicit(solve, cg_tol=1e-12), inner_loss, outer_loss, w0, theta, x, y)
+    eps = 1e-5
+    fd = (objective(theta["log_lam"] + eps) - objective(theta["log_lam"] - eps)) / (2 * eps)
+    assert bool(info.solve.converged)
+    np.testing.assert_allclose(g["log_lam"], fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(set(_calls(inner_loss, outer_loss)) - {"unroll"}))  # unroll: weights
+def test_every_hypergradient_returns_value_dtheta_info(name):
+    x, y = _data_set(0)
+    theta = _theta(x)
+    out = _calls(inner_loss, outer_loss)[name](_w0(), theta, x, y)
+    assert len(out) == 3
+    value, dtheta, info = out
+    assert jnp.shape(value) == () and jax.tree_util.tree_structure(dtheta) == jax.tree_util.tree_structure(theta)
+    assert isinstance(info, HypergradInfo) and isinstance(info.warm, Warm)
+    assert jax.tree_util.tree_structure(info.warm.w) == jax.tree_util.tree_structure(_w0())
+    assert float(info.inner_grad_norm) >= 0 and bool(jnp.isfinite(info.cg.residual))
+
+
+def test_rmd_info_says_what_is_known():
+    x, y = _data_set(0)
+    _, _, info = bilevel.rmd_hypergrad(inner_loss, outer_loss, _w0(), _theta(x), x, y, steps=30, lr=0.5)
+    expected = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(
+        jax.grad(inner_loss)(info.warm.w, _theta(x), x, y))))
+    np.testing.assert_allclose(info.inner_grad_norm, expected, rtol=1e-5)
+    assert int(info.solve.iterations) == 30 and int(info.cg.iterations) == 0
+
+
+def test_hypergrad_with_info_is_hypergrad():
+    x, y = _data_set(0)
+    a = bilevel.hypergrad(RMD(steps=10, lr=0.5), inner_loss, outer_loss, _w0(), _theta(x), x, y)
+    b = bilevel.hypergrad_with_info(RMD(steps=10, lr=0.5), inner_loss, outer_loss, _w0(), _theta(x), x, y)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_the_attack_passes_data_as_arguments(trace_counter):
+    """Two different digits splits of the same shapes: the attack's losses are traced once."""
+    ds = data.load_dataset("digits")
+    model = models.logistic_regression(64)
+    inner, outer = attack.poisoning_losses(model)
+    assert attack.poisoning_losses(model) == (inner, outer)  # the same objects for the same model
+    counted_inner, counted_outer = trace_counter(inner), trace_counter(outer)
+    method = RMD(steps=10, lr=0.5)
+    for seed in (0, 1, 2):
+        splits = data.sample_splits(ds, seeds=[seed], n_train=60, n_val=30)
+        settings = attack.AttackSettings(model, method, alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8.0, 5.0))
+        state = attack.init_attack(settings, jax.random.PRNGKey(0)[None], splits, n_poison=3, log_lam=0.0)
+        one = jax.tree_util.tree_map(lambda a: a[0], attack.set_poison_count(state, 3, 3))
+        d = attack.poison_data(splits.x_train[0], splits.y_train[0], splits.x_val[0], splits.y_val[0], one)
+        theta = {"xp": one.xp, "log_lam": one.log_lam}
+        value, _, _ = bilevel.hypergrad(method, counted_inner, counted_outer, model.init(one.key), theta, d)
+        closed = attack.make_losses(model, splits.x_train[0], splits.y_train[0], splits.x_val[0], splits.y_val[0], one)
+        np.testing.assert_allclose(value, bilevel.hypergrad(method, *closed, model.init(one.key), theta)[0], rtol=1e-6)
+        if seed == 0:
+            counts = (counted_inner.count, counted_outer.count)
+    assert (counted_inner.count, counted_outer.count) == counts
+
+
+def test_import_poison_jax_exports_the_floors_without_plots_or_tfds():
+    script = ("import sys, poison_jax as pj\n"
+              "for name in ('bilevel', 'solvers', 'attack', 'data', 'models', 'evaluate', 'hyperopt', 'outer', "
+              "'config', 'sweep', 'experiment', 'devices', 'store', 'synthetic'):\n"
+              "    assert hasattr(pj, name), name\n"
+              "assert callable(pj.attack.run_attack) and callable(pj.experiment.run_sweep)\n"
+              "heavy = [m for m in sys.modules if m.startswith(('matplotlib', 'tensorflow_datasets', 'poison_jax.plots'))]\n"
+              "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
