@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from poison_jax import bilevel, models, outer, seeds
 from poison_jax.bilevel import METHODS, Warm
@@ -100,7 +101,7 @@ class Add:
         return x, y, weights
 
 
-MODES = {"replace": Replace, "add": Add}
+MODES: dict[str, type[Replace] | type[Add]] = {"replace": Replace, "add": Add}
 _STEP_RULES = (outer.Normalised, outer.SGD, outer.Adam, outer.Optimistic, outer.Armijo)
 
 
@@ -237,8 +238,10 @@ class PoisonData(NamedTuple):
     size: jax.Array
 
 
-def poison_data(x_train, y_train, x_val, y_val, state: AttackState, mode=Replace()) -> PoisonData:
+def poison_data(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike, state: AttackState,
+                mode: Replace | Add = Replace()) -> PoisonData:
     """The :class:`PoisonData` of one split and attack state under poison ``mode``."""
+    x_train, y_train, x_val, y_val = (jnp.asarray(a) for a in (x_train, y_train, x_val, y_val))
     n_train = x_train.shape[0]
     return PoisonData(x_train, y_train, x_val, y_val,
                       clean_weight=mode.clean_weights(state.replace_idx, state.active, n_train, x_train.dtype),
@@ -270,7 +273,8 @@ def poisoning_losses(model: models.Model):
     return inner_loss, outer_loss
 
 
-def make_losses(model: models.Model, x_train, y_train, x_val, y_val, state: AttackState, mode=Replace()):
+def make_losses(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike,
+                state: AttackState, mode: Replace | Add = Replace()):
     """The losses of :func:`poisoning_losses` with one split's data closed over: ``(w, theta) -> scalar``.
 
     Convenient for one problem; to loop over splits without recompiling, pass the data as
@@ -306,7 +310,7 @@ def _init_attack(settings, keys, splits, log_lam, *, n_poison):
         log_lam, keys, splits.x_train, splits.y_train, splits.x_val, splits.y_val)
 
 
-def init_attack(settings: AttackSettings, keys: jax.Array, splits, n_poison: int, log_lam) -> AttackState:
+def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int, log_lam: ArrayLike) -> AttackState:
     """Poison initialisation of Algorithm 1, for every split at once.
 
     Clones ``n_poison`` validation points (drawn without replacement) with flipped labels and picks
@@ -335,16 +339,16 @@ def init_attack(settings: AttackSettings, keys: jax.Array, splits, n_poison: int
     return _init_attack(settings, keys, splits, log_lam, n_poison=n_poison)
 
 
-def set_poison_count(state: AttackState, n_active, batch_size) -> AttackState:
+def set_poison_count(state: AttackState, n_active: ArrayLike, batch_size: ArrayLike) -> AttackState:
     """Put the first ``n_active`` poison points in the training set; the last ``batch_size`` of them
     are the ones being optimised, the earlier ones stay frozen (cumulative batches).
 
     ``n_active`` may be traced; the shapes do not change, so every fraction runs the same compiled
     step. Works on one state or on states stacked over seeds.
     """
-    index = jnp.arange(state.active.shape[-1])
+    index, n_active = jnp.arange(state.active.shape[-1]), jnp.asarray(n_active)
     active = jnp.broadcast_to(index < n_active, state.active.shape)
-    trainable = active & jnp.broadcast_to(index >= n_active - batch_size, state.active.shape)
+    trainable = active & jnp.broadcast_to(index >= n_active - jnp.asarray(batch_size), state.active.shape)
     return state._replace(active=active, trainable=trainable)
 
 
@@ -405,8 +409,12 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
     state = state._replace(xp=xp, log_lam=log_lam, key=key, xp_opt=xp_opt, lam_opt=lam_opt,
                            warm=warm if method.warm_starts else None,
                            nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
-                           unconverged_solves=state.unconverged_solves + (~converged).astype(jnp.int32))
+                           unconverged_solves=_count(state.unconverged_solves) + (~converged).astype(jnp.int32))
     return state, StepInfo(value, info.inner_grad_norm, info.cg.residual, finite, converged)
+
+
+def _count(counter: jax.Array | None) -> jax.Array:
+    return jnp.asarray(0, jnp.int32) if counter is None else counter
 
 
 def _keep_if(ok, new, old):
@@ -474,7 +482,7 @@ def attack_objective(settings: AttackSettings, splits, state: AttackState) -> ja
 
 
 @functools.partial(jax.jit, static_argnames=("mode",))
-def poisoned_training_set(splits, state: AttackState, mode=Replace()):
+def poisoned_training_set(splits, state: AttackState, mode: Replace | Add = Replace()):
     """The poisoned training sets of every split.
 
     Returns:

@@ -55,6 +55,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
@@ -66,6 +67,7 @@ from poison_jax.solvers import (
     conjugate_gradient,
     hvp,
 )
+from poison_jax.solvers import _same_structure
 from poison_jax.solvers import check_positive_finite as _check_positive_finite
 from poison_jax.solvers import check_positive_int as _check_positive_int
 
@@ -169,7 +171,7 @@ def _check_loss(name: str, loss: Loss, w: PyTree, theta: PyTree, args: tuple = (
 
 def _check_same_structure(name: str, tree: PyTree, reference_name: str, reference: PyTree) -> None:
     s, r = jax.tree_util.tree_structure(tree), jax.tree_util.tree_structure(reference)
-    if s != r:
+    if not _same_structure(tree, reference):
         raise ValueError(f"{name} has pytree structure {s}, but {reference_name} has {r}; they must match")
     for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(reference)):
         if jnp.shape(a) != jnp.shape(b):
@@ -235,7 +237,8 @@ def _unroll_jit(inner_loss, w0, theta, lr, args, *, steps, segment):
     return _unroll(inner_loss, w0, theta, steps, lr, segment, args)
 
 
-def unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, *args, steps: int, lr, checkpoint=None) -> PyTree:
+def unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, *args: Any, steps: int, lr: ArrayLike,
+           checkpoint: int | bool | None = None) -> PyTree:
     """Train ``w`` by ``steps`` steps of full-batch gradient descent in one ``jax.lax.scan``.
 
     ``w_{t+1} = w_t - lr * grad_w inner_loss(w_t, theta, *args)``.
@@ -289,8 +292,8 @@ def _rmd_jit(inner_loss, outer_loss, w0, theta, lr, args, *, steps, segment):
     return value, dtheta, info
 
 
-def rmd_hypergrad(inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *args, steps: int, lr,
-                  checkpoint=None) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def rmd_hypergrad(inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *args: Any, steps: int, lr: ArrayLike,
+                  checkpoint: int | bool | None = None) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Hypergradient by reverse-mode differentiation through training (the paper's Algorithm 2).
 
     Trains ``w`` from ``w0`` with :func:`unroll` and differentiates
@@ -336,8 +339,8 @@ def _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, adjoint0, a
     return value, dtheta, HypergradInfo(grad_norm, cg_info, solve, Warm(w_star, v))
 
 
-def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree, *args, cg_iters: int,
-                  cg_tol=1e-6, damping=0.0, adjoint0: PyTree | None = None) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree, *args: Any, cg_iters: int,
+                  cg_tol: ArrayLike = 1e-6, damping: ArrayLike = 0.0, adjoint0: PyTree | None = None) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Hypergradient by the implicit function theorem at a stationary ``w_star``.
 
     ``dA/dtheta = ∂_theta A - (∂_theta ∇_w L)ᵀ v`` with ``(∇²_w L + damping·I) v = ∇_w A``, solved
@@ -384,7 +387,7 @@ def _exact_jit(inner_loss, outer_loss, w_star, theta, args):
 
 
 def exact_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree,
-                    *args) -> tuple[jax.Array, PyTree, HypergradInfo]:
+                    *args: Any) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Implicit hypergradient with a dense Hessian solve: the reference for small problems.
 
     Materialises the ``(p, p)`` Hessian of ``inner_loss`` in ``w`` (``p`` = number of weights), so
@@ -419,7 +422,7 @@ class RMD:
     """
 
     steps: int
-    lr: float
+    lr: ArrayLike  # a float where the strategy is a static argument (hashable)
     checkpoint: int | bool | None = None
 
     warm_starts = False

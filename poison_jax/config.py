@@ -20,7 +20,7 @@ import functools
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -177,7 +177,7 @@ class ExperimentConfig:
 
     def method(self) -> bilevel.Method:
         """The hypergradient strategy the config names."""
-        builders = {
+        builders: dict[str, Callable[[], bilevel.Method]] = {
             "rmd": lambda: RMD(steps=self.inner_steps, lr=self.inner_lr, checkpoint=True if self.checkpoint else None),
             "ift": lambda: IFT(steps=self.inner_steps, lr=self.inner_lr, cg_iters=self.cg_iters, cg_tol=self.cg_tol,
                                damping=self.damping),
@@ -188,11 +188,12 @@ class ExperimentConfig:
 
     def attack_settings(self, model: models.Model) -> attack.AttackSettings:
         """The :class:`~poison_jax.attack.AttackSettings` of this config for ``model``."""
+        mode: attack.Replace | attack.Add = attack.MODES[self.poison_mode]()
         return attack.AttackSettings(model, self.method(), alpha=self.alpha, beta=self.beta,
-                                     x_box=tuple(map(float, self.x_box)), lam_box=tuple(map(float, self.log_lam_box)),
+                                     x_box=(float(self.x_box[0]), float(self.x_box[1])),
+                                     lam_box=(float(self.log_lam_box[0]), float(self.log_lam_box[1])),
                                      xp_step=outer.OUTER_STEPS[self.xp_step](),
-                                     lam_step=outer.OUTER_STEPS[self.lam_step](),
-                                     mode=attack.MODES[self.poison_mode]())
+                                     lam_step=outer.OUTER_STEPS[self.lam_step](), mode=mode)
 
     def victim_model(self) -> evaluate.SGDVictim | evaluate.ConvergedVictim:
         """The victim the attack is judged on."""
@@ -230,7 +231,7 @@ def _init_refusing_renamed(self, *args, **kwargs):
     _dataclass_init(self, *args, **kwargs)
 
 
-ExperimentConfig.__init__ = _init_refusing_renamed
+ExperimentConfig.__init__ = _init_refusing_renamed  # type: ignore[method-assign]
 
 _LATER_FIELDS = ("damping", "solver", "solver_tol", "solver_iters", "xp_step", "lam_step", "poison_mode", "victim")
 

@@ -36,7 +36,7 @@ import inspect
 import operator
 import zipfile
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -113,7 +113,7 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str) -> None:
         )
 
 
-def _make_dataset(x_pool, y_pool, x_test, y_test, name: str) -> Dataset:
+def _make_dataset(x_pool: Any, y_pool: Any, x_test: Any, y_test: Any, name: str) -> Dataset:
     """Cast to float32, check both sets (after the cast, so float32 overflow counts as inf)."""
     with np.errstate(over="ignore"):  # overflow gives inf, which the check below reports
         x_pool, y_pool, x_test, y_test = (
@@ -197,7 +197,8 @@ def synthetic(n_pool: int = 400, n_test: int = 1000, seed: int = 0) -> Dataset:
         mean = np.where(y[:, None] == 1, [3.0, 0.0], [-3.0, 0.0])
         return mean + rng.standard_normal((n, 2)) * np.sqrt([2.5, 1.5]), y
 
-    return _make_dataset(*draw(pool_rng, n_pool), *draw(test_rng, n_test), "synthetic")
+    (x_pool, y_pool), (x_test, y_test) = draw(pool_rng, n_pool), draw(test_rng, n_test)
+    return _make_dataset(x_pool, y_pool, x_test, y_test, "synthetic")
 
 
 def digits(classes: tuple[int, int] = (0, 8), n_test: int | None = None, seed: int = 0) -> Dataset:
@@ -291,8 +292,9 @@ def tfds_pair(
             f"tfds.builder('{name}').download_and_prepare(file_format='array_record')\"\n"
             f"then copy ~/tensorflow_datasets/{name} into data_dir. (Cause: {err})"
         ) from err
-    pool = _read_pair(train, (a, b), n_pool, name)
-    return _make_dataset(*pool, *_read_pair(test, (a, b), None, name), f"{name} {a} v {b}")
+    x_pool, y_pool = _read_pair(train, (a, b), n_pool, name)
+    x_test, y_test = _read_pair(test, (a, b), None, name)
+    return _make_dataset(x_pool, y_pool, x_test, y_test, f"{name} {a} v {b}")
 
 
 def _read_pair(source, classes: tuple[int, int], limit: int | None, name: str):

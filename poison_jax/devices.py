@@ -114,7 +114,7 @@ class SeedSharding:
         return jax.tree_util.tree_map(place, tree)
 
     def put_splits(self, splits: data.Splits) -> data.Splits:
-        stacked = self.put(splits._replace(x_test=None, y_test=None))
+        stacked = self.put(splits._replace(x_test=None, y_test=None))  # type: ignore[arg-type]  # not stacked
         return stacked._replace(x_test=self._global(np.asarray(splits.x_test), self.replicated),
                                 y_test=self._global(np.asarray(splits.y_test), self.replicated))
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import optax
 
 from poison_jax import models, seeds, solvers
@@ -52,7 +53,8 @@ class VictimMetrics(NamedTuple):
     converged: jax.Array
 
 
-def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, batch_size: int = 64, weights=None):
+def train_victim(model: models.Model, x: ArrayLike, y: ArrayLike, log_lam: ArrayLike, key: ArrayLike, *, lr: ArrayLike,
+                 epochs: int, batch_size: int = 64, weights: ArrayLike | None = None):
     """Mini-batch SGD on ``(Σ_i BCE_i + Σ_l exp(λ_l)/2 ||W_l||²) / n``, reshuffled every epoch, in ``lax.scan``.
 
     Each step follows the batch estimate ``mean_batch BCE + penalty / n`` of that objective.
@@ -66,6 +68,7 @@ def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, ba
     Returns:
       The trained parameters.
     """
+    x, y = jnp.asarray(x), jnp.asarray(y)
     n = x.shape[0]
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
@@ -73,8 +76,9 @@ def train_victim(model: models.Model, x, y, log_lam, key, *, lr, epochs: int, ba
     params = model.init(init_key)
     tx = optax.sgd(lr)
     if weights is None:
-        row_weights, n_used = jnp.ones(n, x.dtype), n
+        row_weights, n_used = jnp.ones(n, x.dtype), jnp.asarray(n, x.dtype)
     else:
+        weights = jnp.asarray(weights)
         row_weights, n_used = weights.astype(x.dtype), jnp.sum(weights).astype(x.dtype)
     row_weights = jnp.concatenate([row_weights, jnp.zeros(pad, x.dtype)])
 
@@ -154,17 +158,18 @@ class ConvergedVictim:
         return params, info.converged
 
 
-def classification_metrics(logits, y):
+def classification_metrics(logits: ArrayLike, y: ArrayLike):
     """``(error, fpr, fnr)`` of the predictions ``logits > 0`` against labels ``y`` in {0, 1}."""
-    predicted = logits > 0
-    positive = y > 0.5
+    predicted = jnp.asarray(logits) > 0
+    positive = jnp.asarray(y) > 0.5
     error = jnp.mean(predicted != positive)
     fpr = jnp.sum(predicted & ~positive) / jnp.maximum(jnp.sum(~positive), 1)
     fnr = jnp.sum(~predicted & positive) / jnp.maximum(jnp.sum(positive), 1)
     return error, fpr, fnr
 
 
-def evaluate_victim(model: models.Model, x_train, y_train, log_lam, keys, x_test, y_test, *, lr=None,
+def evaluate_victim(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, log_lam: ArrayLike, keys: ArrayLike,
+                    x_test: ArrayLike, y_test: ArrayLike, *, lr: float | None = None,
                     epochs: int | None = None, batch_size: int = 64, victim: SGDVictim | ConvergedVictim | None = None,
                     weights=None, seed_lanes: int | None = None) -> VictimMetrics:
     """Train one victim per seed and measure it on the shared test set.

@@ -18,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from poison_jax import attack, bilevel, models, seeds
 
@@ -51,7 +52,8 @@ def _cv_one(model, fit, folds, x, y, key, grid):
     return grid[jnp.argmin(curve)], curve
 
 
-def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: int = 5, steps: int | None = None,
+def cv_log_lambda(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, keys: ArrayLike, grid: ArrayLike, *,
+                  folds: int = 5, steps: int | None = None,
                   lr=None, method: bilevel.Method | None = None, seed_lanes: int | None = None):
     """λ_CLEAN: k-fold cross-validation of log-λ (one value for all layers) on the clean training set.
 
@@ -78,8 +80,11 @@ def cv_log_lambda(model: models.Model, x_train, y_train, keys, grid, *, folds: i
     if (method is None) == (steps is None or lr is None):
         raise ValueError("cv_log_lambda trains with steps and lr (gradient descent) or with method=...: give one")
     if method is None:
+        assert steps is not None and lr is not None  # checked above
         method = bilevel.RMD(steps=steps, lr=float(lr))
-    return _cv(model, method, folds, seed_lanes, x_train, y_train, keys, jnp.asarray(grid, x_train.dtype))
+    x_train = jnp.asarray(x_train)
+    return _cv(model, method, folds, seed_lanes, x_train, jnp.asarray(y_train), jnp.asarray(keys),
+               jnp.asarray(grid, x_train.dtype))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "folds", "seed_lanes"))

@@ -76,6 +76,11 @@ class SolveInfo(NamedTuple):
     converged: jax.Array
 
 
+def _same_structure(a: PyTree, b: PyTree) -> bool:
+    structure: Any = jax.tree_util.tree_structure(a)  # PyTreeDef's stubs lack __eq__
+    return bool(structure == jax.tree_util.tree_structure(b))
+
+
 def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
     """Hessian-vector product ``∇²f(w) · v`` by forward-over-reverse (``jax.jvp`` of ``jax.grad``).
 
@@ -88,7 +93,7 @@ def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
     Returns:
       A pytree like ``w``.
     """
-    if jax.tree_util.tree_structure(v) != jax.tree_util.tree_structure(w) or any(
+    if not _same_structure(v, w) or any(
             jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(w))):
         raise ValueError(f"v has pytree structure and shapes {jax.tree_util.tree_map(jnp.shape, v)}, but w has "
                          f"{jax.tree_util.tree_map(jnp.shape, w)}; they must match")
