@@ -1,0 +1,561 @@
+"""MkDocs hook that generates the documentation site's pages at build time (see mkdocs.yml).
+
+Nothing generated here is written into the repository; the pages exist only for the build:
+
+* **Guide** -- README.md split at its ``## `` headings: the text before the first one is the home
+  page, every section a page (headings moved up one level). README links are rewritten for the
+  site: ``#anchors`` point at the page holding that heading, links to repository files (the demo
+  figures, ``docs/benchmarks/*.md``, the notebooks) at their copies in the site, and code spans that
+  name such a file (```docs/benchmarks/peer.md```) become links to it.
+* **Benchmarks** -- one page for each ``docs/benchmarks/*.md`` table (with its figure and JSON,
+  when there are), and an overview listing every committed file.
+* **Notebooks** -- ``notebooks/*.ipynb`` rendered by mkdocs-jupyter *without executing them*
+  (they are committed without outputs); a note saying so is put under each rendered page's title.
+* **API reference** -- one page ``::: poison_jax.MODULE`` for every public module in
+  ``poison_jax/`` (found at build time), grouped by the project's floors.
+
+The navigation is built here too, from what was found, so a new README section, benchmark table,
+notebook or module appears without editing mkdocs.yml.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import posixpath
+import re
+from html import escape as html_escape
+from pathlib import Path
+
+from markdown.extensions.toc import slugify as toc_slugify
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File, Files
+
+log = logging.getLogger("mkdocs.hooks.poison_jax")
+
+PACKAGE = "poison_jax"
+
+# The floors of poison_jax (its design: each floor imports only the floors below it).
+FLOORS = [
+    (
+        "Floor 0: bilevel engine",
+        "generic bilevel hypergradients and converged inner solvers; knows nothing about poisoning",
+        ["bilevel", "solvers"],
+    ),
+    (
+        "Floor 1: poisoning",
+        "the paper's poisoning problem on top of the engine: data, models, the attack, λ, the victim",
+        ["data", "models", "attack", "outer", "seeds", "hyperopt", "evaluate"],
+    ),
+    (
+        "Floor 2: experiments",
+        "configs and presets, the sweep runner, seed sharding, the results store",
+        ["config", "sweep", "synthetic", "devices", "store", "experiment"],
+    ),
+    ("Floor 3: face", "the poison-jax command and the figures", ["cli", "plots"]),
+]
+OTHER_FLOOR = ("Other modules", "modules not yet placed on a floor", [])
+
+# Titles and producing commands of the committed benchmark tables (docs/benchmarks/NAME.md).
+BENCHMARKS = {
+    "summary": ("Goals (summary)", "python -m benchmarks --out docs/benchmarks"),
+    "hypergrad": ("One hypergradient", "python -m benchmarks.hypergrad"),
+    "accuracy": ("Accuracy against the exact hypergradient", "python -m benchmarks.accuracy"),
+    "attack_step": ("One hyperiteration of Algorithm 1", "python -m benchmarks.attack_step"),
+    "batching": ("Seeds: vmapped, sharded or looped", "python -m benchmarks.batching"),
+    "scaling": ("Scaling with T, d, n and seeds", "python -m benchmarks.scaling"),
+    "peer": ("Against PyTorch", "python -m benchmarks.peer"),
+    "engine_peers": ("Against JAX's bilevel tools", "python -m benchmarks.engine_peers --out docs/benchmarks"),
+    "secml_h2h": ("Against secml", "python -m benchmarks.secml_h2h --out docs/benchmarks"),
+}
+
+NOTEBOOK_NOTE = (
+    '<div class="admonition note"><p class="admonition-title">Rendered without execution</p>'
+    "<p>This page shows <code>{path}</code> as committed, without outputs: the documentation build "
+    "does not execute notebooks (<code>execute: false</code>). The test suite executes it top to "
+    'bottom with <code>SMALL = True</code>; <a href="{name}" download>download it</a> and run it in '
+    "Jupyter to see its output.</p></div>\n"
+)
+
+FENCE = re.compile(r"^\s*(```+|~~~+)")
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# A Markdown link (its label may hold code spans) or a code span, whichever starts first.
+LINK_OR_CODE = re.compile(r"(?P<label>!?\[(?:[^\]`]|`[^`]*`)*\])\((?P<target>[^)\s]+)\)|(?P<code>`+[^`]+?`+)")
+
+_state: dict = {}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def github_slug(text: str) -> str:
+    """The anchor GitHub gives a heading (how README.md's own links are written)."""
+    text = re.sub(r"[`*_]", "", text).strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def site_slug(text: str) -> str:
+    """The anchor MkDocs (Python-Markdown's toc) gives a heading."""
+    return toc_slugify(re.sub(r"[`*]", "", text), "-")
+
+
+def outside_fences(lines: list[str]):
+    """Yield ``(index, line, in_fence)`` for every line."""
+    fence = None
+    for i, line in enumerate(lines):
+        m = FENCE.match(line)
+        if m:
+            marker = m.group(1)
+            if fence is None:
+                fence = marker[0] * 3
+                yield i, line, True
+                continue
+            if marker.startswith(fence):
+                fence = None
+                yield i, line, True
+                continue
+        yield i, line, fence is not None
+
+
+def split_readme(text: str):
+    """README.md -> (intro lines, [(heading, lines)]) split at its level-2 headings."""
+    lines = text.splitlines()
+    intro: list[str] = []
+    sections: list[tuple[str, list[str]]] = []
+    for _, line, in_fence in outside_fences(lines):
+        m = None if in_fence else HEADING.match(line)
+        if m and len(m.group(1)) == 2:
+            sections.append((m.group(2), []))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            intro.append(line)
+    return intro, sections
+
+
+def page_slug(heading: str, taken: set[str]) -> str:
+    base = site_slug(heading.split(" (")[0]) or "section"
+    slug, n = base, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    taken.add(slug)
+    return slug
+
+
+def nav_title(heading: str) -> str:
+    return heading.split(" (")[0].strip()
+
+
+# --------------------------------------------------------------------------- pages
+
+
+class Builder:
+    def __init__(self, root: Path):
+        self.root = root
+        self.pages: dict[str, str] = {}  # src_uri -> Markdown
+        self.static: dict[str, Path] = {}  # src_uri -> file to copy
+        self.notebook_files: dict[str, Path] = {}  # src_uri -> notebook (rendered by mkdocs-jupyter)
+        self.repo_map: dict[str, str] = {}  # repository path -> src_uri in the site
+        self.anchors: dict[str, tuple[str, str | None]] = {}  # README anchor -> (src_uri, site anchor)
+        self.nav: list = []
+
+    # ---- collection
+    def build(self):
+        guide_nav = self.readme()
+        bench_nav = self.benchmarks()
+        nb_nav = self.notebooks()
+        api_nav = self.api()
+        self.finish_readme()
+        self.nav = [{"Home": "index.md"}, {"Guide": guide_nav}]
+        if bench_nav:
+            self.nav.append({"Benchmarks": bench_nav})
+        if nb_nav:
+            self.nav.append({"Notebooks": nb_nav})
+        self.nav.append({"API reference": api_nav})
+
+    def readme(self) -> list:
+        text = (self.root / "README.md").read_text(encoding="utf-8")
+        intro, sections = split_readme(text)
+        taken: set[str] = {"index"}
+        self._readme = [("index.md", None, intro)]
+        nav = []
+        for heading, lines in sections:
+            uri = f"guide/{page_slug(heading, taken)}.md"
+            self._readme.append((uri, heading, lines))
+            nav.append({nav_title(heading): uri})
+            self.anchors[github_slug(heading)] = (uri, None)
+            for _, line, in_fence in outside_fences(lines):
+                m = None if in_fence else HEADING.match(line)
+                if m:
+                    self.anchors.setdefault(github_slug(m.group(2)), (uri, site_slug(m.group(2))))
+        return nav
+
+    def finish_readme(self):
+        for uri, heading, lines in self._readme:
+            out = [] if heading is None else [f"# {heading}", ""]
+            chunk: list[str] = []  # consecutive lines outside fenced code, rewritten together
+            for _, line, in_fence in outside_fences(lines):
+                if in_fence:
+                    if chunk:
+                        out.append(self.rewrite("\n".join(chunk), uri))
+                        chunk = []
+                    out.append(line)
+                    continue
+                m = HEADING.match(line)
+                if m and heading is not None:  # one level up: the section's heading is the page's title
+                    line = "#" * max(1, len(m.group(1)) - 1) + " " + m.group(2)
+                chunk.append(line)
+            if chunk:
+                out.append(self.rewrite("\n".join(chunk), uri))
+            self.pages[uri] = "\n".join(out).strip() + "\n"
+
+    def rewrite(self, text: str, page: str) -> str:
+        """README links, and code spans naming a published file, rewritten for the site page ``page``."""
+
+        def rel(uri: str) -> str:
+            return posixpath.relpath(uri, posixpath.dirname(page))
+
+        def link(label: str, target: str) -> str | None:
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, mailto:, ...
+                return None
+            path, _, anchor = target.partition("#")
+            if not path:  # a README anchor: the page holding that heading
+                if anchor not in self.anchors:
+                    return None  # left as it is, for --strict to report
+                uri, site_anchor = self.anchors[anchor]
+                href = "" if uri == page else rel(uri)
+                if site_anchor:
+                    return f"{label}({href}#{site_anchor})"
+                return f"{label}({href or posixpath.basename(uri)})"
+            uri = self.publish(path)
+            return None if uri is None else f"{label}({rel(uri)}{'#' + anchor if anchor else ''})"
+
+        def replace(m: re.Match) -> str:
+            if m.group("label") is not None:
+                return link(m.group("label"), m.group("target")) or m.group(0)
+            uri = self.publish(m.group("code").strip("`"), only_known=True)
+            return m.group(0) if uri is None else f"[{m.group(0)}]({rel(uri)})"
+
+        return LINK_OR_CODE.sub(replace, text)
+
+    def publish(self, path: str, only_known: bool = False) -> str | None:
+        """The site's ``src_uri`` of repository file ``path``, adding the file to the site if needed.
+
+        ``only_known``: only files already published (benchmark outputs, notebooks, linked files).
+        """
+        path = path.removeprefix("./")
+        if not path or path.startswith(("/", "../")) or " " in path:
+            return None
+        path = posixpath.normpath(path)
+        if path in self.repo_map:
+            return self.repo_map[path]
+        full = self.root / path
+        if only_known or not full.is_file():
+            return None
+        uri = path.removeprefix("docs/")  # any other repository file: copied, docs/ dropped
+        self.static[uri] = full
+        self.repo_map[path] = uri
+        return uri
+
+    def benchmarks(self) -> list:
+        folder = self.root / "docs" / "benchmarks"
+        if not folder.is_dir():
+            return []
+        order = list(BENCHMARKS)
+        tables = sorted(
+            folder.glob("*.md"), key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem)
+        )
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.suffix != ".md":
+                uri = f"benchmarks/{f.name}"
+                self.static[uri] = f
+                self.repo_map[f"docs/benchmarks/{f.name}"] = uri
+        nav = [{"Overview": "benchmarks/index.md"}]
+        rows = []
+        for f in tables:
+            default = (f.stem.replace("_", " ").capitalize(), f"python -m benchmarks.{f.stem}")
+            title, command = BENCHMARKS.get(f.stem, default)
+            uri = f"benchmarks/{f.stem}.md"
+            self.repo_map[f"docs/benchmarks/{f.name}"] = uri
+            body = f.read_text(encoding="utf-8").strip()
+            first = body.splitlines()[0] if body else ""
+            m = HEADING.match(first)
+            if m and len(m.group(1)) == 1:  # the file has its own title: kept as a subtitle
+                if f.stem not in BENCHMARKS:
+                    title = m.group(2)
+                rest = "\n".join(body.splitlines()[1:]).strip()
+                body = rest if title == m.group(2) else f"## {m.group(2)}\n\n{rest}"
+            extras = []
+            if (folder / f"{f.stem}.png").is_file():
+                extras.append(f"![{title}]({f.stem}.png)")
+            if (folder / f"{f.stem}.json").is_file():
+                extras.append(f"All figures of this run, with its environment: [`{f.stem}.json`]({f.stem}.json).")
+            about = (
+                f"`docs/benchmarks/{f.name}`, as committed; written by `{command}`. What the numbers "
+                f"mean is discussed in the guide's [Performance]({self.guide_link('performance', uri)}) "
+                f"and [strong attack]({self.guide_link('the-strong-attack', uri)}) sections."
+            )
+            self.pages[uri] = "\n\n".join([f"# {title}", about, body, *extras]) + "\n"
+            nav.append({title: uri})
+            rows.append(f"| [{title}]({f.stem}.md) | `docs/benchmarks/{f.name}` | `{command}` |")
+        others = [
+            f"- [`{f.name}`]({f.name})"
+            for f in sorted(folder.glob("*.json"))
+            if not (folder / f"{f.stem}.md").is_file()
+        ]
+        about = (
+            "The benchmark outputs committed in `docs/benchmarks/`, shown as they are: each table was "
+            "written by a stand-alone script of `benchmarks/` (`python -m benchmarks` runs the suite). "
+            "The machine, versions and raw timings of every run are in the JSON file beside each table."
+        )
+        parts = ["# Benchmarks", about, "| table | file | written by |\n|---|---|---|\n" + "\n".join(rows)]
+        if others:
+            parts.append("Results with no table of their own (raw JSON):\n\n" + "\n".join(others))
+        self.pages["benchmarks/index.md"] = "\n\n".join(parts) + "\n"
+        return nav
+
+    def guide_link(self, github_anchor: str, page: str) -> str:
+        uri, anchor = self.anchors.get(github_anchor, ("index.md", None))
+        return posixpath.relpath(uri, posixpath.dirname(page)) + (f"#{anchor}" if anchor else "")
+
+    def notebooks(self) -> list:
+        folder = self.root / "notebooks"
+        notebooks = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+        if not notebooks:
+            return []
+        order = ["quickstart", "paper_figures"]
+        notebooks.sort(key=lambda p: (order.index(p.stem) if p.stem in order else 99, p.stem))
+        nav = [{"About the notebooks": "notebooks/index.md"}]
+        listing = []
+        for nb_path in notebooks:
+            nb = json.loads(nb_path.read_text(encoding="utf-8"))
+            title = nb_path.stem.replace("_", " ").capitalize()
+            for cell in nb.get("cells", []):
+                if cell.get("cell_type") == "markdown":
+                    src = "".join(cell.get("source", []))
+                    m = HEADING.match(src.strip().splitlines()[0]) if src.strip() else None
+                    if m:
+                        title = m.group(2)
+                    break
+            uri = f"notebooks/{nb_path.name}"
+            self.notebook_files[uri] = nb_path
+            self.repo_map[f"notebooks/{nb_path.name}"] = uri
+            nav.append({title: uri})
+            listing.append(f"- [{title}]({nb_path.name}) (`notebooks/{nb_path.name}`)")
+        readme = folder / "README.md"
+        intro = readme.read_text(encoding="utf-8").strip().splitlines() if readme.is_file() else []
+        if intro and intro[0].startswith("# "):
+            intro = intro[1:]
+        note = (
+            "The pages here render the notebooks **without executing them** (`execute: false` in "
+            "mkdocs.yml): they are committed without outputs, so code cells show no output. The test "
+            "suite (`tests/test_notebooks.py`) executes them top to bottom with `SMALL = True`; run them "
+            "in Jupyter to see their figures."
+        )
+        parts = ["# Notebooks", "\n".join(intro).strip(), "\n".join(listing), note]
+        self.pages["notebooks/index.md"] = "\n\n".join(p for p in parts if p) + "\n"
+        return nav
+
+    def api(self) -> list:
+        pkg_dir = self.root / PACKAGE
+        modules = sorted(p.stem for p in pkg_dir.glob("*.py") if not p.stem.startswith("_"))
+        self._modules = {m: ModuleInfo(pkg_dir / f"{m}.py") for m in modules}
+        init = pkg_dir / "__init__.py"
+        self._modules["__init__"] = ModuleInfo(init) if init.is_file() else None
+        placed = {m for _, _, mods in FLOORS for m in mods}
+        floors = [(t, d, [m for m in mods if m in modules]) for t, d, mods in FLOORS]
+        other = [m for m in modules if m not in placed]
+        if other:
+            log.info("API reference: modules on no floor, listed under '%s': %s", OTHER_FLOOR[0], ", ".join(other))
+            floors.append((OTHER_FLOOR[0], OTHER_FLOOR[1], other))
+        nav: list = [{"Overview": "api/index.md"}]
+        about = (
+            f"Built from the docstrings of `{PACKAGE}`, one page a public module, grouped by the floors "
+            "of the design: each floor imports only the floors below it. A page documents what its "
+            "module defines; names it only re-exports are listed at its end, linked to their docs."
+        )
+        package = (
+            f"::: {PACKAGE}\n    options:\n      members: false\n      show_root_heading: false\n"
+            "      show_root_toc_entry: false"
+        )
+        index = ["# API reference", about, f"## The package `{PACKAGE}`", package]
+        if self._modules["__init__"] is not None:
+            index.append(self.reexports("__init__", "api/index.md", f"`import {PACKAGE}` also gives"))
+        for title, desc, mods in floors:
+            if not mods:
+                continue
+            table = "\n".join(
+                f"| [`{PACKAGE}.{m}`]({m}.md) | {self._modules[m].summary.replace('|', '&#124;')} |" for m in mods
+            )
+            index.append(f"## {title}\n\n{desc[0].upper() + desc[1:]}.\n\n| module | summary |\n|---|---|\n{table}")
+            group = []
+            for m in mods:
+                uri = f"api/{m}.md"
+                info = self._modules[m]
+                members = info.members()
+                options = (
+                    "\n    options:\n      members:\n" + "".join(f"        - {n}\n" for n in members)
+                    if members
+                    else "\n    options:\n      members: false\n"
+                )
+                page = f"::: {PACKAGE}.{m}{options}"
+                if info.reexported():
+                    page += "\n" + self.reexports(m, uri, "Also exported by this module") + "\n"
+                self.pages[uri] = page
+                group.append({m: uri})
+            nav.append({title: group})
+        self.pages["api/index.md"] = "\n\n".join(index) + "\n"
+        return nav
+
+    def reexports(self, module: str, page: str, heading: str) -> str:
+        """A table of the names ``module`` re-exports from other modules, linked to their docs."""
+        info = self._modules[module]
+        rows = []
+        for name in info.reexported():
+            source, original = info.imported[name]
+            if original is None:  # a module
+                target = posixpath.relpath(f"api/{source}.md", posixpath.dirname(page))
+                rows.append(f"| [`{name}`]({target}) | module | [`{PACKAGE}.{source}`]({target}) |")
+                continue
+            home, documented = self.home_of(source, original)
+            where = f"[`{PACKAGE}.{home}`]({posixpath.relpath(f'api/{home}.md', posixpath.dirname(page))})"
+            label = f"[`{name}`][{PACKAGE}.{home}.{original}]" if documented else f"`{name}`"
+            rows.append(f"| {label} | {self._modules[home].kind(original)} | {where} |")
+        return (
+            (f"## {heading}\n\n" if heading.startswith("Also") else f"{heading}:\n\n")
+            + "| name | kind | documented in |\n|---|---|---|\n"
+            + "\n".join(rows)
+        )
+
+    def home_of(self, module: str, name: str, depth: int = 0) -> tuple[str, bool]:
+        """Where ``module.name`` is defined (following re-exports) and whether it has a docstring."""
+        info = self._modules.get(module)
+        if info is None or depth > 10:
+            return module, False
+        if name in info.imported and info.imported[name][1] is not None:
+            return self.home_of(*info.imported[name], depth + 1)
+        return module, name in info.members() and info.documented(name)  # rendered on its page
+
+
+class ModuleInfo:
+    """What a module of the package defines, imports from the package and exports (read with ast)."""
+
+    def __init__(self, path: Path):
+        self.tree = ast.parse(path.read_text(encoding="utf-8"))
+        doc = ast.get_docstring(self.tree) or ""
+        summary = " ".join(doc.strip().split("\n\n")[0].split())
+        # reST roles as code spans (``~`` keeps the last component, as in Sphinx)
+        self.summary = re.sub(
+            r":[a-z]+:`(~?)([^`]+)`",
+            lambda m: f"`{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}`",
+            summary,
+        )
+        self.defined: dict[str, ast.AST] = {}
+        self.docs: set[str] = set()
+        self.imported: dict[str, tuple[str, str | None]] = {}  # name -> (module, name or None: a module)
+        self.all: list[str] | None = None
+        body = self.tree.body
+        for i, node in enumerate(body):
+            names = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+                if ast.get_docstring(node):
+                    self.docs.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+                following = body[i + 1] if i + 1 < len(body) else None
+                if (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                ):
+                    self.docs.update(names)
+                if "__all__" in names:
+                    try:
+                        self.all = list(ast.literal_eval(node.value))
+                    except ValueError:
+                        self.all = None
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if node.level == 1:
+                    mod = f"{PACKAGE}.{mod}" if mod else PACKAGE
+                for alias in node.names:
+                    local = alias.asname or alias.name
+                    if mod == PACKAGE:
+                        self.imported[local] = (alias.name, None)
+                    elif mod.startswith(PACKAGE + "."):
+                        self.imported[local] = (mod.split(".")[1], alias.name)
+            for name in names:
+                self.defined.setdefault(name, node)
+
+    def public(self) -> list[str]:
+        if self.all is not None:
+            return list(self.all)
+        return [n for n in self.defined if not n.startswith("_")]
+
+    def members(self) -> list[str]:
+        return [n for n in self.public() if n not in self.imported]
+
+    def reexported(self) -> list[str]:
+        return [n for n in self.public() if n in self.imported]
+
+    def documented(self, name: str) -> bool:
+        return name in self.docs
+
+    def kind(self, name: str) -> str:
+        node = self.defined.get(name)
+        if isinstance(node, ast.ClassDef):
+            return "class"
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return "function"
+        return "attribute" if node is not None else "name"
+
+
+# --------------------------------------------------------------------------- MkDocs events
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    root = Path(config.config_file_path).resolve().parent
+    builder = Builder(root)
+    builder.build()
+    _state["builder"] = builder
+    config.nav = builder.nav
+    config.watch.extend(str(root / p) for p in ("README.md", "notebooks", "docs/benchmarks", PACKAGE))
+    return config
+
+
+@event_priority(50)  # before mkdocs-jupyter, which must see the notebooks among the files
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    builder: Builder = _state["builder"]
+    for uri, text in builder.pages.items():
+        files.append(File.generated(config, uri, content=text))
+    for uri, path in builder.static.items():
+        files.append(File.generated(config, uri, abs_src_path=os.fspath(path)))
+    for uri in builder.notebook_files:
+        # a file with a real src_dir: mkdocs-jupyter reads the notebook from File.abs_src_path
+        files.append(
+            File(
+                uri,
+                src_dir=os.fspath(builder.root),
+                dest_dir=config.site_dir,
+                use_directory_urls=config.use_directory_urls,
+            )
+        )
+    return files
+
+
+def on_page_content(html: str, page, config: MkDocsConfig, files: Files) -> str:
+    path = _state["builder"].notebook_files.get(page.file.src_uri)
+    if path is None:
+        return html
+    # mkdocs-jupyter (include_source) copies the notebook beside the page
+    note = NOTEBOOK_NOTE.format(
+        path=html_escape(path.relative_to(_state["builder"].root).as_posix()), name=html_escape(path.name)
+    )
+    at = html.find("</h1>")
+    return html[: at + 5] + note + html[at + 5 :] if at >= 0 else note + html
