@@ -23,8 +23,16 @@ from pathlib import Path
 
 BENCHMARKS = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "engine_peers", "import_time")
 # Longest first, so that --jobs 2 finishes early (rough full-run minutes on 2 CPU cores).
-_EXPECTED_MINUTES = {"accuracy": 6, "attack_step": 2, "batching": 2, "scaling": 2, "hypergrad": 0.5, "peer": 0.3,
-                     "engine_peers": 2, "import_time": 0.3}
+_EXPECTED_MINUTES = {
+    "accuracy": 6,
+    "attack_step": 2,
+    "batching": 2,
+    "scaling": 2,
+    "hypergrad": 0.5,
+    "peer": 0.3,
+    "engine_peers": 2,
+    "import_time": 0.3,
+}
 
 
 def _get(result: dict | None, *path):
@@ -40,10 +48,12 @@ def _accuracy_note(r: dict) -> str | None:
     if not g or g.get("ift_over_rmd") is None:
         return _get(g, "note")
     rmd_t, ift_t = g["rmd"]["steps"], g["ift"]["steps"]
-    return (f"RMD first reaches cosine {g['target_cosine']} at T = {rmd_t} ({g['rmd_ms']:.1f} ms, "
-            f"{g['rmd_ms'] / rmd_t:.3f} ms a step, forward and reverse); IFT needs w* trained T_train = {ift_t} "
-            f"steps ({g['ift_ms']:.1f} ms incl. CG, {g['ift_ms'] / ift_t:.3f} ms a step): the saving is the reverse "
-            f"pass and the {100 * (1 - ift_t / rmd_t):.0f} % fewer steps.")
+    return (
+        f"RMD first reaches cosine {g['target_cosine']} at T = {rmd_t} ({g['rmd_ms']:.1f} ms, "
+        f"{g['rmd_ms'] / rmd_t:.3f} ms a step, forward and reverse); IFT needs w* trained T_train = {ift_t} "
+        f"steps ({g['ift_ms']:.1f} ms incl. CG, {g['ift_ms'] / ift_t:.3f} ms a step): the saving is the reverse "
+        f"pass and the {100 * (1 - ift_t / rmd_t):.0f} % fewer steps."
+    )
 
 
 def _batching_note(r: dict) -> str | None:
@@ -60,53 +70,96 @@ def _peer_note(r: dict) -> str | None:
         return None
     if "skipped" in t:
         return t["skipped"]
-    return (f"per inner step: poison_jax {r['poison_jax_per_step_ms']:.3f} ms (RMD, fwd + reverse), torch "
-            f"{t['per_step_ms']:.3f} ms; poison_jax's forward unroll alone {r['poison_jax_forward_ms']:.2f} ms.")
+    return (
+        f"per inner step: poison_jax {r['poison_jax_per_step_ms']:.3f} ms (RMD, fwd + reverse), torch "
+        f"{t['per_step_ms']:.3f} ms; poison_jax's forward unroll alone {r['poison_jax_forward_ms']:.2f} ms."
+    )
 
 
 def _hypergrad_note(r: dict) -> str | None:
     rows = {row["method"]: row for row in _get(r, "rows") or []}
     if "RMD" not in rows:
         return None
-    return (f"forward unroll {rows['forward unroll']['median_ms']:.2f} ms, RMD {rows['RMD']['median_ms']:.2f} ms: the "
-            "reverse pass redoes a Hessian-vector product and the poison-feature gradient each step.")
+    return (
+        f"forward unroll {rows['forward unroll']['median_ms']:.2f} ms, RMD {rows['RMD']['median_ms']:.2f} ms: the "
+        "reverse pass redoes a Hessian-vector product and the poison-feature gradient each step."
+    )
 
 
 def _memory_note(r: dict) -> str | None:
     m = _get(r, "mlp_checkpointing")
     if not m:
         return None
-    return (f"XLA temp buffers {m['plain']['xla_temp_mb']:.0f} -> {m['checkpointed']['xla_temp_mb']:.0f} MB, peak RSS above "
-            f"baseline {m['plain']['peak_rss_above_baseline_mb']:.0f} -> {m['checkpointed']['peak_rss_above_baseline_mb']:.0f} MB, "
-            f"time x{m['time_ratio']:.2f}.")
+    return (
+        f"XLA temp buffers {m['plain']['xla_temp_mb']:.0f} -> {m['checkpointed']['xla_temp_mb']:.0f} MB, "
+        f"peak RSS above baseline {m['plain']['peak_rss_above_baseline_mb']:.0f} -> "
+        f"{m['checkpointed']['peak_rss_above_baseline_mb']:.0f} MB, "
+        f"time x{m['time_ratio']:.2f}."
+    )
 
 
 GOALS = (
-    dict(id="rmd_over_forward", source="hypergrad", target=2.5,
-         goal="RMD hypergradient / forward unroll (LR, MNIST shape, T = 150)",
-         get=lambda r: _get(r, "goals", "RMD / forward unroll <= 2.5"), note=_hypergrad_note),
-    dict(id="ift_over_rmd_to_0.999", source="accuracy", target=0.5,
-         goal="IFT (training w* included) / RMD cost to reach cosine >= 0.999 against the exact hypergradient "
-              "(LR, MNIST shape, same η)",
-         get=lambda r: _get(r, "lr", "goal", "ift_over_rmd"), note=_accuracy_note),
-    dict(id="vmap_over_loop", source="batching", target=0.5,
-         goal="10 seeds in one vmapped call (seed axis sharded over the CPU cores) / Python loop (LR, 2 CPU cores)",
-         get=lambda r: _get(r, "goals", "batched 10 seeds / Python loop <= 0.5 (LR, 2 CPU cores)"), note=_batching_note),
-    dict(id="jax_over_torch", source="peer", target=0.2,
-         goal="poison_jax / PyTorch peer (create_graph=True unrolled loop), LR RMD hypergradient, T = 150",
-         get=lambda r: _get(r, "poison_jax_over_torch"), note=_peer_note),
-    dict(id="checkpoint_memory", source="attack_step", target=0.25,
-         goal="checkpointed / plain RMD peak memory above the process baseline (MLP 2048x128x32x1, T = 600)",
-         get=lambda r: (_get(r, "mlp_checkpointing", "device_peak_ratio")  # on an accelerator: its memory
-                        or _get(r, "mlp_checkpointing", "peak_rss_ratio")), note=_memory_note),
-    dict(id="import_seconds", source="import_time", target=2.0,
-         goal="import poison_jax in a fresh interpreter (seconds; no matplotlib or TensorFlow Datasets loaded)",
-         get=lambda r: _get(r, "goals", "import poison_jax seconds <= 2"),
-         note=lambda r: f"modules loaded: {', '.join(r.get('heavy_modules_loaded') or []) or 'no heavy ones'}"),
-    dict(id="sweep_minutes", source="batching", target=5.0,
-         goal="projected MNIST LR sweep, 4 Λ settings x 6 fractions x 10 seeds x 100 hyperiterations, T = 150 "
-              "(minutes, 2 CPU cores)",
-         get=lambda r: _get(r, "sweep_projection", "projected_minutes"), note=_sweep_note),
+    dict(
+        id="rmd_over_forward",
+        source="hypergrad",
+        target=2.5,
+        goal="RMD hypergradient / forward unroll (LR, MNIST shape, T = 150)",
+        get=lambda r: _get(r, "goals", "RMD / forward unroll <= 2.5"),
+        note=_hypergrad_note,
+    ),
+    dict(
+        id="ift_over_rmd_to_0.999",
+        source="accuracy",
+        target=0.5,
+        goal="IFT (training w* included) / RMD cost to reach cosine >= 0.999 against the exact hypergradient "
+        "(LR, MNIST shape, same η)",
+        get=lambda r: _get(r, "lr", "goal", "ift_over_rmd"),
+        note=_accuracy_note,
+    ),
+    dict(
+        id="vmap_over_loop",
+        source="batching",
+        target=0.5,
+        goal="10 seeds in one vmapped call (seed axis sharded over the CPU cores) / Python loop (LR, 2 CPU cores)",
+        get=lambda r: _get(r, "goals", "batched 10 seeds / Python loop <= 0.5 (LR, 2 CPU cores)"),
+        note=_batching_note,
+    ),
+    dict(
+        id="jax_over_torch",
+        source="peer",
+        target=0.2,
+        goal="poison_jax / PyTorch peer (create_graph=True unrolled loop), LR RMD hypergradient, T = 150",
+        get=lambda r: _get(r, "poison_jax_over_torch"),
+        note=_peer_note,
+    ),
+    dict(
+        id="checkpoint_memory",
+        source="attack_step",
+        target=0.25,
+        goal="checkpointed / plain RMD peak memory above the process baseline (MLP 2048x128x32x1, T = 600)",
+        get=lambda r: (
+            _get(r, "mlp_checkpointing", "device_peak_ratio")  # on an accelerator: its memory
+            or _get(r, "mlp_checkpointing", "peak_rss_ratio")
+        ),
+        note=_memory_note,
+    ),
+    dict(
+        id="import_seconds",
+        source="import_time",
+        target=2.0,
+        goal="import poison_jax in a fresh interpreter (seconds; no matplotlib or TensorFlow Datasets loaded)",
+        get=lambda r: _get(r, "goals", "import poison_jax seconds <= 2"),
+        note=lambda r: f"modules loaded: {', '.join(r.get('heavy_modules_loaded') or []) or 'no heavy ones'}",
+    ),
+    dict(
+        id="sweep_minutes",
+        source="batching",
+        target=5.0,
+        goal="projected MNIST LR sweep, 4 Λ settings x 6 fractions x 10 seeds x 100 hyperiterations, T = 150 "
+        "(minutes, 2 CPU cores)",
+        get=lambda r: _get(r, "sweep_projection", "projected_minutes"),
+        note=_sweep_note,
+    ),
 )
 
 
@@ -139,10 +192,19 @@ def summarise(out_dir, status: dict | None = None, quick: bool | None = None) ->
                 note = f"{g['source']} failed: see {g['source']}.log"
         else:
             note = g["note"](r) if (met is False or measured is None) else None
-        rows.append({"id": g["id"], "goal": g["goal"], "measured": measured, "target": g["target"], "met": met,
-                     "source": f"{g['source']}.json", "from_this_run": g["source"] in status,
-                     "why_missed": note if met is False else None,
-                     "note": note if met is not False else None})
+        rows.append(
+            {
+                "id": g["id"],
+                "goal": g["goal"],
+                "measured": measured,
+                "target": g["target"],
+                "met": met,
+                "source": f"{g['source']}.json",
+                "from_this_run": g["source"] in status,
+                "why_missed": note if met is False else None,
+                "note": note if met is not False else None,
+            }
+        )
     env = next((r for r in results.values() if r), {}) or {}
     extras = {}
     scaling = results["scaling"]
@@ -153,7 +215,9 @@ def summarise(out_dir, status: dict | None = None, quick: bool | None = None) ->
     batching = results["batching"]
     if batching:
         extras["vmap on one device / Python loop"] = batching["one_device"]["vmap_over_loop"]
-        extras["no jit / jit (RMD, T = %d)" % batching["jit_vs_no_jit"]["steps"]] = batching["jit_vs_no_jit"]["no_jit_over_jit"]
+        extras[f"no jit / jit (RMD, T = {batching['jit_vs_no_jit']['steps']})"] = batching["jit_vs_no_jit"][
+            "no_jit_over_jit"
+        ]
     accuracy = results["accuracy"]
     if accuracy:
         rmd150 = next((row for row in accuracy["lr"]["rmd_over_T"] if row["T"] == 150), None)
@@ -162,8 +226,11 @@ def summarise(out_dir, status: dict | None = None, quick: bool | None = None) ->
     summary = {
         "quick": quick,
         "note": "--quick: small sizes, not the goals' settings" if quick else None,
-        "device": env.get("device"), "jax_version": env.get("jax_version"), "cpu_count": env.get("cpu_count"),
-        "goals": rows, "extras": extras,
+        "device": env.get("device"),
+        "jax_version": env.get("jax_version"),
+        "cpu_count": env.get("cpu_count"),
+        "goals": rows,
+        "extras": extras,
         "benchmarks": {name: {"ran": results[name] is not None, **status.get(name, {})} for name in BENCHMARKS},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -214,12 +281,18 @@ def _run_one(name: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds each): what the tests run")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the results (default: %(default)s)")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
-                        help=f"run only these ({', '.join(BENCHMARKS)}); the summary still lists every goal")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=BENCHMARKS,
+        metavar="NAME",
+        help=f"run only these ({', '.join(BENCHMARKS)}); the summary still lists every goal",
+    )
     parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="platform (default: JAX's default)")
     parser.add_argument("--jobs", type=int, default=1, help="benchmarks run at a time (default 1)")
     args = parser.parse_args(argv)
@@ -228,7 +301,7 @@ def main(argv=None) -> int:
     if args.jobs > 1:
         names.sort(key=lambda n: -_EXPECTED_MINUTES[n])
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        status = dict(zip(names, pool.map(lambda n: _run_one(n, args), names)))
+        status = dict(zip(names, pool.map(lambda n: _run_one(n, args), names), strict=False))
     summary = summarise(args.out, status, quick=args.quick)
     print()
     print(summary_markdown(summary))

@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import (add_common_args, default_device, environment, median_times, select_device,
-                               write_results)
+from benchmarks.common import add_common_args, default_device, environment, median_times, select_device, write_results
 from poison_jax import attack, data, models
 from poison_jax.bilevel import RMD
 
@@ -54,8 +53,14 @@ def random_splits(d, n_train, n_val, seeds, **_):
 
 def setup(sizes, model, checkpoint=None):
     splits = random_splits(**sizes)
-    settings = attack.AttackSettings(model, RMD(steps=sizes["steps"], lr=sizes["lr"], checkpoint=checkpoint),
-                                     alpha=0.99, beta=0.8, x_box=(0.0, 1.0), lam_box=(-8.0, math.log(200.0)))
+    settings = attack.AttackSettings(
+        model,
+        RMD(steps=sizes["steps"], lr=sizes["lr"], checkpoint=checkpoint),
+        alpha=0.99,
+        beta=0.8,
+        x_box=(0.0, 1.0),
+        lam_box=(-8.0, math.log(200.0)),
+    )
     keys = jax.random.split(jax.random.PRNGKey(0), sizes["seeds"])
     state = attack.init_attack(settings, keys, splits, sizes["n_poison"], math.log(5.0))
     state = attack.set_poison_count(state, sizes["n_poison"], min(17, sizes["n_poison"]))
@@ -64,8 +69,8 @@ def setup(sizes, model, checkpoint=None):
 
 def seed_slice(tree, i):
     if isinstance(tree, data.Splits):
-        return tree._replace(**{f: getattr(tree, f)[i:i + 1] for f in ("x_train", "y_train", "x_val", "y_val")})
-    return jax.tree_util.tree_map(lambda a: a[i:i + 1], tree)
+        return tree._replace(**{f: getattr(tree, f)[i : i + 1] for f in ("x_train", "y_train", "x_val", "y_val")})
+    return jax.tree_util.tree_map(lambda a: a[i : i + 1], tree)
 
 
 def vmap_vs_loop(quick: bool) -> dict:
@@ -80,8 +85,12 @@ def vmap_vs_loop(quick: bool) -> dict:
         return [attack.poison_step(settings, sp, st) for sp, st in singles]
 
     times = median_times({"vmap": vmapped, "loop": loop}, repeats=5 if quick else 20)
-    return {"sizes": sizes, "vmap_ms": 1e3 * times["vmap"], "loop_ms": 1e3 * times["loop"],
-            "vmap_over_loop": times["vmap"] / times["loop"]}
+    return {
+        "sizes": sizes,
+        "vmap_ms": 1e3 * times["vmap"],
+        "loop_ms": 1e3 * times["loop"],
+        "vmap_over_loop": times["vmap"] / times["loop"],
+    }
 
 
 def _peak_rss_mb() -> float:
@@ -142,37 +151,58 @@ def mlp_checkpointing(quick: bool, device: str | None = None) -> dict:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         cases["checkpointed" if checkpoint else "plain"] = json.loads(out.stdout.strip().splitlines()[-1])
     plain, ckpt = cases["plain"], cases["checkpointed"]
-    return {**cases,
-            "time_ratio": ckpt["seconds"] / plain["seconds"],
-            "xla_temp_ratio": ckpt["xla_temp_mb"] / plain["xla_temp_mb"],
-            "peak_rss_ratio": ckpt["peak_rss_above_baseline_mb"] / max(plain["peak_rss_above_baseline_mb"], 1e-9),
-            "device_peak_ratio": (ckpt["device_peak_above_baseline_mb"] / max(plain["device_peak_above_baseline_mb"], 1e-9)
-                                  if plain["device_peak_above_baseline_mb"] is not None else None)}
+    return {
+        **cases,
+        "time_ratio": ckpt["seconds"] / plain["seconds"],
+        "xla_temp_ratio": ckpt["xla_temp_mb"] / plain["xla_temp_mb"],
+        "peak_rss_ratio": ckpt["peak_rss_above_baseline_mb"] / max(plain["peak_rss_above_baseline_mb"], 1e-9),
+        "device_peak_ratio": (
+            ckpt["device_peak_above_baseline_mb"] / max(plain["device_peak_above_baseline_mb"], 1e-9)
+            if plain["device_peak_above_baseline_mb"] is not None
+            else None
+        ),
+    }
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    return {"benchmark": "attack_step", "lr_vmap_vs_loop": vmap_vs_loop(quick),
-            "mlp_checkpointing": mlp_checkpointing(quick, device), **environment()}
+    return {
+        "benchmark": "attack_step",
+        "lr_vmap_vs_loop": vmap_vs_loop(quick),
+        "mlp_checkpointing": mlp_checkpointing(quick, device),
+        **environment(),
+    }
 
 
 def markdown(result: dict) -> str:
     v, m = result["lr_vmap_vs_loop"], result["mlp_checkpointing"]
     lines = [
-        f"One multiobjective hyperiteration, LR, {v['sizes']['seeds']} seeds (d={v['sizes']['d']}, T={v['sizes']['steps']}):",
-        "", "| | median (ms) |", "|---|---:|",
-        f"| vmap over seeds | {v['vmap_ms']:.1f} |", f"| Python loop over seeds | {v['loop_ms']:.1f} |",
-        f"| ratio vmap / loop | {v['vmap_over_loop']:.2f} |", "",
-        f"One RMD hyperiteration of the MLP (T={m['plain']['sizes']['steps']}):", "",
-        "| | time (s) | XLA temp buffers (MB) | peak RSS above baseline (MB) |", "|---|---:|---:|---:|",
+        f"One multiobjective hyperiteration, LR, {v['sizes']['seeds']} seeds "
+        f"(d={v['sizes']['d']}, T={v['sizes']['steps']}):",
+        "",
+        "| | median (ms) |",
+        "|---|---:|",
+        f"| vmap over seeds | {v['vmap_ms']:.1f} |",
+        f"| Python loop over seeds | {v['loop_ms']:.1f} |",
+        f"| ratio vmap / loop | {v['vmap_over_loop']:.2f} |",
+        "",
+        f"One RMD hyperiteration of the MLP (T={m['plain']['sizes']['steps']}):",
+        "",
+        "| | time (s) | XLA temp buffers (MB) | peak RSS above baseline (MB) |",
+        "|---|---:|---:|---:|",
     ]
     for name in ("plain", "checkpointed"):
         c = m[name]
-        lines.append(f"| {name} | {c['seconds']:.2f} | {c['xla_temp_mb']:.1f} | {c['peak_rss_above_baseline_mb']:.1f} |")
+        lines.append(
+            f"| {name} | {c['seconds']:.2f} | {c['xla_temp_mb']:.1f} | {c['peak_rss_above_baseline_mb']:.1f} |"
+        )
     lines.append(f"| ratio | {m['time_ratio']:.2f} | {m['xla_temp_ratio']:.3f} | {m['peak_rss_ratio']:.3f} |")
     if m.get("device_peak_ratio") is not None:  # on an accelerator, its own memory is the one that counts
-        lines += ["", f"Device memory peak above baseline: plain {m['plain']['device_peak_above_baseline_mb']:.1f} MB, "
-                      f"checkpointed {m['checkpointed']['device_peak_above_baseline_mb']:.1f} MB, ratio "
-                      f"{m['device_peak_ratio']:.3f}."]
+        lines += [
+            "",
+            f"Device memory peak above baseline: plain {m['plain']['device_peak_above_baseline_mb']:.1f} MB, "
+            f"checkpointed {m['checkpointed']['device_peak_above_baseline_mb']:.1f} MB, ratio "
+            f"{m['device_peak_ratio']:.3f}.",
+        ]
     return "\n".join(lines)
 
 

@@ -81,8 +81,12 @@ def add_common_args(parser: argparse.ArgumentParser, name: str) -> None:
     """``--quick``, ``--out`` and ``--device``, the options every benchmark script takes."""
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     parser.add_argument("--out", default="benchmarks/results", help=f"folder for {name}.json (default: %(default)s)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
-                        help="platform to run on (default: JAX's default backend); recorded in the JSON")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default=None,
+        help="platform to run on (default: JAX's default backend); recorded in the JSON",
+    )
 
 
 def select_device(device: str | None) -> None:
@@ -113,8 +117,10 @@ def cost_stats(compiled) -> dict:
     if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
         cost = cost[0] if cost else {}
     cost = cost or {}
-    return {"flops": float(cost.get("flops", float("nan"))),
-            "bytes_accessed": float(cost.get("bytes accessed", float("nan")))}
+    return {
+        "flops": float(cost.get("flops", float("nan"))),
+        "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+    }
 
 
 def cosine(a, b) -> float:

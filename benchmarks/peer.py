@@ -18,8 +18,16 @@ import argparse
 import jax
 import numpy as np
 
-from benchmarks.common import (add_common_args, cosine, environment, jsonable, median_times, rel_error, select_device,
-                               write_results)
+from benchmarks.common import (
+    add_common_args,
+    cosine,
+    environment,
+    jsonable,
+    median_times,
+    rel_error,
+    select_device,
+    write_results,
+)
 from benchmarks.hypergrad import logistic_arrays, logistic_problem
 from poison_jax import bilevel
 
@@ -49,8 +57,9 @@ def torch_hypergrad_fn(arrays: dict, steps: int, lr: float, device: str = "cpu")
         w = torch.zeros(d, device=dev, requires_grad=True)
         b = torch.zeros((), device=dev, requires_grad=True)
         for _ in range(steps):
-            loss = ((bce_sum(x_clean @ w + b, y_clean) + bce_sum(xp @ w + b, y_poison)) / n_train
-                    + 0.5 * torch.exp(log_lam) * torch.sum(w ** 2))
+            loss = (bce_sum(x_clean @ w + b, y_clean) + bce_sum(xp @ w + b, y_poison)) / n_train + 0.5 * torch.exp(
+                log_lam
+            ) * torch.sum(w**2)
             gw, gb = torch.autograd.grad(loss, (w, b), create_graph=True)
             w, b = w - lr * gw, b - lr * gb
         value = bce_sum(x_val @ w + b, y_val) / n_val
@@ -94,8 +103,11 @@ def run(quick: bool = False, device: str | None = None) -> dict:
             peer()
             return None
 
-        times = median_times({"poison_jax": jax_call, "torch": torch_call, "poison_jax forward unroll": jax_forward},
-                             repeats=repeats, warmup=1 if quick else 2)
+        times = median_times(
+            {"poison_jax": jax_call, "torch": torch_call, "poison_jax forward unroll": jax_forward},
+            repeats=repeats,
+            warmup=1 if quick else 2,
+        )
         _, g_jax, _ = jax_call()
         _, dxp, dlam = peer()
         flat_jax = np.concatenate([np.ravel(g_jax["xp"]), np.ravel(g_jax["log_lam"])])
@@ -104,14 +116,18 @@ def run(quick: bool = False, device: str | None = None) -> dict:
         result["poison_jax_ms"] = 1e3 * times["poison_jax"]
         result["poison_jax_forward_ms"] = 1e3 * times["poison_jax forward unroll"]
         result["torch"] = {
-            "version": torch.__version__, "threads": torch.get_num_threads(), "device": torch_device,
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": torch_device,
             "style": "eager, unrolled loop of torch.autograd.grad(create_graph=True), then autograd.grad of the "
-                     "validation loss",
+            "validation loss",
             "median_ms": 1e3 * times["torch"],
             "per_step_ms": 1e3 * times["torch"] / steps,
-            "agreement": {"cosine": cosine(flat_jax, flat_torch), "rel_error": rel_error(flat_jax, flat_torch),
-                          "log_lam_rel_error": rel_error(np.ravel(g_jax["log_lam"]),
-                                                         dlam.detach().cpu().numpy().ravel())},
+            "agreement": {
+                "cosine": cosine(flat_jax, flat_torch),
+                "rel_error": rel_error(flat_jax, flat_torch),
+                "log_lam_rel_error": rel_error(np.ravel(g_jax["log_lam"]), dlam.detach().cpu().numpy().ravel()),
+            },
         }
         result["poison_jax_over_torch"] = ratio
         result["poison_jax_per_step_ms"] = 1e3 * times["poison_jax"] / steps
@@ -122,19 +138,29 @@ def run(quick: bool = False, device: str | None = None) -> dict:
 
 def markdown(result: dict) -> str:
     p = result["problem"]
-    lines = [f"RMD hypergradient, LR d={p['d']}, n_train={p['n_train']} (poison {p['n_poison']}), T={p['steps']}, "
-             "same process:", "", "| implementation | median (ms) | per step (ms) |", "|---|---:|---:|",
-             f"| poison_jax `bilevel.rmd_hypergrad` (jitted) | {result['poison_jax_ms']:.2f} | "
-             f"{result['poison_jax_ms'] / p['steps']:.3f} |"]
+    lines = [
+        f"RMD hypergradient, LR d={p['d']}, n_train={p['n_train']} (poison {p['n_poison']}), T={p['steps']}, "
+        "same process:",
+        "",
+        "| implementation | median (ms) | per step (ms) |",
+        "|---|---:|---:|",
+        f"| poison_jax `bilevel.rmd_hypergrad` (jitted) | {result['poison_jax_ms']:.2f} | "
+        f"{result['poison_jax_ms'] / p['steps']:.3f} |",
+    ]
     t = result["torch"]
     if "skipped" in t:
         lines += ["", f"PyTorch peer: skipped ({t['skipped']})."]
     else:
-        lines.append(f"| PyTorch {t['version']} peer ({t['threads']} threads, {t['device']}) | {t['median_ms']:.2f} | "
-                     f"{t['per_step_ms']:.3f} |")
-        lines += ["", f"poison_jax / torch = **{result['poison_jax_over_torch']:.3f}** (target <= {TARGET}); "
-                  f"hypergradients agree: cosine {t['agreement']['cosine']:.6f}, relative difference "
-                  f"{t['agreement']['rel_error']:.1e}."]
+        lines.append(
+            f"| PyTorch {t['version']} peer ({t['threads']} threads, {t['device']}) | {t['median_ms']:.2f} | "
+            f"{t['per_step_ms']:.3f} |"
+        )
+        lines += [
+            "",
+            f"poison_jax / torch = **{result['poison_jax_over_torch']:.3f}** (target <= {TARGET}); "
+            f"hypergradients agree: cosine {t['agreement']['cosine']:.6f}, relative difference "
+            f"{t['agreement']['rel_error']:.1e}.",
+        ]
     return "\n".join(lines)
 
 

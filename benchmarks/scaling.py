@@ -24,14 +24,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import (add_common_args, environment, jsonable, loglog_slope, median_times, memory_stats,
-                               select_device, write_results)
+from benchmarks.common import (
+    add_common_args,
+    environment,
+    jsonable,
+    loglog_slope,
+    median_times,
+    memory_stats,
+    select_device,
+    write_results,
+)
 from benchmarks.hypergrad import logistic_arrays
 from poison_jax import bilevel
 
 BASE = dict(d=784, n_train=512, n_val=171, steps=150, lr=0.1, seeds=1)
-GRIDS = dict(steps=(50, 100, 150, 200, 400, 800, 1600, 3200), d=(64, 196, 784, 2048),
-             n_train=(128, 256, 512, 1024, 2048), seeds=(1, 2, 5, 10, 20))
+GRIDS = dict(
+    steps=(50, 100, 150, 200, 400, 800, 1600, 3200),
+    d=(64, 196, 784, 2048),
+    n_train=(128, 256, 512, 1024, 2048),
+    seeds=(1, 2, 5, 10, 20),
+)
 QUICK_BASE = dict(d=64, n_train=96, n_val=40, steps=10, lr=0.1, seeds=1)
 QUICK_GRIDS = dict(steps=(10, 80), d=(16, 64), n_train=(48, 96), seeds=(1, 3))
 
@@ -42,8 +54,10 @@ def _data(d, n_train, n_val, seeds, **_):
     per_seed = [logistic_arrays(d, n_train, n_poison, n_val, seed=s) for s in range(seeds)]
     keys = ("x_clean", "y_clean", "y_poison", "x_val", "y_val")
     data = {k: jnp.asarray(np.stack([a[k] for a in per_seed])) for k in keys}
-    theta = {"xp": jnp.asarray(np.stack([a["xp"] for a in per_seed])),
-             "log_lam": jnp.asarray(np.stack([a["log_lam"] for a in per_seed]))}
+    theta = {
+        "xp": jnp.asarray(np.stack([a["xp"] for a in per_seed])),
+        "log_lam": jnp.asarray(np.stack([a["log_lam"] for a in per_seed])),
+    }
     return data, theta
 
 
@@ -56,8 +70,10 @@ def _one_seed(data, theta, *, steps, lr, checkpoint):
     n_val = data["x_val"].shape[0]
 
     def inner(w, th):
-        data_term = (_bce_sum(data["x_clean"] @ w["w"] + w["b"], data["y_clean"])
-                     + _bce_sum(th["xp"] @ w["w"] + w["b"], data["y_poison"])) / n_train
+        data_term = (
+            _bce_sum(data["x_clean"] @ w["w"] + w["b"], data["y_clean"])
+            + _bce_sum(th["xp"] @ w["w"] + w["b"], data["y_poison"])
+        ) / n_train
         return data_term + 0.5 * jnp.exp(th["log_lam"]) * jnp.sum(w["w"] ** 2)
 
     def outer(w, th):
@@ -108,11 +124,18 @@ def run(quick: bool = False) -> dict:
     rows = []
     for t in grids["steps"]:
         plain, ckpt = m[(t, None)], m[(t, True)]
-        rows.append({"T": t, "segment": int(np.sqrt(t)),
-                     "plain_ms": plain["median_ms"], "checkpointed_ms": ckpt["median_ms"],
-                     "plain_temp_bytes": plain["temp_size_in_bytes"], "checkpointed_temp_bytes": ckpt["temp_size_in_bytes"],
-                     "plain_peak_bytes": plain.get("peak_memory_in_bytes"),
-                     "checkpointed_peak_bytes": ckpt.get("peak_memory_in_bytes")})
+        rows.append(
+            {
+                "T": t,
+                "segment": int(np.sqrt(t)),
+                "plain_ms": plain["median_ms"],
+                "checkpointed_ms": ckpt["median_ms"],
+                "plain_temp_bytes": plain["temp_size_in_bytes"],
+                "checkpointed_temp_bytes": ckpt["temp_size_in_bytes"],
+                "plain_peak_bytes": plain.get("peak_memory_in_bytes"),
+                "checkpointed_peak_bytes": ckpt.get("peak_memory_in_bytes"),
+            }
+        )
     ts = [r["T"] for r in rows]
     base_plain, base_ckpt = m[(1, None)]["temp_size_in_bytes"], m[(1, True)]["temp_size_in_bytes"]
     grown = lambda key, b: [max(r[key] - b, 1) for r in rows]
@@ -132,29 +155,47 @@ def run(quick: bool = False) -> dict:
     for axis in ("d", "n_train", "seeds"):
         points = {v: (dict(base, **{axis: v}), None) for v in grids[axis]}
         m = measure(points, repeats)
-        rows = [{axis: v, "median_ms": m[v]["median_ms"], "temp_bytes": m[v]["temp_size_in_bytes"],
-                 "peak_bytes": m[v].get("peak_memory_in_bytes"), "argument_bytes": m[v]["argument_size_in_bytes"]}
-                for v in grids[axis]]
+        rows = [
+            {
+                axis: v,
+                "median_ms": m[v]["median_ms"],
+                "temp_bytes": m[v]["temp_size_in_bytes"],
+                "peak_bytes": m[v].get("peak_memory_in_bytes"),
+                "argument_bytes": m[v]["argument_size_in_bytes"],
+            }
+            for v in grids[axis]
+        ]
         xs = [r[axis] for r in rows]
-        result[f"over_{axis}"] = {"rows": rows,
-                                  "slope_time": loglog_slope(xs, [r["median_ms"] for r in rows]),
-                                  "slope_temp": loglog_slope(xs, [r["temp_bytes"] for r in rows])}
+        result[f"over_{axis}"] = {
+            "rows": rows,
+            "slope_time": loglog_slope(xs, [r["median_ms"] for r in rows]),
+            "slope_temp": loglog_slope(xs, [r["temp_bytes"] for r in rows]),
+        }
     result.update(environment())
     return jsonable(result)
 
 
 def markdown(result: dict) -> str:
     b, t = result["base"], result["over_T"]
-    lines = [f"One RMD hypergradient, logistic regression, base d={b['d']}, n_train={b['n_train']}, "
-             f"T={b['steps']}, {b['seeds']} seed (float32).", "",
-             "| T | plain (ms) | checkpointed (ms) | plain temp (MB) | checkpointed temp (MB) |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"One RMD hypergradient, logistic regression, base d={b['d']}, n_train={b['n_train']}, "
+        f"T={b['steps']}, {b['seeds']} seed (float32).",
+        "",
+        "| T | plain (ms) | checkpointed (ms) | plain temp (MB) | checkpointed temp (MB) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for r in t["rows"]:
-        lines.append(f"| {r['T']} | {r['plain_ms']:.2f} | {r['checkpointed_ms']:.2f} | "
-                     f"{r['plain_temp_bytes'] / 2**20:.3f} | {r['checkpointed_temp_bytes'] / 2**20:.3f} |")
-    lines += ["", f"log-log slope of temp buffers (above T = 1) against T: plain {t['slope_temp_plain']:.2f}, "
-              f"checkpointed {t['slope_temp_checkpointed']:.2f} (sqrt(T) is 0.5); time: plain "
-              f"{t['slope_time_plain']:.2f}, checkpointed {t['slope_time_checkpointed']:.2f}.", ""]
+        lines.append(
+            f"| {r['T']} | {r['plain_ms']:.2f} | {r['checkpointed_ms']:.2f} | "
+            f"{r['plain_temp_bytes'] / 2**20:.3f} | {r['checkpointed_temp_bytes'] / 2**20:.3f} |"
+        )
+    lines += [
+        "",
+        f"log-log slope of temp buffers (above T = 1) against T: plain {t['slope_temp_plain']:.2f}, "
+        f"checkpointed {t['slope_temp_checkpointed']:.2f} (sqrt(T) is 0.5); time: plain "
+        f"{t['slope_time_plain']:.2f}, checkpointed {t['slope_time_checkpointed']:.2f}.",
+        "",
+    ]
     for axis in ("d", "n_train", "seeds"):
         s = result[f"over_{axis}"]
         lines += [f"| {axis} | median (ms) | temp (MB) |", "|---:|---:|---:|"]

@@ -16,13 +16,24 @@ from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "results" / "secml-venv"
 SECML = "secml==0.13.post1"
-DEPENDENCIES = ("numpy==1.26.4", "scipy==1.11.4", "scikit-learn==1.3.2", "mlxtend", "pandas<2.3",
-                "joblib", "Pillow", "requests", "python-dateutil")
+DEPENDENCIES = (
+    "numpy==1.26.4",
+    "scipy==1.11.4",
+    "scikit-learn==1.3.2",
+    "mlxtend",
+    "pandas<2.3",
+    "joblib",
+    "Pillow",
+    "requests",
+    "python-dateutil",
+)
 # secml calls scipy.linalg.pinv2 (gone since SciPy 1.9) on a rare path, and writes ~/secml-data on import.
-_CHECK = ("import os, tempfile, scipy.linalg; scipy.linalg.pinv2 = scipy.linalg.pinv; "
-          "os.environ.setdefault('SECML_HOME_DIR', tempfile.mkdtemp()); "
-          "os.environ.setdefault('SECML_PYTORCH_DIR', tempfile.mkdtemp()); "
-          "import secml, mlxtend, sklearn")
+_CHECK = (
+    "import os, tempfile, scipy.linalg; scipy.linalg.pinv2 = scipy.linalg.pinv; "
+    "os.environ.setdefault('SECML_HOME_DIR', tempfile.mkdtemp()); "
+    "os.environ.setdefault('SECML_PYTORCH_DIR', tempfile.mkdtemp()); "
+    "import secml, mlxtend, sklearn"
+)
 
 
 def _works(python: Path) -> bool:

@@ -22,8 +22,10 @@ else:
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-RUNS = {"digits": {"seeds": [0, 1, 2, 3, 4], "counts": [0, 6, 13, 19, 26]},
-        "mnist5k": {"seeds": [0, 1, 2], "counts": [17, 34]}}
+RUNS = {
+    "digits": {"seeds": [0, 1, 2, 3, 4], "counts": [0, 6, 13, 19, 26]},
+    "mnist5k": {"seeds": [0, 1, 2], "counts": [17, 34]},
+}
 
 
 def _up_to_date(path: Path, seeds: list[int], counts: list[int]) -> bool:
@@ -46,9 +48,21 @@ def run_secml_half(venv: Path = DEFAULT_PATH, force: bool = False) -> dict[str, 
             print(f"{dataset}: reusing {out}")
             continue
         print(f"{dataset}: running secml, seeds {run['seeds']}, counts {run['counts']}", flush=True)
-        subprocess.run([str(python), str(HERE / "secml_worker.py"), "--dataset", dataset,
-                        "--seeds", *map(str, run["seeds"]), "--counts", *map(str, run["counts"]),
-                        "--out", str(out)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                str(HERE / "secml_worker.py"),
+                "--dataset",
+                dataset,
+                "--seeds",
+                *map(str, run["seeds"]),
+                "--counts",
+                *map(str, run["counts"]),
+                "--out",
+                str(out),
+            ],
+            check=True,
+        )
     return outputs
 
 

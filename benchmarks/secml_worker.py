@@ -64,22 +64,34 @@ def run_one(split, seed: int, count: int) -> dict:
     training_data = CDataset(CArray(X_tr), CArray(y_tr))
     clf.fit(training_data.X, training_data.Y)
     attack = CAttackPoisoningLogisticRegression(
-        classifier=clf, training_data=training_data, val=CDataset(CArray(X_val), CArray(y_val)),
-        distance="l1", lb=0, ub=1, solver_type="pgd-ls", solver_params=dict(SOLVER_PARAMS),
-        init_type="random", random_seed=seed)
+        classifier=clf,
+        training_data=training_data,
+        val=CDataset(CArray(X_val), CArray(y_val)),
+        distance="l1",
+        lb=0,
+        ub=1,
+        solver_type="pgd-ls",
+        solver_params=dict(SOLVER_PARAMS),
+        init_type="random",
+        random_seed=seed,
+    )
     attack.n_points = count
     start = time.perf_counter()
     y_pred, _, pois_ds, _ = attack.run(CArray(X_ts), CArray(y_ts))
     seconds = time.perf_counter() - start
     poisoned = training_data.append(pois_ds)
     X_p = np.ascontiguousarray(pois_ds.X.tondarray(), np.float64)
-    return {"seed": seed, "count": count,
-            "test_error": victim_test_error(poisoned.X.tondarray(), poisoned.Y.tondarray(), X_ts, y_ts),
-            "seconds": seconds,
-            "secml_reported_test_error": float(np.mean(y_pred.tondarray() != y_ts)),
-            "n_poisoned_train": poisoned.num_samples,
-            "poison_sha256": hashlib.sha256(X_p.tobytes()).hexdigest(),
-            "poison_min": float(X_p.min()), "poison_max": float(X_p.max())}
+    return {
+        "seed": seed,
+        "count": count,
+        "test_error": victim_test_error(poisoned.X.tondarray(), poisoned.Y.tondarray(), X_ts, y_ts),
+        "seconds": seconds,
+        "secml_reported_test_error": float(np.mean(y_pred.tondarray() != y_ts)),
+        "n_poisoned_train": poisoned.num_samples,
+        "poison_sha256": hashlib.sha256(X_p.tobytes()).hexdigest(),
+        "poison_min": float(X_p.min()),
+        "poison_max": float(X_p.max()),
+    }
 
 
 def main() -> None:
@@ -96,11 +108,20 @@ def main() -> None:
         for count in args.counts:
             results.append(run_one(split, seed, count))
             print(json.dumps(results[-1]), flush=True)
-    report = {"tool": "secml", "version": secml.__version__, "dataset": args.dataset,
-              "n_train": sizes[0], "n_val": sizes[1], "n_test": sizes[2],
-              "seeds": args.seeds, "counts": args.counts,
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(),
-              "load_average_start_end": [load_start, os.getloadavg()], "results": results}
+    report = {
+        "tool": "secml",
+        "version": secml.__version__,
+        "dataset": args.dataset,
+        "n_train": sizes[0],
+        "n_val": sizes[1],
+        "n_test": sizes[2],
+        "seeds": args.seeds,
+        "counts": args.counts,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_count": os.cpu_count(),
+        "load_average_start_end": [load_start, os.getloadavg()],
+        "results": results,
+    }
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
 

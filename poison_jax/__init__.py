@@ -10,7 +10,8 @@ experiments floor (:mod:`~poison_jax.config`, :mod:`~poison_jax.sweep`,
 (``poison_jax.plots``, matplotlib) or TensorFlow Datasets, which load only when used.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from poison_jax import (
     attack,

@@ -63,6 +63,7 @@ __all__ = [
     "set_poison_count",
 ]
 
+
 @dataclasses.dataclass(frozen=True)
 class Replace:
     """The paper's poison mode: each active poison point takes the place of a training row, so the
@@ -149,17 +150,21 @@ class AttackSettings:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         for name in ("x_box", "lam_box"):
             box = getattr(self, name)
-            if not (isinstance(box, tuple) and len(box) == 2 and all(math.isfinite(b) for b in box)
-                    and box[0] < box[1]):
+            if not (
+                isinstance(box, tuple) and len(box) == 2 and all(math.isfinite(b) for b in box) and box[0] < box[1]
+            ):
                 raise ValueError(f"{name} must be a pair (low, high) of finite numbers with low < high, got {box!r}")
         for name in ("xp_step", "lam_step"):
             if not isinstance(getattr(self, name), _STEP_RULES):
-                raise TypeError(f"{name} must be one of poison_jax.outer's rules "
-                                f"({', '.join(r.__name__ + '()' for r in _STEP_RULES)}), got {getattr(self, name)!r}")
+                raise TypeError(
+                    f"{name} must be one of poison_jax.outer's rules "
+                    f"({', '.join(r.__name__ + '()' for r in _STEP_RULES)}), got {getattr(self, name)!r}"
+                )
         if not isinstance(self.mode, (Replace, Add)):
             raise TypeError(f"mode must be Replace() or Add(), got {self.mode!r}")
-        if self.seed_lanes is not None and (isinstance(self.seed_lanes, bool) or not isinstance(self.seed_lanes, int)
-                                            or self.seed_lanes <= 0):
+        if self.seed_lanes is not None and (
+            isinstance(self.seed_lanes, bool) or not isinstance(self.seed_lanes, int) or self.seed_lanes <= 0
+        ):
             raise ValueError(f"seed_lanes must be None or a positive integer, got {self.seed_lanes!r}")
 
 
@@ -238,15 +243,27 @@ class PoisonData(NamedTuple):
     size: jax.Array
 
 
-def poison_data(x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike, state: AttackState,
-                mode: Replace | Add = Replace()) -> PoisonData:
+def poison_data(
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    x_val: ArrayLike,
+    y_val: ArrayLike,
+    state: AttackState,
+    mode: Replace | Add = Replace(),
+) -> PoisonData:
     """The :class:`PoisonData` of one split and attack state under poison ``mode``."""
     x_train, y_train, x_val, y_val = (jnp.asarray(a) for a in (x_train, y_train, x_val, y_val))
     n_train = x_train.shape[0]
-    return PoisonData(x_train, y_train, x_val, y_val,
-                      clean_weight=mode.clean_weights(state.replace_idx, state.active, n_train, x_train.dtype),
-                      poison_weight=state.active.astype(x_train.dtype), yp=state.yp,
-                      size=mode.size(n_train, state.active).astype(x_train.dtype))
+    return PoisonData(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        clean_weight=mode.clean_weights(state.replace_idx, state.active, n_train, x_train.dtype),
+        poison_weight=state.active.astype(x_train.dtype),
+        yp=state.yp,
+        size=mode.size(n_train, state.active).astype(x_train.dtype),
+    )
 
 
 @functools.cache
@@ -262,6 +279,7 @@ def poisoning_losses(model: models.Model):
     :func:`poison_jax.models.l2_penalty` for the scaling.
     outer: mean cross-entropy on the validation set (no penalty).
     """
+
     def inner_loss(w, theta, data: PoisonData):
         clean = jnp.sum(data.clean_weight * models.bce(model.apply(w, data.x_train), data.y_train))
         poison = jnp.sum(data.poison_weight * models.bce(model.apply(w, theta["xp"]), data.yp))
@@ -273,8 +291,15 @@ def poisoning_losses(model: models.Model):
     return inner_loss, outer_loss
 
 
-def make_losses(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, x_val: ArrayLike, y_val: ArrayLike,
-                state: AttackState, mode: Replace | Add = Replace()):
+def make_losses(
+    model: models.Model,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    x_val: ArrayLike,
+    y_val: ArrayLike,
+    state: AttackState,
+    mode: Replace | Add = Replace(),
+):
     """The losses of :func:`poisoning_losses` with one split's data closed over: ``(w, theta) -> scalar``.
 
     Convenient for one problem; to loop over splits without recompiling, pass the data as
@@ -297,17 +322,27 @@ def _init_one(settings, n_poison, log_lam, key, x_train, y_train, x_val, y_val):
         w0 = settings.model.init(key)
         warm = Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
     return AttackState(
-        xp=xp, yp=1.0 - y_val[clone_idx], replace_idx=replace_idx, active=none,
-        trainable=none, log_lam=log_lam, key=key, nonfinite_steps=jnp.asarray(0, jnp.int32), warm=warm,
-        xp_opt=settings.xp_step.init(xp), lam_opt=settings.lam_step.init(log_lam),
-        unconverged_solves=jnp.asarray(0, jnp.int32))
+        xp=xp,
+        yp=1.0 - y_val[clone_idx],
+        replace_idx=replace_idx,
+        active=none,
+        trainable=none,
+        log_lam=log_lam,
+        key=key,
+        nonfinite_steps=jnp.asarray(0, jnp.int32),
+        warm=warm,
+        xp_opt=settings.xp_step.init(xp),
+        lam_opt=settings.lam_step.init(log_lam),
+        unconverged_solves=jnp.asarray(0, jnp.int32),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "n_poison"))
 def _init_attack(settings, keys, splits, log_lam, *, n_poison):
     init = functools.partial(_init_one, settings, n_poison)
     return jax.vmap(init, in_axes=(0, 0, 0, 0, 0, 0))(
-        log_lam, keys, splits.x_train, splits.y_train, splits.x_val, splits.y_val)
+        log_lam, keys, splits.x_train, splits.y_train, splits.x_val, splits.y_val
+    )
 
 
 def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int, log_lam: ArrayLike) -> AttackState:
@@ -329,8 +364,9 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     num_seeds, n_train = splits.x_train.shape[:2]
     n_val = splits.x_val.shape[1]
     if isinstance(n_poison, bool) or not isinstance(n_poison, int) or not 0 <= n_poison <= min(n_train, n_val):
-        raise ValueError(f"n_poison must be an integer in [0, min(n_train, n_val)] = [0, {min(n_train, n_val)}], "
-                         f"got {n_poison!r}")
+        raise ValueError(
+            f"n_poison must be an integer in [0, min(n_train, n_val)] = [0, {min(n_train, n_val)}], got {n_poison!r}"
+        )
     keys = jnp.asarray(keys)
     if keys.shape[0] != num_seeds:
         raise ValueError(f"keys must hold one key per split: {num_seeds} splits, got keys of shape {keys.shape}")
@@ -357,8 +393,9 @@ def _all_finite(*trees):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state: AttackState,
-              x_train, y_train, x_val, y_val):
+def _step_one(
+    settings: AttackSettings, update_xp: bool, update_lam: bool, state: AttackState, x_train, y_train, x_val, y_val
+):
     key, init_key = jax.random.split(state.key)
     w0 = settings.model.init(init_key)  # a fresh random init each hyperiteration for the MLP
     inner_loss, outer_loss = poisoning_losses(settings.model)
@@ -368,8 +405,9 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
     warm = state.warm if method.warm_starts else Warm(w0, None)
 
     def hypergrad(xp, log_lam, warm):
-        value, dtheta, info = bilevel.warm_hypergrad(method, inner_loss, outer_loss, warm,
-                                                     {"xp": xp, "log_lam": log_lam}, data)
+        value, dtheta, info = bilevel.warm_hypergrad(
+            method, inner_loss, outer_loss, warm, {"xp": xp, "log_lam": log_lam}, data
+        )
         return value, dtheta, info, info.warm if method.warm_starts else warm
 
     def objective(xp, log_lam, warm):  # the attacker's objective at a trial point (line search)
@@ -383,9 +421,16 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
         value, dtheta, info, new_warm = hypergrad(xp, log_lam, warm)
         ok = _all_finite(value, dtheta["xp"])
         new_xp, new_opt = settings.xp_step.step(
-            xp, dtheta["xp"], xp_opt, lr=settings.alpha, ascent=True, box=settings.x_box,
-            mask=state.trainable[:, None], value=value,
-            value_fn=lambda x: objective(x, log_lam, new_warm))
+            xp,
+            dtheta["xp"],
+            xp_opt,
+            lr=settings.alpha,
+            ascent=True,
+            box=settings.x_box,
+            mask=state.trainable[:, None],
+            value=value,
+            value_fn=lambda x: objective(x, log_lam, new_warm),
+        )
         xp, xp_opt, warm = _keep_if(ok, (new_xp, new_opt, new_warm), (xp, xp_opt, warm))
         finite &= ok
         converged &= info.solve.converged
@@ -394,8 +439,16 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
         value, dtheta, info, new_warm = hypergrad(xp, log_lam, warm)
         ok = _all_finite(value, dtheta["log_lam"])
         new_lam, new_opt = settings.lam_step.step(
-            log_lam, dtheta["log_lam"], lam_opt, lr=settings.beta, ascent=False, box=settings.lam_box, mask=True,
-            value=value, value_fn=lambda lam: objective(xp, lam, new_warm))
+            log_lam,
+            dtheta["log_lam"],
+            lam_opt,
+            lr=settings.beta,
+            ascent=False,
+            box=settings.lam_box,
+            mask=True,
+            value=value,
+            value_fn=lambda lam: objective(xp, lam, new_warm),
+        )
         log_lam, lam_opt, warm = _keep_if(ok, (new_lam, new_opt, new_warm), (log_lam, lam_opt, warm))
         finite &= ok
         converged &= info.solve.converged
@@ -406,10 +459,16 @@ def _step_one(settings: AttackSettings, update_xp: bool, update_lam: bool, state
         first = (value, info)
 
     value, info = first
-    state = state._replace(xp=xp, log_lam=log_lam, key=key, xp_opt=xp_opt, lam_opt=lam_opt,
-                           warm=warm if method.warm_starts else None,
-                           nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
-                           unconverged_solves=_count(state.unconverged_solves) + (~converged).astype(jnp.int32))
+    state = state._replace(
+        xp=xp,
+        log_lam=log_lam,
+        key=key,
+        xp_opt=xp_opt,
+        lam_opt=lam_opt,
+        warm=warm if method.warm_starts else None,
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+        unconverged_solves=_count(state.unconverged_solves) + (~converged).astype(jnp.int32),
+    )
     return state, StepInfo(value, info.inner_grad_norm, info.cg.residual, finite, converged)
 
 
@@ -424,13 +483,15 @@ def _keep_if(ok, new, old):
 
 def _vmapped_step(settings, update_xp, update_lam, splits, state):
     step = functools.partial(_step_one, settings, update_xp, update_lam)
-    return seeds.over_seeds(step, state, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-                            lanes=settings.seed_lanes)
+    return seeds.over_seeds(
+        step, state, splits.x_train, splits.y_train, splits.x_val, splits.y_val, lanes=settings.seed_lanes
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "update_xp", "update_lam"))
-def poison_step(settings: AttackSettings, splits, state: AttackState, *, update_xp: bool = True,
-                update_lam: bool = True) -> tuple[AttackState, StepInfo]:
+def poison_step(
+    settings: AttackSettings, splits, state: AttackState, *, update_xp: bool = True, update_lam: bool = True
+) -> tuple[AttackState, StepInfo]:
     """One hyperiteration of Algorithm 1 on every split (vmapped over the seed axis).
 
     1. ``w(0)`` ← the model's init (zeros for logistic regression, fresh random for the MLP);
@@ -447,8 +508,15 @@ def poison_step(settings: AttackSettings, splits, state: AttackState, *, update_
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam"))
-def run_attack(settings: AttackSettings, splits, state: AttackState, *, num_iters: int, update_xp: bool = True,
-               update_lam: bool = True) -> tuple[AttackState, StepInfo]:
+def run_attack(
+    settings: AttackSettings,
+    splits,
+    state: AttackState,
+    *,
+    num_iters: int,
+    update_xp: bool = True,
+    update_lam: bool = True,
+) -> tuple[AttackState, StepInfo]:
     """``num_iters`` hyperiterations of :func:`poison_step` in one ``lax.scan``.
 
     Modes: Λ fixed (``update_lam=False``, T_Dp iterations), Λ learned on clean data (no active poison,
@@ -457,6 +525,7 @@ def run_attack(settings: AttackSettings, splits, state: AttackState, *, num_iter
     Returns:
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
     """
+
     def body(carry, _):
         return _vmapped_step(settings, update_xp, update_lam, splits, carry)
 
@@ -477,8 +546,15 @@ def attack_objective(settings: AttackSettings, splits, state: AttackState) -> ja
     """The attacker's objective per seed, ``(S,)``: validation loss after inner training on the
     poisoned set with the state's Λ (the method's training: its steps and step size from ``w(0)``,
     or its converged solve from the carried warm start)."""
-    return seeds.over_seeds(functools.partial(_objective_one, settings), state, splits.x_train, splits.y_train,
-                            splits.x_val, splits.y_val, lanes=settings.seed_lanes)
+    return seeds.over_seeds(
+        functools.partial(_objective_one, settings),
+        state,
+        splits.x_train,
+        splits.y_train,
+        splits.x_val,
+        splits.y_val,
+        lanes=settings.seed_lanes,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("mode",))

@@ -51,23 +51,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
 
 from poison_jax.solvers import (
     LBFGS,
     CGInfo,
     NewtonCG,
     SolveInfo,
+    _same_structure,
     conjugate_gradient,
     hvp,
 )
-from poison_jax.solvers import _same_structure
 from poison_jax.solvers import check_positive_finite as _check_positive_finite
 from poison_jax.solvers import check_positive_int as _check_positive_int
 
@@ -173,7 +174,7 @@ def _check_same_structure(name: str, tree: PyTree, reference_name: str, referenc
     s, r = jax.tree_util.tree_structure(tree), jax.tree_util.tree_structure(reference)
     if not _same_structure(tree, reference):
         raise ValueError(f"{name} has pytree structure {s}, but {reference_name} has {r}; they must match")
-    for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(reference)):
+    for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(reference), strict=False):
         if jnp.shape(a) != jnp.shape(b):
             raise ValueError(
                 f"{name} has leaf shapes {jax.tree_util.tree_map(jnp.shape, tree)}, but "
@@ -181,8 +182,7 @@ def _check_same_structure(name: str, tree: PyTree, reference_name: str, referenc
             )
 
 
-def _check_problem(inner_loss: Loss, outer_loss: Loss, w: PyTree, theta: PyTree, w_name: str,
-                   args: tuple = ()) -> None:
+def _check_problem(inner_loss: Loss, outer_loss: Loss, w: PyTree, theta: PyTree, w_name: str, args: tuple = ()) -> None:
     _check_float_tree(w_name, w)
     _check_float_tree("theta", theta)
     _check_loss("inner_loss", inner_loss, w, theta, args)
@@ -212,8 +212,9 @@ def _gd_step(inner_loss: Loss, theta: PyTree, lr, args: tuple) -> Callable[[PyTr
     return step
 
 
-def _unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, steps: int, lr, segment: int | None,
-            args: tuple = ()) -> PyTree:
+def _unroll(
+    inner_loss: Loss, w0: PyTree, theta: PyTree, steps: int, lr, segment: int | None, args: tuple = ()
+) -> PyTree:
     step = _gd_step(inner_loss, theta, lr, args)
 
     def run(w, length):
@@ -237,8 +238,15 @@ def _unroll_jit(inner_loss, w0, theta, lr, args, *, steps, segment):
     return _unroll(inner_loss, w0, theta, steps, lr, segment, args)
 
 
-def unroll(inner_loss: Loss, w0: PyTree, theta: PyTree, *args: Any, steps: int, lr: ArrayLike,
-           checkpoint: int | bool | None = None) -> PyTree:
+def unroll(
+    inner_loss: Loss,
+    w0: PyTree,
+    theta: PyTree,
+    *args: Any,
+    steps: int,
+    lr: ArrayLike,
+    checkpoint: int | bool | None = None,
+) -> PyTree:
     """Train ``w`` by ``steps`` steps of full-batch gradient descent in one ``jax.lax.scan``.
 
     ``w_{t+1} = w_t - lr * grad_w inner_loss(w_t, theta, *args)``.
@@ -292,8 +300,16 @@ def _rmd_jit(inner_loss, outer_loss, w0, theta, lr, args, *, steps, segment):
     return value, dtheta, info
 
 
-def rmd_hypergrad(inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *args: Any, steps: int, lr: ArrayLike,
-                  checkpoint: int | bool | None = None) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def rmd_hypergrad(
+    inner_loss: Loss,
+    outer_loss: Loss,
+    w0: PyTree,
+    theta: PyTree,
+    *args: Any,
+    steps: int,
+    lr: ArrayLike,
+    checkpoint: int | bool | None = None,
+) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Hypergradient by reverse-mode differentiation through training (the paper's Algorithm 2).
 
     Trains ``w`` from ``w0`` with :func:`unroll` and differentiates
@@ -332,15 +348,25 @@ def _ift_jit(inner_loss, outer_loss, w_star, theta, cg_tol, damping, adjoint0, a
     _check_problem(inner_loss, outer_loss, w_star, theta, "w_star", args)
     if adjoint0 is not None:
         _check_same_structure("adjoint0", adjoint0, "w_star", w_star)
-    value, dtheta, cg_info, v = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, args,
-                                           adjoint0)
+    value, dtheta, cg_info, v = _ift_solve(
+        inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, args, adjoint0
+    )
     grad_norm, _ = _steps_info(inner_loss, w_star, theta, 0, args)
     solve = SolveInfo(jnp.asarray(0, jnp.int32), grad_norm, jnp.isfinite(grad_norm))
     return value, dtheta, HypergradInfo(grad_norm, cg_info, solve, Warm(w_star, v))
 
 
-def ift_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree, *args: Any, cg_iters: int,
-                  cg_tol: ArrayLike = 1e-6, damping: ArrayLike = 0.0, adjoint0: PyTree | None = None) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def ift_hypergrad(
+    inner_loss: Loss,
+    outer_loss: Loss,
+    w_star: PyTree,
+    theta: PyTree,
+    *args: Any,
+    cg_iters: int,
+    cg_tol: ArrayLike = 1e-6,
+    damping: ArrayLike = 0.0,
+    adjoint0: PyTree | None = None,
+) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Hypergradient by the implicit function theorem at a stationary ``w_star``.
 
     ``dA/dtheta = ∂_theta A - (∂_theta ∇_w L)ᵀ v`` with ``(∇²_w L + damping·I) v = ∇_w A``, solved
@@ -386,8 +412,9 @@ def _exact_jit(inner_loss, outer_loss, w_star, theta, args):
     return value, otu.tree_sub(g_theta, mixed), HypergradInfo(grad_norm, cg, solve, Warm(w_star, unravel(v)))
 
 
-def exact_hypergrad(inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree,
-                    *args: Any) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def exact_hypergrad(
+    inner_loss: Loss, outer_loss: Loss, w_star: PyTree, theta: PyTree, *args: Any
+) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """Implicit hypergradient with a dense Hessian solve: the reference for small problems.
 
     Materialises the ``(p, p)`` Hessian of ``inner_loss`` in ``w`` (``p`` = number of weights), so
@@ -473,8 +500,18 @@ class IFT:
         return _unroll(inner_loss, w0, theta, self.steps, self.lr, None, args)
 
     def warm_hypergrad(self, inner_loss, outer_loss, warm: Warm, theta, *args):
-        return _ift_from_w0(inner_loss, outer_loss, warm, theta, self.lr, self.cg_tol, self.damping, args,
-                            steps=self.steps, cg_iters=self.cg_iters)
+        return _ift_from_w0(
+            inner_loss,
+            outer_loss,
+            warm,
+            theta,
+            self.lr,
+            self.cg_tol,
+            self.damping,
+            args,
+            steps=self.steps,
+            cg_iters=self.cg_iters,
+        )
 
     def __call__(self, inner_loss, outer_loss, w0, theta, *args):
         return self.warm_hypergrad(inner_loss, outer_loss, _cold(w0), theta, *args)
@@ -485,8 +522,9 @@ def _ift_from_w0(inner_loss, outer_loss, warm, theta, lr, cg_tol, damping, args,
     _check_problem(inner_loss, outer_loss, warm.w, theta, "w0", args)
     # w* is a constant for the hypergradient: no reverse pass through training.
     w_star = jax.lax.stop_gradient(_unroll(inner_loss, warm.w, theta, steps, lr, None, args))
-    value, dtheta, cg_info, v = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, args,
-                                           warm.adjoint)
+    value, dtheta, cg_info, v = _ift_solve(
+        inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, args, warm.adjoint
+    )
     grad_norm, solve = _steps_info(inner_loss, w_star, theta, steps, args)
     return value, dtheta, HypergradInfo(grad_norm, cg_info, solve, Warm(w_star, v))
 
@@ -538,8 +576,17 @@ class Implicit:
         return self.solver(lambda w: inner_loss(w, theta, *args), w0)[0]
 
     def warm_hypergrad(self, inner_loss, outer_loss, warm: Warm, theta, *args):
-        return _implicit_jit(inner_loss, outer_loss, warm, theta, self.cg_tol, self.damping, args,
-                             solver=self.solver, cg_iters=self.cg_iters)
+        return _implicit_jit(
+            inner_loss,
+            outer_loss,
+            warm,
+            theta,
+            self.cg_tol,
+            self.damping,
+            args,
+            solver=self.solver,
+            cg_iters=self.cg_iters,
+        )
 
     def __call__(self, inner_loss, outer_loss, w0, theta, *args):
         return self.warm_hypergrad(inner_loss, outer_loss, _cold(w0), theta, *args)
@@ -553,8 +600,9 @@ def _implicit_jit(inner_loss, outer_loss, warm, theta, cg_tol, damping, args, *,
     theta_c, args_c = jax.lax.stop_gradient((theta, args))  # w* is differentiated implicitly, not through the solve
     w_star, solve = solver(lambda w: inner_loss(w, theta_c, *args_c), warm.w)
     w_star = jax.lax.stop_gradient(w_star)
-    value, dtheta, cg_info, v = _ift_solve(inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, args,
-                                           warm.adjoint)
+    value, dtheta, cg_info, v = _ift_solve(
+        inner_loss, outer_loss, w_star, theta, cg_iters, cg_tol, damping, args, warm.adjoint
+    )
     return value, dtheta, HypergradInfo(solve.grad_norm, cg_info, solve, Warm(w_star, v))
 
 
@@ -567,8 +615,9 @@ def _check_method(method) -> None:
         raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {method!r}")
 
 
-def hypergrad(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree,
-              *args) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def hypergrad(
+    method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *args
+) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """``(value, dtheta, info)`` of ``theta -> outer_loss(w*(theta), theta, *args)`` by a strategy.
 
     Args:
@@ -585,14 +634,16 @@ def hypergrad(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, th
     return method(inner_loss, outer_loss, w0, theta, *args)
 
 
-def hypergrad_with_info(method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree,
-                        *args) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def hypergrad_with_info(
+    method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *args
+) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """The same as :func:`hypergrad` (kept for code written when ``hypergrad`` returned two values)."""
     return hypergrad(method, inner_loss, outer_loss, w0, theta, *args)
 
 
-def warm_hypergrad(method: Method, inner_loss: Loss, outer_loss: Loss, warm: Warm, theta: PyTree,
-                   *args) -> tuple[jax.Array, PyTree, HypergradInfo]:
+def warm_hypergrad(
+    method: Method, inner_loss: Loss, outer_loss: Loss, warm: Warm, theta: PyTree, *args
+) -> tuple[jax.Array, PyTree, HypergradInfo]:
     """One hypergradient from a warm start; ``info.warm`` is the warm start of the next one.
 
     For :class:`Implicit` the inner solve starts at ``warm.w`` and the adjoint CG at

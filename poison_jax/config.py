@@ -20,15 +20,29 @@ import functools
 import hashlib
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from poison_jax import attack, bilevel, data, evaluate, models, outer, solvers
 from poison_jax.bilevel import IFT, RMD, Implicit
 
-__all__ = ["FIELDS", "HYPERGRADS", "PRESETS", "PRESET_SUMMARIES", "RENAMED", "SETTINGS", "ConfigError",
-           "ExperimentConfig", "describe_preset", "parse_overrides", "preset", "setting_label", "unused_fields"]
+__all__ = [
+    "FIELDS",
+    "HYPERGRADS",
+    "PRESETS",
+    "PRESET_SUMMARIES",
+    "RENAMED",
+    "SETTINGS",
+    "ConfigError",
+    "ExperimentConfig",
+    "describe_preset",
+    "parse_overrides",
+    "preset",
+    "setting_label",
+    "unused_fields",
+]
 
 SETTINGS = ("small", "large", "clean", "learned")
 
@@ -50,7 +64,7 @@ FIELDS: dict[str, str] = {
     "inner_steps": "rmd/ift: T, full-batch gradient-descent steps of the inner training",
     "inner_lr": "rmd/ift: η, step size of the inner training",
     "hypergrad": "hypergradient: rmd (the paper: reverse mode through T steps), ift (implicit function theorem "
-                 "at w_T), implicit (converged warm-started solver, then IFT: the strong attack)",
+    "at w_T), implicit (converged warm-started solver, then IFT: the strong attack)",
     "cg_iters": "ift/implicit: conjugate-gradient iterations at most for the adjoint",
     "cg_tol": "ift/implicit: relative CG residual to stop at",
     "damping": "ift/implicit: added to the Hessian's diagonal in the adjoint system",
@@ -62,7 +76,7 @@ FIELDS: dict[str, str] = {
     "lam_step": "rule moving log λ (descent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: sgd)",
     "poison_mode": "replace (the paper: poison points take training rows' places) or add (secml: appended)",
     "victim": "victim judged on the poisoned set: sgd (the paper: eval_lr, eval_epochs, eval_batch) or "
-              "converged (the inner solver to convergence)",
+    "converged (the inner solver to convergence)",
     "alpha": "α, step size of the Xp rule",
     "beta": "β, step size of the log λ rule",
     "iters_fixed": "T_Dp, hyperiterations per batch with Λ fixed (small, large, clean)",
@@ -84,10 +98,16 @@ FIELDS: dict[str, str] = {
 }
 
 
-def setting_label(config: "ExperimentConfig", setting: str) -> str:
+def setting_label(config: ExperimentConfig, setting: str) -> str:
     """The label of a Λ setting in tables and figures (``"log λ = -8"``, ``"large λ"``, ...)."""
-    return {"small": f"log λ = {config.log_lam_small:g}", "large": "large λ", "clean": "λ_CLEAN",
-            "learned": "λ learned"}[setting]
+    return {
+        "small": f"log λ = {config.log_lam_small:g}",
+        "large": "large λ",
+        "clean": "λ_CLEAN",
+        "learned": "λ learned",
+    }[setting]
+
+
 MODELS = ("lr", "mlp")
 HYPERGRADS = ("rmd", "ift", "implicit")
 SOLVERS = {"newton-cg": solvers.NewtonCG, "lbfgs": solvers.LBFGS}
@@ -179,28 +199,41 @@ class ExperimentConfig:
         """The hypergradient strategy the config names."""
         builders: dict[str, Callable[[], bilevel.Method]] = {
             "rmd": lambda: RMD(steps=self.inner_steps, lr=self.inner_lr, checkpoint=True if self.checkpoint else None),
-            "ift": lambda: IFT(steps=self.inner_steps, lr=self.inner_lr, cg_iters=self.cg_iters, cg_tol=self.cg_tol,
-                               damping=self.damping),
-            "implicit": lambda: Implicit(solver=self.inner_solver(), cg_iters=self.cg_iters, cg_tol=self.cg_tol,
-                                         damping=self.damping),
+            "ift": lambda: IFT(
+                steps=self.inner_steps,
+                lr=self.inner_lr,
+                cg_iters=self.cg_iters,
+                cg_tol=self.cg_tol,
+                damping=self.damping,
+            ),
+            "implicit": lambda: Implicit(
+                solver=self.inner_solver(), cg_iters=self.cg_iters, cg_tol=self.cg_tol, damping=self.damping
+            ),
         }
         return builders[self.hypergrad]()
 
     def attack_settings(self, model: models.Model) -> attack.AttackSettings:
         """The :class:`~poison_jax.attack.AttackSettings` of this config for ``model``."""
         mode: attack.Replace | attack.Add = attack.MODES[self.poison_mode]()
-        return attack.AttackSettings(model, self.method(), alpha=self.alpha, beta=self.beta,
-                                     x_box=(float(self.x_box[0]), float(self.x_box[1])),
-                                     lam_box=(float(self.log_lam_box[0]), float(self.log_lam_box[1])),
-                                     xp_step=outer.OUTER_STEPS[self.xp_step](),
-                                     lam_step=outer.OUTER_STEPS[self.lam_step](), mode=mode)
+        return attack.AttackSettings(
+            model,
+            self.method(),
+            alpha=self.alpha,
+            beta=self.beta,
+            x_box=(float(self.x_box[0]), float(self.x_box[1])),
+            lam_box=(float(self.log_lam_box[0]), float(self.log_lam_box[1])),
+            xp_step=outer.OUTER_STEPS[self.xp_step](),
+            lam_step=outer.OUTER_STEPS[self.lam_step](),
+            mode=mode,
+        )
 
     def victim_model(self) -> evaluate.SGDVictim | evaluate.ConvergedVictim:
         """The victim the attack is judged on."""
         if self.victim == "converged":
             return evaluate.ConvergedVictim(self.inner_solver())
-        return evaluate.SGDVictim(lr=float(self.eval_lr), epochs=self.eval_epochs,
-                                  batch_size=min(self.eval_batch, self.n_train))
+        return evaluate.SGDVictim(
+            lr=float(self.eval_lr), epochs=self.eval_epochs, batch_size=min(self.eval_batch, self.n_train)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -213,14 +246,22 @@ class ExperimentConfig:
         """
         defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(self)}
         legacy = {new: old for old, new in RENAMED.items()}  # renamed fields hash under their first names
-        fields = {legacy.get(k, k): v for k, v in self.to_dict().items() if k not in ("name", "settings")
-                  and not (k in _LATER_FIELDS and v == defaults[k])}
+        fields = {
+            legacy.get(k, k): v
+            for k, v in self.to_dict().items()
+            if k not in ("name", "settings") and not (k in _LATER_FIELDS and v == defaults[k])
+        }
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Fields that hold log λ say so in their names; the first names are refused with the new one.
-RENAMED = {"lam_small": "log_lam_small", "lam_large": "log_lam_large", "lam_box": "log_lam_box",
-           "lam_init": "log_lam_init", "cv_grid": "cv_log_lam_grid"}
+RENAMED = {
+    "lam_small": "log_lam_small",
+    "lam_large": "log_lam_large",
+    "lam_box": "log_lam_box",
+    "lam_init": "log_lam_init",
+    "cv_grid": "cv_log_lam_grid",
+}
 
 _dataclass_init = ExperimentConfig.__init__
 
@@ -252,18 +293,41 @@ def _is_int(value) -> bool:
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _validate(c: ExperimentConfig) -> None:
-    choices = {"source": data.SOURCES, "model": MODELS, "hypergrad": HYPERGRADS, "solver": tuple(SOLVERS),
-               "xp_step": tuple(outer.OUTER_STEPS), "lam_step": tuple(outer.OUTER_STEPS),
-               "poison_mode": tuple(attack.MODES), "victim": VICTIMS}
+    choices = {
+        "source": data.SOURCES,
+        "model": MODELS,
+        "hypergrad": HYPERGRADS,
+        "solver": tuple(SOLVERS),
+        "xp_step": tuple(outer.OUTER_STEPS),
+        "lam_step": tuple(outer.OUTER_STEPS),
+        "poison_mode": tuple(attack.MODES),
+        "victim": VICTIMS,
+    }
     for field, allowed in choices.items():
         if getattr(c, field) not in allowed:
             _fail(field, getattr(c, field), f"one of {', '.join(allowed)}")
-    positive_ints = ("n_train", "n_val", "num_seeds", "inner_steps", "cg_iters", "iters_fixed", "iters_clean",
-                     "iters_multi", "poison_batch", "eval_epochs", "eval_batch", "solver_iters")
+    positive_ints = (
+        "n_train",
+        "n_val",
+        "num_seeds",
+        "inner_steps",
+        "cg_iters",
+        "iters_fixed",
+        "iters_clean",
+        "iters_multi",
+        "poison_batch",
+        "eval_epochs",
+        "eval_batch",
+        "solver_iters",
+    )
     for field in positive_ints:
         value = getattr(c, field)
         if not _is_int(value) or value <= 0:
@@ -294,21 +358,35 @@ def _validate(c: ExperimentConfig) -> None:
             _fail(field, box, "a pair (low, high) of finite numbers")
         if box[0] >= box[1]:
             _fail(field, box, "low < high (the bounds are inverted or equal)")
-    if not (isinstance(c.cv_log_lam_grid, tuple) and len(c.cv_log_lam_grid) == 3 and _is_real(c.cv_log_lam_grid[0])
-            and _is_real(c.cv_log_lam_grid[1]) and c.cv_log_lam_grid[0] < c.cv_log_lam_grid[1] and _is_int(c.cv_log_lam_grid[2]) and c.cv_log_lam_grid[2] >= 2):
+    if not (
+        isinstance(c.cv_log_lam_grid, tuple)
+        and len(c.cv_log_lam_grid) == 3
+        and _is_real(c.cv_log_lam_grid[0])
+        and _is_real(c.cv_log_lam_grid[1])
+        and c.cv_log_lam_grid[0] < c.cv_log_lam_grid[1]
+        and _is_int(c.cv_log_lam_grid[2])
+        and c.cv_log_lam_grid[2] >= 2
+    ):
         _fail("cv_log_lam_grid", c.cv_log_lam_grid, "(low, high, count) with low < high and an integer count >= 2")
     if not (isinstance(c.hidden, tuple) and c.hidden and all(_is_int(h) and h > 0 for h in c.hidden)):
         _fail("hidden", c.hidden, "a non-empty tuple of positive integers")
-    if not (isinstance(c.settings, tuple) and c.settings and set(c.settings) <= set(SETTINGS)
-            and len(set(c.settings)) == len(c.settings)):
+    if not (
+        isinstance(c.settings, tuple)
+        and c.settings
+        and set(c.settings) <= set(SETTINGS)
+        and len(set(c.settings)) == len(c.settings)
+    ):
         _fail("settings", c.settings, f"a non-empty tuple of distinct names from {', '.join(SETTINGS)}")
     if c.classes is not None and not (isinstance(c.classes, tuple) and len(c.classes) == 2):
         _fail("classes", c.classes, "a pair of class labels, or None for the source's default")
     if c.checkpoint not in (True, False):
         _fail("checkpoint", c.checkpoint, "true or false")
     if c.n_poison > min(c.n_train, c.n_val):
-        _fail("num_batches", c.num_batches,
-              f"poison_batch * num_batches = {c.n_poison} must not exceed n_train ({c.n_train}) nor n_val ({c.n_val})")
+        _fail(
+            "num_batches",
+            c.num_batches,
+            f"poison_batch * num_batches = {c.n_poison} must not exceed n_train ({c.n_train}) nor n_val ({c.n_val})",
+        )
     if c.n_poison > c.n_train:  # pragma: no cover - implied above, kept for the fraction <= 1 guarantee
         _fail("num_batches", c.num_batches, "a poisoning fraction <= 1")
     _refuse_ignored(c)
@@ -319,20 +397,32 @@ def _validate(c: ExperimentConfig) -> None:
 # method and the victim. One rule: a field that none of the choices in force reads, set away from
 # its default (the preset's value for a preset, else the dataclass default), is refused.
 
-_SOURCE_OPTIONS = {"classes": "classes", "n_test": "n_test", "data_path": "path", "test_path": "test_path",
-                   "data_dir": "data_dir"}  # config field -> option of data.load_dataset
+_SOURCE_OPTIONS = {
+    "classes": "classes",
+    "n_test": "n_test",
+    "data_path": "path",
+    "test_path": "test_path",
+    "data_dir": "data_dir",
+}  # config field -> option of data.load_dataset
 
 
 def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
     """``{choice field: {choice: the fields it reads}}`` for the fields only some choices read."""
     return {
-        "source": {source: tuple(f for f, option in _SOURCE_OPTIONS.items() if option in data.source_options(source))
-                   for source in data.SOURCES},
+        "source": {
+            source: tuple(f for f, option in _SOURCE_OPTIONS.items() if option in data.source_options(source))
+            for source in data.SOURCES
+        },
         "model": {"lr": (), "mlp": ("hidden",)},
-        "hypergrad": {"rmd": ("inner_steps", "inner_lr", "checkpoint"),
-                      "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
-                      "implicit": ("solver", "solver_tol", "solver_iters", "cg_iters", "cg_tol", "damping")},
-        "victim": {"sgd": ("eval_lr", "eval_epochs", "eval_batch"), "converged": ("solver", "solver_tol", "solver_iters")},
+        "hypergrad": {
+            "rmd": ("inner_steps", "inner_lr", "checkpoint"),
+            "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
+            "implicit": ("solver", "solver_tol", "solver_iters", "cg_iters", "cg_tol", "damping"),
+        },
+        "victim": {
+            "sgd": ("eval_lr", "eval_epochs", "eval_batch"),
+            "converged": ("solver", "solver_tol", "solver_iters"),
+        },
     }
 
 
@@ -345,7 +435,8 @@ def unused_fields(c: ExperimentConfig) -> dict[str, str]:
         if not any(field in groups[g][getattr(c, g)] for g in owners):
             unused[field] = " and ".join(
                 f"{g} {getattr(c, g)!r} (which reads {', '.join(groups[g][getattr(c, g)]) or 'none of them'})"
-                for g in owners)
+                for g in owners
+            )
     return unused
 
 
@@ -355,16 +446,33 @@ def _refuse_ignored(c: ExperimentConfig) -> None:
     for field, why in sorted(unused_fields(c).items()):
         value = getattr(c, field)
         if _jsonable(value) != _jsonable(baseline[field]):
-            raise ConfigError(f"config field {field!r} = {value!r} would be ignored: it is not read by {why}; "
-                              f"leave it at {baseline[field]!r} or change that choice")
+            raise ConfigError(
+                f"config field {field!r} = {value!r} would be ignored: it is not read by {why}; "
+                f"leave it at {baseline[field]!r} or change that choice"
+            )
 
 
 # -- presets (the paper's Tables 1–3) ----------------------------------------------------
 
-_MNIST_LR = dict(source="mnist", classes=(0, 8), n_train=512, n_val=171, model="lr", inner_steps=150,
-                 inner_lr=0.1, iters_fixed=100, iters_clean=50, iters_multi=100, alpha=0.99, beta=0.8,
-                 x_box=(0.0, 1.0), log_lam_box=(-8.0, math.log(200.0)), log_lam_large=math.log(200.0), eval_lr=1e-2,
-                 eval_epochs=200)
+_MNIST_LR = dict(
+    source="mnist",
+    classes=(0, 8),
+    n_train=512,
+    n_val=171,
+    model="lr",
+    inner_steps=150,
+    inner_lr=0.1,
+    iters_fixed=100,
+    iters_clean=50,
+    iters_multi=100,
+    alpha=0.99,
+    beta=0.8,
+    x_box=(0.0, 1.0),
+    log_lam_box=(-8.0, math.log(200.0)),
+    log_lam_large=math.log(200.0),
+    eval_lr=1e-2,
+    eval_epochs=200,
+)
 
 PRESET_SUMMARIES = {
     "mnist-lr": "the paper's MNIST 0 v 8 logistic regression (TFDS MNIST, needs prepared data: data_dir)",
@@ -373,38 +481,134 @@ PRESET_SUMMARIES = {
     "imagenet-lr": "the paper's ImageNet dog v fish logistic regression on Inception features (npz: data_path)",
     "imagenet-mlp": "the paper's ImageNet dog v fish 2-hidden-layer network, one λ per layer (npz: data_path)",
     "synthetic": "the paper's Fig. 1 problem: two 2-D Gaussians, one poison point",
-    "mnist5k-lr-strong": "mnist5k-lr attacked by the strong attack: converged Newton-CG, Armijo steps, converged victim",
+    "mnist5k-lr-strong": "mnist5k-lr under the strong attack: converged Newton-CG, Armijo steps, converged victim",
     "digits-lr": "scikit-learn's digits 0 v 8 logistic regression: small, offline, seconds",
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
     "mnist-lr": dict(_MNIST_LR),
     "mnist5k-lr": dict(_MNIST_LR, source="mnist5k", n_test=317),
-    "fmnist-lr": dict(source="fashion_mnist", classes=(0, 2), n_train=512, n_val=171, model="lr", inner_steps=200,
-                      inner_lr=0.08, iters_fixed=100, iters_clean=50, iters_multi=100, alpha=0.90, beta=0.30,
-                      x_box=(0.0, 1.0), log_lam_box=(-8.0, math.log(400.0)), log_lam_large=math.log(400.0), eval_lr=1e-2,
-                      eval_epochs=200),
-    "imagenet-lr": dict(source="npz", n_train=512, n_val=171, model="lr", inner_steps=200, inner_lr=0.05,
-                        iters_fixed=100, iters_clean=50, iters_multi=200, alpha=0.90, beta=0.40, x_box=(-0.5, 0.5),
-                        log_lam_box=(-8.0, math.log(20000.0)), log_lam_large=math.log(3000.0), eval_lr=1e-3, eval_epochs=300),
-    "imagenet-mlp": dict(source="npz", n_train=512, n_val=171, model="mlp", hidden=(128, 32), inner_steps=600,
-                         inner_lr=0.01, iters_fixed=100, iters_clean=75, iters_multi=150, alpha=0.99, beta=0.03,
-                         x_box=(-0.5, 0.5), log_lam_box=(-8.0, math.log(60.0)), log_lam_large=math.log(40.0), eval_lr=1e-4,
-                         eval_epochs=4000, checkpoint=True, settings=("small", "large", "learned")),
-    "synthetic": dict(source="synthetic", n_train=32, n_val=64, model="lr", inner_steps=500, inner_lr=0.2,
-                      iters_fixed=50, iters_clean=50, iters_multi=50, alpha=0.4, beta=0.4, x_box=(-9.5, 9.5),
-                      log_lam_box=(-8.0, 6.0), log_lam_large=math.log(20.0), poison_batch=1, num_batches=1, eval_lr=0.2,
-                      eval_epochs=100, eval_batch=32, cv_log_lam_grid=(-8.0, 6.0, 15)),
+    "fmnist-lr": dict(
+        source="fashion_mnist",
+        classes=(0, 2),
+        n_train=512,
+        n_val=171,
+        model="lr",
+        inner_steps=200,
+        inner_lr=0.08,
+        iters_fixed=100,
+        iters_clean=50,
+        iters_multi=100,
+        alpha=0.90,
+        beta=0.30,
+        x_box=(0.0, 1.0),
+        log_lam_box=(-8.0, math.log(400.0)),
+        log_lam_large=math.log(400.0),
+        eval_lr=1e-2,
+        eval_epochs=200,
+    ),
+    "imagenet-lr": dict(
+        source="npz",
+        n_train=512,
+        n_val=171,
+        model="lr",
+        inner_steps=200,
+        inner_lr=0.05,
+        iters_fixed=100,
+        iters_clean=50,
+        iters_multi=200,
+        alpha=0.90,
+        beta=0.40,
+        x_box=(-0.5, 0.5),
+        log_lam_box=(-8.0, math.log(20000.0)),
+        log_lam_large=math.log(3000.0),
+        eval_lr=1e-3,
+        eval_epochs=300,
+    ),
+    "imagenet-mlp": dict(
+        source="npz",
+        n_train=512,
+        n_val=171,
+        model="mlp",
+        hidden=(128, 32),
+        inner_steps=600,
+        inner_lr=0.01,
+        iters_fixed=100,
+        iters_clean=75,
+        iters_multi=150,
+        alpha=0.99,
+        beta=0.03,
+        x_box=(-0.5, 0.5),
+        log_lam_box=(-8.0, math.log(60.0)),
+        log_lam_large=math.log(40.0),
+        eval_lr=1e-4,
+        eval_epochs=4000,
+        checkpoint=True,
+        settings=("small", "large", "learned"),
+    ),
+    "synthetic": dict(
+        source="synthetic",
+        n_train=32,
+        n_val=64,
+        model="lr",
+        inner_steps=500,
+        inner_lr=0.2,
+        iters_fixed=50,
+        iters_clean=50,
+        iters_multi=50,
+        alpha=0.4,
+        beta=0.4,
+        x_box=(-9.5, 9.5),
+        log_lam_box=(-8.0, 6.0),
+        log_lam_large=math.log(20.0),
+        poison_batch=1,
+        num_batches=1,
+        eval_lr=0.2,
+        eval_epochs=100,
+        eval_batch=32,
+        cv_log_lam_grid=(-8.0, 6.0, 15),
+    ),
     # The strong attack on the paper's MNIST setting: a converged, warm-started inner solve with the
     # implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
-    "mnist5k-lr-strong": dict(_MNIST_LR, source="mnist5k", n_test=317, hypergrad="implicit", solver="newton-cg",
-                              solver_tol=1e-4, solver_iters=100, cg_iters=200, cg_tol=1e-5, damping=1e-4,
-                              xp_step="armijo", lam_step="armijo", beta=0.5, iters_fixed=10, iters_clean=10,
-                              iters_multi=10, victim="converged"),
-    "digits-lr": dict(source="digits", classes=(0, 8), n_train=200, n_val=70, model="lr", inner_steps=100,
-                      inner_lr=0.5, iters_fixed=20, iters_clean=20, iters_multi=20, alpha=0.99, beta=0.8,
-                      x_box=(0.0, 1.0), log_lam_box=(-8.0, math.log(200.0)), poison_batch=7, num_batches=5,
-                      eval_lr=0.05, eval_epochs=100),
+    "mnist5k-lr-strong": dict(
+        _MNIST_LR,
+        source="mnist5k",
+        n_test=317,
+        hypergrad="implicit",
+        solver="newton-cg",
+        solver_tol=1e-4,
+        solver_iters=100,
+        cg_iters=200,
+        cg_tol=1e-5,
+        damping=1e-4,
+        xp_step="armijo",
+        lam_step="armijo",
+        beta=0.5,
+        iters_fixed=10,
+        iters_clean=10,
+        iters_multi=10,
+        victim="converged",
+    ),
+    "digits-lr": dict(
+        source="digits",
+        classes=(0, 8),
+        n_train=200,
+        n_val=70,
+        model="lr",
+        inner_steps=100,
+        inner_lr=0.5,
+        iters_fixed=20,
+        iters_clean=20,
+        iters_multi=20,
+        alpha=0.99,
+        beta=0.8,
+        x_box=(0.0, 1.0),
+        log_lam_box=(-8.0, math.log(200.0)),
+        poison_batch=7,
+        num_batches=5,
+        eval_lr=0.05,
+        eval_epochs=100,
+    ),
 }
 
 
@@ -431,8 +635,10 @@ def describe_preset(name: str) -> str:
         note = "  [not read here]" if field in unused else ""
         lines.append(f"  {field:<{width}}  {value!r:<28} {FIELDS[field]}{note}")
     lines.append("")
-    lines.append("Override with --set FIELD=VALUE. A field marked [not read here] must keep its value: "
-                 "the source, model, hypergrad and victim of this config do not read it.")
+    lines.append(
+        "Override with --set FIELD=VALUE. A field marked [not read here] must keep its value: "
+        "the source, model, hypergrad and victim of this config do not read it."
+    )
     return "\n".join(lines)
 
 
@@ -443,8 +649,9 @@ def _refuse_unknown_fields(given) -> None:
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     unknown = sorted(set(given) - fields)
     if unknown:
-        raise ConfigError(f"unknown config field(s) {', '.join(map(repr, unknown))}: "
-                          f"the fields are {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(map(repr, unknown))}: the fields are {', '.join(sorted(fields))}"
+        )
 
 
 def _parse_value(text: str):

@@ -35,8 +35,9 @@ import functools
 import inspect
 import operator
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +94,7 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str) -> None:
         raise ValueError(f"{name}: {where} features must be 2-D (n, d), got shape {x.shape}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
-            f"{name}: {where} labels must have shape ({x.shape[0]},) to match the features "
-            f"{x.shape}, got {y.shape}"
+            f"{name}: {where} labels must have shape ({x.shape[0]},) to match the features {x.shape}, got {y.shape}"
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name}: the {where} set is empty")
@@ -108,24 +108,17 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str) -> None:
     values = np.unique(y)
     if not np.isin(values, (0.0, 1.0)).all():
         shown = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if len(values) > 10 else "")
-        raise ValueError(
-            f"{name}: {where} labels must be 0 or 1, found the values {{{shown}}}"
-        )
+        raise ValueError(f"{name}: {where} labels must be 0 or 1, found the values {{{shown}}}")
 
 
 def _make_dataset(x_pool: Any, y_pool: Any, x_test: Any, y_test: Any, name: str) -> Dataset:
     """Cast to float32, check both sets (after the cast, so float32 overflow counts as inf)."""
     with np.errstate(over="ignore"):  # overflow gives inf, which the check below reports
-        x_pool, y_pool, x_test, y_test = (
-            np.asarray(a, np.float32) for a in (x_pool, y_pool, x_test, y_test)
-        )
+        x_pool, y_pool, x_test, y_test = (np.asarray(a, np.float32) for a in (x_pool, y_pool, x_test, y_test))
     _check_xy(x_pool, y_pool, "pool", name)
     _check_xy(x_test, y_test, "test", name)
     if x_pool.shape[1] != x_test.shape[1]:
-        raise ValueError(
-            f"{name}: pool features have {x_pool.shape[1]} dimensions but test features "
-            f"{x_test.shape[1]}"
-        )
+        raise ValueError(f"{name}: pool features have {x_pool.shape[1]} dimensions but test features {x_test.shape[1]}")
     return Dataset(x_pool, y_pool, x_test, y_test, name)
 
 
@@ -135,8 +128,7 @@ def _check_classes(classes, source: str) -> tuple[int, int]:
         a, b = (operator.index(c) for c in classes)
     except (TypeError, ValueError):
         raise ValueError(
-            f"{source}: classes must be a pair of two distinct integers in 0..{_N_CLASSES - 1}, "
-            f"got {classes!r}"
+            f"{source}: classes must be a pair of two distinct integers in 0..{_N_CLASSES - 1}, got {classes!r}"
         ) from None
     for c in (a, b):
         if not 0 <= c < _N_CLASSES:
@@ -272,23 +264,20 @@ def tfds_pair(
     try:
         import tensorflow_datasets as tfds
     except ImportError as err:
-        raise ImportError(
-            f'The source "{name}" needs tensorflow_datasets: pip install "poison-jax[tfds]"'
-        ) from err
+        raise ImportError(f'The source "{name}" needs tensorflow_datasets: pip install "poison-jax[tfds]"') from err
     a, b = _check_classes(classes, name)
     if n_pool is not None:
         n_pool = _check_count(n_pool, "n_pool", name, low=1)
     try:
         train, test = (
-            tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-            for split in ("train", "test")
+            tfds.data_source(name, split=split, data_dir=data_dir, download=False) for split in ("train", "test")
         )
     except Exception as err:  # tfds raises several types here (not found, wrong file format, ...)
         where = data_dir if data_dir is not None else "None (TFDS's default, ~/tensorflow_datasets)"
         raise FileNotFoundError(
             f"Could not open the prepared TFDS dataset {name!r}: data_dir={where}. "
             f"Prepare it once on a machine with internet:\n"
-            f"  python -c \"import tensorflow_datasets as tfds; "
+            f'  python -c "import tensorflow_datasets as tfds; '
             f"tfds.builder('{name}').download_and_prepare(file_format='array_record')\"\n"
             f"then copy ~/tensorflow_datasets/{name} into data_dir. (Cause: {err})"
         ) from err
@@ -327,12 +316,11 @@ def _npz_arrays(path: str, keys: Sequence[str], *, hint: str = "") -> list[np.nd
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .npz archive ({type(err).__name__}: {err}). "
-                         f"Allowed: {_NPZ_FORMATS}") from err
-    if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(
-            f"{path} is a single .npy array, not an .npz archive. Allowed: {_NPZ_FORMATS}"
-        )
+            f"{path} is not a readable .npz archive ({type(err).__name__}: {err}). Allowed: {_NPZ_FORMATS}"
+        ) from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive. Allowed: {_NPZ_FORMATS}")
     with archive:
         missing = [k for k in keys if k not in archive.files]
         if missing:
@@ -366,7 +354,8 @@ def npz(path: str, test_path: str | None = None) -> Dataset:
     """
     if test_path is None:
         x_pool, y_pool, x_test, y_test = _npz_arrays(
-            path, ("X_train", "y_train", "X_test", "y_test"),
+            path,
+            ("X_train", "y_train", "X_test", "y_test"),
             hint=" (for format (b), also pass test_path)",
         )
     else:
@@ -422,16 +411,13 @@ def load_dataset(
     """
     takes = source_options(source)
     loader = _LOADERS[source]
-    given = dict(classes=classes, n_test=n_test, path=path, test_path=test_path,
-                 data_dir=data_dir, n_pool=n_pool)
+    given = dict(classes=classes, n_test=n_test, path=path, test_path=test_path, data_dir=data_dir, n_pool=n_pool)
     options = {k: v for k, v in given.items() if v is not None}
     if seed != 0 or "seed" in takes:
         options["seed"] = seed
     unused = sorted(set(options) - set(takes))
     if unused:
-        raise ValueError(
-            f"The source {source!r} does not take {', '.join(unused)}; it takes {', '.join(takes)}"
-        )
+        raise ValueError(f"The source {source!r} does not take {', '.join(unused)}; it takes {', '.join(takes)}")
     if "path" in takes and path is None:
         raise ValueError(f"The source {source!r} needs path (an .npz file)")
     return loader(**options)
@@ -452,9 +438,7 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def split_indices(
-    n_pool: int, seeds: Sequence[int], n_train: int, n_val: int
-) -> tuple[jax.Array, jax.Array]:
+def split_indices(n_pool: int, seeds: Sequence[int], n_train: int, n_val: int) -> tuple[jax.Array, jax.Array]:
     """Pool indices of the training and validation points for each seed.
 
     For each seed, ``jax.random.permutation(jax.random.PRNGKey(seed), n_pool)``: its first

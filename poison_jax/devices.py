@@ -106,17 +106,21 @@ class SeedSharding:
 
     def put(self, tree):
         """Pad a tree of arrays with a leading seed axis of ``num_seeds`` (or already padded) and shard it."""
+
         def place(a):
             a = np.asarray(jax.device_get(a))
             if a.shape[0] < self.padded:
                 a = np.concatenate([a, np.repeat(a[-1:], self.padded - a.shape[0], axis=0)])
             return self._global(a, self.by_seed)
+
         return jax.tree_util.tree_map(place, tree)
 
     def put_splits(self, splits: data.Splits) -> data.Splits:
         stacked = self.put(splits._replace(x_test=None, y_test=None))  # type: ignore[arg-type]  # not stacked
-        return stacked._replace(x_test=self._global(np.asarray(splits.x_test), self.replicated),
-                                y_test=self._global(np.asarray(splits.y_test), self.replicated))
+        return stacked._replace(
+            x_test=self._global(np.asarray(splits.x_test), self.replicated),
+            y_test=self._global(np.asarray(splits.y_test), self.replicated),
+        )
 
     def gather(self, tree):
         """Numpy copies of a tree of seed-sharded arrays on every process, without the padding."""
@@ -125,5 +129,6 @@ class SeedSharding:
         def fetch(a):
             if isinstance(a, jax.Array) and not a.is_fully_addressable:
                 a = multihost_utils.process_allgather(a, tiled=True)
-            return np.asarray(a)[:self.num_seeds]
+            return np.asarray(a)[: self.num_seeds]
+
         return jax.tree_util.tree_map(fetch, tree)

@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 import optax
+from jax.typing import ArrayLike
 
 from poison_jax import models, seeds, solvers
 
@@ -53,8 +53,18 @@ class VictimMetrics(NamedTuple):
     converged: jax.Array
 
 
-def train_victim(model: models.Model, x: ArrayLike, y: ArrayLike, log_lam: ArrayLike, key: ArrayLike, *, lr: ArrayLike,
-                 epochs: int, batch_size: int = 64, weights: ArrayLike | None = None):
+def train_victim(
+    model: models.Model,
+    x: ArrayLike,
+    y: ArrayLike,
+    log_lam: ArrayLike,
+    key: ArrayLike,
+    *,
+    lr: ArrayLike,
+    epochs: int,
+    batch_size: int = 64,
+    weights: ArrayLike | None = None,
+):
     """Mini-batch SGD on ``(Σ_i BCE_i + Σ_l exp(λ_l)/2 ||W_l||²) / n``, reshuffled every epoch, in ``lax.scan``.
 
     Each step follows the batch estimate ``mean_batch BCE + penalty / n`` of that objective.
@@ -128,8 +138,17 @@ class SGDVictim:
                 raise ValueError(f"SGDVictim {field} must be a positive integer, got {value!r}")
 
     def train(self, model, x, y, weights, log_lam, key):
-        params = train_victim(model, x, y, log_lam, key, lr=self.lr, epochs=self.epochs,
-                              batch_size=min(self.batch_size, x.shape[0]), weights=weights)
+        params = train_victim(
+            model,
+            x,
+            y,
+            log_lam,
+            key,
+            lr=self.lr,
+            epochs=self.epochs,
+            batch_size=min(self.batch_size, x.shape[0]),
+            weights=weights,
+        )
         return params, jnp.asarray(True)
 
 
@@ -168,10 +187,22 @@ def classification_metrics(logits: ArrayLike, y: ArrayLike):
     return error, fpr, fnr
 
 
-def evaluate_victim(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, log_lam: ArrayLike, keys: ArrayLike,
-                    x_test: ArrayLike, y_test: ArrayLike, *, lr: float | None = None,
-                    epochs: int | None = None, batch_size: int = 64, victim: SGDVictim | ConvergedVictim | None = None,
-                    weights=None, seed_lanes: int | None = None) -> VictimMetrics:
+def evaluate_victim(
+    model: models.Model,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    log_lam: ArrayLike,
+    keys: ArrayLike,
+    x_test: ArrayLike,
+    y_test: ArrayLike,
+    *,
+    lr: float | None = None,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    victim: SGDVictim | ConvergedVictim | None = None,
+    weights=None,
+    seed_lanes: int | None = None,
+) -> VictimMetrics:
     """Train one victim per seed and measure it on the shared test set.
 
     Args:
@@ -203,7 +234,8 @@ def _evaluate(model, victim, seed_lanes, x_train, y_train, weights, log_lam, key
         error, fpr, fnr = classification_metrics(model.apply(params, x_test), y_test)
         sq_norm = models.squared_norms(model, params)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(params)]))
-        return VictimMetrics(error, fpr, fnr, lam, sq_norm, sq_norm / models.weight_sizes(model, params), finite,
-                             converged)
+        return VictimMetrics(
+            error, fpr, fnr, lam, sq_norm, sq_norm / models.weight_sizes(model, params), finite, converged
+        )
 
     return seeds.over_seeds(one, x_train, y_train, weights, log_lam, keys, lanes=seed_lanes)

@@ -34,7 +34,26 @@ from poison_jax.devices import SeedSharding, use_cpu_cores
 from poison_jax.sweep import Sweep, build_model, load_splits, run_sweep, seed_keys
 from poison_jax.synthetic import synthetic_maps
 
-__all__ = ["FIELDS", "HYPERGRADS", "PRESETS", "PRESET_SUMMARIES", "RENAMED", "SETTINGS", "ConfigError",
-           "ExperimentConfig", "SeedSharding", "Sweep", "build_model", "describe_preset", "load_splits",
-           "parse_overrides", "preset", "run_sweep", "seed_keys", "setting_label", "synthetic_maps", "unused_fields",
-           "use_cpu_cores"]
+__all__ = [
+    "FIELDS",
+    "HYPERGRADS",
+    "PRESETS",
+    "PRESET_SUMMARIES",
+    "RENAMED",
+    "SETTINGS",
+    "ConfigError",
+    "ExperimentConfig",
+    "SeedSharding",
+    "Sweep",
+    "build_model",
+    "describe_preset",
+    "load_splits",
+    "parse_overrides",
+    "preset",
+    "run_sweep",
+    "seed_keys",
+    "setting_label",
+    "synthetic_maps",
+    "unused_fields",
+    "use_cpu_cores",
+]

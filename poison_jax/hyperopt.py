@@ -28,6 +28,7 @@ __all__ = ["cv_log_lambda", "learn_lambda_clean"]
 @functools.cache
 def _fold_loss(model: models.Model):
     """The penalised training loss on the rows of weight 1, ``(w, log_lam, x, y, row_weight)``."""
+
     def inner_loss(w, lam, x, y, row_weight):
         total = jnp.sum(row_weight * models.bce(model.apply(w, x), y)) + models.l2_penalty(model, w, lam)
         return total / jnp.sum(row_weight)
@@ -52,9 +53,19 @@ def _cv_one(model, fit, folds, x, y, key, grid):
     return grid[jnp.argmin(curve)], curve
 
 
-def cv_log_lambda(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, keys: ArrayLike, grid: ArrayLike, *,
-                  folds: int = 5, steps: int | None = None,
-                  lr=None, method: bilevel.Method | None = None, seed_lanes: int | None = None):
+def cv_log_lambda(
+    model: models.Model,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    keys: ArrayLike,
+    grid: ArrayLike,
+    *,
+    folds: int = 5,
+    steps: int | None = None,
+    lr=None,
+    method: bilevel.Method | None = None,
+    seed_lanes: int | None = None,
+):
     """λ_CLEAN: k-fold cross-validation of log-λ (one value for all layers) on the clean training set.
 
     For each seed, each grid value and each fold the model is trained on the other folds by the
@@ -83,8 +94,16 @@ def cv_log_lambda(model: models.Model, x_train: ArrayLike, y_train: ArrayLike, k
         assert steps is not None and lr is not None  # checked above
         method = bilevel.RMD(steps=steps, lr=float(lr))
     x_train = jnp.asarray(x_train)
-    return _cv(model, method, folds, seed_lanes, x_train, jnp.asarray(y_train), jnp.asarray(keys),
-               jnp.asarray(grid, x_train.dtype))
+    return _cv(
+        model,
+        method,
+        folds,
+        seed_lanes,
+        x_train,
+        jnp.asarray(y_train),
+        jnp.asarray(keys),
+        jnp.asarray(grid, x_train.dtype),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "folds", "seed_lanes"))

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -139,12 +140,19 @@ class Armijo:
     min_scale: float = 1.0
 
     def __post_init__(self):
-        checks = {"shrink": 0 < self.shrink < 1, "grow": self.grow >= 1, "c": 0 < self.c < 1,
-                  "max_scale": self.max_scale >= 1, "min_scale": 0 <= self.min_scale <= 1}
+        checks = {
+            "shrink": 0 < self.shrink < 1,
+            "grow": self.grow >= 1,
+            "c": 0 < self.c < 1,
+            "max_scale": self.max_scale >= 1,
+            "min_scale": 0 <= self.min_scale <= 1,
+        }
         for name, ok in checks.items():
             if not ok or not math.isfinite(getattr(self, name)):
-                raise ValueError(f"Armijo {name} = {getattr(self, name)!r} is not allowed: shrink in (0, 1), "
-                                 f"grow >= 1, c in (0, 1), max_scale >= 1, min_scale in [0, 1]")
+                raise ValueError(
+                    f"Armijo {name} = {getattr(self, name)!r} is not allowed: shrink in (0, 1), "
+                    f"grow >= 1, c in (0, 1), max_scale >= 1, min_scale in [0, 1]"
+                )
         if isinstance(self.max_trials, bool) or not isinstance(self.max_trials, int) or self.max_trials <= 0:
             raise ValueError(f"Armijo max_trials must be a positive integer, got {self.max_trials!r}")
 
@@ -158,8 +166,7 @@ class Armijo:
         # From the last accepted length times grow, within [min_scale·lr, max_scale·lr]: with min_scale = 1
         # a run of rejected trials (a moving target) never leaves the rule crawling; with a small
         # min_scale a converged attack stays cheap (its trials stay short).
-        start = jnp.where(jnp.isnan(state), lr,
-                          jnp.clip(state * self.grow, self.min_scale * lr, self.max_scale * lr))
+        start = jnp.where(jnp.isnan(state), lr, jnp.clip(state * self.grow, self.min_scale * lr, self.max_scale * lr))
 
         def trial(t):
             x_t = _project(x + t * d, box)

@@ -32,7 +32,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,14 +95,19 @@ def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
       A pytree like ``w``.
     """
     if not _same_structure(v, w) or any(
-            jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(w))):
-        raise ValueError(f"v has pytree structure and shapes {jax.tree_util.tree_map(jnp.shape, v)}, but w has "
-                         f"{jax.tree_util.tree_map(jnp.shape, w)}; they must match")
+        jnp.shape(a) != jnp.shape(b)
+        for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(w), strict=False)
+    ):
+        raise ValueError(
+            f"v has pytree structure and shapes {jax.tree_util.tree_map(jnp.shape, v)}, but w has "
+            f"{jax.tree_util.tree_map(jnp.shape, w)}; they must match"
+        )
     return jax.jvp(jax.grad(f), (w,), (v,))[1]
 
 
-def conjugate_gradient(matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxiter: int, tol,
-                       x0: PyTree | None = None) -> tuple[PyTree, CGInfo]:
+def conjugate_gradient(
+    matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxiter: int, tol, x0: PyTree | None = None
+) -> tuple[PyTree, CGInfo]:
     """Solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``, on pytrees.
 
     Stops after ``maxiter`` iterations or when the relative residual ``||b - A x|| / ||b||`` is at
@@ -176,6 +182,7 @@ def check_positive_finite(name: str, value: Any, *, allow_zero: bool = False) ->
 
 def _armijo_backtrack(f, w, value, slope, p, *, max_halvings: int = 30):
     """Largest ``t`` in 1, 1/2, 1/4, ... with ``f(w + t p) <= f(w) + 1e-4 t slope`` (0 if none)."""
+
     def trial(t):
         return f(otu.tree_add_scale(w, t, p))
 
@@ -236,7 +243,7 @@ class NewtonCG:
             p, _ = conjugate_gradient(matvec, neg_g, maxiter=self.cg_iters, tol=jnp.minimum(0.5, jnp.sqrt(g_norm)))
             slope = otu.tree_vdot(g, p)
             p = jax.tree_util.tree_map(lambda a, b: jnp.where(slope < 0, a, b), p, neg_g)  # not descent: -g
-            slope = jnp.minimum(slope, -g_norm ** 2)
+            slope = jnp.minimum(slope, -(g_norm**2))
             t = _armijo_backtrack(f, w, value, slope, p)
             w = otu.tree_add_scale(w, t, p)
             value, g = value_and_grad(w)

@@ -13,6 +13,7 @@ from poison_jax.sweep import _INIT, Sweep, seed_keys
 
 __all__ = ["synthetic_maps"]
 
+
 def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) -> dict:
     """The maps of the paper's Fig. 1 on two 2-D Gaussians (the ``synthetic`` preset).
 
@@ -38,7 +39,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     # Clone from class 0 of the validation set: flipped, the poison point is labelled 1.
     y_val = np.asarray(splits.y_val[0])
     blue = int(np.flatnonzero(y_val == 0)[0])
-    state = attack.set_poison_count(state._replace(xp=splits.x_val[:, blue:blue + 1], yp=jnp.ones((1, 1))), 1, 1)
+    state = attack.set_poison_count(state._replace(xp=splits.x_val[:, blue : blue + 1], yp=jnp.ones((1, 1))), 1, 1)
 
     lo, hi = config.x_box
     axis = jnp.linspace(lo, hi, grid_size)
@@ -72,9 +73,15 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
 
     grid = lambda a: np.asarray(a).reshape(grid_size, grid_size).tolist()
     return {
-        "grid_x": np.asarray(axis).tolist(), "grid_y": np.asarray(axis).tolist(),
-        "val_error_noreg": grid(err_noreg), "val_error_reg": grid(err_reg), "best_log_lam": grid(best),
-        "path_noreg": path(config.log_lam_small).tolist(), "path_reg": path(config.log_lam_large).tolist(),
-        "x_val": np.asarray(x_v).tolist(), "y_val": y_val.tolist(),
-        "log_lam_noreg": config.log_lam_small, "log_lam_reg": config.log_lam_large,
+        "grid_x": np.asarray(axis).tolist(),
+        "grid_y": np.asarray(axis).tolist(),
+        "val_error_noreg": grid(err_noreg),
+        "val_error_reg": grid(err_reg),
+        "best_log_lam": grid(best),
+        "path_noreg": path(config.log_lam_small).tolist(),
+        "path_reg": path(config.log_lam_large).tolist(),
+        "x_val": np.asarray(x_v).tolist(),
+        "y_val": y_val.tolist(),
+        "log_lam_noreg": config.log_lam_small,
+        "log_lam_reg": config.log_lam_large,
     }

@@ -26,8 +26,9 @@ def splits(digits):
 
 @pytest.fixture(scope="module")
 def lr_settings():
-    return attack.AttackSettings(models.logistic_regression(64), RMD(steps=80, lr=0.5), alpha=0.5, beta=0.5,
-                                 x_box=(0.0, 1.0), lam_box=LAM_BOX)
+    return attack.AttackSettings(
+        models.logistic_regression(64), RMD(steps=80, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX
+    )
 
 
 def keys_for(seeds):
@@ -37,8 +38,8 @@ def keys_for(seeds):
 def take(tree, i):
     """Seed slice ``i`` (kept as a batch of one) of stacked splits or states; the test set is shared."""
     if isinstance(tree, data.Splits):
-        return tree._replace(**{f: getattr(tree, f)[i:i + 1] for f in ("x_train", "y_train", "x_val", "y_val")})
-    return jax.tree_util.tree_map(lambda a: a[i:i + 1], tree)
+        return tree._replace(**{f: getattr(tree, f)[i : i + 1] for f in ("x_train", "y_train", "x_val", "y_val")})
+    return jax.tree_util.tree_map(lambda a: a[i : i + 1], tree)
 
 
 def start(settings, splits, n_poison=3 * BATCH, log_lam=math.log(5.0)):
@@ -49,7 +50,7 @@ def test_poison_init_clones_validation_points_with_flipped_labels(lr_settings, s
     state = start(lr_settings, splits)
     for s in range(4):
         xv, yv = np.asarray(splits.x_val[s]), np.asarray(splits.y_val[s])
-        for xp, yp in zip(np.asarray(state.xp[s]), np.asarray(state.yp[s])):
+        for xp, yp in zip(np.asarray(state.xp[s]), np.asarray(state.yp[s]), strict=False):
             match = np.flatnonzero((xv == xp).all(axis=1))
             assert match.size >= 1 and yp == 1 - yv[match[0]]
         assert len(set(np.asarray(state.replace_idx[s]).tolist())) == 3 * BATCH  # without replacement
@@ -69,8 +70,9 @@ def test_attack_raises_validation_loss_well_above_cloned_points(lr_settings, spl
 
 def test_boxes_are_respected(splits):
     x_box, lam_box = (0.2, 0.7), (0.5, 1.0)
-    settings = attack.AttackSettings(models.logistic_regression(64), RMD(steps=40, lr=0.5), alpha=2.0, beta=50.0,
-                                     x_box=x_box, lam_box=lam_box)
+    settings = attack.AttackSettings(
+        models.logistic_regression(64), RMD(steps=40, lr=0.5), alpha=2.0, beta=50.0, x_box=x_box, lam_box=lam_box
+    )
     state = attack.set_poison_count(start(settings, splits, log_lam=3.0), BATCH, BATCH)
     assert float(state.log_lam.max()) == lam_box[1]  # the initial log-λ is clipped into the box
     state, _ = attack.run_attack(settings, splits, state, num_iters=10)
@@ -85,16 +87,17 @@ def test_cumulative_batches_freeze_earlier_points(lr_settings, splits):
     state, _ = attack.run_attack(lr_settings, splits, state, num_iters=5, update_lam=False)
     first_batch, not_yet = state.xp[:, :BATCH], state.xp[:, BATCH:]
     state = attack.set_poison_count(state, 2 * BATCH, BATCH)
-    assert bool(state.trainable[:, BATCH:2 * BATCH].all()) and not bool(state.trainable[:, :BATCH].any())
+    assert bool(state.trainable[:, BATCH : 2 * BATCH].all()) and not bool(state.trainable[:, :BATCH].any())
     state, _ = attack.run_attack(lr_settings, splits, state, num_iters=5, update_lam=False)
     np.testing.assert_array_equal(state.xp[:, :BATCH], first_batch)
-    assert not np.array_equal(state.xp[:, BATCH:2 * BATCH], not_yet[:, :BATCH])
-    np.testing.assert_array_equal(state.xp[:, 2 * BATCH:], not_yet[:, BATCH:])
+    assert not np.array_equal(state.xp[:, BATCH : 2 * BATCH], not_yet[:, :BATCH])
+    np.testing.assert_array_equal(state.xp[:, 2 * BATCH :], not_yet[:, BATCH:])
 
 
 def test_multiobjective_ends_with_larger_lambda_than_clean(splits):
-    settings = attack.AttackSettings(models.logistic_regression(64), RMD(steps=150, lr=0.5), alpha=1.0, beta=1.0,
-                                     x_box=(0.0, 1.0), lam_box=LAM_BOX)
+    settings = attack.AttackSettings(
+        models.logistic_regression(64), RMD(steps=150, lr=0.5), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=LAM_BOX
+    )
     state = start(settings, splits)
     clean, _ = hyperopt.learn_lambda_clean(settings, splits, state, num_iters=40)
     state = clean
@@ -109,7 +112,8 @@ def test_vmapped_seeds_equal_separate_calls(lr_settings, splits):
     batched, batched_info = attack.run_attack(lr_settings, splits, state, num_iters=4)
     for s in range(4):
         single, single_info = attack.run_attack(lr_settings, take(splits, s), take(state, s), num_iters=4)
-        for got, want in zip(jax.tree_util.tree_leaves(take(batched, s)), jax.tree_util.tree_leaves(single)):
+        pairs = zip(jax.tree_util.tree_leaves(take(batched, s)), jax.tree_util.tree_leaves(single), strict=True)
+        for got, want in pairs:
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
         np.testing.assert_allclose(batched_info.val_loss[s], single_info.val_loss[0], rtol=2e-5)
 
@@ -120,7 +124,7 @@ def test_same_seed_same_result(lr_settings, splits):
         return attack.run_attack(lr_settings, splits, state, num_iters=3)
 
     first, second = once(), once()
-    for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(second)):
+    for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(second), strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -128,8 +132,9 @@ def test_every_fraction_runs_the_same_compiled_step(splits, trace_counter):
     lr = models.logistic_regression(64)
     counting_apply = trace_counter(lr.apply)
     model = models.Model(lr.name, lr.init, counting_apply, lr.layers, lr.random_init)
-    settings = attack.AttackSettings(model, RMD(steps=10, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0),
-                                     lam_box=LAM_BOX)
+    settings = attack.AttackSettings(
+        model, RMD(steps=10, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX
+    )
     state = start(settings, splits)
     state, _ = attack.run_attack(settings, splits, attack.set_poison_count(state, BATCH, BATCH), num_iters=2)
     traced = counting_apply.count
@@ -139,8 +144,14 @@ def test_every_fraction_runs_the_same_compiled_step(splits, trace_counter):
 
 
 def test_ift_hypergradients_drive_the_attack_too(splits):
-    settings = attack.AttackSettings(models.logistic_regression(64), IFT(steps=300, lr=1.0, cg_iters=50),
-                                     alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX)
+    settings = attack.AttackSettings(
+        models.logistic_regression(64),
+        IFT(steps=300, lr=1.0, cg_iters=50),
+        alpha=0.5,
+        beta=0.5,
+        x_box=(0.0, 1.0),
+        lam_box=LAM_BOX,
+    )
     state = attack.set_poison_count(start(settings, splits), BATCH, BATCH)
     before = attack.attack_objective(settings, splits, state)
     state, info = attack.run_attack(settings, splits, state, num_iters=10, update_lam=False)
@@ -149,8 +160,9 @@ def test_ift_hypergradients_drive_the_attack_too(splits):
 
 
 def test_mlp_attack_with_per_layer_lambda(splits):
-    settings = attack.AttackSettings(models.mlp(64, hidden=(8, 4)), RMD(steps=30, lr=0.5), alpha=0.5, beta=0.5,
-                                     x_box=(0.0, 1.0), lam_box=LAM_BOX)
+    settings = attack.AttackSettings(
+        models.mlp(64, hidden=(8, 4)), RMD(steps=30, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX
+    )
     state = attack.set_poison_count(start(settings, splits), BATCH, BATCH)
     assert state.log_lam.shape == (4, 3)
     new, info = attack.run_attack(settings, splits, state, num_iters=3)
@@ -159,8 +171,9 @@ def test_mlp_attack_with_per_layer_lambda(splits):
 
 
 def test_divergent_inner_training_is_reported_not_applied(splits):
-    settings = attack.AttackSettings(models.logistic_regression(64), RMD(steps=60, lr=500.0), alpha=0.5, beta=0.5,
-                                     x_box=(0.0, 1.0), lam_box=LAM_BOX)
+    settings = attack.AttackSettings(
+        models.logistic_regression(64), RMD(steps=60, lr=500.0), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX
+    )
     state = attack.set_poison_count(start(settings, splits, log_lam=LAM_BOX[1]), BATCH, BATCH)
     new, info = attack.run_attack(settings, splits, state, num_iters=2)
     assert int(new.nonfinite_steps.min()) == 2 and not bool(info.finite.any())
@@ -180,22 +193,33 @@ def test_poisoned_training_set_replaces_rows(lr_settings, splits):
         np.testing.assert_array_equal(x[s, untouched], splits.x_train[s, untouched])
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(alpha=0.0), r"alpha must be a finite number > 0, got 0.0"),
-    (dict(beta=float("nan")), r"beta must be a finite number > 0, got nan"),
-    (dict(x_box=(1.0, 0.0)), r"x_box must be a pair \(low, high\) .* low < high, got \(1.0, 0.0\)"),
-    (dict(lam_box=(-8.0,)), r"lam_box must be a pair"),
-    (dict(method="rmd"), r"method must be RMD\(...\), IFT\(...\) or Implicit\(...\), got 'rmd'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(alpha=0.0), r"alpha must be a finite number > 0, got 0.0"),
+        (dict(beta=float("nan")), r"beta must be a finite number > 0, got nan"),
+        (dict(x_box=(1.0, 0.0)), r"x_box must be a pair \(low, high\) .* low < high, got \(1.0, 0.0\)"),
+        (dict(lam_box=(-8.0,)), r"lam_box must be a pair"),
+        (dict(method="rmd"), r"method must be RMD\(...\), IFT\(...\) or Implicit\(...\), got 'rmd'"),
+    ],
+)
 def test_bad_settings(bad, message):
-    kwargs = dict(model=models.logistic_regression(4), method=RMD(steps=5, lr=0.1), alpha=0.5, beta=0.5,
-                  x_box=(0.0, 1.0), lam_box=LAM_BOX)
+    kwargs = dict(
+        model=models.logistic_regression(4),
+        method=RMD(steps=5, lr=0.1),
+        alpha=0.5,
+        beta=0.5,
+        x_box=(0.0, 1.0),
+        lam_box=LAM_BOX,
+    )
     with pytest.raises((ValueError, TypeError), match=message):
         attack.AttackSettings(**{**kwargs, **bad})
 
 
 def test_bad_poison_count(lr_settings, splits):
-    with pytest.raises(ValueError, match=r"n_poison must be an integer in \[0, min\(n_train, n_val\)\] = \[0, 60\], got 61"):
+    with pytest.raises(
+        ValueError, match=r"n_poison must be an integer in \[0, min\(n_train, n_val\)\] = \[0, 60\], got 61"
+    ):
         attack.init_attack(lr_settings, keys_for(range(4)), splits, 61, 0.0)
     with pytest.raises(ValueError, match=r"keys must hold one key per split: 4 splits"):
         attack.init_attack(lr_settings, keys_for(range(3)), splits, 5, 0.0)
@@ -231,8 +255,17 @@ def test_cv_curve_matches_a_hand_computed_fold_average(splits):
 
 def test_victim_on_clean_digits_is_accurate(splits):
     model = models.logistic_regression(64)
-    m = evaluate.evaluate_victim(model, splits.x_train, splits.y_train, jnp.full((4, 1), -8.0), keys_for(range(4)),
-                                 splits.x_test, splits.y_test, lr=0.5, epochs=30)
+    m = evaluate.evaluate_victim(
+        model,
+        splits.x_train,
+        splits.y_train,
+        jnp.full((4, 1), -8.0),
+        keys_for(range(4)),
+        splits.x_test,
+        splits.y_test,
+        lr=0.5,
+        epochs=30,
+    )
     assert m.error.shape == (4,) and float(m.error.max()) < 0.1
     assert bool(m.finite.all())
     assert float(m.sq_norm.min()) > 0 and m.sq_norm_per_weight.shape == (4, 1)
@@ -241,8 +274,17 @@ def test_victim_on_clean_digits_is_accurate(splits):
 
 def test_stronger_lambda_shrinks_victim_weights(splits):
     model = models.mlp(64, hidden=(8, 4))
-    run = lambda lam: evaluate.evaluate_victim(model, splits.x_train, splits.y_train, jnp.full((4, 3), lam),
-                                               keys_for(range(4)), splits.x_test, splits.y_test, lr=0.5, epochs=20)
+    run = lambda lam: evaluate.evaluate_victim(
+        model,
+        splits.x_train,
+        splits.y_train,
+        jnp.full((4, 3), lam),
+        keys_for(range(4)),
+        splits.x_test,
+        splits.y_test,
+        lr=0.5,
+        epochs=20,
+    )
     weak, strong = run(-8.0), run(math.log(200.0))
     assert bool(jnp.all(strong.sq_norm < weak.sq_norm))
 

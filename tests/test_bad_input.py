@@ -15,7 +15,7 @@ from poison_jax.bilevel import RMD
 
 def _losses():
     x = jnp.ones((4, 2))
-    inner = lambda w, th: jnp.sum((x @ w) ** 2) + jnp.exp(th) * jnp.sum(w ** 2)
+    inner = lambda w, th: jnp.sum((x @ w) ** 2) + jnp.exp(th) * jnp.sum(w**2)
     outer = lambda w, th: jnp.sum(x @ w)
     return inner, outer
 
@@ -38,66 +38,140 @@ def _nan_features():
 
 API_CASES = {
     # bilevel engine
-    "steps zero": (lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), steps=0, lr=0.1),
-                   ValueError, "steps must be a positive integer, got 0"),
-    "lr nan": (lambda t: bilevel.unroll(_losses()[0], jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=float("nan")),
-               ValueError, "lr must be a finite number > 0, got nan"),
-    "cg_iters negative": (lambda t: bilevel.ift_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), cg_iters=-2),
-                          ValueError, "cg_iters must be a positive integer, got -2"),
-    "non-scalar loss": (lambda t: bilevel.rmd_hypergrad(_losses()[0], lambda w, th: w, jnp.zeros(2), jnp.asarray(0.0),
-                                                        steps=3, lr=0.1),
-                        ValueError, "outer_loss must return a scalar (shape ()), got (2,)"),
-    "integer weights (dtype)": (lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(2, jnp.int32), jnp.asarray(0.0),
-                                                                steps=3, lr=0.1),
-                                TypeError, "w0 must have a floating dtype, got int32"),
-    "weights of the wrong shape": (lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(3), jnp.asarray(0.0),
-                                                                   steps=3, lr=0.1),
-                                   ValueError, "inner_loss(w, theta) failed for w with structure"),
+    "steps zero": (
+        lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), steps=0, lr=0.1),
+        ValueError,
+        "steps must be a positive integer, got 0",
+    ),
+    "lr nan": (
+        lambda t: bilevel.unroll(_losses()[0], jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=float("nan")),
+        ValueError,
+        "lr must be a finite number > 0, got nan",
+    ),
+    "cg_iters negative": (
+        lambda t: bilevel.ift_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), cg_iters=-2),
+        ValueError,
+        "cg_iters must be a positive integer, got -2",
+    ),
+    "non-scalar loss": (
+        lambda t: bilevel.rmd_hypergrad(_losses()[0], lambda w, th: w, jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=0.1),
+        ValueError,
+        "outer_loss must return a scalar (shape ()), got (2,)",
+    ),
+    "integer weights (dtype)": (
+        lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(2, jnp.int32), jnp.asarray(0.0), steps=3, lr=0.1),
+        TypeError,
+        "w0 must have a floating dtype, got int32",
+    ),
+    "weights of the wrong shape": (
+        lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(3), jnp.asarray(0.0), steps=3, lr=0.1),
+        ValueError,
+        "inner_loss(w, theta) failed for w with structure",
+    ),
     # data
-    "unknown source": (lambda t: data.load_dataset("cifar"), ValueError,
-                       "Unknown data source 'cifar'; allowed: synthetic, digits"),
-    "unknown class": (lambda t: data.load_dataset("digits", classes=(0, 11)), ValueError,
-                      "class 11 is outside the range 0..9"),
-    "equal classes": (lambda t: data.load_dataset("digits", classes=(3, 3)), ValueError,
-                      "classes must be two different classes, got (3, 3)"),
-    "more points than the pool": (lambda t: data.sample_splits(data.load_dataset("digits"), [0], 300, 100), ValueError,
-                                  "n_train=300 + n_val=100 = 400 points but the pool of 'digits 0 v 8' holds 282"),
-    "NaN features": (lambda t: data.load_dataset("npz", path=_npz(t, "nan.npz", X_train=_nan_features())),
-                     ValueError, "1 non-finite feature values (NaN or inf) in the pool set, the first at row 2, column 1"),
-    "non-binary labels": (lambda t: data.load_dataset("npz", path=_npz(t, "lab.npz", y_train=(np.arange(20) % 3) * 1.0)),
-                          ValueError, "pool labels must be 0 or 1, found the values {0, 1, 2}"),
-    "npz missing keys": (lambda t: data.load_dataset("npz", path=_npz(t, "miss.npz", drop=("X_test",))),
-                         ValueError, "lacks the keys ['X_test']"),
-    "pickled npz": (lambda t: data.load_dataset("npz", path=_npz(t, "obj.npz", X_train=np.array([{"a": 1}] * 20))),
-                    ValueError, "object/pickled arrays are not allowed"),
-    "corrupt npz": (lambda t: (Path(t / "corrupt.npz").write_bytes(b"PK\x03\x04garbage" * 10),
-                               data.load_dataset("npz", path=str(t / "corrupt.npz"))),
-                    ValueError, "is not a readable .npz archive"),
-    "empty data": (lambda t: data.load_dataset("npz", path=_npz(t, "empty.npz", X_train=np.zeros((0, 3)),
-                                                                 y_train=np.zeros(0))),
-                   ValueError, "the pool set is empty"),
-    "labels and features disagree": (lambda t: data.load_dataset("npz", path=_npz(t, "shape.npz", y_train=np.zeros(5))),
-                                     ValueError, "pool labels must have shape (20,) to match the features (20, 3), got (5,)"),
+    "unknown source": (
+        lambda t: data.load_dataset("cifar"),
+        ValueError,
+        "Unknown data source 'cifar'; allowed: synthetic, digits",
+    ),
+    "unknown class": (
+        lambda t: data.load_dataset("digits", classes=(0, 11)),
+        ValueError,
+        "class 11 is outside the range 0..9",
+    ),
+    "equal classes": (
+        lambda t: data.load_dataset("digits", classes=(3, 3)),
+        ValueError,
+        "classes must be two different classes, got (3, 3)",
+    ),
+    "more points than the pool": (
+        lambda t: data.sample_splits(data.load_dataset("digits"), [0], 300, 100),
+        ValueError,
+        "n_train=300 + n_val=100 = 400 points but the pool of 'digits 0 v 8' holds 282",
+    ),
+    "NaN features": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "nan.npz", X_train=_nan_features())),
+        ValueError,
+        "1 non-finite feature values (NaN or inf) in the pool set, the first at row 2, column 1",
+    ),
+    "non-binary labels": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "lab.npz", y_train=(np.arange(20) % 3) * 1.0)),
+        ValueError,
+        "pool labels must be 0 or 1, found the values {0, 1, 2}",
+    ),
+    "npz missing keys": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "miss.npz", drop=("X_test",))),
+        ValueError,
+        "lacks the keys ['X_test']",
+    ),
+    "pickled npz": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "obj.npz", X_train=np.array([{"a": 1}] * 20))),
+        ValueError,
+        "object/pickled arrays are not allowed",
+    ),
+    "corrupt npz": (
+        lambda t: (
+            Path(t / "corrupt.npz").write_bytes(b"PK\x03\x04garbage" * 10),
+            data.load_dataset("npz", path=str(t / "corrupt.npz")),
+        ),
+        ValueError,
+        "is not a readable .npz archive",
+    ),
+    "empty data": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "empty.npz", X_train=np.zeros((0, 3)), y_train=np.zeros(0))),
+        ValueError,
+        "the pool set is empty",
+    ),
+    "labels and features disagree": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "shape.npz", y_train=np.zeros(5))),
+        ValueError,
+        "pool labels must have shape (20,) to match the features (20, 3), got (5,)",
+    ),
     # models and attack
     "model size zero": (lambda t: models.mlp(0), ValueError, "d must be a positive integer, got 0"),
-    "attack box inverted": (lambda t: attack.AttackSettings(models.logistic_regression(2), RMD(steps=3, lr=0.1), 0.5,
-                                                            0.5, x_box=(1.0, 0.0), lam_box=(-8.0, 1.0)),
-                            ValueError, "x_box must be a pair (low, high) of finite numbers with low < high, got (1.0, 0.0)"),
+    "attack box inverted": (
+        lambda t: attack.AttackSettings(
+            models.logistic_regression(2), RMD(steps=3, lr=0.1), 0.5, 0.5, x_box=(1.0, 0.0), lam_box=(-8.0, 1.0)
+        ),
+        ValueError,
+        "x_box must be a pair (low, high) of finite numbers with low < high, got (1.0, 0.0)",
+    ),
     # config
     "unknown preset": (lambda t: experiment.preset("cifar-lr"), ValueError, "unknown preset 'cifar-lr': choose one of"),
-    "unknown field": (lambda t: experiment.preset("digits-lr", epochs=3), ValueError, "unknown config field(s) 'epochs'"),
-    "negative count": (lambda t: experiment.preset("digits-lr", n_val=-1), ValueError,
-                       "'n_val' = -1 is not allowed: a positive integer"),
-    "fraction above 1": (lambda t: experiment.preset("digits-lr", poison_batch=60, num_batches=4), ValueError,
-                         "poison_batch * num_batches = 240 must not exceed n_train (200)"),
-    "inverted λ bounds": (lambda t: experiment.preset("digits-lr", log_lam_box=(3.0, -8.0)), ValueError,
-                          "'log_lam_box' = (3.0, -8.0) is not allowed: low < high"),
-    "non-positive step": (lambda t: experiment.preset("digits-lr", beta=-0.1), ValueError,
-                          "'beta' = -0.1 is not allowed: a finite number > 0 (a step size)"),
+    "unknown field": (
+        lambda t: experiment.preset("digits-lr", epochs=3),
+        ValueError,
+        "unknown config field(s) 'epochs'",
+    ),
+    "negative count": (
+        lambda t: experiment.preset("digits-lr", n_val=-1),
+        ValueError,
+        "'n_val' = -1 is not allowed: a positive integer",
+    ),
+    "fraction above 1": (
+        lambda t: experiment.preset("digits-lr", poison_batch=60, num_batches=4),
+        ValueError,
+        "poison_batch * num_batches = 240 must not exceed n_train (200)",
+    ),
+    "inverted λ bounds": (
+        lambda t: experiment.preset("digits-lr", log_lam_box=(3.0, -8.0)),
+        ValueError,
+        "'log_lam_box' = (3.0, -8.0) is not allowed: low < high",
+    ),
+    "non-positive step": (
+        lambda t: experiment.preset("digits-lr", beta=-0.1),
+        ValueError,
+        "'beta' = -0.1 is not allowed: a finite number > 0 (a step size)",
+    ),
     # output folder
-    "unwritable output folder": (lambda t: (Path(t / "a_file").write_text("x"),
-                                            store.ResultsStore(t / "a_file" / "out", experiment.preset("digits-lr"))),
-                                 PermissionError, "cannot create the output folder"),
+    "unwritable output folder": (
+        lambda t: (
+            Path(t / "a_file").write_text("x"),
+            store.ResultsStore(t / "a_file" / "out", experiment.preset("digits-lr")),
+        ),
+        PermissionError,
+        "cannot create the output folder",
+    ),
 }
 
 
@@ -111,9 +185,28 @@ def test_bad_input_is_refused_clearly(name, tmp_path):
 
 # -- the command line, against a folder of finished results that must stay intact ----------
 
-TINY = ["--set", "num_seeds=1", "--set", "iters_fixed=2", "--set", "iters_clean=2", "--set", "iters_multi=2",
-        "--set", "num_batches=1", "--set", "eval_epochs=2", "--set", "inner_steps=10", "--set", "cv_log_lam_grid=(-8, 1, 2)",
-        "--set", "cv_folds=2", "--set", "settings=small"]
+TINY = [
+    "--set",
+    "num_seeds=1",
+    "--set",
+    "iters_fixed=2",
+    "--set",
+    "iters_clean=2",
+    "--set",
+    "iters_multi=2",
+    "--set",
+    "num_batches=1",
+    "--set",
+    "eval_epochs=2",
+    "--set",
+    "inner_steps=10",
+    "--set",
+    "cv_log_lam_grid=(-8, 1, 2)",
+    "--set",
+    "cv_folds=2",
+    "--set",
+    "settings=small",
+]
 
 
 def _cli(*args):
@@ -130,12 +223,19 @@ def finished_folder(tmp_path_factory):
 
 
 CLI_CASES = {
-    "results of another config": (["run", "--preset", "digits-lr", *TINY, "--set", "alpha=0.5"],
-                                  "holds results of another config"),
+    "results of another config": (
+        ["run", "--preset", "digits-lr", *TINY, "--set", "alpha=0.5"],
+        "holds results of another config",
+    ),
     "unknown preset": (["run", "--preset", "nope"], "invalid choice: 'nope'"),
-    "bad --set syntax": (["run", "--preset", "digits-lr", "--set", "num_seeds"], "--set takes field=value, got 'num_seeds'"),
-    "bad --set value": (["run", "--preset", "digits-lr", *TINY, "--set", "hypergrad=fmd"],
-                        "'hypergrad' = 'fmd' is not allowed: one of rmd, ift"),
+    "bad --set syntax": (
+        ["run", "--preset", "digits-lr", "--set", "num_seeds"],
+        "--set takes field=value, got 'num_seeds'",
+    ),
+    "bad --set value": (
+        ["run", "--preset", "digits-lr", *TINY, "--set", "hypergrad=fmd"],
+        "'hypergrad' = 'fmd' is not allowed: one of rmd, ift",
+    ),
     "devices zero": (["run", "--preset", "digits-lr", "--devices", "0"], "--devices must be a positive integer, got 0"),
     "plot of a damaged file": (["plot"], "is not valid JSON"),
 }

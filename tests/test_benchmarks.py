@@ -16,16 +16,28 @@ import pytest
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
 NEW = ("accuracy", "scaling", "batching", "peer", "import_time")
-GOAL_IDS = {"rmd_over_forward", "ift_over_rmd_to_0.999", "vmap_over_loop", "jax_over_torch", "checkpoint_memory",
-            "sweep_minutes", "import_seconds"}
+GOAL_IDS = {
+    "rmd_over_forward",
+    "ift_over_rmd_to_0.999",
+    "vmap_over_loop",
+    "jax_over_torch",
+    "checkpoint_memory",
+    "sweep_minutes",
+    "import_seconds",
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--out", str(out),
-                           "--only", *NEW], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--out", str(out), "--only", *NEW],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     logs = {name: (out / f"{name}.log").read_text()[-2000:] for name in NEW if (out / f"{name}.log").exists()}
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
     return out, {name: json.loads((out / f"{name}.json").read_text()) for name in NEW}
@@ -119,12 +131,22 @@ def test_summary_lists_every_goal(suite):
 def test_summary_reads_hypergrad_and_attack_step_results(tmp_path):
     from benchmarks.__main__ import summarise
 
-    (tmp_path / "hypergrad.json").write_text(json.dumps({
-        "device": "cpu:cpu", "jax_version": "x", "goals": {"RMD / forward unroll <= 2.5": 2.7},
-        "rows": [{"method": "forward unroll", "median_ms": 1.0}, {"method": "RMD", "median_ms": 2.7}]}))
-    mlp = {"plain": {"xla_temp_mb": 900.0, "peak_rss_above_baseline_mb": 920.0},
-           "checkpointed": {"xla_temp_mb": 68.0, "peak_rss_above_baseline_mb": 86.0},
-           "time_ratio": 1.4, "peak_rss_ratio": 0.093}
+    (tmp_path / "hypergrad.json").write_text(
+        json.dumps(
+            {
+                "device": "cpu:cpu",
+                "jax_version": "x",
+                "goals": {"RMD / forward unroll <= 2.5": 2.7},
+                "rows": [{"method": "forward unroll", "median_ms": 1.0}, {"method": "RMD", "median_ms": 2.7}],
+            }
+        )
+    )
+    mlp = {
+        "plain": {"xla_temp_mb": 900.0, "peak_rss_above_baseline_mb": 920.0},
+        "checkpointed": {"xla_temp_mb": 68.0, "peak_rss_above_baseline_mb": 86.0},
+        "time_ratio": 1.4,
+        "peak_rss_ratio": 0.093,
+    }
     (tmp_path / "attack_step.json").write_text(json.dumps({"mlp_checkpointing": mlp}))
     summary = summarise(tmp_path, status={}, quick=False)
     rows = {row["id"]: row for row in summary["goals"]}

@@ -1,6 +1,5 @@
 """Floor 0: hypergradients against finite differences, the dense reference and each other."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,10 +20,14 @@ def make_data(seed, dtype=jnp.float64):
     Xp = rng.normal(size=(N_POISON, D)) / np.sqrt(D)
     to = lambda a: jnp.asarray(a, dtype)
     data = {
-        "X": to(X), "y_reg": to(X @ w_true + 0.1 * rng.normal(size=N_CLEAN)),
+        "X": to(X),
+        "y_reg": to(X @ w_true + 0.1 * rng.normal(size=N_CLEAN)),
         "y_clf": to((X @ w_true > 0).astype(float)),
-        "Xv": to(Xv), "yv_reg": to(Xv @ w_true), "yv_clf": to((Xv @ w_true > 0).astype(float)),
-        "yp_reg": to(-rng.normal(size=N_POISON) - 1.0), "yp_clf": to(np.array([1.0, 0.0, 1.0])),
+        "Xv": to(Xv),
+        "yv_reg": to(Xv @ w_true),
+        "yv_clf": to((Xv @ w_true > 0).astype(float)),
+        "yp_reg": to(-rng.normal(size=N_POISON) - 1.0),
+        "yp_clf": to(np.array([1.0, 0.0, 1.0])),
     }
     theta = {"xp": to(Xp), "log_lam": to(np.log(0.1))}
     return data, theta
@@ -36,7 +39,7 @@ def make_data(seed, dtype=jnp.float64):
 def ridge_losses(data):
     def inner(w, theta):
         r = jnp.concatenate([data["X"] @ w - data["y_reg"], theta["xp"] @ w - data["yp_reg"]])
-        return 0.5 * jnp.mean(r ** 2) + 0.5 * jnp.exp(theta["log_lam"]) * jnp.sum(w ** 2)
+        return 0.5 * jnp.mean(r**2) + 0.5 * jnp.exp(theta["log_lam"]) * jnp.sum(w**2)
 
     def outer(w, theta):
         return 0.5 * jnp.mean((data["Xv"] @ w - data["yv_reg"]) ** 2)
@@ -71,8 +74,7 @@ def two_block_losses(data):
     def inner(w, theta):
         X = jnp.concatenate([data["X"], theta["xp"]])
         y = jnp.concatenate([data["y_clf"], data["yp_clf"]])
-        penalty = sum(0.5 * jnp.exp(theta["log_lam"][name]) * jnp.sum(w[name] ** 2)
-                      for name in ("layer_0", "layer_1"))
+        penalty = sum(0.5 * jnp.exp(theta["log_lam"][name]) * jnp.sum(w[name] ** 2) for name in ("layer_0", "layer_1"))
         return bce(logits(w, X), y) + penalty
 
     def outer(w, theta):
@@ -139,9 +141,10 @@ def test_all_hypergradients_match_finite_differences(x64, name):
 def test_rmd_error_falls_with_steps(x64, name):
     inner, outer, w0, theta = problem(name)
     _, exact, _ = bilevel.exact_hypergrad(inner, outer, converged_w(inner, w0, theta), theta)
-    errors = [rel_err(bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=0.5)[1], exact)
-              for t in (5, 20, 80, 320)]
-    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    errors = [
+        rel_err(bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=0.5)[1], exact) for t in (5, 20, 80, 320)
+    ]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 1e-3 * errors[0]
 
 
@@ -163,7 +166,7 @@ def test_ift_matches_exact_and_reports_unconverged_cg(x64, name):
 def test_ift_damping_solves_the_damped_system(x64):
     inner, outer, w0, theta = problem("ridge")
     w_star = converged_w(inner, w0, theta)
-    damped_inner = lambda w, th: inner(w, th) + 0.5 * 0.3 * jnp.sum(w ** 2)
+    damped_inner = lambda w, th: inner(w, th) + 0.5 * 0.3 * jnp.sum(w**2)
     _, with_damping, _ = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12, damping=0.3)
     # Damping adds 0.3·I to the Hessian only, not to the mixed derivative.
     _, g_w = jax.value_and_grad(outer)(w_star, theta)
@@ -241,7 +244,7 @@ def test_every_function_under_jit_and_vmap(x64):
     }
     for name, got in results.items():
         assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(per_seed), name
-        for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(per_seed)):
+        for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(per_seed), strict=False):
             np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
@@ -251,8 +254,10 @@ def test_vmap_over_theta_batch(x64):
     thetas = jax.tree_util.tree_map(lambda a: jnp.stack([a, a + 0.1]), theta)
     batched = jax.vmap(lambda th: bilevel.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=0.5)[:2])(thetas)
     for i in range(2):
-        single = bilevel.rmd_hypergrad(inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas), steps=20, lr=0.5)[:2]
-        for b, s in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
+        single = bilevel.rmd_hypergrad(
+            inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas), steps=20, lr=0.5
+        )[:2]
+        for b, s in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single), strict=False):
             np.testing.assert_allclose(b[i], s, rtol=1e-10, atol=1e-13)
 
 
@@ -370,7 +375,9 @@ def test_gradient_structure_differs_from_w0(lr_problem):
 
     squash.defvjp(lambda w: (w["w"], None), lambda _, g: ({"w": g},))
     bad_inner = lambda w, th: inner({"w": squash(w), "b": w["b"]}, th)
-    with pytest.raises(ValueError, match=r"grad_w inner_loss\(w0, theta\) failed; its gradient must have the pytree structure"):
+    with pytest.raises(
+        ValueError, match=r"grad_w inner_loss\(w0, theta\) failed; its gradient must have the pytree structure"
+    ):
         bilevel.rmd_hypergrad(bad_inner, outer, w0, theta, steps=5, lr=0.1)
 
 

@@ -83,9 +83,7 @@ def test_hold_out_is_deterministic_in_seed(digits08):
     np.testing.assert_array_equal(digits08.x_test, again.x_test)
     np.testing.assert_array_equal(digits08.x_pool, again.x_pool)
     other = data.load_dataset("digits", seed=1)
-    assert not np.array_equal(digits08.y_test, other.y_test) or not np.array_equal(
-        digits08.x_test, other.x_test
-    )
+    assert not np.array_equal(digits08.y_test, other.y_test) or not np.array_equal(digits08.x_test, other.x_test)
 
 
 def test_mnist5k_0v8(mnist5k08):
@@ -150,7 +148,7 @@ def test_splits_deterministic_per_seed(digits08):
     a = data.sample_splits(digits08, seeds=[0, 1], n_train=100, n_val=50)
     b = data.sample_splits(digits08, seeds=[1], n_train=100, n_val=50)
     c = data.sample_splits(digits08, seeds=[0, 1], n_train=100, n_val=50)
-    for x, y in zip(a, c):
+    for x, y in zip(a, c, strict=False):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(a.x_train[1], b.x_train[0])  # a seed's split ignores the others
     np.testing.assert_array_equal(a.x_val[1], b.x_val[0])
@@ -238,9 +236,7 @@ def test_npz_inception_format(tmp_path):
     (xtr, ytr), (xte, yte) = features(rng, 30, d=2048), features(rng, 12, d=2048)
     np.savez(tmp_path / "train.npz", inception_features_val=xtr.astype(np.float32), labels=ytr)
     np.savez(tmp_path / "test.npz", inception_features_val=xte.astype(np.float32), labels=yte)
-    ds = data.load_dataset(
-        "npz", path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "test.npz")
-    )
+    ds = data.load_dataset("npz", path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "test.npz"))
     assert_binary_float32(ds, d=2048)
     assert ds.x_pool.shape == (30, 2048) and ds.x_test.shape == (12, 2048)
     np.testing.assert_allclose(ds.x_pool.mean(0), 0.0, atol=1e-5)
@@ -262,8 +258,13 @@ def test_npz_missing_keys(tmp_path):
 
 def test_npz_object_array_refused(tmp_path):
     f = tmp_path / "pickled.npz"
-    np.savez(f, X_train=np.array([{"a": 1}, None], dtype=object), y_train=np.zeros(2),
-             X_test=np.zeros((2, 2)), y_test=np.zeros(2))
+    np.savez(
+        f,
+        X_train=np.array([{"a": 1}, None], dtype=object),
+        y_train=np.zeros(2),
+        X_test=np.zeros((2, 2)),
+        y_test=np.zeros(2),
+    )
     with pytest.raises(ValueError, match="object/pickled arrays are not allowed"):
         data.npz(str(f))
 
@@ -277,8 +278,9 @@ def test_npz_single_npy_refused(tmp_path):
 
 def test_npz_non_binary_labels(tmp_path):
     f = tmp_path / "labels.npz"
-    np.savez(f, X_train=np.zeros((4, 2)), y_train=np.array([0, 1, 2, 2]),
-             X_test=np.zeros((2, 2)), y_test=np.array([0, 1]))
+    np.savez(
+        f, X_train=np.zeros((4, 2)), y_train=np.array([0, 1, 2, 2]), X_test=np.zeros((2, 2)), y_test=np.array([0, 1])
+    )
     msg = r"pool labels must be 0 or 1, found the values \{0, 1, 2\}"
     with pytest.raises(ValueError, match=msg):
         data.npz(str(f))
@@ -360,8 +362,7 @@ def test_make_dataset_checks():
 
 
 def test_sample_splits_pool_too_small(digits08):
-    msg = ("sample_splits asks for n_train=600 + n_val=171 = 771 points but the pool of "
-           "'digits 0 v 8' holds 282")
+    msg = "sample_splits asks for n_train=600 + n_val=171 = 771 points but the pool of 'digits 0 v 8' holds 282"
     with pytest.raises(ValueError, match=re.escape(msg)):
         data.sample_splits(digits08, seeds=[0], n_train=600, n_val=171)
 
@@ -372,9 +373,16 @@ def test_sample_splits_bad_sizes(digits08, n_train, n_val, field):
         data.sample_splits(digits08, seeds=[0], n_train=n_train, n_val=n_val)
 
 
-@pytest.mark.parametrize("seeds, shown", [([], "seeds is empty"), ([0, -1], "got -1"),
-                                          ([1.5], "got 1.5"), ([True], "got True"),
-                                          ([2**32], "got 4294967296")])
+@pytest.mark.parametrize(
+    "seeds, shown",
+    [
+        ([], "seeds is empty"),
+        ([0, -1], "got -1"),
+        ([1.5], "got 1.5"),
+        ([True], "got True"),
+        ([2**32], "got 4294967296"),
+    ],
+)
 def test_sample_splits_bad_seeds(digits08, seeds, shown):
     with pytest.raises(ValueError, match=re.escape(shown)):
         data.sample_splits(digits08, seeds=seeds, n_train=10, n_val=10)

@@ -9,8 +9,17 @@ import pytest
 from poison_jax import experiment, store
 from poison_jax.experiment import ConfigError
 
-TINY = dict(num_seeds=2, iters_fixed=3, iters_clean=3, iters_multi=3, num_batches=2, eval_epochs=5,
-            inner_steps=30, cv_log_lam_grid=(-8.0, 1.0, 4), cv_folds=2)
+TINY = dict(
+    num_seeds=2,
+    iters_fixed=3,
+    iters_clean=3,
+    iters_multi=3,
+    num_batches=2,
+    eval_epochs=5,
+    inner_steps=30,
+    cv_log_lam_grid=(-8.0, 1.0, 4),
+    cv_folds=2,
+)
 
 
 def tiny(**overrides):
@@ -23,31 +32,51 @@ def tiny(**overrides):
 def test_presets_hold_the_papers_settings():
     mnist = experiment.preset("mnist-lr")
     assert (mnist.n_train, mnist.n_val, mnist.inner_steps, mnist.inner_lr) == (512, 171, 150, 0.1)
-    assert (mnist.iters_fixed, mnist.iters_clean, mnist.iters_multi, mnist.alpha, mnist.beta) == (100, 50, 100, 0.99, 0.8)
+    assert (mnist.iters_fixed, mnist.iters_clean, mnist.iters_multi, mnist.alpha, mnist.beta) == (
+        100,
+        50,
+        100,
+        0.99,
+        0.8,
+    )
     assert mnist.log_lam_box == (-8.0, math.log(200)) and mnist.eval_epochs == 200 and mnist.eval_batch == 64
     assert [round(100 * f, 1) for f in mnist.fractions] == [0.0, 3.3, 6.6, 10.0, 13.3, 16.6]
     mlp = experiment.preset("imagenet-mlp")
     assert (mlp.model, mlp.inner_steps, mlp.iters_multi, mlp.beta, mlp.eval_epochs) == ("mlp", 600, 150, 0.03, 4000)
     assert "clean" not in mlp.settings  # the paper omits CV for the DNN
     assert experiment.preset("mnist5k-lr").source == "mnist5k"
-    assert set(experiment.PRESETS) == {"mnist-lr", "mnist5k-lr", "mnist5k-lr-strong", "fmnist-lr", "imagenet-lr", "imagenet-mlp",
-                                       "synthetic", "digits-lr"}
+    assert set(experiment.PRESETS) == {
+        "mnist-lr",
+        "mnist5k-lr",
+        "mnist5k-lr-strong",
+        "fmnist-lr",
+        "imagenet-lr",
+        "imagenet-mlp",
+        "synthetic",
+        "digits-lr",
+    }
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_train=-5), r"'n_train' = -5 is not allowed: a positive integer"),
-    (dict(num_seeds=0), r"'num_seeds' = 0 is not allowed: a positive integer"),
-    (dict(poison_batch=100, num_batches=3), r"'num_batches' = 3 is not allowed: poison_batch \* num_batches = 300 "
-                                            r"must not exceed n_train \(200\)"),
-    (dict(x_box=(1.0, 0.0)), r"'x_box' = \(1.0, 0.0\) is not allowed: low < high"),
-    (dict(log_lam_box=(2.0, 2.0)), r"'log_lam_box' = \(2.0, 2.0\) is not allowed: low < high"),
-    (dict(alpha=0.0), r"'alpha' = 0.0 is not allowed: a finite number > 0"),
-    (dict(inner_lr=-0.1), r"'inner_lr' = -0.1 is not allowed: a finite number > 0"),
-    (dict(eval_lr=float("nan")), r"'eval_lr' = nan is not allowed"),
-    (dict(model="cnn"), r"'model' = 'cnn' is not allowed: one of lr, mlp"),
-    (dict(hypergrad="fmd"), r"'hypergrad' = 'fmd' is not allowed: one of rmd, ift"),
-    (dict(settings=("learned", "best")), r"'settings' = \('learned', 'best'\) is not allowed"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_train=-5), r"'n_train' = -5 is not allowed: a positive integer"),
+        (dict(num_seeds=0), r"'num_seeds' = 0 is not allowed: a positive integer"),
+        (
+            dict(poison_batch=100, num_batches=3),
+            r"'num_batches' = 3 is not allowed: poison_batch \* num_batches = 300 "
+            r"must not exceed n_train \(200\)",
+        ),
+        (dict(x_box=(1.0, 0.0)), r"'x_box' = \(1.0, 0.0\) is not allowed: low < high"),
+        (dict(log_lam_box=(2.0, 2.0)), r"'log_lam_box' = \(2.0, 2.0\) is not allowed: low < high"),
+        (dict(alpha=0.0), r"'alpha' = 0.0 is not allowed: a finite number > 0"),
+        (dict(inner_lr=-0.1), r"'inner_lr' = -0.1 is not allowed: a finite number > 0"),
+        (dict(eval_lr=float("nan")), r"'eval_lr' = nan is not allowed"),
+        (dict(model="cnn"), r"'model' = 'cnn' is not allowed: one of lr, mlp"),
+        (dict(hypergrad="fmd"), r"'hypergrad' = 'fmd' is not allowed: one of rmd, ift"),
+        (dict(settings=("learned", "best")), r"'settings' = \('learned', 'best'\) is not allowed"),
+    ],
+)
 def test_config_validation_names_field_and_value(overrides, message):
     with pytest.raises(ConfigError, match=message):
         experiment.preset("digits-lr", **overrides)
@@ -61,10 +90,24 @@ def test_unknown_preset_and_field():
 
 
 def test_parse_overrides():
-    parsed = experiment.parse_overrides(["num_seeds=3", "log_lam_box=(-8, log(200))", "settings=learned",
-                                         "hypergrad=ift", "x_box=[0, 1]", "n_test=None"])
-    assert parsed == {"num_seeds": 3, "log_lam_box": (-8, math.log(200)), "settings": ("learned",),
-                      "hypergrad": "ift", "x_box": (0, 1), "n_test": None}
+    parsed = experiment.parse_overrides(
+        [
+            "num_seeds=3",
+            "log_lam_box=(-8, log(200))",
+            "settings=learned",
+            "hypergrad=ift",
+            "x_box=[0, 1]",
+            "n_test=None",
+        ]
+    )
+    assert parsed == {
+        "num_seeds": 3,
+        "log_lam_box": (-8, math.log(200)),
+        "settings": ("learned",),
+        "hypergrad": "ift",
+        "x_box": (0, 1),
+        "n_test": None,
+    }
     with pytest.raises(ConfigError, match=r"--set takes field=value, got 'num_seeds'"):
         experiment.parse_overrides(["num_seeds"])
 
@@ -147,7 +190,9 @@ def test_second_writer_is_refused_by_the_lock(tmp_path):
 def test_damaged_results_line_is_named(tmp_path):
     config = tiny()
     store.ResultsStore(tmp_path, config).release()
-    (tmp_path / "results.jsonl").write_text('{"config_hash": "' + config.hash() + '", "setting": "small", "cell": 0}\n{"trunc')
+    (tmp_path / "results.jsonl").write_text(
+        '{"config_hash": "' + config.hash() + '", "setting": "small", "cell": 0}\n{"trunc'
+    )
     with pytest.raises(ValueError, match=r"results.jsonl, line 2, is damaged"):
         store.ResultsStore(tmp_path, config)
 

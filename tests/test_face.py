@@ -66,9 +66,26 @@ def _poison_jax(*args, cwd):
     return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-TINY_SETS = ["--set", "num_seeds=3", "--set", "iters_fixed=2", "--set", "iters_clean=2", "--set", "iters_multi=2",
-             "--set", "num_batches=1", "--set", "eval_epochs=3", "--set", "inner_steps=20",
-             "--set", "cv_log_lam_grid=(-8, 1, 3)", "--set", "cv_folds=2"]
+TINY_SETS = [
+    "--set",
+    "num_seeds=3",
+    "--set",
+    "iters_fixed=2",
+    "--set",
+    "iters_clean=2",
+    "--set",
+    "iters_multi=2",
+    "--set",
+    "num_batches=1",
+    "--set",
+    "eval_epochs=3",
+    "--set",
+    "inner_steps=20",
+    "--set",
+    "cv_log_lam_grid=(-8, 1, 3)",
+    "--set",
+    "cv_folds=2",
+]
 
 
 def test_cli_run_resume_plot_end_to_end(tmp_path):
@@ -96,24 +113,47 @@ def test_cli_sharded_seeds_equal_one_device(tmp_path):
     runs = {}
     for devices in ("1", "4"):
         out = tmp_path / devices
-        done = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=learned",
-                           "--devices", devices, "--out", str(out), "--no-progress", cwd=tmp_path)
+        done = _poison_jax(
+            "run",
+            "--preset",
+            "digits-lr",
+            *TINY_SETS,
+            "--set",
+            "settings=learned",
+            "--devices",
+            devices,
+            "--out",
+            str(out),
+            "--no-progress",
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr
         runs[devices] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    for one, four in zip(runs["1"], runs["4"]):
+    for one, four in zip(runs["1"], runs["4"], strict=False):
         assert len(four["per_seed"]["error"]) == 3
         for metric in ("error", "log_lam", "sq_norm", "val_loss"):
-            assert np.allclose(np.asarray(one["per_seed"][metric], float), np.asarray(four["per_seed"][metric], float),
-                               rtol=1e-5, atol=1e-6), metric
+            assert np.allclose(
+                np.asarray(one["per_seed"][metric], float),
+                np.asarray(four["per_seed"][metric], float),
+                rtol=1e-5,
+                atol=1e-6,
+            ), metric
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--preset", "digits-lr", "--set", "alpha=-1"], "'alpha' = -1 is not allowed: a finite number > 0"),
-    (["run", "--preset", "digits-lr", "--set", "colour=red"], "unknown config field(s) 'colour'"),
-    (["plot", "nowhere/results.jsonl"], "no results file at 'nowhere/results.jsonl'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--preset", "digits-lr", "--set", "alpha=-1"], "'alpha' = -1 is not allowed: a finite number > 0"),
+        (["run", "--preset", "digits-lr", "--set", "colour=red"], "unknown config field(s) 'colour'"),
+        (["plot", "nowhere/results.jsonl"], "no results file at 'nowhere/results.jsonl'"),
+    ],
+)
 def test_cli_errors_are_one_clear_line(tmp_path, args, message):
-    done = _poison_jax(*args, "--out", str(tmp_path / "o"), cwd=tmp_path) if args[0] == "run" else _poison_jax(*args, cwd=tmp_path)
+    done = (
+        _poison_jax(*args, "--out", str(tmp_path / "o"), cwd=tmp_path)
+        if args[0] == "run"
+        else _poison_jax(*args, cwd=tmp_path)
+    )
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -122,9 +162,12 @@ def test_cli_help_explains_every_option():
     for command in ("demo", "run", "plot", "synthetic"):
         done = _poison_jax(command, "--help", cwd=".")
         assert done.returncode == 0
-        for option in {"demo": ["--seeds", "--out", "--resume", "--hypergrad"],
-                       "run": ["--preset", "--set", "--out", "--resume", "--hypergrad", "--devices"],
-                       "plot": ["results", "--out"], "synthetic": ["--grid", "--out"]}[command]:
+        for option in {
+            "demo": ["--seeds", "--out", "--resume", "--hypergrad"],
+            "run": ["--preset", "--set", "--out", "--resume", "--hypergrad", "--devices"],
+            "plot": ["results", "--out"],
+            "synthetic": ["--grid", "--out"],
+        }[command]:
             assert option in done.stdout
 
 

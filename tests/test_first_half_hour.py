@@ -15,8 +15,17 @@ from poison_jax import cli, devices, experiment, sweep
 from poison_jax.experiment import ConfigError
 from poison_jax.store import ResultsStore
 
-TINY = dict(num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2, num_batches=2, eval_epochs=3, inner_steps=20,
-            cv_log_lam_grid=(-8.0, 1.0, 3), cv_folds=2)
+TINY = dict(
+    num_seeds=2,
+    iters_fixed=2,
+    iters_clean=2,
+    iters_multi=2,
+    num_batches=2,
+    eval_epochs=3,
+    inner_steps=20,
+    cv_log_lam_grid=(-8.0, 1.0, 3),
+    cv_folds=2,
+)
 TINY_SETS = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v!r}".replace(" ", ""))]
 
 
@@ -39,8 +48,12 @@ def test_failed_run_leaves_nothing_and_the_next_preset_runs(tmp_path, monkeypatc
 
     assert cli.main(["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--no-progress"]) == 0
     assert len(_records(tmp_path / "results" / "digits-lr")) == 3
-    assert cli.main(["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--out", "shared",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            ["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--out", "shared", "--no-progress"]
+        )
+        == 0
+    )
 
 
 def test_folder_without_finished_cell_is_taken_over(tmp_path):
@@ -56,30 +69,45 @@ def test_folder_without_finished_cell_is_taken_over(tmp_path):
 
 
 def test_folder_with_finished_cells_of_another_config_is_refused(tmp_path):
-    experiment.run_sweep(experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, settings=("small",)), tmp_path,
-                         progress=False, log=lambda _: None)
+    experiment.run_sweep(
+        experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, settings=("small",)),
+        tmp_path,
+        progress=False,
+        log=lambda _: None,
+    )
     with pytest.raises(ValueError, match="holds results of another config.*alpha: 0.99 there, 0.5 here"):
-        experiment.run_sweep(experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, alpha=0.5,
-                                               settings=("small",)), tmp_path, progress=False, log=lambda _: None)
+        experiment.run_sweep(
+            experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, alpha=0.5, settings=("small",)),
+            tmp_path,
+            progress=False,
+            log=lambda _: None,
+        )
 
 
 # -- 2. no silently ignored settings -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("overrides, field, choice", [
-    (dict(data_path="/some/file.npz"), "data_path", "source 'digits'"),
-    (dict(data_dir="/tfds"), "data_dir", "source 'digits'"),
-    (dict(hidden=(64,)), "hidden", "model 'lr'"),
-    (dict(hypergrad="ift", checkpoint=True), "checkpoint", "hypergrad 'ift'"),
-    (dict(hypergrad="implicit", inner_steps=300), "inner_steps", "hypergrad 'implicit'"),
-    (dict(cg_tol=1e-3), "cg_tol", "hypergrad 'rmd'"),
-    (dict(solver_tol=1e-3), "solver_tol", "hypergrad 'rmd' (which reads inner_steps, inner_lr, checkpoint) and "
-                                          "victim 'sgd'"),
-    (dict(hypergrad="implicit", victim="converged", eval_epochs=7), "eval_epochs", "victim 'converged'"),
-])
+@pytest.mark.parametrize(
+    "overrides, field, choice",
+    [
+        (dict(data_path="/some/file.npz"), "data_path", "source 'digits'"),
+        (dict(data_dir="/tfds"), "data_dir", "source 'digits'"),
+        (dict(hidden=(64,)), "hidden", "model 'lr'"),
+        (dict(hypergrad="ift", checkpoint=True), "checkpoint", "hypergrad 'ift'"),
+        (dict(hypergrad="implicit", inner_steps=300), "inner_steps", "hypergrad 'implicit'"),
+        (dict(cg_tol=1e-3), "cg_tol", "hypergrad 'rmd'"),
+        (
+            dict(solver_tol=1e-3),
+            "solver_tol",
+            "hypergrad 'rmd' (which reads inner_steps, inner_lr, checkpoint) and victim 'sgd'",
+        ),
+        (dict(hypergrad="implicit", victim="converged", eval_epochs=7), "eval_epochs", "victim 'converged'"),
+    ],
+)
 def test_a_setting_the_choices_ignore_is_refused(overrides, field, choice):
-    with pytest.raises(ConfigError, match=re.escape(f"'{field}' = {overrides[field]!r} would be ignored: "
-                                                    f"it is not read by {choice}")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"'{field}' = {overrides[field]!r} would be ignored: it is not read by {choice}")
+    ):
         experiment.preset("digits-lr", **overrides)
 
 
@@ -105,8 +133,12 @@ def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsy
 def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
     same = dict(TINY, log_lam_large=-8.0)  # large λ = small λ for every seed: the same computation
     log = []
-    records = experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("small", "large")),
-                                   tmp_path / "both", progress=False, log=log.append)
+    records = experiment.run_sweep(
+        experiment.preset("digits-lr", **same, settings=("small", "large")),
+        tmp_path / "both",
+        progress=False,
+        log=log.append,
+    )
     by_cell = {(r["setting"], r["cell"]): r for r in records}
     assert [by_cell[("large", c)]["reused_from"] for c in range(3)] == [None, "small", "small"]
     assert by_cell[("small", 1)]["reused_from"] is None
@@ -114,28 +146,43 @@ def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
         assert by_cell[("large", cell)]["per_seed"] == by_cell[("small", cell)]["per_seed"]
         assert (tmp_path / "both" / "state" / f"large-{cell}.npz").exists()
 
-    computed = experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("large",)), tmp_path / "alone",
-                                    progress=False, log=lambda _: None)
+    computed = experiment.run_sweep(
+        experiment.preset("digits-lr", **same, settings=("large",)),
+        tmp_path / "alone",
+        progress=False,
+        log=lambda _: None,
+    )
     for record in computed:
         assert record["reused_from"] is None
         copied = by_cell[("large", record["cell"])]
         for metric in ("error", "log_lam", "sq_norm", "val_loss"):
-            assert np.array_equal(np.asarray(record["per_seed"][metric], float),
-                                  np.asarray(copied["per_seed"][metric], float)), metric
+            assert np.array_equal(
+                np.asarray(record["per_seed"][metric], float), np.asarray(copied["per_seed"][metric], float)
+            ), metric
 
 
 def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
     same = dict(TINY, log_lam_large=-8.0)
-    experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("small",)), tmp_path, progress=False,
-                         log=lambda _: None)
-    records = experiment.run_sweep(experiment.preset("digits-lr", **same, settings=("small", "large")), tmp_path,
-                                   resume=True, progress=False, log=lambda _: None)
+    experiment.run_sweep(
+        experiment.preset("digits-lr", **same, settings=("small",)), tmp_path, progress=False, log=lambda _: None
+    )
+    records = experiment.run_sweep(
+        experiment.preset("digits-lr", **same, settings=("small", "large")),
+        tmp_path,
+        resume=True,
+        progress=False,
+        log=lambda _: None,
+    )
     assert [r["reused_from"] for r in records if r["setting"] == "large"] == [None, "small", "small"]
 
 
 def test_different_lambdas_are_computed(tmp_path):
-    records = experiment.run_sweep(experiment.preset("digits-lr", **TINY, settings=("small", "large")), tmp_path,
-                                   progress=False, log=lambda _: None)
+    records = experiment.run_sweep(
+        experiment.preset("digits-lr", **TINY, settings=("small", "large")),
+        tmp_path,
+        progress=False,
+        log=lambda _: None,
+    )
     assert all(r["reused_from"] is None for r in records)
 
 
@@ -144,8 +191,10 @@ def test_different_lambdas_are_computed(tmp_path):
 
 @pytest.mark.parametrize("old, new", sorted(experiment.RENAMED.items()))
 def test_old_log_lambda_names_are_refused_naming_the_new_one(old, new):
-    for make in (lambda: experiment.preset("digits-lr", **{old: 1.0}),
-                 lambda: experiment.ExperimentConfig(**{old: 1.0})):
+    for make in (
+        lambda: experiment.preset("digits-lr", **{old: 1.0}),
+        lambda: experiment.ExperimentConfig(**{old: 1.0}),
+    ):
         with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
             make()
 
@@ -160,8 +209,14 @@ def test_labels_and_tables_say_log_lambda():
 
     config = experiment.preset("digits-lr", log_lam_small=-6.0)
     assert experiment.setting_label(config, "small") == "log λ = -6"
-    record = {"setting": "small", "label": "log λ = -6", "cell": 0, "fraction": 0.0,
-              "per_seed": {"error": [0.1]}, "mean": {"log_lam": [-6.0]}}
+    record = {
+        "setting": "small",
+        "label": "log λ = -6",
+        "cell": 0,
+        "fraction": 0.0,
+        "per_seed": {"error": [0.1]},
+        "mean": {"log_lam": [-6.0]},
+    }
     assert "log λ = -6: error (%) | log λ |" in plots.summary_table([record])
 
 
@@ -215,9 +270,11 @@ def test_core_count_respects_affinity_and_the_container_quota(monkeypatch, tmp_p
 
 
 def test_use_cpu_cores_splits_the_host_from_python():
-    script = ("import poison_jax, jax; n = poison_jax.use_cpu_cores(3); "
-              "assert n == 3 and len(jax.devices()) == 3, jax.devices(); "
-              "assert poison_jax.use_cpu_cores(2) == 3  # too late: the backend has started")
+    script = (
+        "import poison_jax, jax; n = poison_jax.use_cpu_cores(3); "
+        "assert n == 3 and len(jax.devices()) == 3, jax.devices(); "
+        "assert poison_jax.use_cpu_cores(2) == 3  # too late: the backend has started"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 

@@ -57,14 +57,18 @@ def _calls(inner, outer):
     calls = {
         "unroll": lambda w0, th, x, y: bilevel.unroll(inner, w0, th, x, y, steps=30, lr=0.5),
         "rmd_hypergrad": lambda w0, th, x, y: bilevel.rmd_hypergrad(inner, outer, w0, th, x, y, steps=30, lr=0.5),
-        "ift_hypergrad": lambda w0, th, x, y: bilevel.ift_hypergrad(inner, outer, w_star(w0, th, x, y), th, x, y,
-                                                                    cg_iters=20),
+        "ift_hypergrad": lambda w0, th, x, y: bilevel.ift_hypergrad(
+            inner, outer, w_star(w0, th, x, y), th, x, y, cg_iters=20
+        ),
         "exact_hypergrad": lambda w0, th, x, y: bilevel.exact_hypergrad(inner, outer, w_star(w0, th, x, y), th, x, y),
     }
     for name, method in METHODS.items():
-        calls[f"hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: bilevel.hypergrad(m, inner, outer, w0, th, x, y))(method)
-        calls[f"warm_hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: bilevel.warm_hypergrad(
-            m, inner, outer, Warm(w0, None), th, x, y))(method)
+        calls[f"hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: bilevel.hypergrad(m, inner, outer, w0, th, x, y))(
+            method
+        )
+        calls[f"warm_hypergrad[{name}]"] = (
+            lambda m: lambda w0, th, x, y: bilevel.warm_hypergrad(m, inner, outer, Warm(w0, None), th, x, y)
+        )(method)
     return calls
 
 
@@ -91,7 +95,7 @@ def test_data_as_arguments_equals_data_by_closure(x64, name):
     v1, g1, _ = bilevel.hypergrad(METHODS[name], inner_loss, outer_loss, w0, theta, x, y)
     v2, g2, _ = bilevel.hypergrad(METHODS[name], closed_inner, closed_outer, w0, theta)
     np.testing.assert_allclose(v1, v2, rtol=1e-12)
-    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
@@ -128,8 +132,9 @@ def test_every_hypergradient_returns_value_dtheta_info(name):
 def test_rmd_info_says_what_is_known():
     x, y = _data_set(0)
     _, _, info = bilevel.rmd_hypergrad(inner_loss, outer_loss, _w0(), _theta(x), x, y, steps=30, lr=0.5)
-    expected = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(
-        jax.grad(inner_loss)(info.warm.w, _theta(x), x, y))))
+    expected = jnp.sqrt(
+        sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(jax.grad(inner_loss)(info.warm.w, _theta(x), x, y)))
+    )
     np.testing.assert_allclose(info.inner_grad_norm, expected, rtol=1e-5)
     assert int(info.solve.iterations) == 30 and int(info.cg.iterations) == 0
 
@@ -138,7 +143,7 @@ def test_hypergrad_with_info_is_hypergrad():
     x, y = _data_set(0)
     a = bilevel.hypergrad(RMD(steps=10, lr=0.5), inner_loss, outer_loss, _w0(), _theta(x), x, y)
     b = bilevel.hypergrad_with_info(RMD(steps=10, lr=0.5), inner_loss, outer_loss, _w0(), _theta(x), x, y)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=False):
         np.testing.assert_array_equal(u, v)
 
 
@@ -166,12 +171,14 @@ def test_the_attack_passes_data_as_arguments(trace_counter):
 
 
 def test_import_poison_jax_exports_the_floors_without_plots_or_tfds():
-    script = ("import sys, poison_jax as pj\n"
-              "for name in ('bilevel', 'solvers', 'attack', 'data', 'models', 'evaluate', 'hyperopt', 'outer', "
-              "'config', 'sweep', 'experiment', 'devices', 'store', 'synthetic'):\n"
-              "    assert hasattr(pj, name), name\n"
-              "assert callable(pj.attack.run_attack) and callable(pj.experiment.run_sweep)\n"
-              "heavy = [m for m in sys.modules if m.startswith(('matplotlib', 'tensorflow_datasets', 'poison_jax.plots'))]\n"
-              "assert not heavy, heavy\n")
+    script = (
+        "import sys, poison_jax as pj\n"
+        "for name in ('bilevel', 'solvers', 'attack', 'data', 'models', 'evaluate', 'hyperopt', 'outer', "
+        "'config', 'sweep', 'experiment', 'devices', 'store', 'synthetic'):\n"
+        "    assert hasattr(pj, name), name\n"
+        "assert callable(pj.attack.run_attack) and callable(pj.experiment.run_sweep)\n"
+        "heavy = [m for m in sys.modules if m.startswith(('matplotlib', 'tensorflow_datasets', 'poison_jax.plots'))]\n"
+        "assert not heavy, heavy\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

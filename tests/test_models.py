@@ -24,8 +24,10 @@ def test_paper_mlp_shape_and_init():
 
 def test_mlp_uses_leaky_relu():
     model = models.mlp(2, hidden=(1,))
-    params = {"layer_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros(1)},
-              "layer_1": {"kernel": jnp.ones((1, 1)), "bias": jnp.zeros(1)}}
+    params = {
+        "layer_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros(1)},
+        "layer_1": {"kernel": jnp.ones((1, 1)), "bias": jnp.zeros(1)},
+    }
     x = jnp.asarray([[1.0, 1.0], [-1.0, -2.0]])
     np.testing.assert_allclose(model.apply(params, x), [2.0, -0.3], rtol=1e-6)
 
@@ -43,7 +45,7 @@ def test_l2_penalty_per_layer_excludes_biases():
     params = model.init(jax.random.PRNGKey(0))
     log_lam = jnp.asarray([0.0, jnp.log(4.0)])
     w0, w1 = params["layer_0"]["kernel"], params["layer_1"]["kernel"]
-    expected = 0.5 * jnp.sum(w0 ** 2) + 0.5 * 4.0 * jnp.sum(w1 ** 2)
+    expected = 0.5 * jnp.sum(w0**2) + 0.5 * 4.0 * jnp.sum(w1**2)
     np.testing.assert_allclose(models.l2_penalty(model, params, log_lam), expected, rtol=1e-6)
     bigger_bias = jax.tree_util.tree_map(lambda a: a, params)
     bigger_bias["layer_0"]["bias"] = params["layer_0"]["bias"] + 10.0

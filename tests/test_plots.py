@@ -16,13 +16,21 @@ ERRORS = {0: [0.02, 0.0, 0.01, 0.03], 1: [0.05, 0.43, 0.02, 0.1], 2: [0.08, 0.1,
 def _record(setting, cell, errors):
     """A sweep record as :func:`poison_jax.experiment.run_sweep` writes it (the fields the figures read)."""
     ok = [e for e in errors if e is not None]
-    per_seed = {"error": list(errors),
-                "log_lam": [None if e is None else [-8.0 + e] for e in errors],
-                "sq_norm": [None if e is None else [1.0 + e] for e in errors]}
+    per_seed = {
+        "error": list(errors),
+        "log_lam": [None if e is None else [-8.0 + e] for e in errors],
+        "sq_norm": [None if e is None else [1.0 + e] for e in errors],
+    }
     mean = {k: np.mean([v for v in vs if v is not None], axis=0).tolist() if ok else None for k, vs in per_seed.items()}
     mean["error_std"] = float(np.std(ok)) if ok else None
-    return {"setting": setting, "label": f"{setting} label", "cell": cell, "fraction": 0.035 * cell,
-            "per_seed": per_seed, "mean": mean}
+    return {
+        "setting": setting,
+        "label": f"{setting} label",
+        "cell": cell,
+        "fraction": 0.035 * cell,
+        "per_seed": per_seed,
+        "mean": mean,
+    }
 
 
 @pytest.fixture
@@ -38,8 +46,7 @@ def _plotted_y(ax):
 
 
 def test_importing_plots_keeps_the_backend():
-    code = ("import matplotlib; matplotlib.use('svg'); import poison_jax.plots; "
-            "print(matplotlib.get_backend())")
+    code = "import matplotlib; matplotlib.use('svg'); import poison_jax.plots; print(matplotlib.get_backend())"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"

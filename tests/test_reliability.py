@@ -16,9 +16,28 @@ from poison_jax import experiment
 
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
-SETS = ["--set", "num_seeds=2", "--set", "iters_fixed=6", "--set", "iters_clean=4", "--set", "iters_multi=6",
-        "--set", "num_batches=2", "--set", "eval_epochs=5", "--set", "inner_steps=40",
-        "--set", "cv_log_lam_grid=(-8, 1, 3)", "--set", "cv_folds=2", "--set", "settings=small,learned"]
+SETS = [
+    "--set",
+    "num_seeds=2",
+    "--set",
+    "iters_fixed=6",
+    "--set",
+    "iters_clean=4",
+    "--set",
+    "iters_multi=6",
+    "--set",
+    "num_batches=2",
+    "--set",
+    "eval_epochs=5",
+    "--set",
+    "inner_steps=40",
+    "--set",
+    "cv_log_lam_grid=(-8, 1, 3)",
+    "--set",
+    "cv_folds=2",
+    "--set",
+    "settings=small,learned",
+]
 
 
 def _command(out, *extra):
@@ -90,9 +109,20 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
 
 
 def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
-    config = experiment.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2, num_batches=1,
-                               eval_epochs=2, inner_steps=30, inner_lr=1e4, log_lam_box=(-8.0, 12.0),
-                               log_lam_large=12.0, settings=("small", "large"))
+    config = experiment.preset(
+        "digits-lr",
+        num_seeds=2,
+        iters_fixed=2,
+        iters_clean=2,
+        iters_multi=2,
+        num_batches=1,
+        eval_epochs=2,
+        inner_steps=30,
+        inner_lr=1e4,
+        log_lam_box=(-8.0, 12.0),
+        log_lam_large=12.0,
+        settings=("small", "large"),
+    )
     records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     text = (tmp_path / "results.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -101,15 +131,31 @@ def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
     assert "validation loss after inner training is not finite" in diverged[0]["failures"][0]["reason"]
     for r in diverged[1:]:
         assert [f["seed"] for f in r["failures"]] == [0, 1]
-        assert "non-finite hypergradient" in r["failures"][0]["reason"] and "inner_lr=10000.0" in r["failures"][0]["reason"]
+        assert (
+            "non-finite hypergradient" in r["failures"][0]["reason"]
+            and "inner_lr=10000.0" in r["failures"][0]["reason"]
+        )
         assert r["per_seed"]["error"] == [None, None] and r["mean"]["error"] is None
 
 
 def test_victim_divergence_is_reported(tmp_path):
-    config = experiment.preset("digits-lr", num_seeds=2, iters_fixed=2, num_batches=0, eval_epochs=3, inner_steps=20,
-                               eval_lr=1e12, log_lam_large=15.0, log_lam_box=(-8.0, 16.0), settings=("large",))
+    config = experiment.preset(
+        "digits-lr",
+        num_seeds=2,
+        iters_fixed=2,
+        num_batches=0,
+        eval_epochs=3,
+        inner_steps=20,
+        eval_lr=1e12,
+        log_lam_large=15.0,
+        log_lam_box=(-8.0, 16.0),
+        settings=("large",),
+    )
     (record,) = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
-    assert record["failures"] and "victim training diverged (lower eval_lr=1000000000000.0)" in record["failures"][0]["reason"]
+    assert (
+        record["failures"]
+        and "victim training diverged (lower eval_lr=1000000000000.0)" in record["failures"][0]["reason"]
+    )
     assert "NaN" not in (tmp_path / "results.jsonl").read_text()
 
 
@@ -126,15 +172,20 @@ def test_two_processes_as_two_hosts_equal_one_process(uninterrupted, tmp_path):
     them) give the results of one process; only process 0 writes."""
     out = tmp_path / "two_hosts"
     hosts = ["--devices", "1", "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2"]
-    procs = [subprocess.Popen(_command(out, *hosts, "--process-id", str(i)), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            _command(out, *hosts, "--process-id", str(i)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
+    for p, (_, err) in zip(procs, outputs, strict=False):
         assert p.returncode == 0, err[-2000:]
     assert "| poison (%) |" in outputs[0][0] and "| poison (%) |" not in outputs[1][0]
     got, want = _records(out), uninterrupted
     assert [(r["setting"], r["cell"]) for r in got] == [(r["setting"], r["cell"]) for r in want]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         for metric in ("error", "log_lam", "sq_norm", "val_loss"):
-            assert np.allclose(np.asarray(g["per_seed"][metric], float), np.asarray(w["per_seed"][metric], float),
-                               rtol=1e-5, atol=1e-6), metric
+            assert np.allclose(
+                np.asarray(g["per_seed"][metric], float), np.asarray(w["per_seed"][metric], float), rtol=1e-5, atol=1e-6
+            ), metric

@@ -58,8 +58,9 @@ def test_solver_under_vmap_solves_each_lane(x64, solver):
     for i in range(3):
         theta_i = jax.tree_util.tree_map(lambda a: a[i], thetas)
         w_i, _ = solver(lambda w: inner(w, theta_i), w0)
-        np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], ws))[0],
-                                   ravel_pytree(w_i)[0], atol=1e-8)
+        np.testing.assert_allclose(
+            ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], ws))[0], ravel_pytree(w_i)[0], atol=1e-8
+        )
 
 
 def test_newton_finds_a_local_minimum_of_the_mlp():
@@ -81,13 +82,16 @@ def test_cg_warm_start_from_the_solution_needs_no_iteration(x64):
     np.testing.assert_allclose(x, x_star, rtol=1e-12)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda: NewtonCG(tol=0.0), r"tol must be a finite number > 0, got 0.0"),
-    (lambda: NewtonCG(maxiter=0), r"maxiter must be a positive integer, got 0"),
-    (lambda: LBFGS(memory=-1), r"memory must be a positive integer, got -1"),
-    (lambda: Implicit(solver="newton"), r"solver must be NewtonCG\(...\) or LBFGS\(...\), got 'newton'"),
-    (lambda: Implicit(cg_tol=-1.0), r"cg_tol must be a finite number >= 0, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda: NewtonCG(tol=0.0), r"tol must be a finite number > 0, got 0.0"),
+        (lambda: NewtonCG(maxiter=0), r"maxiter must be a positive integer, got 0"),
+        (lambda: LBFGS(memory=-1), r"memory must be a positive integer, got -1"),
+        (lambda: Implicit(solver="newton"), r"solver must be NewtonCG\(...\) or LBFGS\(...\), got 'newton'"),
+        (lambda: Implicit(cg_tol=-1.0), r"cg_tol must be a finite number >= 0, got -1.0"),
+    ],
+)
 def test_bad_solver_settings(bad, message):
     with pytest.raises((ValueError, TypeError), match=message):
         bad()
@@ -152,8 +156,16 @@ def splits():
 
 
 def strong_settings(**changes):
-    base = attack.AttackSettings(models.logistic_regression(64), STRONG, alpha=0.5, beta=0.5, x_box=(0.0, 1.0),
-                                 lam_box=(-8.0, 6.0), xp_step=outer.Armijo(), mode=attack.Add())
+    base = attack.AttackSettings(
+        models.logistic_regression(64),
+        STRONG,
+        alpha=0.5,
+        beta=0.5,
+        x_box=(0.0, 1.0),
+        lam_box=(-8.0, 6.0),
+        xp_step=outer.Armijo(),
+        mode=attack.Add(),
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -164,9 +176,17 @@ def started(settings, splits, n_active=BATCH, log_lam=math.log(0.01)):
 
 
 # Step sizes for this problem (λ = log 0.01, digits): raw-gradient rules overshoot above ~0.1.
-@pytest.mark.parametrize("rule, alpha", [(outer.Normalised(), 0.5), (outer.Adam(), 0.05), (outer.Optimistic(), 0.03),
-                                         (outer.Armijo(), 0.5), (outer.SGD(), 0.1)],
-                         ids=["normalised", "adam", "optimistic", "armijo", "sgd"])
+@pytest.mark.parametrize(
+    "rule, alpha",
+    [
+        (outer.Normalised(), 0.5),
+        (outer.Adam(), 0.05),
+        (outer.Optimistic(), 0.03),
+        (outer.Armijo(), 0.5),
+        (outer.SGD(), 0.1),
+    ],
+    ids=["normalised", "adam", "optimistic", "armijo", "sgd"],
+)
 def test_each_outer_rule_raises_the_attackers_objective(splits, rule, alpha):
     settings = strong_settings(xp_step=rule, alpha=alpha)
     state = started(settings, splits)
@@ -199,8 +219,14 @@ def test_each_outer_rule_lowers_the_validation_loss_by_learning_lambda():
     # In a process of its own: late in a long test session XLA's CPU compiler once crashed
     # (SIGSEGV) compiling these λ-only steps, which compile and run fine on their own.
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", _LAMBDA_RULES_SCRIPT], cwd=root, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAMBDA_RULES_SCRIPT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout)
     assert set(results) == {"sgd", "armijo", "adam", "optimistic"}
@@ -275,12 +301,14 @@ def test_converged_victim_reaches_its_tolerance_and_learns(splits):
     x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
     victim = evaluate.ConvergedVictim(NewtonCG(tol=1e-5, maxiter=200))
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    m = evaluate.evaluate_victim(settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test,
-                                 victim=victim, weights=weights)
+    m = evaluate.evaluate_victim(
+        settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim, weights=weights
+    )
     assert np.all(np.asarray(m.converged)) and float(np.max(m.error)) < 0.05
     with pytest.raises(ValueError, match="give one or the other"):
-        evaluate.evaluate_victim(settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test,
-                                 victim=victim, lr=0.1, epochs=2)
+        evaluate.evaluate_victim(
+            settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim, lr=0.1, epochs=2
+        )
 
 
 def test_sgd_victim_ignores_inactive_added_rows(splits):
@@ -289,25 +317,37 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
     state = state._replace(xp=jnp.full_like(state.xp, jnp.nan))  # would poison any step that used them
     x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    m = evaluate.evaluate_victim(settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test,
-                                 victim=evaluate.SGDVictim(lr=0.5, epochs=20, batch_size=32), weights=weights)
+    m = evaluate.evaluate_victim(
+        settings.model,
+        x,
+        y,
+        state.log_lam,
+        keys,
+        splits.x_test,
+        splits.y_test,
+        victim=evaluate.SGDVictim(lr=0.5, epochs=20, batch_size=32),
+        weights=weights,
+    )
     assert np.all(np.asarray(m.finite)) and float(np.max(m.error)) < 0.1
 
 
 # -- floor 2: configs, the sweep and resume ------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("solver_tol", 0.0, "a finite number > 0"),
-    ("solver_iters", 0, "a positive integer"),
-    ("xp_step", "line-search", "one of normalised, sgd, adam, optimistic, armijo"),
-    ("lam_step", "momentum", "one of normalised, sgd, adam, optimistic, armijo"),
-    ("poison_mode", "append", "one of replace, add"),
-    ("victim", "exact", "one of sgd, converged"),
-    ("hypergrad", "newton", "one of rmd, ift, implicit"),
-    ("solver", "bfgs", "one of newton-cg, lbfgs"),
-    ("damping", -1.0, "a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("solver_tol", 0.0, "a finite number > 0"),
+        ("solver_iters", 0, "a positive integer"),
+        ("xp_step", "line-search", "one of normalised, sgd, adam, optimistic, armijo"),
+        ("lam_step", "momentum", "one of normalised, sgd, adam, optimistic, armijo"),
+        ("poison_mode", "append", "one of replace, add"),
+        ("victim", "exact", "one of sgd, converged"),
+        ("hypergrad", "newton", "one of rmd, ift, implicit"),
+        ("solver", "bfgs", "one of newton-cg, lbfgs"),
+        ("damping", -1.0, "a finite number >= 0"),
+    ],
+)
 def test_bad_strong_settings_are_refused_naming_the_field(field, value, allowed):
     with pytest.raises(experiment.ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
         experiment.preset("digits-lr", **{field: value})
@@ -320,9 +360,21 @@ def test_new_fields_at_their_defaults_keep_the_config_hash():
 
 
 def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
-    config = experiment.preset("mnist5k-lr-strong", source="digits", classes=(0, 8), n_train=100, n_val=50,
-                               n_test=None, num_seeds=2, poison_batch=5, num_batches=2, iters_fixed=3, iters_clean=3,
-                               iters_multi=3, settings=("small", "learned"))
+    config = experiment.preset(
+        "mnist5k-lr-strong",
+        source="digits",
+        classes=(0, 8),
+        n_train=100,
+        n_val=50,
+        n_test=None,
+        num_seeds=2,
+        poison_batch=5,
+        num_batches=2,
+        iters_fixed=3,
+        iters_clean=3,
+        iters_multi=3,
+        settings=("small", "learned"),
+    )
     full = experiment.run_sweep(config, tmp_path / "full", progress=False, log=lambda _: None)
     assert {r["victim"] for r in full} == {"converged"} and {r["hypergrad"] for r in full} == {"implicit"}
     assert all(all(r["per_seed"]["victim_converged"]) for r in full)
@@ -334,7 +386,7 @@ def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
     for name in ("learned-1", "learned-2"):
         (part / "state" / f"{name}.npz").unlink(missing_ok=True)
     resumed = experiment.run_sweep(config, part, resume=True, progress=False, log=lambda _: None)
-    for a, b in zip(full, resumed):
+    for a, b in zip(full, resumed, strict=False):
         assert (a["setting"], a["cell"]) == (b["setting"], b["cell"])
         np.testing.assert_allclose(a["per_seed"]["error"], b["per_seed"]["error"])
         np.testing.assert_allclose(a["per_seed"]["log_lam"], b["per_seed"]["log_lam"], rtol=1e-6)
