@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -24,8 +25,9 @@ def _join_hosts(args) -> None:
     if not 0 <= args.process_id < args.num_processes:
         raise ValueError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts talk over gloo
-    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                               process_id=args.process_id)
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+    )
 
 
 def _leave_hosts(args) -> None:
@@ -56,16 +58,43 @@ def _load_records(path: Path) -> tuple[list[dict], dict]:
     return records, config
 
 
-def _finish(records, results: Path, out_dir: Path, title: str) -> None:
+def _finish(records, results: Path, out_dir: Path, title: str, config: dict | None = None) -> None:
+    """Figures, summary table and IFT assumption check of one results folder."""
+    _report([(records, results, config or {})], out_dir, title)
+
+
+def _method(records, config: dict) -> str:
+    return config.get("hypergrad") or next((r["hypergrad"] for r in records if r.get("hypergrad")), "?")
+
+
+def _report(sources, out_dir: Path, title: str) -> None:
+    """Figures of one or several results folders (``[(records, results.jsonl path, config), ...]``)
+    under ``out_dir/figures``; per folder its summary table and IFT assumption check."""
     import jax
 
-    from poison_jax import plots
+    from poison_jax import plots, store
 
     if jax.process_index() != 0:  # in a multi-host run process 0 reports
         return
-    figures = plots.write_figures(records, out_dir / "figures", title)
-    print("\n" + plots.summary_table(records) + "\n")
-    print(f"results: {results}")
+    diagnostics = [store.read_diagnostics(results.parent) for _, results, _ in sources]
+    if len(sources) == 1:
+        ((records, results, config),) = sources
+        figures = plots.write_figures(records, out_dir / "figures", title, diagnostics=diagnostics[0])
+        print("\n" + plots.summary_table(records) + "\n")
+        print("\n".join(plots.diagnostics_check(records, diagnostics[0], config)) + "\n")
+        print(f"results: {results}")
+    else:
+        tagged, tagged_diagnostics = [], {}
+        for index, ((records, results, config), diag) in enumerate(zip(sources, diagnostics, strict=True)):
+            folder = results.parent if results.name == "results.jsonl" else results
+            tagged += plots.label_source(records, index, f"{_method(records, config)} ({folder})")
+            tagged_diagnostics.update({(index, *key): value for key, value in diag.items()})
+        figures = plots.write_figures(tagged, out_dir / "figures", title, diagnostics=tagged_diagnostics)
+        for (records, results, config), diag in zip(sources, diagnostics, strict=True):
+            print(f"\n## {results.parent}: {_method(records, config).upper()} ({config.get('name', '?')})\n")
+            print(plots.summary_table(records) + "\n")
+            print("\n".join(plots.diagnostics_check(records, diag, config)))
+        print("\nresults: " + ", ".join(str(results) for _, results, _ in sources))
     print("figures: " + ", ".join(str(p) for p in figures if p.suffix == ".png") + " (and PDF)")
 
 
@@ -74,7 +103,13 @@ def _run_config(config, args) -> int:
 
     out_dir = Path(args.out) if args.out is not None else Path("results") / config.name
     records = experiment.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
-    _finish(records, out_dir / "results.jsonl", out_dir, f"{config.name} ({config.model}, {config.hypergrad.upper()})")
+    _finish(
+        records,
+        out_dir / "results.jsonl",
+        out_dir,
+        f"{config.name} ({config.model}, {config.hypergrad.upper()})",
+        config.to_dict(),
+    )
     return 0
 
 
@@ -83,8 +118,10 @@ def _demo(args) -> int:
     from poison_jax import experiment
 
     config = experiment.preset("mnist5k-lr", num_seeds=args.seeds, hypergrad=args.hypergrad)
-    print(f"demo: {config.name}, {config.num_seeds} seeds, settings {', '.join(config.settings)}, "
-          f"fractions {', '.join(f'{100 * f:.1f}%' for f in config.fractions)}")
+    print(
+        f"demo: {config.name}, {config.num_seeds} seeds, settings {', '.join(config.settings)}, "
+        f"fractions {', '.join(f'{100 * f:.1f}%' for f in config.fractions)}"
+    )
     return _run_config(config, args)
 
 
@@ -114,15 +151,36 @@ def _presets(args) -> int:
 
 
 def _plot(args) -> int:
-    """Figures and the summary table of a finished (or partial) results file."""
-    records, config = _load_records(Path(args.results))
-    if not records:
-        print(f"{args.results} holds no finished cell yet: nothing to plot")
-        return 1
-    given = Path(args.results)
-    results = given / "results.jsonl" if given.is_dir() else given
-    out_dir = Path(args.out) if args.out else results.parent
-    _finish(records, results, out_dir, config.get("name", ""))
+    """Figures, summary table and IFT assumption check of a finished (or partial) results file.
+
+    With several results folders, e.g.
+
+      poison-jax plot results/demo-rmd results/demo-ift --out results/rmd-vs-ift
+
+    the figures draw every folder's curves side by side, labelled by method and folder (never
+    merged), and the summary is one table per folder; --out is then required.
+    """
+    if len(args.results) > 1 and args.out is None:
+        raise ValueError(
+            f"{len(args.results)} results folders need --out FOLDER for the comparison figures "
+            f"(e.g. --out results/compare): they are written nowhere by default"
+        )
+    sources = []
+    for given in map(Path, args.results):
+        records, config = _load_records(given)
+        if not records:
+            print(f"{given} holds no finished cell yet: nothing to plot")
+            return 1
+        results = given / "results.jsonl" if given.is_dir() else given
+        sources.append((records, results, config))
+    out_dir = Path(args.out) if args.out else sources[0][1].parent
+    if len(sources) == 1:
+        title = sources[0][2].get("name", "")
+    else:
+        names = list(dict.fromkeys(config.get("name", "?") for _, _, config in sources))
+        methods = " vs ".join(_method(records, config).upper() for records, _, config in sources)
+        title = f"{', '.join(names)}: {methods}"
+    _report(sources, out_dir, title)
     return 0
 
 
@@ -135,8 +193,11 @@ def _synthetic(args) -> int:
     out_dir = Path(args.out)
     paths = plots.save(plots.synthetic_figure(maps), out_dir / "synthetic_maps")
     (out_dir / "synthetic_maps.json").write_text(json.dumps(maps, indent=1) + "\n")
-    print(f"max validation error: {max(map(max, maps['val_error_noreg'])):.3f} without regularisation, "
-          f"{max(map(max, maps['val_error_reg'])):.3f} with log λ = {maps['log_lam_reg']:.2f} (λ = {math.exp(maps['log_lam_reg']):g})")
+    print(
+        f"max validation error: {max(map(max, maps['val_error_noreg'])):.3f} without regularisation, "
+        f"{max(map(max, maps['val_error_reg'])):.3f} with log λ = {maps['log_lam_reg']:.2f} "
+        f"(λ = {math.exp(maps['log_lam_reg']):g})"
+    )
     print("figure: " + ", ".join(map(str, paths)))
     return 0
 
@@ -152,9 +213,9 @@ def _example(args) -> int:
     rng = np.random.default_rng(args.seed)
     d, n, n_p, n_val = 10, 60, 6, 40
     w_true = rng.normal(size=d)
-    x, x_val = rng.normal(size=(n, d)), rng.normal(size=(n_val, d))
-    y, y_val = (x @ w_true > 0).astype(np.float32), (x_val @ w_true > 0).astype(np.float32)
-    x, x_val = jnp.asarray(x, jnp.float32), jnp.asarray(x_val, jnp.float32)
+    x_np, x_val_np = rng.normal(size=(n, d)), rng.normal(size=(n_val, d))
+    y, y_val = (x_np @ w_true > 0).astype(np.float32), (x_val_np @ w_true > 0).astype(np.float32)
+    x, x_val = jnp.asarray(x_np, jnp.float32), jnp.asarray(x_val_np, jnp.float32)
     y_p = 1.0 - y[:n_p]  # poison points: clones with flipped labels
 
     def bce(logits, labels):
@@ -176,21 +237,37 @@ def _example(args) -> int:
         print(f"  validation loss        {float(value):.6f}")
         print(f"  d loss / d log-λ       {float(dtheta['log_lam']):+.6f}")
         print(f"  ||d loss / d Xp||      {float(jnp.linalg.norm(dtheta['xp'])):.6f}")
-        print(f"  ||grad_w inner||       {float(info.inner_grad_norm):.2e}  (CG iterations {int(info.cg.iterations)})\n")
+        print(
+            f"  ||grad_w inner||       {float(info.inner_grad_norm):.2e}  (CG iterations {int(info.cg.iterations)})\n"
+        )
     return 0
 
 
-def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--out", default=default_out, help="folder for results.jsonl, states and figures (default: "
-                   + ("%(default)s)" if default_out else "results/PRESET, named after the preset)"))
-    p.add_argument("--resume", action="store_true", help="continue a partly finished sweep in --out, skipping finished cells")
+def _add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> None:
+    p.add_argument(
+        "--out",
+        default=default_out,
+        help="folder for results.jsonl, states and figures (default: "
+        + ("%(default)s)" if default_out else "results/PRESET, named after the preset)"),
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue a partly finished sweep in --out, skipping finished cells"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--devices", type=int, default=None,
-                   help="on a CPU, split the host into this many XLA devices to run seeds in parallel "
-                        "(default: one per usable core; no effect on a GPU)")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="on a CPU, split the host into this many XLA devices to run seeds in parallel "
+        "(default: one per usable core; no effect on a GPU)",
+    )
     hosts = p.add_argument_group("multi-host (jax.distributed): run the same command on every host")
-    hosts.add_argument("--coordinator", metavar="HOST:PORT", default=None,
-                       help="address of process 0, which coordinates and alone writes results")
+    hosts.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        default=None,
+        help="address of process 0, which coordinates and alone writes results",
+    )
     hosts.add_argument("--num-processes", type=int, default=None, help="number of processes (hosts) in the run")
     hosts.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num-processes - 1")
 
@@ -205,46 +282,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {poison_jax.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="the paper's MNIST experiment on the offline MNIST sample (5 seeds, minutes)",
-                          description=_demo.__doc__)
+    demo = sub.add_parser(
+        "demo",
+        help="the paper's MNIST experiment on the offline MNIST sample (5 seeds, minutes)",
+        description=_demo.__doc__,
+    )
     _add_run_options(demo, "results/demo")
     demo.add_argument("--seeds", type=int, default=DEMO_SEEDS, help="number of random splits (default: %(default)s)")
     demo.add_argument("--hypergrad", choices=("rmd", "ift"), default="rmd", help="hypergradient method (default: rmd)")
     demo.set_defaults(func=_demo)
 
-    run = sub.add_parser("run", help="run a preset's sweep (Λ settings x poisoning fractions x seeds)",
-                         description=_run.__doc__)
-    run.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
-                     help=f"one of {', '.join(sorted(PRESETS))}")
-    run.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                     help="override a config field, e.g. --set num_seeds=3 --set log_lam_box='(-8, log(200))' (repeatable; "
-                          "poison-jax presets NAME lists the fields)")
-    run.add_argument("--hypergrad", choices=HYPERGRADS, default=None,
-                     help="hypergradient method (default: the preset's; rmd for the paper's presets, implicit for "
-                          "mnist5k-lr-strong)")
+    run = sub.add_parser(
+        "run", help="run a preset's sweep (Λ settings x poisoning fractions x seeds)", description=_run.__doc__
+    )
+    run.add_argument(
+        "--preset", required=True, choices=sorted(PRESETS), metavar="NAME", help=f"one of {', '.join(sorted(PRESETS))}"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a config field, e.g. --set num_seeds=3 --set log_lam_box='(-8, log(200))' (repeatable; "
+        "poison-jax presets NAME lists the fields)",
+    )
+    run.add_argument(
+        "--hypergrad",
+        choices=HYPERGRADS,
+        default=None,
+        help="hypergradient method (default: the preset's; rmd for the paper's presets, implicit for "
+        "mnist5k-lr-strong)",
+    )
     _add_run_options(run, None)
     run.set_defaults(func=_run)
 
-    presets = sub.add_parser("presets", help="list the presets, or show every field of one (value and meaning)",
-                             description=_presets.__doc__)
-    presets.add_argument("name", nargs="?", choices=sorted(PRESETS), metavar="NAME",
-                         help=f"one of {', '.join(sorted(PRESETS))}")
+    presets = sub.add_parser(
+        "presets", help="list the presets, or show every field of one (value and meaning)", description=_presets.__doc__
+    )
+    presets.add_argument(
+        "name", nargs="?", choices=sorted(PRESETS), metavar="NAME", help=f"one of {', '.join(sorted(PRESETS))}"
+    )
     presets.set_defaults(func=_presets, devices=None)
 
-    plot = sub.add_parser("plot", help="figures and summary table of a results file", description=_plot.__doc__)
-    plot.add_argument("results", help="a results.jsonl, or the folder holding it")
-    plot.add_argument("--out", default=None, help="folder for figures/ (default: the results' folder)")
+    plot = sub.add_parser(
+        "plot",
+        help="figures and summary table of a results file, or of several side by side",
+        description=inspect.cleandoc(_plot.__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="a results.jsonl, or the folder holding it; several (e.g. an RMD and an IFT run) are drawn "
+        "side by side in the same figures, their curves labelled by method and folder",
+    )
+    plot.add_argument(
+        "--out", default=None, help="folder for figures/ (default with one RESULTS: its folder; required with several)"
+    )
     plot.set_defaults(func=_plot, devices=None)
 
-    synthetic = sub.add_parser("synthetic", help="the paper's Fig. 1 maps on two 2-D Gaussians",
-                               description=_synthetic.__doc__)
+    synthetic = sub.add_parser(
+        "synthetic", help="the paper's Fig. 1 maps on two 2-D Gaussians", description=_synthetic.__doc__
+    )
     synthetic.add_argument("--out", default="results/synthetic", help="folder for the figure (default: %(default)s)")
     synthetic.add_argument("--grid", type=int, default=60, help="grid points per axis (default: %(default)s)")
     synthetic.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
     synthetic.set_defaults(func=_synthetic, devices=None)
 
-    example = sub.add_parser("example", help="compute one hypergradient by RMD and by IFT on a small problem",
-                             description=_example.__doc__)
+    example = sub.add_parser(
+        "example", help="compute one hypergradient by RMD and by IFT on a small problem", description=_example.__doc__
+    )
     example.add_argument("--steps", type=int, default=500, help="inner gradient-descent steps (default: %(default)s)")
     example.add_argument("--seed", type=int, default=0, help="random seed of the data (default: %(default)s)")
     example.set_defaults(func=_example, devices=None)

@@ -4,7 +4,13 @@
   seeds as a line, every seed as a dot (the paper's Fig. 2 and 4);
 * :func:`lambda_norm_figure` -- log λ and ``||w||²`` vs poisoning fraction (Fig. 3, 6, 8), per layer
   for a network;
+* :func:`objective_figure` -- the attacker's objective against hyperiteration, one panel per Λ
+  setting, cells concatenated (from the sweep's diagnostics, :func:`poison_jax.store.read_diagnostics`);
 * :func:`synthetic_figure` -- the maps of Fig. 1.
+
+:func:`diagnostics_check` says, from the same diagnostics, whether the inner problem converged (IFT's
+assumption). Several results folders (e.g. an RMD and an IFT run) go into one figure through
+:func:`label_source`: their curves are labelled by method and folder and never merged.
 
 Importing this module leaves matplotlib's backend alone (a notebook keeps its inline backend);
 without a display matplotlib falls back to Agg by itself, and :func:`save` closes what it writes.
@@ -17,19 +23,61 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["error_figure", "lambda_norm_figure", "save", "summary_table", "synthetic_figure", "write_figures"]
+__all__ = [
+    "diagnostics_check",
+    "error_figure",
+    "label_source",
+    "lambda_norm_figure",
+    "objective_figure",
+    "save",
+    "summary_table",
+    "synthetic_figure",
+    "write_figures",
+]
 
 _COLOURS = {"small": "tab:red", "large": "tab:green", "clean": "tab:orange", "learned": "tab:blue"}
 # Distinct markers and dashes keep curves that coincide (e.g. λ_CLEAN at the grid's edge = log λ = -8) visible.
 _STYLES = {"small": "o-", "large": "s-", "clean": "x--", "learned": "D-"}
 _ERROR_LEGEND = "line: mean over seeds; dots: each seed"
+_SOURCE_DASHES = ("--", ":", "-.")
+
+
+def label_source(records, index: int, name: str) -> list[dict]:
+    """Copies of one results folder's records, ready to be drawn with other folders' in one figure.
+
+    Each copy's label gains `` — name`` (e.g. ``"λ learned — rmd (results/a)"``) and the copies carry
+    the folder's ``index``: the figures draw one curve per (folder, Λ setting), the first folder
+    as usual and the others dashed with open markers, so records of different folders are never
+    merged. Diagnostics of folder ``index`` are keyed ``(index, setting, cell)`` for
+    :func:`objective_figure`.
+    """
+    return [
+        {**r, "_source": index, "_base_label": r.get("_base_label", r["label"]), "label": f"{r['label']} — {name}"}
+        for r in records
+    ]
+
+
+def _source(record) -> int:
+    return record.get("_source", 0)
 
 
 def _by_setting(records):
+    """Records per curve, ``(folder index, setting)``, in first-seen order, each sorted by cell."""
     out = {}
     for r in records:
-        out.setdefault(r["setting"], []).append(r)
-    return {s: sorted(rs, key=lambda r: r["cell"]) for s, rs in out.items()}
+        out.setdefault((_source(r), r["setting"]), []).append(r)
+    return {key: sorted(rs, key=lambda r: r["cell"]) for key, rs in out.items()}
+
+
+def _line_style(setting: str, source: int = 0) -> dict:
+    """Colour, marker and dashes of a curve: the colour says the setting, the dashes the folder."""
+    style = _STYLES.get(setting, "o-")
+    out = {"color": _COLOURS.get(setting), "marker": style[0], "linestyle": style[1:]}
+    if source > 0:
+        dashes = [d for d in _SOURCE_DASHES if d != out["linestyle"]]  # never the first folder's own
+        out["linestyle"] = dashes[(source - 1) % len(dashes)]
+        out["markerfacecolor"] = "none"
+    return out
 
 
 def _seed_values(record, metric):
@@ -56,29 +104,46 @@ def error_figure(records, title: str = ""):
     error's range [0, 100], and an outlying seed shows as itself instead of widening a band.
     """
     fig, ax = plt.subplots(figsize=(6.8, 3.6))
-    for setting, rs in _by_setting(records).items():
+    for (source, setting), rs in _by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
-        colour, style = _COLOURS.get(setting), _STYLES.get(setting, "o-")
+        line = _line_style(setting, source)
+        colour, marker = line["color"], line["marker"]
         offsets = _seed_offsets(x, max(len(r["per_seed"]["error"]) for r in rs))
         dots_x, dots_y = [], []
-        for xi, r in zip(x, rs):
+        for xi, r in zip(x, rs, strict=False):
             for i, e in enumerate(r["per_seed"]["error"]):
                 if e is not None:
                     dots_x.append(xi + offsets[i])
                     dots_y.append(100 * e)
         # Unclipped: a seed at exactly 0 % error sits on the axis and should show in full.
-        ax.scatter(dots_x, dots_y, s=14, marker=style[0], color=colour, alpha=0.35, linewidths=0.8, clip_on=False)
+        hollow = source > 0 and marker not in "x+|_"  # another folder's dots: open markers
+        ax.scatter(
+            dots_x,
+            dots_y,
+            s=14,
+            marker=marker,
+            alpha=0.35,
+            linewidths=0.8,
+            clip_on=False,
+            **({"facecolors": "none", "edgecolors": colour} if hollow else {"color": colour}),
+        )
         errs = [100 * _seed_values(r, "error") for r in rs]
         mean = np.array([e.mean() if e.size else np.nan for e in errs])
-        ax.plot(x, mean, style, color=colour, label=rs[0]["label"], clip_on=False)
+        ax.plot(x, mean, label=rs[0]["label"], clip_on=False, **line)
     ax.set_xlabel("poisoning points (%)")
     ax.set_ylabel("test error (%)")
     ax.set_ylim(0, max(ax.get_ylim()[1], 1.0))  # at least 0-1 %, so that all-zero errors get sensible ticks
     ax.set_title(title)
     ax.grid(alpha=0.3)
     # Outside the axes, so that it never hides a seed's dot.
-    ax.legend(title=_ERROR_LEGEND, title_fontsize="small", fontsize="small", loc="upper left",
-              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    ax.legend(
+        title=_ERROR_LEGEND,
+        title_fontsize="small",
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+    )
     fig.tight_layout()
     return fig
 
@@ -90,18 +155,19 @@ def lambda_norm_figure(records, title: str = ""):
     legend's title says.
     """
     fig, (ax_lam, ax_norm) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for setting, rs in _by_setting(records).items():
+    for (source, setting), rs in _by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
-        colour = _COLOURS.get(setting)
         lam = np.array([r["mean"]["log_lam"] or [np.nan] for r in rs], np.float64)
         multi_layer = lam.shape[1] > 1
         norm_key = "sq_norm_per_weight" if multi_layer else "sq_norm"
         norm = np.array([r["mean"][norm_key] or [np.nan] * lam.shape[1] for r in rs], np.float64)
         for layer in range(lam.shape[1]):
             suffix = f", layer {layer + 1}" if multi_layer else ""
-            style = _STYLES.get(setting, "o-") if not multi_layer else ["o-", "s--", "^:"][layer % 3]
-            ax_lam.plot(x, lam[:, layer], style, color=colour, label=rs[0]["label"] + suffix)
-            ax_norm.plot(x, norm[:, layer], style, color=colour, label=rs[0]["label"] + suffix)
+            line = _line_style(setting, source)
+            if multi_layer:  # the dashes say the layer (and open markers another folder)
+                line.update(marker="os^"[layer % 3], linestyle=["-", "--", ":"][layer % 3])
+            ax_lam.plot(x, lam[:, layer], label=rs[0]["label"] + suffix, **line)
+            ax_norm.plot(x, norm[:, layer], label=rs[0]["label"] + suffix, **line)
     ax_lam.set_ylabel("log λ")
     ax_norm.set_ylabel("||w||² per weight" if any(len(r["mean"]["log_lam"] or [0]) > 1 for r in records) else "||w||²")
     for ax in (ax_lam, ax_norm):
@@ -123,10 +189,12 @@ def synthetic_figure(maps: dict):
     xs, ys = maps["grid_x"], maps["grid_y"]
     extent = (xs[0], xs[-1], ys[0], ys[-1])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = [("val_error_noreg", f"validation error, log λ = {maps['log_lam_noreg']:.0f}", "viridis"),
-              ("val_error_reg", f"validation error, λ = {np.exp(maps['log_lam_reg']):.0f}", "viridis"),
-              ("best_log_lam", "log λ chosen by grid search", "magma")]
-    for ax, (key, title, cmap) in zip(axes, panels):
+    panels = [
+        ("val_error_noreg", f"validation error, log λ = {maps['log_lam_noreg']:.0f}", "viridis"),
+        ("val_error_reg", f"validation error, λ = {np.exp(maps['log_lam_reg']):.0f}", "viridis"),
+        ("best_log_lam", "log λ chosen by grid search", "magma"),
+    ]
+    for ax, (key, title, cmap) in zip(axes, panels, strict=False):
         image = ax.imshow(np.asarray(maps[key]).T, origin="lower", extent=extent, cmap=cmap, aspect="auto")
         fig.colorbar(image, ax=ax)
         x_val, y_val = np.asarray(maps["x_val"]), np.asarray(maps["y_val"])
@@ -152,11 +220,198 @@ def save(fig, path_stem: Path) -> list[Path]:
     return paths
 
 
-def write_figures(records, out_dir: Path, title: str = "") -> list[Path]:
-    """Write the error and log λ/``||w||²`` figures of ``records`` under ``out_dir``; return their paths."""
+def write_figures(records, out_dir: Path, title: str = "", diagnostics: dict | None = None) -> list[Path]:
+    """Write the error and log λ/``||w||²`` figures of ``records`` under ``out_dir``, and the
+    ``attack_objective`` figure when ``diagnostics`` (see :func:`objective_figure`) hold a
+    hyperiteration of them; return their paths."""
     out_dir = Path(out_dir)
-    return (save(error_figure(records, title), out_dir / "error_vs_fraction")
-            + save(lambda_norm_figure(records, title), out_dir / "lambda_norm_vs_fraction"))
+    paths = save(error_figure(records, title), out_dir / "error_vs_fraction") + save(
+        lambda_norm_figure(records, title), out_dir / "lambda_norm_vs_fraction"
+    )
+    if diagnostics and _objective_curves(records, diagnostics):
+        paths += save(objective_figure(records, diagnostics, title), out_dir / "attack_objective")
+    return paths
+
+
+def _diagnostics_of(diagnostics: dict, record) -> dict | None:
+    """A record's diagnostics: keyed ``(setting, cell)`` (one folder, as ``store.read_diagnostics``
+    gives them) or ``(folder index, setting, cell)`` (records from :func:`label_source`)."""
+    key = (record["setting"], record["cell"])
+    found = diagnostics.get((_source(record), *key))
+    if found is None and "_source" not in record:
+        found = diagnostics.get(key)
+    return found
+
+
+def _objective_curves(records, diagnostics: dict) -> dict:
+    """``{(folder index, setting): [(record, objective (num_seeds, T)), ...]}`` for the cells that have
+    hyperiterations and diagnostics, in cell order."""
+    curves = {}
+    for key, rs in _by_setting(records).items():
+        cells = []
+        for r in rs:
+            d = _diagnostics_of(diagnostics, r)
+            objective = None if d is None else d.get("objective")
+            if objective is not None and np.ndim(objective) == 2 and np.shape(objective)[1] > 0:
+                cells.append((r, np.asarray(objective, np.float64)))
+        if cells:
+            curves[key] = cells
+    return curves
+
+
+def _finite_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 of the finite entries (a seed whose training diverged drops out), NaN where none is."""
+    ok = np.isfinite(values)
+    count = ok.sum(axis=0)
+    total = np.where(ok, values, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+_OBJECTIVE_LEGEND = (
+    "bold line: mean over seeds; faint lines: each seed; dotted: a cell (new poison batch) starts, "
+    "its poisoning % at the bottom"
+)
+
+
+def objective_figure(records, diagnostics: dict, title: str = ""):
+    """The attacker's objective (validation loss at the start of each hyperiteration) against
+    hyperiteration, one panel per Λ setting; returns the figure.
+
+    A setting's cells are concatenated in order (for ``learned`` cell 0 is λ learned on clean
+    data); a dotted line marks where a cell starts, labelled with its poisoning fraction. Each
+    seed is a faint line and the mean over seeds a bold one, as the figure's footnote says.
+    ``diagnostics`` map ``(setting, cell)`` to a cell's arrays
+    (:func:`poison_jax.store.read_diagnostics`), or, for records of several folders
+    (:func:`label_source`), ``(folder index, setting, cell)``: then each panel has one bold line per
+    folder, labelled by it. Cells without diagnostics or hyperiterations are left out.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    curves = _objective_curves(records, diagnostics)
+    settings = list(dict.fromkeys(setting for _, setting in curves))
+    fig, axes = plt.subplots(1, max(len(settings), 1), figsize=(max(4.8, 3.6 * len(settings)), 3.9), squeeze=False)
+    for ax, setting in zip(axes[0], settings, strict=False):  # no axes left over
+        boundaries: dict[float, float] = {}
+        mine = {key: cells for key, cells in curves.items() if key[1] == setting}
+        for (source, _), cells in mine.items():
+            line = _line_style(setting, source)
+            line.pop("marker")
+            xs, start = [], 0
+            for r, objective in cells:
+                boundaries.setdefault(start + 0.5, r["fraction"])
+                xs.append(np.arange(start + 1, start + objective.shape[1] + 1))
+                start += objective.shape[1]
+            x = np.concatenate(xs)
+            num_seeds = min(objective.shape[0] for _, objective in cells)
+            y = np.concatenate([objective[:num_seeds] for _, objective in cells], axis=1)
+            for row in y:
+                ax.plot(x, row, color=line["color"], linestyle=line["linestyle"], alpha=0.3, lw=0.7, label="_nolegend_")
+            first = cells[0][0]
+            label = first["label"] if "_source" in first else "mean over seeds"
+            ax.plot(x, _finite_mean(y), lw=1.8, label=label, **line)
+        for x0, fraction in sorted(boundaries.items()):
+            ax.axvline(x0, color="grey", linestyle=":", lw=0.8, label="_nolegend_")
+            ax.text(
+                x0,
+                0.02,
+                f" {100 * fraction:.1f}%",
+                transform=ax.get_xaxis_transform(),
+                fontsize=6,
+                color="grey",
+                ha="left",
+                va="bottom",
+            )
+        first = next(iter(mine.values()))[0][0]
+        ax.set_title(first.get("_base_label", first["label"]), fontsize="medium")
+        ax.set_xlabel("hyperiteration (cells in order)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(mine) > 1 or "_source" in first:  # several folders: say which line is which
+            ax.legend(fontsize="x-small")
+    axes[0][0].set_ylabel("attacker's objective (validation loss)")
+    if not settings:
+        axes[0][0].text(0.5, 0.5, "no diagnostics", ha="center", va="center", transform=axes[0][0].transAxes)
+    fig.suptitle(title)
+    fig.text(0.5, 0.01, _OBJECTIVE_LEGEND, ha="center", va="bottom", fontsize="small")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def diagnostics_check(records, diagnostics: dict, config: dict | None = None) -> list[str]:
+    """Lines saying whether the inner problem was solved (IFT's assumption ``grad_w L(w*) = 0``).
+
+    Per Λ setting, over its cells and seeds, the worst ``||grad_w inner||`` at the last
+    hyperiteration of a cell, also as a fraction of its value at ``w(0)`` (``inner_grad_norm_init``),
+    and the worst CG residual there against ``cg_tol`` (IFT and implicit; RMD solves no linear
+    system). ``records`` of one folder, ``diagnostics`` keyed ``(setting, cell)``, ``config`` its
+    ``config.json``'s ``"config"`` (for the tolerances and method). Without diagnostics the lines say so.
+    """
+    config = config or {}
+    method = config.get("hypergrad") or next((r.get("hypergrad") for r in records if r.get("hypergrad")), "?")
+    with_iters = [(r, d) for r in records if (d := _diagnostics_of(diagnostics, r)) is not None]
+    if not with_iters:
+        return [
+            "IFT assumption check: no diagnostics in this folder (written before poison-jax kept them, or no "
+            "cell finished since): the attack_objective figure and this check are skipped"
+        ]
+    missing = len(records) - len(with_iters)
+    head = (
+        "IFT assumption check (∇_w L ≈ 0 at w*)"
+        if method != "rmd"
+        else "Inner convergence check (RMD does not assume ∇_w L ≈ 0)"
+    )
+    head += ", from diagnostics/: last hyperiteration of each cell, worst seed and cell" + (
+        f"; {missing} of {len(records)} finished cells have no diagnostics" if missing else ""
+    )
+    lines = [head]
+    cg_tol, solver_tol = config.get("cg_tol"), config.get("solver_tol")
+    found = {id(r): d for r, d in with_iters}
+    for rs in _by_setting([r for r, _ in with_iters]).values():
+        grad: list[np.ndarray] = []
+        ratios: list[np.ndarray] = []
+        cg: list[np.ndarray] = []
+        unconverged = 0
+        for r in rs:
+            d = found[id(r)]
+            norms = np.asarray(d["inner_grad_norm"], np.float64)
+            if norms.ndim != 2 or norms.shape[1] == 0:
+                continue  # a cell without hyperiterations (cell 0 of a fixed λ)
+            last = norms[:, -1]
+            grad.append(last)
+            init = np.asarray(d.get("inner_grad_norm_init", np.full(len(last), np.nan)), np.float64)
+            ratios.append(last / np.where(init > 0, init, np.nan))
+            cg.append(np.asarray(d["cg_residual"], np.float64)[:, -1])
+            if "inner_converged" in d:
+                unconverged += int(np.logical_not(d["inner_converged"]).sum())
+        label = rs[0].get("_base_label", rs[0]["label"])
+        if not grad:
+            lines.append(f"  {label}: no hyperiteration")
+            continue
+        grad_max, ratio = _worst(np.concatenate(grad)), np.concatenate(ratios)
+        ratio_max = _worst(ratio[np.isfinite(ratio)]) if np.isfinite(grad_max) else float("nan")
+        text = f"  {label}: inner gradient norm max {grad_max:.1e}"
+        if np.isfinite(ratio_max):
+            text += f" ({100 * ratio_max:.2g} % of its value at w(0))"
+        if method == "implicit" and solver_tol is not None:
+            text += f", solver_tol {solver_tol:g}: " + ("met" if grad_max <= solver_tol else "NOT met")
+        if method == "rmd":
+            text += "; CG residual: none (RMD solves no linear system)"
+        else:
+            cg_max = _worst(np.concatenate(cg))
+            text += f"; CG residual max {cg_max:.1e}"
+            if cg_tol is not None:
+                met = cg_max <= cg_tol
+                text += f" {'≤' if met else '>'} cg_tol {cg_tol:g}" + ("" if met else " (NOT met)")
+        if unconverged:
+            text += f"; {unconverged} unconverged inner solve(s)"
+        lines.append(text)
+    return lines
+
+
+def _worst(values) -> float:
+    """The largest value, a non-finite one (a diverged seed) counting as inf; NaN when there is none."""
+    values = np.asarray(values, np.float64)
+    return float(np.max(np.where(np.isfinite(values), values, np.inf))) if values.size else float("nan")
 
 
 def summary_table(records) -> str:

@@ -6,6 +6,8 @@ Layout of an output folder::
     config.json        the config the results belong to (with its hash)
     results.jsonl      one line per finished cell
     state/SETTING-CELL.npz   the attack state after that cell (to resume the next one)
+    diagnostics/SETTING-CELL.npz   what each hyperiteration of that cell saw, per seed (see
+                       :data:`DIAGNOSTICS`; folders written before diagnostics existed have none)
     .lock              held (flock) while a run writes here
 
 Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
@@ -18,6 +20,7 @@ import fcntl
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
@@ -26,7 +29,20 @@ import numpy as np
 
 from poison_jax import attack
 
-__all__ = ["ResultsStore", "atomic_write_text"]
+__all__ = ["DIAGNOSTICS", "ResultsStore", "atomic_write_text", "read_diagnostics"]
+
+#: The arrays of a cell's diagnostics file, ``diagnostics/SETTING-CELL.npz`` (``T`` = the cell's
+#: hyperiterations: 0 for cell 0 of a fixed-λ setting, T_λ for cell 0 of ``learned``).
+DIAGNOSTICS = {
+    "seeds": "(num_seeds,) the split seeds, in the order of the rows below",
+    "objective": "(num_seeds, T) the attacker's objective (validation loss) at the start of each hyperiteration",
+    "inner_grad_norm": "(num_seeds, T) ||grad_w inner loss|| after the inner training/solve of each hyperiteration",
+    "cg_residual": "(num_seeds, T) IFT's relative CG residual of each hyperiteration (0 for RMD)",
+    "inner_converged": "(num_seeds, T) whether the inner solves reached their tolerance (fixed steps: finite)",
+    "finite": "(num_seeds, T) whether the hyperiteration's hypergradients were finite",
+    "inner_grad_norm_init": "(num_seeds,) ||grad_w inner loss|| at the model's initial w(0), with the cell's final "
+    "poison points and log λ: the scale to compare inner_grad_norm with",
+}
 
 
 def _umask() -> int:
@@ -84,6 +100,7 @@ class ResultsStore:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "state").mkdir(exist_ok=True)
+            (self.out_dir / "diagnostics").mkdir(exist_ok=True)
         except OSError as err:
             raise PermissionError(f"cannot create the output folder {str(self.out_dir)!r}: {err.strerror}") from err
         if not os.access(self.out_dir, os.W_OK):
@@ -110,8 +127,10 @@ class ResultsStore:
             lock.seek(0)
             holder = lock.read().strip() or "unknown"
             lock.close()
-            raise RuntimeError(f"another poison-jax run (pid {holder}) is writing to {str(self.out_dir)!r}; "
-                               f"wait for it to finish or choose another --out") from None
+            raise RuntimeError(
+                f"another poison-jax run (pid {holder}) is writing to {str(self.out_dir)!r}; "
+                f"wait for it to finish or choose another --out"
+            ) from None
         lock.seek(0)
         lock.truncate()
         lock.write(str(os.getpid()))
@@ -120,7 +139,11 @@ class ResultsStore:
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of a run killed mid-write (the targets they were meant for are intact)."""
-        for tmp in [*self.out_dir.glob(".*.tmp"), *(self.out_dir / "state").glob(".*.tmp")]:
+        for tmp in [
+            *self.out_dir.glob(".*.tmp"),
+            *(self.out_dir / "state").glob(".*.tmp"),
+            *(self.out_dir / "diagnostics").glob(".*.tmp"),
+        ]:
             tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
@@ -143,18 +166,23 @@ class ResultsStore:
             raise ValueError(f"{path} is not a poison-jax config file ({err}); choose another --out") from err
         if their_hash != mine["hash"] and not self._read_records(check_hash=False):
             # No finished cell (e.g. a run that failed before its first cell): nothing to lose.
-            for state in (self.out_dir / "state").glob("*.npz"):
-                state.unlink()
+            for old in [*(self.out_dir / "state").glob("*.npz"), *(self.out_dir / "diagnostics").glob("*.npz")]:
+                old.unlink()
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
-            self.log(f"{str(self.out_dir)!r} held no finished cell of its config {their_hash}: "
-                     f"taken over for this config ({mine['hash']})")
+            self.log(
+                f"{str(self.out_dir)!r} held no finished cell of its config {their_hash}: "
+                f"taken over for this config ({mine['hash']})"
+            )
             return
         if their_hash != mine["hash"]:
-            differ = sorted(k for k in mine["config"] if k not in ("name", "settings")
-                            and their_config.get(k) != mine["config"][k])
+            differ = sorted(
+                k for k in mine["config"] if k not in ("name", "settings") and their_config.get(k) != mine["config"][k]
+            )
             detail = ", ".join(f"{k}: {their_config.get(k)!r} there, {mine['config'][k]!r} here" for k in differ[:6])
-            raise ValueError(f"{str(self.out_dir)!r} holds results of another config (hash {their_hash}, this one "
-                             f"{mine['hash']}; {detail}): choose another --out")
+            raise ValueError(
+                f"{str(self.out_dir)!r} holds results of another config (hash {their_hash}, this one "
+                f"{mine['hash']}; {detail}): choose another --out"
+            )
         if their_config.get("settings") != mine["config"]["settings"]:
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")  # settings may grow between runs
 
@@ -172,8 +200,10 @@ class ResultsStore:
                     raise ValueError(f"config_hash {record['config_hash']} is not this config's {self.config.hash()}")
                 record["setting"], record["cell"]
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{self.results_path}, line {number}, is damaged or from another config ({err}); "
-                                 f"move the file away or choose another --out") from err
+                raise ValueError(
+                    f"{self.results_path}, line {number}, is damaged or from another config ({err}); "
+                    f"move the file away or choose another --out"
+                ) from err
             records.append(record)
         return records
 
@@ -193,16 +223,23 @@ class ResultsStore:
         self.finished[key] = record
 
     def copy_cell(self, source: str, setting: str, cell: int, *, label: str) -> dict:
-        """Record ``setting``'s cell ``cell`` as a copy of ``source``'s (state first, then the line).
+        """Record ``setting``'s cell ``cell`` as a copy of ``source``'s (state and diagnostics first,
+        then the line).
 
         For Λ settings whose log λ is the same for every seed: their cells are the same computation.
         The record says so in ``reused_from``.
         """
-        record = {**self.finished[(source, cell)], "setting": setting, "label": label, "reused_from": source,
-                  "wall_time_s": 0.0}
-        saved = self._state_path(source, cell)
-        if saved.exists():
-            _atomic_write(self._state_path(setting, cell), lambda f: f.write(saved.read_bytes()))
+        record = {
+            **self.finished[(source, cell)],
+            "setting": setting,
+            "label": label,
+            "reused_from": source,
+            "wall_time_s": 0.0,
+        }
+        for path in (self._state_path, self.diagnostics_path):
+            saved = path(source, cell)
+            if saved.exists():
+                _atomic_write(path(setting, cell), lambda f: f.write(saved.read_bytes()))
         self.append(record)
         return record
 
@@ -214,7 +251,7 @@ class ResultsStore:
         """Every array leaf of ``state`` (warm starts and outer-rule states included), named by its path."""
         leaves = jax.tree_util.tree_leaves_with_path(state)
         arrays = {_leaf_name(path): np.asarray(value) for path, value in leaves}
-        _atomic_write(self._state_path(setting, cell), lambda f: np.savez(f, **arrays))
+        _atomic_write(self._state_path(setting, cell), lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stubs: **arrays
 
     def load_state(self, setting: str, cell: int, template: attack.AttackState) -> attack.AttackState | None:
         """The saved state, structured like ``template`` (a fresh state of the same config), or None
@@ -237,6 +274,18 @@ class ResultsStore:
             return None  # a damaged state is recomputed, never trusted
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
+    # -- diagnostics -----------------------------------------------------------------------
+    def diagnostics_path(self, setting: str, cell: int) -> Path:
+        return self.out_dir / "diagnostics" / f"{setting}-{cell}.npz"
+
+    def save_diagnostics(self, setting: str, cell: int, arrays: dict) -> None:
+        """Write a cell's diagnostics (the arrays of :data:`DIAGNOSTICS`) atomically."""
+        unknown = set(arrays) - set(DIAGNOSTICS)
+        if unknown:
+            raise ValueError(f"unknown diagnostics array(s) {sorted(unknown)}: the names are {list(DIAGNOSTICS)}")
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        _atomic_write(self.diagnostics_path(setting, cell), lambda f: np.savez(f, **arrays))
+
     def latest_state(self, setting: str, *, before: int, template: attack.AttackState):
         """``(state, next_cell)``: the saved state of the last cell before ``before``, or ``(None, 0)``."""
         for cell in range(before - 1, -1, -1):
@@ -244,3 +293,22 @@ class ResultsStore:
             if state is not None:
                 return state, cell + 1
         return None, 0
+
+
+def read_diagnostics(out_dir) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """Every readable ``diagnostics/SETTING-CELL.npz`` of a results folder, keyed by ``(setting, cell)``.
+
+    Reads only (no lock): safe on a folder another run is writing. A folder written before
+    diagnostics existed gives ``{}``; a damaged file is skipped.
+    """
+    out = {}
+    for path in sorted((Path(out_dir) / "diagnostics").glob("*.npz")):
+        setting, _, cell = path.stem.rpartition("-")
+        if not setting or not cell.isdigit():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                out[(setting, int(cell))] = {k: saved[k] for k in saved.files}
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile):
+            continue
+    return out

@@ -11,7 +11,9 @@ A sweep crosses Λ settings × poisoning fractions, with all seeds of a cell in 
 Fractions are built cumulatively (Algorithm 1): batch ``b`` of ``poison_batch`` points is
 optimised, then frozen, and the next batch replaces further clean points. Every finished cell is
 written at once as one JSON line (:mod:`poison_jax.store`) with the attack's state, so an
-interrupted sweep resumes where it stopped. The seed axis is sharded over devices
+interrupted sweep resumes where it stopped, and with its diagnostics (the attacker's objective,
+the inner gradient norm and the CG residual of every hyperiteration, per seed:
+``store.DIAGNOSTICS``). The seed axis is sharded over devices
 (:class:`poison_jax.devices.SeedSharding`).
 
 Example::
@@ -25,19 +27,22 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax.tree_utils as otu
 
-from poison_jax import attack, data, evaluate, hyperopt, models
+from poison_jax import attack, data, evaluate, hyperopt, models, seeds
 from poison_jax.config import ConfigError, ExperimentConfig, setting_label
 from poison_jax.devices import SeedSharding, cpu_core_count
 
 __all__ = ["Sweep", "build_model", "load_splits", "run_sweep", "seed_keys"]
+
 
 def build_model(config: ExperimentConfig, d: int) -> models.Model:
     return models.logistic_regression(d) if config.model == "lr" else models.mlp(d, hidden=config.hidden)
@@ -45,12 +50,19 @@ def build_model(config: ExperimentConfig, d: int) -> models.Model:
 
 def load_splits(config: ExperimentConfig) -> data.Splits:
     if config.source == "npz" and config.data_path is None:
-        raise ConfigError("config field 'data_path' is None, but the npz source needs a features file: "
-                          "--set data_path=FILE.npz (see the README's data section for its keys)")
-    kwargs = dict(classes=config.classes, n_test=config.n_test, path=config.data_path, test_path=config.test_path,
-                  data_dir=config.data_dir)
+        raise ConfigError(
+            "config field 'data_path' is None, but the npz source needs a features file: "
+            "--set data_path=FILE.npz (see the README's data section for its keys)"
+        )
+    kwargs = dict(
+        classes=config.classes,
+        n_test=config.n_test,
+        path=config.data_path,
+        test_path=config.test_path,
+        data_dir=config.data_dir,
+    )
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    dataset = data.load_dataset(config.source, **kwargs)
+    dataset = data.load_dataset(config.source, **kwargs)  # type: ignore[arg-type]  # each option its own type
     return data.sample_splits(dataset, config.seeds, config.n_train, config.n_val)
 
 
@@ -86,40 +98,98 @@ class Sweep:
         c = self.config
         return attack.init_attack(self.settings, seed_keys(c, _INIT, self.seeds), self.splits, c.n_poison, log_lam)
 
-    def initial_state(self, setting: str, progress: Callable[[int], None]) -> attack.AttackState:
-        """The state of cell 0 (no poison) of a Λ setting: λ chosen as the setting says."""
+    def initial_state(
+        self, setting: str, progress: Callable[[int], None], infos: list | None = None
+    ) -> attack.AttackState:
+        """The state of cell 0 (no poison) of a Λ setting: λ chosen as the setting says (``infos``:
+        see :meth:`run_iters`)."""
         c = self.config
-        start = {"small": c.log_lam_small, "large": c.log_lam_large, "learned": c.log_lam_init, "clean": c.log_lam_init}[setting]
+        start = {
+            "small": c.log_lam_small,
+            "large": c.log_lam_large,
+            "learned": c.log_lam_init,
+            "clean": c.log_lam_init,
+        }[setting]
         state = self.fresh_state(start)
         if setting == "clean":
             grid = jnp.linspace(c.cv_log_lam_grid[0], c.cv_log_lam_grid[1], int(c.cv_log_lam_grid[2]))
-            best, _ = hyperopt.cv_log_lambda(self.model, self.splits.x_train, self.splits.y_train,
-                                             seed_keys(c, _CV, self.seeds),
-                                             grid, folds=c.cv_folds, method=self.settings.method,
-                                             seed_lanes=self.seed_lanes)
+            best, _ = hyperopt.cv_log_lambda(
+                self.model,
+                self.splits.x_train,
+                self.splits.y_train,
+                seed_keys(c, _CV, self.seeds),
+                grid,
+                folds=c.cv_folds,
+                method=self.settings.method,
+                seed_lanes=self.seed_lanes,
+            )
             state = state._replace(log_lam=jnp.broadcast_to(best[:, None], state.log_lam.shape))
         elif setting == "learned":
-            state = self.run_iters(attack.set_poison_count(state, 0, 0), c.iters_clean, False, True, progress)
+            state = self.run_iters(
+                attack.set_poison_count(state, 0, 0), c.iters_clean, False, True, progress, infos=infos
+            )
         return state
 
-    def run_iters(self, state, num_iters: int, update_xp: bool, update_lam: bool, progress, chunk: int = 10):
-        """``num_iters`` hyperiterations in jitted chunks (at most two compiled sizes), reporting progress."""
+    def run_iters(
+        self,
+        state,
+        num_iters: int,
+        update_xp: bool,
+        update_lam: bool,
+        progress,
+        chunk: int = 10,
+        infos: list | None = None,
+    ):
+        """``num_iters`` hyperiterations in jitted chunks (at most two compiled sizes), reporting progress.
+
+        Appends each chunk's :class:`poison_jax.attack.StepInfo` (fields ``(S, n)``, still sharded)
+        to ``infos`` when given: :meth:`diagnostics` turns them into a cell's diagnostics.
+        """
         done = 0
         while done < num_iters:
             n = min(chunk, num_iters - done)
-            state, _ = attack.run_attack(self.settings, self.splits, state, num_iters=n, update_xp=update_xp,
-                                         update_lam=update_lam)
+            state, info = attack.run_attack(
+                self.settings, self.splits, state, num_iters=n, update_xp=update_xp, update_lam=update_lam
+            )
             jax.block_until_ready(state.xp)
+            if infos is not None:
+                infos.append(info)
             done += n
             progress(n)
         return state
 
-    def attack_cell(self, setting: str, cell: int, state: attack.AttackState, progress) -> attack.AttackState:
-        """Cell ``cell`` >= 1: activate batch ``cell`` and optimise it (and Λ for ``learned``)."""
+    def attack_cell(
+        self, setting: str, cell: int, state: attack.AttackState, progress, infos: list | None = None
+    ) -> attack.AttackState:
+        """Cell ``cell`` >= 1: activate batch ``cell`` and optimise it (and Λ for ``learned``); ``infos``:
+        see :meth:`run_iters`."""
         c = self.config
         state = attack.set_poison_count(state, cell * c.poison_batch, c.poison_batch)
         learned = setting == "learned"
-        return self.run_iters(state, c.iters_multi if learned else c.iters_fixed, True, learned, progress)
+        return self.run_iters(state, c.iters_multi if learned else c.iters_fixed, True, learned, progress, infos=infos)
+
+    def diagnostics(self, state: attack.AttackState, infos: list) -> dict[str, np.ndarray]:
+        """A cell's diagnostics (the arrays of ``store.DIAGNOSTICS``) from the ``StepInfo`` chunks its
+        :meth:`run_iters` collected (none for a cell without hyperiterations) and its final state.
+
+        Numpy, without the seed padding; a collective in a multi-host run (every process calls it).
+        """
+        infos, init_norm = self.sharding.gather((list(infos), _init_grad_norm(self.settings, self.splits, state)))
+        n = self.config.num_seeds
+
+        def series(field, dtype):
+            chunks = [np.asarray(getattr(info, field)) for info in infos]
+            return np.concatenate(chunks, axis=1).astype(dtype) if chunks else np.zeros((n, 0), dtype)
+
+        return {
+            "seeds": np.asarray(self.config.seeds, np.int64),
+            "objective": series("val_loss", np.float32),
+            "inner_grad_norm": series("inner_grad_norm", np.float32),
+            "cg_residual": series("cg_residual", np.float32),
+            "inner_converged": series("inner_converged", bool),
+            "finite": series("finite", bool),
+            "inner_grad_norm_init": np.asarray(init_norm, np.float32),
+        }
 
     def cell_iters(self, setting: str, cell: int) -> int:
         c = self.config
@@ -132,35 +202,78 @@ class Sweep:
         c = self.config
         x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, _EVAL, self.seeds))
-        m = evaluate.evaluate_victim(self.model, x, y, state.log_lam, keys, self.splits.x_test, self.splits.y_test,
-                                     victim=self.victim, weights=weights, seed_lanes=self.seed_lanes)
+        m = evaluate.evaluate_victim(
+            self.model,
+            x,
+            y,
+            state.log_lam,
+            keys,
+            self.splits.x_test,
+            self.splits.y_test,
+            victim=self.victim,
+            weights=weights,
+            seed_lanes=self.seed_lanes,
+        )
         objective = attack.attack_objective(self.settings, self.splits, state)
         m, objective, nonfinite, unconverged = self.sharding.gather(
-            (m, objective, state.nonfinite_steps, state.unconverged_solves))
+            (m, objective, state.nonfinite_steps, state.unconverged_solves)
+        )
         per_seed, failures = _per_seed_metrics(c, m, objective, nonfinite)
         per_seed["unconverged_solves"] = np.asarray(unconverged).tolist()
         per_seed["victim_converged"] = np.asarray(m.converged).tolist()
         return {"per_seed": per_seed, "mean": _mean_metrics(per_seed), "failures": failures}
 
 
+def _init_grad_norm_one(settings, state, x_train, y_train, x_val, y_val):
+    inner_loss, _ = attack.poisoning_losses(settings.model)
+    data = attack.poison_data(x_train, y_train, x_val, y_val, state, settings.mode)
+    theta = {"xp": state.xp, "log_lam": state.log_lam}
+    return otu.tree_norm(jax.grad(inner_loss)(settings.model.init(state.key), theta, data))
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _init_grad_norm(settings, splits, state):
+    """``||grad_w inner||`` per seed at the model's initial weights (before any inner training)."""
+    return seeds.over_seeds(
+        functools.partial(_init_grad_norm_one, settings),
+        state,
+        splits.x_train,
+        splits.y_train,
+        splits.x_val,
+        splits.y_val,
+        lanes=settings.seed_lanes,
+    )
+
+
 _METRICS = ("error", "fpr", "fnr", "log_lam", "sq_norm", "sq_norm_per_weight", "val_loss")
 
 
 def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective, nonfinite):
-    per_seed = {k: [] for k in _METRICS}
+    per_seed: dict[str, list] = {k: [] for k in _METRICS}
     failures = []
     for i, seed in enumerate(c.seeds):
         reasons = []
         advice = f"lower inner_lr={c.inner_lr} or narrow log_lam_box={c.log_lam_box}"
         if nonfinite[i] > 0:
-            reasons.append(f"{int(nonfinite[i])} hyperiteration(s) had a non-finite hypergradient (inner training "
-                           f"diverged: {advice})")
+            reasons.append(
+                f"{int(nonfinite[i])} hyperiteration(s) had a non-finite hypergradient (inner training "
+                f"diverged: {advice})"
+            )
         elif not np.isfinite(objective[i]):
-            reasons.append(f"the validation loss after inner training is not finite (inner training diverged: {advice})")
+            reasons.append(
+                f"the validation loss after inner training is not finite (inner training diverged: {advice})"
+            )
         if not m.finite[i]:
             reasons.append(f"victim training diverged (lower eval_lr={c.eval_lr})")
-        values = {"error": m.error[i], "fpr": m.fpr[i], "fnr": m.fnr[i], "log_lam": m.log_lam[i],
-                  "sq_norm": m.sq_norm[i], "sq_norm_per_weight": m.sq_norm_per_weight[i], "val_loss": objective[i]}
+        values = {
+            "error": m.error[i],
+            "fpr": m.fpr[i],
+            "fnr": m.fnr[i],
+            "log_lam": m.log_lam[i],
+            "sq_norm": m.sq_norm[i],
+            "sq_norm_per_weight": m.sq_norm_per_weight[i],
+            "val_loss": objective[i],
+        }
         bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
         if bad and not reasons:
             reasons.append(f"non-finite metric(s): {', '.join(bad)}")
@@ -181,12 +294,20 @@ def _mean_metrics(per_seed: dict) -> dict:
     return mean
 
 
-def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progress: bool = True,
-              log: Callable[[str], None] = print, devices=None) -> list[dict]:
+def run_sweep(
+    config: ExperimentConfig,
+    out_dir,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    devices=None,
+) -> list[dict]:
     """Run (or resume) every cell of ``config`` not yet in ``out_dir``'s results; return all records.
 
     Writes ``out_dir/results.jsonl`` (one JSON line per finished cell), ``out_dir/config.json`` and
-    the attack state after each cell under ``out_dir/state/``. A finished sweep does nothing and says
+    the attack state and the diagnostics of each cell under ``out_dir/state/`` and
+    ``out_dir/diagnostics/`` (``store.DIAGNOSTICS``). A finished sweep does nothing and says
     so; a partly finished one needs ``resume=True``. The seed axis is sharded over ``devices``
     (default: all devices of all processes); in a multi-host run ``out_dir`` must be a folder every
     process sees, and only process 0 writes to it.
@@ -210,8 +331,10 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
         return store.records()
     if len(todo) < len(cells) and not resume:
         store.release()
-        raise FileExistsError(f"{store.results_path} already holds {len(cells) - len(todo)} of {len(cells)} finished "
-                              f"cells of this config: pass --resume (resume=True) to continue, or choose another --out")
+        raise FileExistsError(
+            f"{store.results_path} already holds {len(cells) - len(todo)} of {len(cells)} finished "
+            f"cells of this config: pass --resume (resume=True) to continue, or choose another --out"
+        )
     if len(todo) < len(cells):
         log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already finished, {len(todo)} to run")
 
@@ -238,25 +361,32 @@ def run_sweep(config: ExperimentConfig, out_dir, *, resume: bool = False, progre
                     bar.update(sweep.cell_iters(setting, cell))
                     state = None  # loaded from the copied state if a later cell must be computed
                     continue
+                infos: list = []
                 if cell == 0:
-                    state = sweep.initial_state(setting, advance)
+                    state = sweep.initial_state(setting, advance, infos)
                 else:
                     if state is None:
                         state = sweep.sharding.put(store.load_state(setting, cell - 1, template))
-                    state = sweep.attack_cell(setting, cell, state, advance)
+                    state = sweep.attack_cell(setting, cell, state, advance, infos)
+                diagnostics = sweep.diagnostics(state, infos)  # a collective: every process takes part
                 if (setting, cell) in store.finished:  # recomputed only to rebuild a missing state
+                    if writer and not store.diagnostics_path(setting, cell).exists():
+                        store.save_diagnostics(setting, cell, diagnostics)  # the same computation
                     continue
                 metrics = sweep.evaluate(setting, cell, state)
                 record = _record(config, setting, cell, metrics, time.perf_counter() - t0)
                 saved = sweep.sharding.gather(state)  # a collective: every process takes part
                 if writer:
                     store.save_state(setting, cell, saved)
+                    store.save_diagnostics(setting, cell, diagnostics)
                     store.append(record)
                 else:
                     store.finished[(setting, cell)] = record
                 if metrics["failures"]:
-                    bar.write(f"cell {setting}/{cell}: {len(metrics['failures'])} seed(s) failed: "
-                              f"{metrics['failures'][0]['reason']}")
+                    bar.write(
+                        f"cell {setting}/{cell}: {len(metrics['failures'])} seed(s) failed: "
+                        f"{metrics['failures'][0]['reason']}"
+                    )
     finally:
         bar.close()
         store.release()
@@ -286,12 +416,16 @@ def _device_line(config: ExperimentConfig, num_devices: int, platform: str) -> s
     line = f"{config.name}: {n} seed(s) on {d} {platform.upper()} device(s)"
     if padded > n:
         fits = sorted({k for k in ((n // d) * d, padded) if k > 0})
-        line += (f", padded to {padded} (copies of the last seed fill the devices and are dropped); "
-                 f"num_seeds={' or '.join(map(str, fits))} would use every device without waste")
+        line += (
+            f", padded to {padded} (copies of the last seed fill the devices and are dropped); "
+            f"num_seeds={' or '.join(map(str, fits))} would use every device without waste"
+        )
     cores = cpu_core_count()
     if platform == "cpu" and d < cores and jax.process_count() == 1:
-        line += (f". This host has {cores} usable cores but {d} CPU device(s): call poison_jax.use_cpu_cores() "
-                 f"before any JAX work (the poison-jax command does) to run seeds in parallel")
+        line += (
+            f". This host has {cores} usable cores but {d} CPU device(s): call poison_jax.use_cpu_cores() "
+            f"before any JAX work (the poison-jax command does) to run seeds in parallel"
+        )
     return line
 
 

@@ -182,3 +182,12 @@ def test_import_poison_jax_exports_the_floors_without_plots_or_tfds():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_package_ships_its_annotations():
+    import importlib.resources
+    from pathlib import Path
+
+    assert importlib.resources.files("poison_jax").joinpath("py.typed").is_file()
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert '[tool.setuptools.package-data]\npoison_jax = ["py.typed"]' in pyproject
