@@ -94,6 +94,7 @@ def test_cumulative_batches_freeze_earlier_points(lr_settings, splits):
     np.testing.assert_array_equal(state.xp[:, 2 * BATCH :], not_yet[:, BATCH:])
 
 
+@pytest.mark.slow
 def test_multiobjective_ends_with_larger_lambda_than_clean(splits):
     settings = attack.AttackSettings(
         models.logistic_regression(64), RMD(steps=150, lr=0.5), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=LAM_BOX
@@ -159,6 +160,7 @@ def test_ift_hypergradients_drive_the_attack_too(splits):
     assert float(info.cg_residual.max()) < 1e-3
 
 
+@pytest.mark.slow
 def test_mlp_attack_with_per_layer_lambda(splits):
     settings = attack.AttackSettings(
         models.mlp(64, hidden=(8, 4)), RMD(steps=30, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX

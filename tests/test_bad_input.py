@@ -241,6 +241,7 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CLI_CASES))
 def test_bad_command_lines_leave_results_intact(name, finished_folder, tmp_path):
     args, message = CLI_CASES[name]

@@ -226,6 +226,7 @@ def _all_functions(data, theta):
     }
 
 
+@pytest.mark.slow
 def test_every_function_under_jit_and_vmap(x64):
     """jit per seed, vmap and jit-of-vmap over a leading data axis give the same results.
 

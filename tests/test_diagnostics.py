@@ -52,6 +52,7 @@ def _iters(config, record):
     return config.iters_multi if record["setting"] == "learned" else config.iters_fixed
 
 
+@pytest.mark.slow
 def test_every_finished_cell_has_its_diagnostics(rmd):
     config, out, records = rmd
     found = store.read_diagnostics(out)
@@ -95,6 +96,7 @@ def test_a_copied_cell_copies_its_diagnostics(rmd):
     assert (out / "diagnostics" / "clean-1.npz").read_bytes() == (out / "diagnostics" / "small-1.npz").read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_writes_the_diagnostics_of_the_cells_it_runs(rmd, tmp_path):
     config, out, records = rmd
     folder = tmp_path / "old"
@@ -123,6 +125,7 @@ def test_a_folder_without_diagnostics_still_plots(rmd, tmp_path, capsys):
     assert not (folder / "figures" / "attack_objective.png").exists()
 
 
+@pytest.mark.slow
 def test_plot_draws_the_objective_and_checks_the_inner_problem(rmd, ift, tmp_path, capsys):
     _, out, _ = rmd
     assert cli.main(["plot", str(out), "--out", str(tmp_path)]) == 0

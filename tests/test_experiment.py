@@ -129,6 +129,7 @@ def finished(tmp_path_factory):
     return config, out, records
 
 
+@pytest.mark.slow
 def test_results_file_has_one_line_per_cell(finished):
     config, out, records = finished
     lines = (out / "results.jsonl").read_text().splitlines()
@@ -155,6 +156,7 @@ def test_finished_sweep_does_nothing_and_says_so(finished):
     assert (out / "results.jsonl").read_bytes() == before and again == records
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(finished, tmp_path):
     config, _, records = finished
     # Interrupt: run only two settings, then drop the last finished cell as if killed before writing it.
@@ -197,6 +199,7 @@ def test_damaged_results_line_is_named(tmp_path):
         store.ResultsStore(tmp_path, config)
 
 
+@pytest.mark.slow
 def test_synthetic_maps():
     maps = experiment.synthetic_maps(grid_size=6, seed=0, lam_grid_size=4)
     noreg, reg = np.asarray(maps["val_error_noreg"]), np.asarray(maps["val_error_reg"])

@@ -34,6 +34,7 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and out.stdout.startswith("poison-jax")
 
 
+@pytest.mark.slow
 def test_hypergrad_benchmark_quick(tmp_path):
     from benchmarks import hypergrad
 
@@ -48,6 +49,7 @@ def test_hypergrad_benchmark_quick(tmp_path):
     assert (tmp_path / "hypergrad.md").read_text().startswith("| method |")
 
 
+@pytest.mark.slow
 def test_attack_step_benchmark_quick(tmp_path):
     from benchmarks import attack_step
 
@@ -88,6 +90,7 @@ TINY_SETS = [
 ]
 
 
+@pytest.mark.slow
 def test_cli_run_resume_plot_end_to_end(tmp_path):
     out = tmp_path / "run"
     first = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--out", str(out), "--no-progress", cwd=tmp_path)
@@ -108,6 +111,7 @@ def test_cli_run_resume_plot_end_to_end(tmp_path):
     assert (tmp_path / "plots" / "figures" / "error_vs_fraction.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_sharded_seeds_equal_one_device(tmp_path):
     """Three seeds on four CPU devices (padded to four, padding dropped) give the one-device results."""
     runs = {}
@@ -171,6 +175,7 @@ def test_cli_help_explains_every_option():
             assert option in done.stdout
 
 
+@pytest.mark.slow
 def test_cli_synthetic(tmp_path):
     done = _poison_jax("synthetic", "--grid", "5", "--out", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr

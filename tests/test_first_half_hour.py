@@ -36,6 +36,7 @@ def _records(out):
 # -- 1. output folders ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_nothing_and_the_next_preset_runs(tmp_path, monkeypatch, capsys):
     """The imagenet-then-digits sequence: the default --out is named after the preset, and a run
     that cannot load its data writes nothing."""
@@ -130,6 +131,7 @@ def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsy
 # -- 3. no repeated work ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
     same = dict(TINY, log_lam_large=-8.0)  # large λ = small λ for every seed: the same computation
     log = []
@@ -161,6 +163,7 @@ def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
             ), metric
 
 
+@pytest.mark.slow
 def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
     same = dict(TINY, log_lam_large=-8.0)
     experiment.run_sweep(

@@ -147,6 +147,7 @@ def test_hypergrad_with_info_is_hypergrad():
         np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.slow
 def test_the_attack_passes_data_as_arguments(trace_counter):
     """Two different digits splits of the same shapes: the attack's losses are traced once."""
     ds = data.load_dataset("digits")

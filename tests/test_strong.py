@@ -48,6 +48,7 @@ def test_too_small_iteration_cap_is_reported_unconverged(x64, solver):
     assert not bool(info.converged) and int(info.iterations) == 2 and float(info.grad_norm) > 1e-10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", SOLVERS, ids=SOLVER_IDS)
 def test_solver_under_vmap_solves_each_lane(x64, solver):
     problems = [make_data(s) for s in range(3)]
@@ -63,6 +64,7 @@ def test_solver_under_vmap_solves_each_lane(x64, solver):
         )
 
 
+@pytest.mark.slow
 def test_newton_finds_a_local_minimum_of_the_mlp():
     model = models.mlp(8, hidden=(6, 4))
     x = jax.random.normal(jax.random.PRNGKey(0), (40, 8))
@@ -100,6 +102,7 @@ def test_bad_solver_settings(bad, message):
 # -- floor 0: the implicit hypergradient ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", SOLVERS, ids=SOLVER_IDS)
 @pytest.mark.parametrize("name", ["logistic", "two_block"])
 def test_implicit_hypergradient_against_exact_and_finite_differences(x64, solver, name):
@@ -176,6 +179,7 @@ def started(settings, splits, n_active=BATCH, log_lam=math.log(0.01)):
 
 
 # Step sizes for this problem (λ = log 0.01, digits): raw-gradient rules overshoot above ~0.1.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rule, alpha",
     [
@@ -215,6 +219,7 @@ json.dump(out, sys.stdout)
 """
 
 
+@pytest.mark.slow
 def test_each_outer_rule_lowers_the_validation_loss_by_learning_lambda():
     # In a process of its own: late in a long test session XLA's CPU compiler once crashed
     # (SIGSEGV) compiling these λ-only steps, which compile and run fine on their own.
@@ -235,6 +240,7 @@ def test_each_outer_rule_lowers_the_validation_loss_by_learning_lambda():
         assert np.all(np.asarray(log_lam) < 5.0), name
 
 
+@pytest.mark.slow
 def test_optimistic_gda_moves_both_players(splits):
     settings = strong_settings(xp_step=outer.Optimistic(), lam_step=outer.Optimistic(), alpha=0.03, beta=0.3)
     state = started(settings, splits, log_lam=-2.0)
@@ -243,6 +249,7 @@ def test_optimistic_gda_moves_both_players(splits):
     assert np.all(np.asarray(info.val_loss[:, -1]) > np.asarray(info.val_loss[:, 0]))
 
 
+@pytest.mark.slow
 def test_attack_state_carries_the_warm_start(splits):
     settings = strong_settings()
     state = started(settings, splits)
@@ -281,6 +288,7 @@ def test_add_mode_appends_and_replace_mode_overwrites(splits):
     assert float(replace_inner(w, theta)) == pytest.approx(math.log(2.0), rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [attack.Replace(), attack.Add()], ids=["replace", "add"])
 def test_no_recompilation_across_fractions_and_hyperiterations(splits, mode, trace_counter):
     lr = models.logistic_regression(64)
@@ -359,6 +367,7 @@ def test_new_fields_at_their_defaults_keep_the_config_hash():
     assert config.hash() != experiment.preset("digits-lr", poison_mode="add").hash()
 
 
+@pytest.mark.slow
 def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
     config = experiment.preset(
         "mnist5k-lr-strong",
