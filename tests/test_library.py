@@ -192,3 +192,29 @@ def test_the_package_ships_its_annotations():
     assert importlib.resources.files("poison_jax").joinpath("py.typed").is_file()
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
     assert '[tool.setuptools.package-data]\npoison_jax = ["py.typed"]' in pyproject
+
+
+FLOORS = {  # ../DESIGN.md: each floor imports only the floors below it
+    "bilevel": 0, "solvers": 0,
+    "data": 1, "models": 1, "attack": 1, "outer": 1, "seeds": 1, "hyperopt": 1, "evaluate": 1,
+    "config": 2, "sweep": 2, "devices": 2, "store": 2, "synthetic": 2, "experiment": 2,
+    "cli": 3, "plots": 3,
+}  # fmt: skip
+
+
+def test_no_module_imports_a_floor_above_its_own():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).parent.parent / "poison_jax"
+    assert {p.stem for p in package.glob("*.py")} - {"__init__"} == set(FLOORS), "a module without a floor"
+    for name, floor in FLOORS.items():
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "poison_jax":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("poison_jax."):
+                imported.add(node.module.split(".")[1])
+        above = {m for m in imported if FLOORS.get(m, -1) > floor}
+        assert not above, f"poison_jax.{name} (floor {floor}) imports {above}"
