@@ -317,11 +317,15 @@ def rmd_hypergrad(
     problem; it equals the implicit hypergradient only when the inner problem has converged.
 
     Args:
-      inner_loss, outer_loss: ``(w, theta, *args) -> scalar``.
-      w0: initial weights (pytree); theta: hyperparameters (pytree).
+      inner_loss: ``(w, theta, *args) -> scalar``, the training loss.
+      outer_loss: ``(w, theta, *args) -> scalar``, the objective of ``theta``.
+      w0: initial weights (pytree).
+      theta: hyperparameters (pytree).
       *args: data passed on to both losses (traced: new data of the same shapes reuses the
         compiled function).
-      steps, lr, checkpoint: as in :func:`unroll`.
+      steps: as in :func:`unroll`.
+      lr: as in :func:`unroll`.
+      checkpoint: as in :func:`unroll`.
     Returns:
       ``(value, dtheta, info)``: the outer loss at ``w_T`` (scalar), its gradient structured like
       ``theta``, and a :class:`HypergradInfo` (the inner gradient norm at ``w_T``; no CG).
@@ -374,7 +378,8 @@ def ift_hypergrad(
     ``theta -> grad_w inner_loss(w_star, theta, *args)``.
 
     Args:
-      inner_loss, outer_loss: ``(w, theta, *args) -> scalar``; ``inner_loss`` convex near ``w_star``.
+      inner_loss: ``(w, theta, *args) -> scalar``, convex near ``w_star``.
+      outer_loss: ``(w, theta, *args) -> scalar``.
       w_star: trained weights (pytree), ideally with ``grad_w inner_loss = 0``.
       theta: hyperparameters (pytree).
       *args: data passed on to both losses (traced).
@@ -622,8 +627,10 @@ def hypergrad(
 
     Args:
       method: :class:`RMD`, :class:`IFT` or :class:`Implicit` with its settings.
-      inner_loss, outer_loss: ``(w, theta, *args) -> scalar``.
-      w0: initial weights of inner training; theta: hyperparameters.
+      inner_loss: ``(w, theta, *args) -> scalar``, the training loss.
+      outer_loss: ``(w, theta, *args) -> scalar``, the objective of ``theta``.
+      w0: initial weights of inner training.
+      theta: hyperparameters.
       *args: data passed on to both losses: traced, so a loop over data sets of the same shapes
         compiles once (pass the same loss functions every call).
     Returns:

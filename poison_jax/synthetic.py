@@ -26,7 +26,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
 
     Returns:
       A dict of lists (JSON-ready): ``grid_x``, ``grid_y``, ``val_error_noreg``, ``val_error_reg``,
-      ``best_log_lam`` (grid_size x grid_size, indexed [x][y]), ``path_noreg``, ``path_reg``
+      ``best_log_lam`` (grid_size x grid_size, indexed ``[x][y]``), ``path_noreg``, ``path_reg``
       (T_Dp + 1 positions), ``x_val``, ``y_val``, ``log_lam_noreg``, ``log_lam_reg``.
     """
     if not _is_int(grid_size) or grid_size < 2:
