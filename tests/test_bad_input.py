@@ -186,26 +186,20 @@ def test_bad_input_is_refused_clearly(name, tmp_path):
 # -- the command line, against a folder of finished results that must stay intact ----------
 
 TINY = [
-    "--set",
-    "num_seeds=1",
-    "--set",
-    "iters_fixed=2",
-    "--set",
-    "iters_clean=2",
-    "--set",
-    "iters_multi=2",
-    "--set",
-    "num_batches=1",
-    "--set",
-    "eval_epochs=2",
-    "--set",
-    "inner_steps=10",
-    "--set",
-    "cv_log_lam_grid=(-8, 1, 2)",
-    "--set",
-    "cv_folds=2",
-    "--set",
-    "settings=small",
+    arg
+    for field in (
+        "num_seeds=1",
+        "iters_fixed=2",
+        "iters_clean=2",
+        "iters_multi=2",
+        "num_batches=1",
+        "eval_epochs=2",
+        "inner_steps=10",
+        "cv_log_lam_grid=(-8, 1, 2)",
+        "cv_folds=2",
+        "settings=small",
+    )
+    for arg in ("--set", field)
 ]
 
 

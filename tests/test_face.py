@@ -69,24 +69,19 @@ def _poison_jax(*args, cwd):
 
 
 TINY_SETS = [
-    "--set",
-    "num_seeds=3",
-    "--set",
-    "iters_fixed=2",
-    "--set",
-    "iters_clean=2",
-    "--set",
-    "iters_multi=2",
-    "--set",
-    "num_batches=1",
-    "--set",
-    "eval_epochs=3",
-    "--set",
-    "inner_steps=20",
-    "--set",
-    "cv_log_lam_grid=(-8, 1, 3)",
-    "--set",
-    "cv_folds=2",
+    arg
+    for field in (
+        "num_seeds=3",
+        "iters_fixed=2",
+        "iters_clean=2",
+        "iters_multi=2",
+        "num_batches=1",
+        "eval_epochs=3",
+        "inner_steps=20",
+        "cv_log_lam_grid=(-8, 1, 3)",
+        "cv_folds=2",
+    )
+    for arg in ("--set", field)
 ]
 
 

@@ -17,26 +17,20 @@ from poison_jax import experiment
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
 SETS = [
-    "--set",
-    "num_seeds=2",
-    "--set",
-    "iters_fixed=6",
-    "--set",
-    "iters_clean=4",
-    "--set",
-    "iters_multi=6",
-    "--set",
-    "num_batches=2",
-    "--set",
-    "eval_epochs=5",
-    "--set",
-    "inner_steps=40",
-    "--set",
-    "cv_log_lam_grid=(-8, 1, 3)",
-    "--set",
-    "cv_folds=2",
-    "--set",
-    "settings=small,learned",
+    arg
+    for field in (
+        "num_seeds=2",
+        "iters_fixed=6",
+        "iters_clean=4",
+        "iters_multi=6",
+        "num_batches=2",
+        "eval_epochs=5",
+        "inner_steps=40",
+        "cv_log_lam_grid=(-8, 1, 3)",
+        "cv_folds=2",
+        "settings=small,learned",
+    )
+    for arg in ("--set", field)
 ]
 
 
