@@ -21,7 +21,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BENCHMARKS = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "engine_peers", "import_time")
+BENCHMARKS = (
+    "hypergrad",
+    "attack_step",
+    "accuracy",
+    "scaling",
+    "batching",
+    "peer",
+    "engine_peers",
+    "import_time",
+    "strong_sweep",
+)
 # Longest first, so that --jobs 2 finishes early (rough full-run minutes on 2 CPU cores).
 _EXPECTED_MINUTES = {
     "accuracy": 6,
@@ -32,6 +42,7 @@ _EXPECTED_MINUTES = {
     "peer": 0.3,
     "engine_peers": 2,
     "import_time": 0.3,
+    "strong_sweep": 2,
 }
 
 
@@ -150,6 +161,17 @@ GOALS = (
         goal="import poison_jax in a fresh interpreter (seconds; no matplotlib or TensorFlow Datasets loaded)",
         get=lambda r: _get(r, "goals", "import poison_jax seconds <= 2"),
         note=lambda r: f"modules loaded: {', '.join(r.get('heavy_modules_loaded') or []) or 'no heavy ones'}",
+    ),
+    dict(
+        id="strong_sweep_minutes",
+        source="strong_sweep",
+        target=2.0,
+        goal="the strong mnist5k sweep, poison-jax run --preset mnist5k-lr-strong, 4 Λ settings x 6 fractions "
+        "x 10 seeds, compilation included (minutes, 2 CPU cores)",
+        get=lambda r: _get(r, "goals", "strong sweep minutes <= 2 (2 CPU cores)"),
+        note=lambda r: (
+            "seconds per setting: " + ", ".join(f"{k} {sum(v):.0f}" for k, v in (_get(r, "cell_seconds") or {}).items())
+        ),
     ),
     dict(
         id="sweep_minutes",

@@ -410,9 +410,18 @@ def _step_one(
         )
         return value, dtheta, info, info.warm if method.warm_starts else warm
 
-    def objective(xp, log_lam, warm):  # the attacker's objective at a trial point (line search)
+    def objective(xp, log_lam, warm):
+        """The attacker's objective at a line search's trial point, and the inner solution there."""
         theta = {"xp": xp, "log_lam": log_lam}
-        return outer_loss(method.fit(inner_loss, warm.w, theta, data), theta, data)
+        w = method.fit(inner_loss, warm.w, theta, data)
+        return outer_loss(w, theta, data), w
+
+    def step(rule, x, g, opt, lr, ascent, box, mask, value, objective_at, warm):
+        """A rule's step; a warm-started method starts its next solve from the taken trial's solution."""
+        x, opt, w = rule.step_and_aux(
+            x, g, opt, lr=lr, ascent=ascent, box=box, mask=mask, value=value, value_fn=objective_at, aux=warm.w
+        )
+        return x, opt, warm._replace(w=w) if method.warm_starts else warm
 
     xp, log_lam, xp_opt, lam_opt = state.xp, state.log_lam, state.xp_opt, state.lam_opt
     finite, converged = jnp.asarray(True), jnp.asarray(True)
@@ -420,16 +429,18 @@ def _step_one(
     if update_xp:
         value, dtheta, info, new_warm = hypergrad(xp, log_lam, warm)
         ok = _all_finite(value, dtheta["xp"])
-        new_xp, new_opt = settings.xp_step.step(
+        new_xp, new_opt, new_warm = step(
+            settings.xp_step,
             xp,
             dtheta["xp"],
             xp_opt,
-            lr=settings.alpha,
-            ascent=True,
-            box=settings.x_box,
-            mask=state.trainable[:, None],
-            value=value,
-            value_fn=lambda x: objective(x, log_lam, new_warm),
+            settings.alpha,
+            True,
+            settings.x_box,
+            state.trainable[:, None],
+            value,
+            lambda x: objective(x, log_lam, new_warm),
+            new_warm,
         )
         xp, xp_opt, warm = _keep_if(ok, (new_xp, new_opt, new_warm), (xp, xp_opt, warm))
         finite &= ok
@@ -438,16 +449,18 @@ def _step_one(
     if update_lam:  # with the updated Xp, as Algorithm 1 prescribes
         value, dtheta, info, new_warm = hypergrad(xp, log_lam, warm)
         ok = _all_finite(value, dtheta["log_lam"])
-        new_lam, new_opt = settings.lam_step.step(
+        new_lam, new_opt, new_warm = step(
+            settings.lam_step,
             log_lam,
             dtheta["log_lam"],
             lam_opt,
-            lr=settings.beta,
-            ascent=False,
-            box=settings.lam_box,
-            mask=True,
-            value=value,
-            value_fn=lambda lam: objective(xp, lam, new_warm),
+            settings.beta,
+            False,
+            settings.lam_box,
+            True,
+            value,
+            lambda lam: objective(xp, lam, new_warm),
+            new_warm,
         )
         log_lam, lam_opt, warm = _keep_if(ok, (new_lam, new_opt, new_warm), (log_lam, lam_opt, warm))
         finite &= ok

@@ -73,6 +73,8 @@ FIELDS: dict[str, str] = {
     "solver_iters": "implicit or converged victim: solver iterations at most",
     "checkpoint": "rmd: rematerialise the inner loop in segments (memory for time)",
     "xp_step": "rule moving Xp (ascent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: normalised)",
+    "xp_min_scale": "armijo xp_step: floor of each line search's first trial length, as a multiple of "
+    "alpha, in [0, 1] (1: every search starts at alpha or longer)",
     "lam_step": "rule moving log λ (descent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: sgd)",
     "poison_mode": "replace (the paper: poison points take training rows' places) or add (secml: appended)",
     "victim": "victim judged on the poisoned set: sgd (the paper: eval_lr, eval_epochs, eval_batch) or "
@@ -152,6 +154,7 @@ class ExperimentConfig:
     solver_iters: int = 100
     checkpoint: bool = False
     xp_step: str = "normalised"
+    xp_min_scale: float = 1.0
     lam_step: str = "sgd"
     poison_mode: str = "replace"
     victim: str = "sgd"
@@ -222,7 +225,9 @@ class ExperimentConfig:
             beta=self.beta,
             x_box=(float(self.x_box[0]), float(self.x_box[1])),
             lam_box=(float(self.log_lam_box[0]), float(self.log_lam_box[1])),
-            xp_step=outer.OUTER_STEPS[self.xp_step](),
+            xp_step=outer.Armijo(min_scale=float(self.xp_min_scale))
+            if self.xp_step == "armijo"
+            else outer.OUTER_STEPS[self.xp_step](),
             lam_step=outer.OUTER_STEPS[self.lam_step](),
             mode=mode,
         )
@@ -274,7 +279,17 @@ def _init_refusing_renamed(self, *args, **kwargs):
 
 ExperimentConfig.__init__ = _init_refusing_renamed  # type: ignore[method-assign]
 
-_LATER_FIELDS = ("damping", "solver", "solver_tol", "solver_iters", "xp_step", "lam_step", "poison_mode", "victim")
+_LATER_FIELDS = (
+    "damping",
+    "solver",
+    "solver_tol",
+    "solver_iters",
+    "xp_step",
+    "xp_min_scale",
+    "lam_step",
+    "poison_mode",
+    "victim",
+)
 
 
 def _jsonable(value):
@@ -347,6 +362,8 @@ def _validate(c: ExperimentConfig) -> None:
     for field in ("cg_tol", "damping"):
         if not _is_real(getattr(c, field)) or getattr(c, field) < 0:
             _fail(field, getattr(c, field), "a finite number >= 0")
+    if not _is_real(c.xp_min_scale) or not 0 <= c.xp_min_scale <= 1:
+        _fail("xp_min_scale", c.xp_min_scale, "a number in [0, 1] (a multiple of alpha)")
     if not _is_real(c.solver_tol) or c.solver_tol <= 0:
         _fail("solver_tol", c.solver_tol, "a finite number > 0 (a tolerance on the inner gradient norm)")
     for field in ("log_lam_init", "log_lam_small", "log_lam_large"):
@@ -393,8 +410,8 @@ def _validate(c: ExperimentConfig) -> None:
 
 
 # -- no silently ignored settings -------------------------------------------------------------
-# Four choices decide which other fields are read: the data source, the model, the hypergradient
-# method and the victim. One rule: a field that none of the choices in force reads, set away from
+# Five choices decide which other fields are read: the data source, the model, the hypergradient
+# method, the Xp step rule and the victim. One rule: a field that none of the choices in force reads, set away from
 # its default (the preset's value for a preset, else the dataclass default), is refused.
 
 _SOURCE_OPTIONS = {
@@ -419,6 +436,7 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
             "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
             "implicit": ("solver", "solver_tol", "solver_iters", "cg_iters", "cg_tol", "damping"),
         },
+        "xp_step": {rule: ("xp_min_scale",) if rule == "armijo" else () for rule in outer.OUTER_STEPS},
         "victim": {
             "sgd": ("eval_lr", "eval_epochs", "eval_batch"),
             "converged": ("solver", "solver_tol", "solver_iters"),
@@ -427,7 +445,7 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 def unused_fields(c: ExperimentConfig) -> dict[str, str]:
-    """``{field: why}`` for every field that the config's source, model, method and victim do not read."""
+    """``{field: why}`` for every field that the config's source, model, method, Xp rule and victim do not read."""
     groups = _fields_used_by()
     unused = {}
     for field in {f for used in groups.values() for fields in used.values() for f in fields}:
@@ -582,9 +600,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         cg_tol=1e-5,
         damping=1e-4,
         xp_step="armijo",
+        xp_min_scale=0.25,
         lam_step="armijo",
         beta=0.5,
-        iters_fixed=10,
+        iters_fixed=6,
         iters_clean=10,
         iters_multi=10,
         victim="converged",
@@ -637,7 +656,7 @@ def describe_preset(name: str) -> str:
     lines.append("")
     lines.append(
         "Override with --set FIELD=VALUE. A field marked [not read here] must keep its value: "
-        "the source, model, hypergrad and victim of this config do not read it."
+        "the source, model, hypergrad, xp_step and victim of this config do not read it."
     )
     return "\n".join(lines)
 

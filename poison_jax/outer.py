@@ -20,7 +20,10 @@ All are called the same way, and every result is projected onto the box::
     x, state = rule.step(x, g, state, lr=..., ascent=True, box=(0., 1.), mask=..., value=A(x), value_fn=A)
 
 ``mask`` (broadcastable to ``x``) says which entries may move; ``value_fn`` (only
-:class:`Armijo` calls it) evaluates the objective at a trial point.
+:class:`Armijo` calls it) evaluates the objective at a trial point. :meth:`~Armijo.step_and_aux`
+is the same step where ``value_fn`` also returns what it computed on the way (the attack's inner
+solution at the trial point) and the step returns that of the point it takes, so the attack's next
+hypergradient starts from a solved inner problem instead of solving it again.
 
 Example::
 
@@ -69,6 +72,10 @@ class _OptaxRule:
         descent_grad = jnp.where(mask, -g if ascent else g, 0.0)
         updates, state = self.transform(lr).update(descent_grad, state, x)
         return _project(x + jnp.where(mask, updates, 0.0), box), state
+
+    def step_and_aux(self, x, g, state, *, lr, ascent: bool, box, mask, value=None, value_fn=None, aux):
+        """:meth:`step`, returning ``aux`` unchanged (this rule evaluates nothing)."""
+        return *self.step(x, g, state, lr=lr, ascent=ascent, box=box, mask=mask), aux
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +167,28 @@ class Armijo:
         return jnp.asarray(jnp.nan, jnp.result_type(x))  # no accepted length yet: start at lr
 
     def step(self, x, g, state, *, lr, ascent: bool, box, mask, value, value_fn: Callable[[Any], jax.Array]):
+        x, state, _ = self.step_and_aux(
+            x,
+            g,
+            state,
+            lr=lr,
+            ascent=ascent,
+            box=box,
+            mask=mask,
+            value=value,
+            value_fn=lambda x: (value_fn(x), ()),
+            aux=(),
+        )
+        return x, state
+
+    def step_and_aux(
+        self, x, g, state, *, lr, ascent: bool, box, mask, value, value_fn: Callable[[Any], tuple[jax.Array, Any]], aux
+    ):
+        """:meth:`step` where ``value_fn(x) -> (objective, aux)``.
+
+        Returns:
+          ``(x, state, aux)``: ``aux`` of the accepted trial point, or the given ``aux`` when ``x`` stays.
+        """
         sign = 1.0 if ascent else -1.0
         d = jnp.where(mask, sign * g, 0.0)
         d = d / jnp.maximum(jnp.linalg.norm(d), jnp.finfo(d.dtype).tiny)
@@ -170,22 +199,21 @@ class Armijo:
 
         def trial(t):
             x_t = _project(x + t * d, box)
-            gain = sign * (value_fn(x_t) - value)
-            return x_t, gain >= self.c * sign * jnp.vdot(g, x_t - x)
+            value_t, aux_t = value_fn(x_t)
+            return x_t, aux_t, sign * (value_t - value) >= self.c * sign * jnp.vdot(g, x_t - x)
 
         def cond(carry):
-            _, _, ok, k = carry
+            *_, ok, k = carry
             return ~ok & (k < self.max_trials)
 
         def body(carry):
-            t, _, _, k = carry
+            t, *_, k = carry
             t = t * self.shrink
-            x_t, ok = trial(t)
-            return t, x_t, ok, k + 1
+            return t, *trial(t), k + 1
 
-        x_t, ok = trial(start)
-        t, x_t, ok, _ = jax.lax.while_loop(cond, body, (start, x_t, ok, jnp.asarray(1, jnp.int32)))
-        return jnp.where(ok, x_t, x), t.astype(state.dtype)
+        t, x_t, aux_t, ok, _ = jax.lax.while_loop(cond, body, (start, *trial(start), jnp.asarray(1, jnp.int32)))
+        taken = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), (x_t, aux_t), (x, aux))
+        return taken[0], t.astype(state.dtype), taken[1]
 
 
 OUTER_STEPS = {"normalised": Normalised, "sgd": SGD, "adam": Adam, "optimistic": Optimistic, "armijo": Armijo}

@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
-NEW = ("accuracy", "scaling", "batching", "peer", "import_time")
+NEW = ("accuracy", "scaling", "batching", "peer", "import_time", "strong_sweep")
 GOAL_IDS = {
     "rmd_over_forward",
     "ift_over_rmd_to_0.999",
@@ -24,6 +24,7 @@ GOAL_IDS = {
     "checkpoint_memory",
     "sweep_minutes",
     "import_seconds",
+    "strong_sweep_minutes",
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,17 @@ def test_import_time_is_measured_in_fresh_interpreters_without_heavy_modules(sui
     result = results["import_time"]
     assert 0 < result["min_s"] <= result["median_s"] <= result["max_s"]
     assert result["heavy_modules_loaded"] == []
+
+
+def test_strong_sweep_times_the_whole_command_and_keeps_its_table(suite):
+    _, results = suite
+    result = results["strong_sweep"]
+    assert result["command"].startswith("poison-jax run --preset mnist5k-lr-strong --set num_seeds=2")
+    assert result["minutes"] == pytest.approx(result["wall_seconds"] / 60) and result["wall_seconds"] > 0
+    assert set(result["cell_seconds"]) == {"small", "large", "clean", "learned"}
+    assert all(len(cells) == 2 for cells in result["cell_seconds"].values())  # cells 0 and 1
+    assert "on 2 CPU device(s)" in result["devices_line"]
+    assert result["table"].startswith("| poison (%) |") and "| 3.3 |" in result["table"]
 
 
 def test_accuracy_rmd_approaches_exact_and_goal_is_costed(suite):
@@ -118,7 +130,13 @@ def test_summary_lists_every_goal(suite):
     assert summary["quick"] is True
     rows = {row["id"]: row for row in summary["goals"]}
     assert set(rows) == GOAL_IDS
-    for goal_id in ("ift_over_rmd_to_0.999", "vmap_over_loop", "sweep_minutes", "import_seconds"):
+    for goal_id in (
+        "ift_over_rmd_to_0.999",
+        "vmap_over_loop",
+        "sweep_minutes",
+        "import_seconds",
+        "strong_sweep_minutes",
+    ):
         assert rows[goal_id]["measured"] > 0 and rows[goal_id]["met"] in (True, False)
     for row in rows.values():
         if row["met"] is False:

@@ -103,6 +103,7 @@ def test_folder_with_finished_cells_of_another_config_is_refused(tmp_path):
             "hypergrad 'rmd' (which reads inner_steps, inner_lr, checkpoint) and victim 'sgd'",
         ),
         (dict(hypergrad="implicit", victim="converged", eval_epochs=7), "eval_epochs", "victim 'converged'"),
+        (dict(xp_min_scale=0.5), "xp_min_scale", "xp_step 'normalised' (which reads none of them)"),
     ],
 )
 def test_a_setting_the_choices_ignore_is_refused(overrides, field, choice):

@@ -257,16 +257,57 @@ def test_attack_state_carries_the_warm_start(splits):
     before, _ = attack.run_attack(settings, splits, state, num_iters=2, update_lam=False)
     after, info = attack.run_attack(settings, splits, before, num_iters=1, update_lam=False)
     assert np.all(np.asarray(info.inner_converged))
-    # The carried w is the converged solution at the poison points the last step started from.
-    one = jax.tree_util.tree_map(lambda a: a[0], before)
+    # The carried w is the line search's solution at the poison points the step took (so the next
+    # hypergradient needs no solve), not the solution where the step started.
     sp = [a[0] for a in splits[:4]]
-    inner, _ = attack.make_losses(settings.model, *sp, one, settings.mode)
     carried = jax.tree_util.tree_map(lambda a: a[0], after.warm.w)
-    grad = jax.grad(inner)(carried, {"xp": one.xp, "log_lam": one.log_lam})
-    assert float(jnp.linalg.norm(ravel_pytree(grad)[0])) <= 1e-5
+
+    def grad_norm(state):
+        one = jax.tree_util.tree_map(lambda a: a[0], state)
+        inner, _ = attack.make_losses(settings.model, *sp, one, settings.mode)
+        return float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(carried, {"xp": one.xp, "log_lam": one.log_lam}))[0]))
+
+    assert not np.allclose(after.xp[0], before.xp[0])  # the step was taken
+    assert grad_norm(after) <= 1e-5 < grad_norm(before)
     # RMD keeps no warm start: the paper restarts from w(0).
     rmd = strong_settings(method=bilevel.RMD(steps=20, lr=0.5), xp_step=outer.Normalised())
     assert started(rmd, splits).warm is None
+
+
+def _sphere(x):
+    return -jnp.sum((x - 0.7) ** 2)
+
+
+def test_armijo_returns_what_the_objective_computed_at_the_point_taken():
+    rule, x = outer.Armijo(), jnp.zeros(3)
+    kwargs = dict(lr=0.5, ascent=True, box=(0.0, 1.0), mask=True, value=_sphere(x))
+    x_new, state, aux = rule.step_and_aux(
+        x, -2 * (x - 0.7), rule.init(x), value_fn=lambda x: (_sphere(x), 10 * x), aux=jnp.full(3, -1.0), **kwargs
+    )
+    np.testing.assert_allclose(aux, 10 * x_new)
+    assert _sphere(x_new) > _sphere(x)
+    x_plain, state_plain = rule.step(x, -2 * (x - 0.7), rule.init(x), value_fn=_sphere, **kwargs)
+    np.testing.assert_array_equal(x_plain, x_new)
+    np.testing.assert_array_equal(state_plain, state)
+    # A claimed gradient that points downhill (inside the box): every trial is rejected, x and aux stay.
+    x = jnp.full(3, 0.5)
+    kwargs["value"] = _sphere(x)
+    x_stay, _, aux_stay = rule.step_and_aux(
+        x, 2 * (x - 0.7), rule.init(x), value_fn=lambda x: (_sphere(x), 10 * x), aux=jnp.full(3, -1.0), **kwargs
+    )
+    np.testing.assert_array_equal(x_stay, x)
+    np.testing.assert_array_equal(aux_stay, jnp.full(3, -1.0))
+
+
+@pytest.mark.parametrize("rule", [outer.Normalised(), outer.SGD(), outer.Adam(), outer.Optimistic()])
+def test_rules_that_evaluate_nothing_return_aux_as_given(rule):
+    x, g = jnp.zeros(3), jnp.ones(3)
+    kwargs = dict(lr=0.1, ascent=True, box=(0.0, 1.0), mask=True)
+    x_new, state, aux = rule.step_and_aux(x, g, rule.init(x), aux={"w": jnp.arange(2.0)}, **kwargs)
+    x_plain, _ = rule.step(x, g, rule.init(x), **kwargs)
+    np.testing.assert_array_equal(x_new, x_plain)
+    np.testing.assert_array_equal(aux["w"], jnp.arange(2.0))
+    assert float(jnp.min(x_new)) > 0  # it moved
 
 
 def test_add_mode_appends_and_replace_mode_overwrites(splits):
@@ -354,11 +395,19 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
         ("hypergrad", "newton", "one of rmd, ift, implicit"),
         ("solver", "bfgs", "one of newton-cg, lbfgs"),
         ("damping", -1.0, "a finite number >= 0"),
+        ("xp_min_scale", 1.5, r"a number in \[0, 1\]"),
+        ("xp_min_scale", float("nan"), r"a number in \[0, 1\]"),
     ],
 )
 def test_bad_strong_settings_are_refused_naming_the_field(field, value, allowed):
     with pytest.raises(experiment.ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
         experiment.preset("digits-lr", **{field: value})
+
+
+def test_xp_min_scale_reaches_the_armijo_rule_on_xp_only():
+    config = experiment.preset("digits-lr", xp_step="armijo", lam_step="armijo", xp_min_scale=0.25)
+    settings = config.attack_settings(models.logistic_regression(64))
+    assert settings.xp_step == outer.Armijo(min_scale=0.25) and settings.lam_step == outer.Armijo()
 
 
 def test_new_fields_at_their_defaults_keep_the_config_hash():
