@@ -177,7 +177,7 @@ class AttackState(NamedTuple):
       replace_idx: ``(P,)`` int32, the training rows each poison point replaces.
       active: ``(P,)`` bool, poison point is in the training set.
       trainable: ``(P,)`` bool, poison point is being optimised (the current batch).
-      log_lam: ``(L,)`` log-λ per layer.
+      log_lam: ``(model.num_lams,)`` log-λ (one per layer; two for an elastic-net penalty).
       key: PRNG key for the random inner initialisation (MLP).
       nonfinite_steps: int32, hyperiterations whose hypergradient was not finite; their update was
         skipped, so a positive count means the inner training diverged.
@@ -270,10 +270,11 @@ def poison_data(
 def poisoning_losses(model: models.Model):
     """``(inner_loss, outer_loss)`` of the poisoning problem, ``(w, theta, data) -> scalar``.
 
-    ``theta = {"xp": (P, d), "log_lam": (L,)}`` and ``data`` a :class:`PoisonData`. The same two
+    ``theta = {"xp": (P, d), "log_lam": (model.num_lams,)}`` and ``data`` a :class:`PoisonData`. The same two
     function objects for the same model, so jitted hypergradients compile once for every split.
 
-    inner: ``(Σ cross-entropy + L2 penalty) / n`` over the poisoned training set of ``n`` rows: in
+    inner: ``(Σ cross-entropy + the model's penalty) / n`` over the poisoned training set of ``n`` rows:
+    in
     :class:`Replace` mode the clean rows that active poison points replace are left out, so
     ``n = n_train``; in :class:`Add` mode ``n = n_train + n_active``. See
     :func:`poison_jax.models.l2_penalty` for the scaling.
@@ -283,7 +284,7 @@ def poisoning_losses(model: models.Model):
     def inner_loss(w, theta, data: PoisonData):
         clean = jnp.sum(data.clean_weight * models.bce(model.apply(w, data.x_train), data.y_train))
         poison = jnp.sum(data.poison_weight * models.bce(model.apply(w, theta["xp"]), data.yp))
-        return (clean + poison + models.l2_penalty(model, w, theta["log_lam"])) / data.size
+        return (clean + poison + models.penalty(model, w, theta["log_lam"])) / data.size
 
     def outer_loss(w, theta, data: PoisonData):
         return jnp.mean(models.bce(model.apply(w, data.x_val), data.y_val))
@@ -357,7 +358,8 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
       keys: ``(S, 2)`` PRNG keys, one per split (derive them from the seeds for reproducibility).
       splits: :class:`poison_jax.data.Splits` with ``S`` stacked splits.
       n_poison: the largest number of poison points (static: fixes the shapes).
-      log_lam: initial log-λ: a scalar, ``(L,)`` or ``(S, L)``; clipped into ``settings.lam_box``.
+      log_lam: initial log-λ: a scalar, ``(model.num_lams,)`` or ``(S, model.num_lams)``; clipped into
+        ``settings.lam_box``.
     Returns:
       An :class:`AttackState` stacked over ``S``.
     """
@@ -370,7 +372,15 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     keys = jnp.asarray(keys)
     if keys.shape[0] != num_seeds:
         raise ValueError(f"keys must hold one key per split: {num_seeds} splits, got keys of shape {keys.shape}")
-    log_lam = jnp.broadcast_to(jnp.asarray(log_lam, jnp.float32), (num_seeds, settings.model.num_layers))
+    log_lam = jnp.asarray(log_lam, jnp.float32)
+    num_lams = settings.model.num_lams
+    if log_lam.ndim and log_lam.shape[-1] != num_lams:
+        raise ValueError(
+            f"log_lam has {log_lam.shape[-1]} value(s) per seed, but the model's penalty "
+            f"{settings.model.penalty} needs {num_lams} ({settings.model.penalty.lams_per_layer} per layer "
+            f"x {settings.model.num_layers} layer(s)); a scalar sets them all"
+        )
+    log_lam = jnp.broadcast_to(log_lam, (num_seeds, num_lams))
     log_lam = jnp.clip(log_lam, *settings.lam_box)
     return _init_attack(settings, keys, splits, log_lam, n_poison=n_poison)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from poison_jax import attack, bilevel, data, evaluate, models, outer, solvers
+from poison_jax import attack, bilevel, data, evaluate, models, outer, penalties, solvers
 from poison_jax.bilevel import IFT, RMD, Implicit
 
 __all__ = [
@@ -61,6 +61,9 @@ FIELDS: dict[str, str] = {
     "seed": "the first split seed (seeds seed .. seed + num_seeds - 1)",
     "model": "learner: lr (logistic regression) or mlp",
     "hidden": "mlp: hidden layer sizes",
+    "penalty": "regularisation: l2 (the paper), l1 (smoothed) or elastic-net (smoothed l1 + l2, two log λ per "
+    "layer), one log λ per layer each",
+    "l1_smoothing": "l1/elastic-net: ε of the smoothed |w| = sqrt(w² + ε²) − ε (> 0)",
     "inner_steps": "rmd/ift: T, full-batch gradient-descent steps of the inner training",
     "inner_lr": "rmd/ift: η, step size of the inner training",
     "hypergrad": "hypergradient: rmd (the paper: reverse mode through T steps), ift (implicit function theorem "
@@ -143,6 +146,8 @@ class ExperimentConfig:
     seed: int = 0
     model: str = "lr"
     hidden: tuple[int, ...] = (128, 32)
+    penalty: str = "l2"
+    l1_smoothing: float = 1e-3
     inner_steps: int = 150
     inner_lr: float = 0.1
     hypergrad: str = "rmd"
@@ -193,6 +198,12 @@ class ExperimentConfig:
     @property
     def seeds(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.num_seeds))
+
+    def penalty_value(self) -> penalties.Penalty:
+        """The penalty the config names (``penalty``, ``l1_smoothing``)."""
+        if self.penalty == "l2":
+            return penalties.L2()
+        return penalties.PENALTIES[self.penalty](smoothing=float(self.l1_smoothing))  # type: ignore[call-arg]
 
     def inner_solver(self) -> solvers.NewtonCG | solvers.LBFGS:
         """The converged inner solver the config names (``solver``, ``solver_tol``, ``solver_iters``)."""
@@ -280,6 +291,8 @@ def _init_refusing_renamed(self, *args, **kwargs):
 ExperimentConfig.__init__ = _init_refusing_renamed  # type: ignore[method-assign]
 
 _LATER_FIELDS = (
+    "penalty",
+    "l1_smoothing",
     "damping",
     "solver",
     "solver_tol",
@@ -319,6 +332,7 @@ def _validate(c: ExperimentConfig) -> None:
     choices = {
         "source": data.SOURCES,
         "model": MODELS,
+        "penalty": tuple(penalties.PENALTIES),
         "hypergrad": HYPERGRADS,
         "solver": tuple(SOLVERS),
         "xp_step": tuple(outer.OUTER_STEPS),
@@ -362,6 +376,8 @@ def _validate(c: ExperimentConfig) -> None:
     for field in ("cg_tol", "damping"):
         if not _is_real(getattr(c, field)) or getattr(c, field) < 0:
             _fail(field, getattr(c, field), "a finite number >= 0")
+    if not _is_real(c.l1_smoothing) or c.l1_smoothing <= 0:
+        _fail("l1_smoothing", c.l1_smoothing, "a finite number > 0 (ε of the smoothed |w|)")
     if not _is_real(c.xp_min_scale) or not 0 <= c.xp_min_scale <= 1:
         _fail("xp_min_scale", c.xp_min_scale, "a number in [0, 1] (a multiple of alpha)")
     if not _is_real(c.solver_tol) or c.solver_tol <= 0:
@@ -407,12 +423,38 @@ def _validate(c: ExperimentConfig) -> None:
     if c.n_poison > c.n_train:  # pragma: no cover - implied above, kept for the fraction <= 1 guarantee
         _fail("num_batches", c.num_batches, "a poisoning fraction <= 1")
     _refuse_ignored(c)
+    _refuse_unstable_smoothing(c)
+
+
+def _refuse_unstable_smoothing(c: ExperimentConfig) -> None:
+    """A smoothed L1 has curvature up to exp(λ)/ε per weight (over n): gradient steps of size η
+    diverge once η·exp(λ)/(ε·n) >= 2, at the top of the λ box (learned λ climbs there)."""
+    if c.penalty == "l2":
+        return
+    steps = {}
+    if c.hypergrad in ("rmd", "ift"):
+        steps["inner_lr"] = c.inner_lr
+    if c.victim == "sgd":
+        steps["eval_lr"] = c.eval_lr
+    if not steps:
+        return
+    field = max(steps, key=lambda f: steps[f])
+    need = steps[field] * math.exp(c.log_lam_box[1]) / (2 * c.n_train)
+    if c.l1_smoothing <= need:
+        _fail(
+            "l1_smoothing",
+            c.l1_smoothing,
+            f"> {field} * exp(log_lam_box[1]) / (2 * n_train) = {need:.3g}, or the gradient steps diverge at the "
+            f"top of the λ box (the smoothed |w| has curvature up to 1/l1_smoothing); lower {field} or "
+            "log_lam_box, or use hypergrad=implicit with victim=converged",
+        )
 
 
 # -- no silently ignored settings -------------------------------------------------------------
-# Five choices decide which other fields are read: the data source, the model, the hypergradient
-# method, the Xp step rule and the victim. One rule: a field that none of the choices in force reads, set away from
-# its default (the preset's value for a preset, else the dataclass default), is refused.
+# Six choices decide which other fields are read: the data source, the model, the penalty, the
+# hypergradient method, the Xp step rule and the victim. One rule: a field that none of the choices
+# in force reads, set away from its default (the preset's value for a preset, else the dataclass
+# default), is refused.
 
 _SOURCE_OPTIONS = {
     "classes": "classes",
@@ -431,6 +473,7 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
             for source in data.SOURCES
         },
         "model": {"lr": (), "mlp": ("hidden",)},
+        "penalty": {"l2": (), "l1": ("l1_smoothing",), "elastic-net": ("l1_smoothing",)},
         "hypergrad": {
             "rmd": ("inner_steps", "inner_lr", "checkpoint"),
             "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
@@ -445,7 +488,8 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 def unused_fields(c: ExperimentConfig) -> dict[str, str]:
-    """``{field: why}`` for every field that the config's source, model, method, Xp rule and victim do not read."""
+    """``{field: why}`` for every field that the config's source, model, penalty, method, Xp rule and
+    victim do not read."""
     groups = _fields_used_by()
     unused = {}
     for field in {f for used in groups.values() for fields in used.values() for f in fields}:
@@ -656,7 +700,7 @@ def describe_preset(name: str) -> str:
     lines.append("")
     lines.append(
         "Override with --set FIELD=VALUE. A field marked [not read here] must keep its value: "
-        "the source, model, hypergrad, xp_step and victim of this config do not read it."
+        "the source, model, penalty, hypergrad, xp_step and victim of this config do not read it."
     )
     return "\n".join(lines)
 

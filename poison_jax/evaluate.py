@@ -97,7 +97,7 @@ def train_victim(
         xb = jnp.where(wts[:, None] > 0, x[idx], 0.0)
         per_row = jnp.where(wts > 0, wts * models.bce(model.apply(p, xb), y[idx]), 0.0)
         mean_bce = jnp.sum(per_row) / jnp.maximum(jnp.sum(wts), 1)
-        return mean_bce + models.l2_penalty(model, p, log_lam) / n_used
+        return mean_bce + models.penalty(model, p, log_lam) / n_used
 
     def batch_step(carry, idx):
         p, opt_state = carry
@@ -170,7 +170,7 @@ class ConvergedVictim:
         x = jnp.where(weights[:, None] > 0, x, 0.0)  # rows of weight 0 never contribute, even non-finite ones
 
         def objective(p):
-            total = jnp.sum(weights * models.bce(model.apply(p, x), y)) + models.l2_penalty(model, p, log_lam)
+            total = jnp.sum(weights * models.bce(model.apply(p, x), y)) + models.penalty(model, p, log_lam)
             return total / jnp.sum(weights)
 
         params, info = self.solver(objective, model.init(key))

@@ -30,7 +30,7 @@ def _fold_loss(model: models.Model):
     """The penalised training loss on the rows of weight 1, ``(w, log_lam, x, y, row_weight)``."""
 
     def inner_loss(w, lam, x, y, row_weight):
-        total = jnp.sum(row_weight * models.bce(model.apply(w, x), y)) + models.l2_penalty(model, w, lam)
+        total = jnp.sum(row_weight * models.bce(model.apply(w, x), y)) + models.penalty(model, w, lam)
         return total / jnp.sum(row_weight)
 
     return inner_loss
@@ -44,7 +44,7 @@ def _cv_one(model, fit, folds, x, y, key, grid):
     def held_out_loss(log_lam, fold):
         train_w = (fold_of != fold).astype(x.dtype)
         held_w = 1.0 - train_w
-        lam = jnp.full((model.num_layers,), log_lam, x.dtype)
+        lam = jnp.full((model.num_lams,), log_lam, x.dtype)
         w = fit(_fold_loss(model), model.init(init_key), lam, x, y, train_w)
         return jnp.sum(held_w * models.bce(model.apply(w, x), y)) / jnp.sum(held_w)
 

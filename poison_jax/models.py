@@ -1,4 +1,4 @@
-"""Binary classifiers of the paper and their L2 penalty with one log-λ per layer.
+"""Binary classifiers of the paper and their penalty (L2 by default) with log-λ per layer.
 
 A :class:`Model` is a pair of pure functions plus the names of the layers the penalty acts on::
 
@@ -15,6 +15,9 @@ Example::
     (5,)
     >>> models.l2_penalty(model, params, jnp.zeros(model.num_layers)).shape
     ()
+    >>> from poison_jax import penalties
+    >>> models.logistic_regression(4, penalty=penalties.ElasticNet()).num_lams  # two λ per layer
+    2
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from poison_jax.penalties import L2, Penalty
+
 Params = Any
 
-__all__ = ["Model", "bce", "l2_penalty", "logistic_regression", "mlp", "squared_norms", "weight_sizes"]
+__all__ = ["Model", "bce", "l2_penalty", "logistic_regression", "mlp", "penalty", "squared_norms", "weight_sizes"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,6 +48,8 @@ class Model:
       layers: names of the layers in input-to-output order; the penalty has one λ per layer.
       random_init: whether ``init`` depends on its key (the MLP) or is all zeros (logistic
         regression, w(0) = 0 as in the paper).
+      penalty: the regularisation, a value from :mod:`poison_jax.penalties` (``L2()``, the paper's,
+        by default); it has ``penalty.lams_per_layer`` log-λ per layer.
 
     Models compare by identity, so one instance can be a static argument of ``jax.jit``.
     """
@@ -52,10 +59,16 @@ class Model:
     apply: Callable[[Params, jax.Array], jax.Array]
     layers: tuple[str, ...]
     random_init: bool
+    penalty: Penalty = L2()
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    @property
+    def num_lams(self) -> int:
+        """Length of the log-λ vector: ``penalty.lams_per_layer * num_layers``."""
+        return self.penalty.lams_per_layer * self.num_layers
 
 
 class _MLP(nn.Module):
@@ -75,7 +88,7 @@ class _MLP(nn.Module):
         return x[..., 0]
 
 
-def _from_module(name: str, module: _MLP, d: int, random_init: bool) -> Model:
+def _from_module(name: str, module: _MLP, d: int, random_init: bool, penalty: Penalty) -> Model:
     example = jnp.zeros((1, d), jnp.float32)
 
     def init(key):
@@ -85,7 +98,13 @@ def _from_module(name: str, module: _MLP, d: int, random_init: bool) -> Model:
         return module.apply({"params": params}, x)
 
     layers = tuple(f"layer_{i}" for i in range(len(module.features)))
-    return Model(name=name, init=init, apply=apply, layers=layers, random_init=random_init)
+    if not isinstance(penalty, Penalty):
+        raise TypeError(
+            f"penalty must be a poison_jax.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
+        )
+    if penalty != L2():
+        name = f"{name}, {penalty}"
+    return Model(name=name, init=init, apply=apply, layers=layers, random_init=random_init, penalty=penalty)
 
 
 def _check_sizes(**sizes):
@@ -94,26 +113,28 @@ def _check_sizes(**sizes):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 
-def logistic_regression(d: int) -> Model:
+def logistic_regression(d: int, penalty: Penalty = L2()) -> Model:
     """Logistic regression on ``d`` features: one layer ``layer_0`` with kernel ``(d, 1)``.
 
     ``init`` returns zeros whatever the key (the paper starts every inner training at w = 0).
+    ``penalty``: see :class:`Model`.
     """
     _check_sizes(d=d)
-    return _from_module(f"logistic regression d={d}", _MLP(features=(1,), zero_init=True), d, random_init=False)
+    module = _MLP(features=(1,), zero_init=True)
+    return _from_module(f"logistic regression d={d}", module, d, random_init=False, penalty=penalty)
 
 
-def mlp(d: int, hidden: Sequence[int] = (128, 32)) -> Model:
+def mlp(d: int, hidden: Sequence[int] = (128, 32), penalty: Penalty = L2()) -> Model:
     """The paper's DNN: ``d x hidden... x 1``, LeakyReLU (slope 0.1), Xavier-uniform weights, biases 0.01.
 
     With ``d = 2048`` and the default hidden sizes it has 266,433 parameters and three layers
-    (three λ).
+    (three λ with the default ``L2()`` penalty, six with ``ElasticNet()``).
     """
     hidden = tuple(hidden)
     _check_sizes(d=d, **{f"hidden[{i}]": h for i, h in enumerate(hidden)})
     features = (*hidden, 1)
     name = "mlp " + "x".join(str(n) for n in (d, *features))
-    return _from_module(name, _MLP(features=features, zero_init=False), d, random_init=True)
+    return _from_module(name, _MLP(features=features, zero_init=False), d, random_init=True, penalty=penalty)
 
 
 def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -149,3 +170,16 @@ def l2_penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
       A scalar.
     """
     return 0.5 * jnp.sum(jnp.exp(log_lam) * squared_norms(model, params))
+
+
+def penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
+    """The model's penalty at ``params``: ``model.penalty`` on the layers' kernels.
+
+    Args:
+      model: the model whose layers ``params`` holds.
+      params: the model's parameters.
+      log_lam: ``(model.num_lams,)`` log-λ (per layer; elastic-net: the L1's, then the L2's).
+    Returns:
+      A scalar, scaled as :func:`l2_penalty` describes (the objectives divide it by ``n``).
+    """
+    return model.penalty([params[name]["kernel"] for name in model.layers], log_lam)

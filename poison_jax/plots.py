@@ -151,25 +151,38 @@ def error_figure(records, title: str = ""):
 def lambda_norm_figure(records, title: str = ""):
     """log λ and ``||w||²`` (log scale) vs poisoning fraction; returns the figure.
 
-    One line per setting (and per layer): the mean over the seeds that did not fail, as the
-    legend's title says.
+    One line per setting (and per layer, and for an elastic-net penalty per λ: L1's and L2's): the
+    mean over the seeds that did not fail, as the legend's title says.
     """
     fig, (ax_lam, ax_norm) = plt.subplots(1, 2, figsize=(9, 3.6))
     for (source, setting), rs in _by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
         lam = np.array([r["mean"]["log_lam"] or [np.nan] for r in rs], np.float64)
-        multi_layer = lam.shape[1] > 1
-        norm_key = "sq_norm_per_weight" if multi_layer else "sq_norm"
-        norm = np.array([r["mean"][norm_key] or [np.nan] * lam.shape[1] for r in rs], np.float64)
-        for layer in range(lam.shape[1]):
-            suffix = f", layer {layer + 1}" if multi_layer else ""
+        num_layers = max(len(r["mean"]["sq_norm"] or [0]) for r in rs)
+        per_layer = max(lam.shape[1] // num_layers, 1)  # elastic-net: an L1 and an L2 log λ per layer
+        norm_key = "sq_norm_per_weight" if num_layers > 1 else "sq_norm"
+        norm = np.array([r["mean"][norm_key] or [np.nan] * num_layers for r in rs], np.float64)
+
+        def style(layer, kind=0):
             line = _line_style(setting, source)
-            if multi_layer:  # the dashes say the layer (and open markers another folder)
-                line.update(marker="os^"[layer % 3], linestyle=["-", "--", ":"][layer % 3])
-            ax_lam.plot(x, lam[:, layer], label=rs[0]["label"] + suffix, **line)
-            ax_norm.plot(x, norm[:, layer], label=rs[0]["label"] + suffix, **line)
+            if (
+                num_layers > 1 or per_layer > 1
+            ):  # the dashes say the layer or the λ's kind (open markers another folder)
+                k = layer + kind * num_layers
+                line.update(marker="os^D"[k % 4], linestyle=["-", "--", ":", "-."][k % 4])
+            return line
+
+        for j in range(lam.shape[1]):
+            kind, layer = divmod(j, num_layers)
+            suffix = (f", {('L1', 'L2')[kind]}" if per_layer > 1 else "") + (
+                f", layer {layer + 1}" if num_layers > 1 else ""
+            )
+            ax_lam.plot(x, lam[:, j], label=rs[0]["label"] + suffix, **style(layer, kind))
+        for layer in range(num_layers):
+            suffix = f", layer {layer + 1}" if num_layers > 1 else ""
+            ax_norm.plot(x, norm[:, layer], label=rs[0]["label"] + suffix, **style(layer))
     ax_lam.set_ylabel("log λ")
-    ax_norm.set_ylabel("||w||² per weight" if any(len(r["mean"]["log_lam"] or [0]) > 1 for r in records) else "||w||²")
+    ax_norm.set_ylabel("||w||² per weight" if any(len(r["mean"]["sq_norm"] or [0]) > 1 for r in records) else "||w||²")
     for ax in (ax_lam, ax_norm):
         ax.set_xlabel("poisoning points (%)")
         ax.grid(alpha=0.3)

@@ -45,7 +45,10 @@ __all__ = ["Sweep", "build_model", "load_splits", "run_sweep", "seed_keys"]
 
 
 def build_model(config: ExperimentConfig, d: int) -> models.Model:
-    return models.logistic_regression(d) if config.model == "lr" else models.mlp(d, hidden=config.hidden)
+    penalty = config.penalty_value()
+    if config.model == "lr":
+        return models.logistic_regression(d, penalty=penalty)
+    return models.mlp(d, hidden=config.hidden, penalty=penalty)
 
 
 def load_splits(config: ExperimentConfig) -> data.Splits:

@@ -88,3 +88,16 @@ def test_write_figures_saves_and_closes(records, tmp_path):
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert {p.suffix for p in paths} == {".png", ".pdf"}
     assert set(plots.plt.get_fignums()) == before
+
+
+def test_elastic_net_records_plot_an_l1_and_an_l2_lambda_per_layer(records):
+    """An elastic-net results file (two log λ per layer, one norm per layer) plots without flags."""
+    for r in records:
+        r["mean"]["log_lam"] = [r["mean"]["log_lam"][0], r["mean"]["log_lam"][0] + 1.0]
+    fig = plots.lambda_norm_figure(records)
+    ax_lam, ax_norm = fig.axes
+    labels = [line.get_label() for line in ax_lam.get_lines()]
+    assert labels == ["small label, L1", "small label, L2", "learned label, L1", "learned label, L2"]
+    assert len(ax_norm.get_lines()) == 2 and ax_norm.get_ylabel() == "||w||²"
+    assert "-7.98, -6.98" in plots.summary_table(records)
+    plots.plt.close(fig)
