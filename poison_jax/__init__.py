@@ -2,7 +2,8 @@
 
 ``import poison_jax`` gives every floor a user calls -- the engine (:mod:`~poison_jax.bilevel`,
 :mod:`~poison_jax.solvers`), the poisoning floor (:mod:`~poison_jax.data`,
-:mod:`~poison_jax.models`, :mod:`~poison_jax.penalties`, :mod:`~poison_jax.attack`, :mod:`~poison_jax.outer`,
+:mod:`~poison_jax.models`, :mod:`~poison_jax.penalties`, :mod:`~poison_jax.losses`,
+:mod:`~poison_jax.attack`, :mod:`~poison_jax.outer`,
 :mod:`~poison_jax.hyperopt`, :mod:`~poison_jax.evaluate`, :mod:`~poison_jax.seeds`) and the
 experiments floor (:mod:`~poison_jax.config`, :mod:`~poison_jax.sweep`,
 :mod:`~poison_jax.devices`, :mod:`~poison_jax.store`, :mod:`~poison_jax.synthetic`, and
@@ -22,6 +23,7 @@ from poison_jax import (
     evaluate,
     experiment,
     hyperopt,
+    losses,
     models,
     outer,
     penalties,
@@ -74,6 +76,7 @@ __all__ = [
     "hypergrad",
     "hypergrad_with_info",
     "ift_hypergrad",
+    "losses",
     "models",
     "outer",
     "penalties",

@@ -273,21 +273,20 @@ def poisoning_losses(model: models.Model):
     ``theta = {"xp": (P, d), "log_lam": (model.num_lams,)}`` and ``data`` a :class:`PoisonData`. The same two
     function objects for the same model, so jitted hypergradients compile once for every split.
 
-    inner: ``(Σ cross-entropy + the model's penalty) / n`` over the poisoned training set of ``n`` rows:
-    in
-    :class:`Replace` mode the clean rows that active poison points replace are left out, so
+    inner: ``(Σ model.loss + the model's penalty) / n`` over the poisoned training set of ``n`` rows:
+    in :class:`Replace` mode the clean rows that active poison points replace are left out, so
     ``n = n_train``; in :class:`Add` mode ``n = n_train + n_active``. See
     :func:`poison_jax.models.l2_penalty` for the scaling.
-    outer: mean cross-entropy on the validation set (no penalty).
+    outer: mean ``model.loss`` on the validation set (no penalty; cross-entropy for the paper's model).
     """
 
     def inner_loss(w, theta, data: PoisonData):
-        clean = jnp.sum(data.clean_weight * models.bce(model.apply(w, data.x_train), data.y_train))
-        poison = jnp.sum(data.poison_weight * models.bce(model.apply(w, theta["xp"]), data.yp))
+        clean = jnp.sum(data.clean_weight * model.loss(model.apply(w, data.x_train), data.y_train))
+        poison = jnp.sum(data.poison_weight * model.loss(model.apply(w, theta["xp"]), data.yp))
         return (clean + poison + models.penalty(model, w, theta["log_lam"])) / data.size
 
     def outer_loss(w, theta, data: PoisonData):
-        return jnp.mean(models.bce(model.apply(w, data.x_val), data.y_val))
+        return jnp.mean(model.loss(model.apply(w, data.x_val), data.y_val))
 
     return inner_loss, outer_loss
 

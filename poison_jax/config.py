@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from poison_jax import attack, bilevel, data, evaluate, models, outer, penalties, solvers
+from poison_jax import attack, bilevel, data, evaluate, losses, models, outer, penalties, solvers
 from poison_jax.bilevel import IFT, RMD, Implicit
 
 __all__ = [
@@ -64,6 +64,9 @@ FIELDS: dict[str, str] = {
     "penalty": "regularisation: l2 (the paper), l1 (smoothed) or elastic-net (smoothed l1 + l2, two log λ per "
     "layer), one log λ per layer each",
     "l1_smoothing": "l1/elastic-net: ε of the smoothed |w| = sqrt(w² + ε²) − ε (> 0)",
+    "loss": "per-example loss: logistic (the paper: logistic regression / cross-entropy) or smoothed-hinge "
+    "(a linear SVM for model lr)",
+    "hinge_smoothing": "smoothed-hinge: width h of the quadratic band below margin 1 (> 0)",
     "inner_steps": "rmd/ift: T, full-batch gradient-descent steps of the inner training",
     "inner_lr": "rmd/ift: η, step size of the inner training",
     "hypergrad": "hypergradient: rmd (the paper: reverse mode through T steps), ift (implicit function theorem "
@@ -148,6 +151,8 @@ class ExperimentConfig:
     hidden: tuple[int, ...] = (128, 32)
     penalty: str = "l2"
     l1_smoothing: float = 1e-3
+    loss: str = "logistic"
+    hinge_smoothing: float = 0.5
     inner_steps: int = 150
     inner_lr: float = 0.1
     hypergrad: str = "rmd"
@@ -204,6 +209,12 @@ class ExperimentConfig:
         if self.penalty == "l2":
             return penalties.L2()
         return penalties.PENALTIES[self.penalty](smoothing=float(self.l1_smoothing))  # type: ignore[call-arg]
+
+    def loss_value(self) -> losses.Loss:
+        """The per-example loss the config names (``loss``, ``hinge_smoothing``)."""
+        if self.loss == "logistic":
+            return losses.Logistic()
+        return losses.SmoothedHinge(smoothing=float(self.hinge_smoothing))
 
     def inner_solver(self) -> solvers.NewtonCG | solvers.LBFGS:
         """The converged inner solver the config names (``solver``, ``solver_tol``, ``solver_iters``)."""
@@ -293,6 +304,8 @@ ExperimentConfig.__init__ = _init_refusing_renamed  # type: ignore[method-assign
 _LATER_FIELDS = (
     "penalty",
     "l1_smoothing",
+    "loss",
+    "hinge_smoothing",
     "damping",
     "solver",
     "solver_tol",
@@ -333,6 +346,7 @@ def _validate(c: ExperimentConfig) -> None:
         "source": data.SOURCES,
         "model": MODELS,
         "penalty": tuple(penalties.PENALTIES),
+        "loss": tuple(losses.LOSSES),
         "hypergrad": HYPERGRADS,
         "solver": tuple(SOLVERS),
         "xp_step": tuple(outer.OUTER_STEPS),
@@ -378,6 +392,8 @@ def _validate(c: ExperimentConfig) -> None:
             _fail(field, getattr(c, field), "a finite number >= 0")
     if not _is_real(c.l1_smoothing) or c.l1_smoothing <= 0:
         _fail("l1_smoothing", c.l1_smoothing, "a finite number > 0 (ε of the smoothed |w|)")
+    if not _is_real(c.hinge_smoothing) or c.hinge_smoothing <= 0:
+        _fail("hinge_smoothing", c.hinge_smoothing, "a finite number > 0 (the width of the smoothed band)")
     if not _is_real(c.xp_min_scale) or not 0 <= c.xp_min_scale <= 1:
         _fail("xp_min_scale", c.xp_min_scale, "a number in [0, 1] (a multiple of alpha)")
     if not _is_real(c.solver_tol) or c.solver_tol <= 0:
@@ -451,8 +467,8 @@ def _refuse_unstable_smoothing(c: ExperimentConfig) -> None:
 
 
 # -- no silently ignored settings -------------------------------------------------------------
-# Six choices decide which other fields are read: the data source, the model, the penalty, the
-# hypergradient method, the Xp step rule and the victim. One rule: a field that none of the choices
+# Seven choices decide which other fields are read: the data source, the model, the penalty, the
+# loss, the hypergradient method, the Xp step rule and the victim. One rule: a field that none of the choices
 # in force reads, set away from its default (the preset's value for a preset, else the dataclass
 # default), is refused.
 
@@ -474,6 +490,7 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
         },
         "model": {"lr": (), "mlp": ("hidden",)},
         "penalty": {"l2": (), "l1": ("l1_smoothing",), "elastic-net": ("l1_smoothing",)},
+        "loss": {"logistic": (), "smoothed-hinge": ("hinge_smoothing",)},
         "hypergrad": {
             "rmd": ("inner_steps", "inner_lr", "checkpoint"),
             "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
@@ -488,8 +505,8 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 def unused_fields(c: ExperimentConfig) -> dict[str, str]:
-    """``{field: why}`` for every field that the config's source, model, penalty, method, Xp rule and
-    victim do not read."""
+    """``{field: why}`` for every field that the config's source, model, penalty, loss, method, Xp
+    rule and victim do not read."""
     groups = _fields_used_by()
     unused = {}
     for field in {f for used in groups.values() for fields in used.values() for f in fields}:
@@ -700,7 +717,7 @@ def describe_preset(name: str) -> str:
     lines.append("")
     lines.append(
         "Override with --set FIELD=VALUE. A field marked [not read here] must keep its value: "
-        "the source, model, penalty, hypergrad, xp_step and victim of this config do not read it."
+        "the source, model, penalty, loss, hypergrad, xp_step and victim of this config do not read it."
     )
     return "\n".join(lines)
 

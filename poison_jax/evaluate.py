@@ -65,9 +65,9 @@ def train_victim(
     batch_size: int = 64,
     weights: ArrayLike | None = None,
 ):
-    """Mini-batch SGD on ``(Σ_i BCE_i + Σ_l exp(λ_l)/2 ||W_l||²) / n``, reshuffled every epoch, in ``lax.scan``.
+    """Mini-batch SGD on ``(Σ_i ℓ_i + penalty) / n`` (``ℓ = model.loss``), reshuffled every epoch, in ``lax.scan``.
 
-    Each step follows the batch estimate ``mean_batch BCE + penalty / n`` of that objective.
+    Each step follows the batch estimate ``mean_batch ℓ + penalty / n`` of that objective.
 
     One split (no seed axis): ``x (n, d)``, ``y (n,)``, ``log_lam (L,)``. The last batch of an epoch
     holds the ``n mod batch_size`` remaining points (padding carries zero weight). ``weights``
@@ -95,7 +95,7 @@ def train_victim(
     def batch_loss(p, idx, wts):
         # A row of weight 0 never contributes, even a non-finite one (zeroed before the model sees it).
         xb = jnp.where(wts[:, None] > 0, x[idx], 0.0)
-        per_row = jnp.where(wts > 0, wts * models.bce(model.apply(p, xb), y[idx]), 0.0)
+        per_row = jnp.where(wts > 0, wts * model.loss(model.apply(p, xb), y[idx]), 0.0)
         mean_bce = jnp.sum(per_row) / jnp.maximum(jnp.sum(wts), 1)
         return mean_bce + models.penalty(model, p, log_lam) / n_used
 
@@ -155,8 +155,9 @@ class SGDVictim:
 @dataclasses.dataclass(frozen=True)
 class ConvergedVictim:
     """A victim trained to convergence: ``solver`` (e.g. :class:`~poison_jax.solvers.NewtonCG`) on
-    the full objective ``(Σ_i BCE_i + penalty) / n`` from the model's initialisation. Whether it
-    reached the solver's tolerance is reported in :attr:`VictimMetrics.converged`."""
+    the full objective ``(Σ_i ℓ_i + penalty) / n`` (``ℓ = model.loss``) from the model's
+    initialisation. Whether it reached the solver's tolerance is reported in
+    :attr:`VictimMetrics.converged`."""
 
     solver: solvers.NewtonCG | solvers.LBFGS = solvers.NewtonCG(tol=1e-5, maxiter=200)
     name = "converged"
@@ -170,7 +171,7 @@ class ConvergedVictim:
         x = jnp.where(weights[:, None] > 0, x, 0.0)  # rows of weight 0 never contribute, even non-finite ones
 
         def objective(p):
-            total = jnp.sum(weights * models.bce(model.apply(p, x), y)) + models.penalty(model, p, log_lam)
+            total = jnp.sum(weights * model.loss(model.apply(p, x), y)) + models.penalty(model, p, log_lam)
             return total / jnp.sum(weights)
 
         params, info = self.solver(objective, model.init(key))

@@ -30,7 +30,7 @@ def _fold_loss(model: models.Model):
     """The penalised training loss on the rows of weight 1, ``(w, log_lam, x, y, row_weight)``."""
 
     def inner_loss(w, lam, x, y, row_weight):
-        total = jnp.sum(row_weight * models.bce(model.apply(w, x), y)) + models.penalty(model, w, lam)
+        total = jnp.sum(row_weight * model.loss(model.apply(w, x), y)) + models.penalty(model, w, lam)
         return total / jnp.sum(row_weight)
 
     return inner_loss
@@ -46,7 +46,7 @@ def _cv_one(model, fit, folds, x, y, key, grid):
         held_w = 1.0 - train_w
         lam = jnp.full((model.num_lams,), log_lam, x.dtype)
         w = fit(_fold_loss(model), model.init(init_key), lam, x, y, train_w)
-        return jnp.sum(held_w * models.bce(model.apply(w, x), y)) / jnp.sum(held_w)
+        return jnp.sum(held_w * model.loss(model.apply(w, x), y)) / jnp.sum(held_w)
 
     losses = jax.vmap(lambda g: jax.vmap(lambda f: held_out_loss(g, f))(jnp.arange(folds)))(grid)
     curve = jnp.mean(losses, axis=1)
@@ -71,7 +71,7 @@ def cv_log_lambda(
     For each seed, each grid value and each fold the model is trained on the other folds by the
     attack's inner training: ``steps`` steps of full-batch gradient descent with step ``lr`` (the
     paper), or ``method.fit`` of a hypergradient strategy (e.g. ``Implicit``'s converged solver);
-    the grid value with the lowest mean held-out cross-entropy wins. Vmapped over seeds × grid ×
+    the grid value with the lowest mean held-out loss (``model.loss``) wins. Vmapped over seeds × grid ×
     folds.
 
     Args:

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from poison_jax.losses import Logistic, Loss, bce
 from poison_jax.penalties import L2, Penalty
 
 Params = Any
@@ -50,6 +51,8 @@ class Model:
         regression, w(0) = 0 as in the paper).
       penalty: the regularisation, a value from :mod:`poison_jax.penalties` (``L2()``, the paper's,
         by default); it has ``penalty.lams_per_layer`` log-λ per layer.
+      loss: the per-example loss on the scores, a value from :mod:`poison_jax.losses`
+        (``Logistic()``, the paper's, by default; ``SmoothedHinge()`` makes the linear model an SVM).
 
     Models compare by identity, so one instance can be a static argument of ``jax.jit``.
     """
@@ -60,6 +63,7 @@ class Model:
     layers: tuple[str, ...]
     random_init: bool
     penalty: Penalty = L2()
+    loss: Loss = Logistic()
 
     @property
     def num_layers(self) -> int:
@@ -88,7 +92,7 @@ class _MLP(nn.Module):
         return x[..., 0]
 
 
-def _from_module(name: str, module: _MLP, d: int, random_init: bool, penalty: Penalty) -> Model:
+def _from_module(name: str, module: _MLP, d: int, random_init: bool, penalty: Penalty, loss: Loss) -> Model:
     example = jnp.zeros((1, d), jnp.float32)
 
     def init(key):
@@ -102,9 +106,12 @@ def _from_module(name: str, module: _MLP, d: int, random_init: bool, penalty: Pe
         raise TypeError(
             f"penalty must be a poison_jax.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
         )
-    if penalty != L2():
-        name = f"{name}, {penalty}"
-    return Model(name=name, init=init, apply=apply, layers=layers, random_init=random_init, penalty=penalty)
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a poison_jax.losses value (Logistic(), SmoothedHinge(...)), got {loss!r}")
+    for value, default in ((penalty, L2()), (loss, Logistic())):
+        if value != default:
+            name = f"{name}, {value}"
+    return Model(name=name, init=init, apply=apply, layers=layers, random_init=random_init, penalty=penalty, loss=loss)
 
 
 def _check_sizes(**sizes):
@@ -113,18 +120,18 @@ def _check_sizes(**sizes):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 
-def logistic_regression(d: int, penalty: Penalty = L2()) -> Model:
+def logistic_regression(d: int, penalty: Penalty = L2(), loss: Loss = Logistic()) -> Model:
     """Logistic regression on ``d`` features: one layer ``layer_0`` with kernel ``(d, 1)``.
 
     ``init`` returns zeros whatever the key (the paper starts every inner training at w = 0).
-    ``penalty``: see :class:`Model`.
+    ``penalty``, ``loss``: see :class:`Model` (``loss=SmoothedHinge()``: a linear SVM).
     """
     _check_sizes(d=d)
     module = _MLP(features=(1,), zero_init=True)
-    return _from_module(f"logistic regression d={d}", module, d, random_init=False, penalty=penalty)
+    return _from_module(f"logistic regression d={d}", module, d, random_init=False, penalty=penalty, loss=loss)
 
 
-def mlp(d: int, hidden: Sequence[int] = (128, 32), penalty: Penalty = L2()) -> Model:
+def mlp(d: int, hidden: Sequence[int] = (128, 32), penalty: Penalty = L2(), loss: Loss = Logistic()) -> Model:
     """The paper's DNN: ``d x hidden... x 1``, LeakyReLU (slope 0.1), Xavier-uniform weights, biases 0.01.
 
     With ``d = 2048`` and the default hidden sizes it has 266,433 parameters and three layers
@@ -134,12 +141,8 @@ def mlp(d: int, hidden: Sequence[int] = (128, 32), penalty: Penalty = L2()) -> M
     _check_sizes(d=d, **{f"hidden[{i}]": h for i, h in enumerate(hidden)})
     features = (*hidden, 1)
     name = "mlp " + "x".join(str(n) for n in (d, *features))
-    return _from_module(name, _MLP(features=features, zero_init=False), d, random_init=True, penalty=penalty)
-
-
-def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """Per-example binary cross-entropy of ``logits`` against labels ``y`` in {0, 1} (stable)."""
-    return jax.nn.softplus(logits) - y * logits
+    module = _MLP(features=features, zero_init=False)
+    return _from_module(name, module, d, random_init=True, penalty=penalty, loss=loss)
 
 
 def squared_norms(model: Model, params: Params) -> jax.Array:

@@ -6,7 +6,8 @@ warm start, and say whether they did:
 
 * :class:`NewtonCG` -- truncated Newton: each step solves ``∇²f p = -∇f`` by conjugate gradient
   on Hessian-vector products (:func:`hvp`) to a relative residual ``min(0.5, sqrt(||∇f||))``, then
-  backtracks along ``p`` until the Armijo condition holds. Quadratic convergence near a strongly
+  backtracks along ``p`` until the Armijo condition holds (along ``-∇f`` when no step along ``p``
+  does, e.g. a huge ``p`` from a nearly singular Hessian). Quadratic convergence near a strongly
   convex minimum (logistic regression with an L2 penalty); a negative-curvature direction falls
   back to the gradient, so it also finds a local minimum of a non-convex ``f``.
 * :class:`LBFGS` -- optax's ``lbfgs`` with its zoom line search, in a ``lax.while_loop``.
@@ -245,6 +246,11 @@ class NewtonCG:
             p = jax.tree_util.tree_map(lambda a, b: jnp.where(slope < 0, a, b), p, neg_g)  # not descent: -g
             slope = jnp.minimum(slope, -(g_norm**2))
             t = _armijo_backtrack(f, w, value, slope, p)
+            # A direction no step along which decreases f (CG on a nearly singular Hessian can return a
+            # huge one): retry along -g before giving up.
+            retry = t == 0
+            p = jax.tree_util.tree_map(lambda a, b: jnp.where(retry, b, a), p, neg_g)
+            t = jax.lax.cond(retry, lambda: _armijo_backtrack(f, w, value, -(g_norm**2), neg_g), lambda: t)
             w = otu.tree_add_scale(w, t, p)
             value, g = value_and_grad(w)
             return w, value, g, k + 1, t == 0

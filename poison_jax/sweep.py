@@ -45,10 +45,10 @@ __all__ = ["Sweep", "build_model", "load_splits", "run_sweep", "seed_keys"]
 
 
 def build_model(config: ExperimentConfig, d: int) -> models.Model:
-    penalty = config.penalty_value()
+    penalty, loss = config.penalty_value(), config.loss_value()
     if config.model == "lr":
-        return models.logistic_regression(d, penalty=penalty)
-    return models.mlp(d, hidden=config.hidden, penalty=penalty)
+        return models.logistic_regression(d, penalty=penalty, loss=loss)
+    return models.mlp(d, hidden=config.hidden, penalty=penalty, loss=loss)
 
 
 def load_splits(config: ExperimentConfig) -> data.Splits:

@@ -175,7 +175,7 @@ def test_import_poison_jax_exports_the_floors_without_plots_or_tfds():
     script = (
         "import sys, poison_jax as pj\n"
         "for name in ('bilevel', 'solvers', 'attack', 'data', 'models', 'evaluate', 'hyperopt', 'outer', "
-        "'config', 'sweep', 'experiment', 'devices', 'store', 'synthetic', 'penalties'):\n"
+        "'config', 'sweep', 'experiment', 'devices', 'store', 'synthetic', 'penalties', 'losses'):\n"
         "    assert hasattr(pj, name), name\n"
         "assert callable(pj.attack.run_attack) and callable(pj.experiment.run_sweep)\n"
         "heavy = [m for m in sys.modules if m.startswith(('matplotlib', 'tensorflow_datasets', 'poison_jax.plots'))]\n"
@@ -196,7 +196,8 @@ def test_the_package_ships_its_annotations():
 
 FLOORS = {  # ../DESIGN.md: each floor imports only the floors below it
     "bilevel": 0, "solvers": 0,
-    "data": 1, "penalties": 1, "models": 1, "attack": 1, "outer": 1, "seeds": 1, "hyperopt": 1, "evaluate": 1,
+    "data": 1, "penalties": 1, "losses": 1, "models": 1, "attack": 1, "outer": 1, "seeds": 1, "hyperopt": 1,
+    "evaluate": 1,
     "config": 2, "sweep": 2, "devices": 2, "store": 2, "synthetic": 2, "experiment": 2,
     "cli": 3, "plots": 3,
 }  # fmt: skip

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, bilevel, data, experiment, models, penalties
+from poison_jax import attack, bilevel, data, experiment, losses, models, penalties
 from poison_jax.bilevel import RMD, Implicit
 from poison_jax.solvers import NewtonCG
 from tests.test_bilevel import rel_err
@@ -57,10 +57,10 @@ def test_a_model_refuses_what_is_not_a_penalty():
 # -- hypergradients of the smoothed problems against central differences (float64) -----------
 
 
-def _digits_problem(penalty, n_poison=3):
+def _digits_problem(penalty, n_poison=3, loss=losses.Logistic()):
     ds = data.load_dataset("digits")
     splits = data.sample_splits(ds, seeds=[0], n_train=60, n_val=40)
-    model = models.logistic_regression(64, penalty=penalty)
+    model = models.logistic_regression(64, penalty=penalty, loss=loss)
     settings = attack.AttackSettings(
         model, RMD(steps=5, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8.0, 6.0)
     )

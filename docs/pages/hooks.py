@@ -48,7 +48,7 @@ FLOORS = [
     (
         "Floor 1: poisoning",
         "the paper's poisoning problem on top of the engine: data, models, the attack, λ, the victim",
-        ["data", "models", "penalties", "attack", "outer", "seeds", "hyperopt", "evaluate"],
+        ["data", "models", "penalties", "losses", "attack", "outer", "seeds", "hyperopt", "evaluate"],
     ),
     (
         "Floor 2: experiments",

@@ -1,0 +1,66 @@
+"""Per-example losses of binary learners, as values (floor 1).
+
+A model's loss turns its scores ``s = model.apply(params, x)`` and labels ``y`` in {0, 1} into
+per-example losses; the poisoning problem, the victims and the CV all use it (the attacker's
+objective is its mean on the validation set). Every loss predicts class 1 where ``s > 0``.
+
+* :class:`Logistic` -- the binary cross-entropy of logistic regression, the paper's (default);
+* :class:`SmoothedHinge` -- a linear SVM's hinge loss ``max(0, 1 − m)`` on the margin
+  ``m = (2y − 1) s``, smoothed quadratically over ``1 − h < m < 1``: ``0`` for ``m ≥ 1``,
+  ``(1 − m)² / (2h)`` in between and ``1 − m − h/2`` below. It is continuously differentiable with
+  curvature ``1/h`` on the smoothed band and 0 elsewhere, so with the L2 penalty the inner problem
+  is strongly convex and the hypergradients are those of this smoothed SVM (exact where no margin
+  sits on a band edge, which has probability zero for continuous data).
+
+Example::
+
+    >>> import jax.numpy as jnp
+    >>> from poison_jax import losses
+    >>> s, y = jnp.array([2.0, 0.8, -3.0]), jnp.array([1.0, 1.0, 1.0])
+    >>> [round(v, 4) for v in losses.SmoothedHinge(smoothing=0.5)(s, y).tolist()]
+    [0.0, 0.04, 3.75]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["LOSSES", "Logistic", "Loss", "SmoothedHinge", "bce"]
+
+
+def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example binary cross-entropy of ``logits`` against labels ``y`` in {0, 1} (stable)."""
+    return jax.nn.softplus(logits) - y * logits
+
+
+@dataclasses.dataclass(frozen=True)
+class Logistic:
+    """Binary cross-entropy on logits (logistic regression; the paper's loss)."""
+
+    def __call__(self, scores: jax.Array, y: jax.Array) -> jax.Array:
+        return bce(scores, y)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothedHinge:
+    """The hinge loss of a linear SVM, smoothed quadratically over a band of width ``smoothing`` (> 0)."""
+
+    smoothing: float = 0.5
+
+    def __post_init__(self):
+        h = self.smoothing
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
+            raise ValueError(f"SmoothedHinge smoothing must be a finite number > 0 (the band's width), got {h!r}")
+
+    def __call__(self, scores: jax.Array, y: jax.Array) -> jax.Array:
+        h = self.smoothing
+        gap = 1.0 - (2.0 * y - 1.0) * scores  # 1 − margin
+        return jnp.where(gap <= 0, 0.0, jnp.where(gap < h, gap**2 / (2 * h), gap - h / 2))
+
+
+Loss = Logistic | SmoothedHinge
+LOSSES: dict[str, type[Logistic] | type[SmoothedHinge]] = {"logistic": Logistic, "smoothed-hinge": SmoothedHinge}

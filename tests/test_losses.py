@@ -1,0 +1,104 @@
+"""Losses as values: the paper's logistic loss and a linear SVM's smoothed hinge."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from poison_jax import attack, bilevel, data, evaluate, experiment, losses, models, penalties
+from poison_jax.bilevel import RMD
+from poison_jax.solvers import NewtonCG
+from tests.test_penalties import METHODS, _digits_problem
+
+
+def test_logistic_is_the_papers_cross_entropy():
+    s, y = jnp.array([-2.0, 0.0, 3.0]), jnp.array([1.0, 0.0, 1.0])
+    np.testing.assert_allclose(losses.Logistic()(s, y), jnp.log1p(jnp.exp(-(2 * y - 1) * s)), rtol=1e-6)
+    assert models.logistic_regression(3).loss == losses.Logistic()
+
+
+def test_smoothed_hinge_has_three_pieces_joined_smoothly(x64):
+    h = 0.5
+    hinge = losses.SmoothedHinge(smoothing=h)
+    y = jnp.ones(())
+    assert float(hinge(jnp.asarray(1.5), y)) == 0.0  # margin >= 1
+    assert float(hinge(jnp.asarray(0.8), y)) == pytest.approx(0.2**2 / (2 * h))  # in the band
+    assert float(hinge(jnp.asarray(-2.0), y)) == pytest.approx(3.0 - h / 2)  # linear below
+    assert float(hinge(jnp.asarray(2.0), jnp.zeros(()))) == pytest.approx(3.0 - h / 2)  # label 0: margin -s
+    grad = jax.grad(lambda s: hinge(s, y))
+    for edge in (1.0, 1.0 - h):  # value and slope continuous at both band edges
+        below, above = edge - 1e-9, edge + 1e-9
+        assert float(hinge(jnp.asarray(below), y)) == pytest.approx(float(hinge(jnp.asarray(above), y)), abs=1e-8)
+        assert float(grad(jnp.asarray(below))) == pytest.approx(float(grad(jnp.asarray(above))), abs=1e-7)
+    # Within h/2 of the hinge everywhere.
+    s = jnp.linspace(-3, 3, 601)
+    assert float(jnp.max(jnp.maximum(0, 1 - s) - hinge(s, y))) <= h / 2 + 1e-12
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), True])
+def test_bad_hinge_smoothing_is_refused(bad):
+    with pytest.raises(ValueError, match="SmoothedHinge smoothing must be a finite number > 0"):
+        losses.SmoothedHinge(smoothing=bad)
+    with pytest.raises(TypeError, match="loss must be a poison_jax.losses value"):
+        models.logistic_regression(3, loss="hinge")
+
+
+@pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
+def test_svm_hypergradient_matches_central_differences(x64, method):
+    inner, outer, w0, theta, pdata = _digits_problem(penalties.L2(), loss=losses.SmoothedHinge(smoothing=0.5))
+    m = METHODS[method]
+    objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
+    _, dtheta, _ = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
+    # 1e-4: a step of 1e-5 along log λ moves one margin across a band edge (a kink of the curvature).
+    eps = 1e-4
+    shift = lambda s, d: jax.tree_util.tree_map(lambda a, b: a + s * b, theta, d)
+    lam_dir = {"xp": jnp.zeros_like(theta["xp"]), "log_lam": jnp.ones_like(theta["log_lam"])}
+    rand_dir = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(5), a.shape, a.dtype), theta)
+    for d in (lam_dir, rand_dir):
+        fd = (objective(shift(eps, d)) - objective(shift(-eps, d))) / (2 * eps)
+        analytic = sum(
+            float(jnp.vdot(a, b))
+            for a, b in zip(jax.tree_util.tree_leaves(dtheta), jax.tree_util.tree_leaves(d), strict=True)
+        )
+        assert analytic == pytest.approx(float(fd), rel=1e-5, abs=1e-10)
+
+
+def test_the_attack_raises_the_svms_validation_hinge_loss_and_the_victim_learns():
+    ds = data.load_dataset("digits")
+    splits = data.sample_splits(ds, seeds=[0, 1], n_train=100, n_val=50)
+    model = models.logistic_regression(64, loss=losses.SmoothedHinge())
+    settings = attack.AttackSettings(model, RMD(steps=60, lr=0.5), alpha=0.5, beta=0.5, x_box=(0, 1), lam_box=(-8, 6))
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    state = attack.set_poison_count(attack.init_attack(settings, keys, splits, 8, log_lam=-2.0), 8, 8)
+    before = attack.attack_objective(settings, splits, state)
+    state, _ = attack.run_attack(settings, splits, state, num_iters=10, update_lam=False)
+    assert np.all(np.asarray(attack.attack_objective(settings, splits, state)) > 1.1 * np.asarray(before))
+    clean = evaluate.evaluate_victim(
+        model,
+        splits.x_train,
+        splits.y_train,
+        jnp.full((2, 1), -2.0),
+        keys,
+        splits.x_test,
+        splits.y_test,
+        victim=evaluate.ConvergedVictim(NewtonCG(tol=1e-4)),
+    )
+    assert np.all(np.asarray(clean.converged)) and float(np.max(clean.error)) < 0.05
+
+
+def test_config_loss_builds_the_svm_and_refuses_bad_values():
+    from poison_jax.sweep import build_model
+
+    model = build_model(experiment.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0.25), 64)
+    assert model.loss == losses.SmoothedHinge(smoothing=0.25) and model.penalty == penalties.L2()
+    with pytest.raises(
+        experiment.ConfigError, match=r"'loss' = 'hinge' is not allowed: one of logistic, smoothed-hinge"
+    ):
+        experiment.preset("digits-lr", loss="hinge")
+    with pytest.raises(experiment.ConfigError, match=r"'hinge_smoothing' = 0 is not allowed: a finite number > 0"):
+        experiment.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0)
+    with pytest.raises(
+        experiment.ConfigError, match=r"'hinge_smoothing' = 0.1 would be ignored: it is not read by loss 'logistic'"
+    ):
+        experiment.preset("digits-lr", hinge_smoothing=0.1)
+    assert experiment.preset("digits-lr").hash() == experiment.preset("digits-lr", loss="logistic").hash()
