@@ -176,3 +176,30 @@ def test_a_smoothing_too_stiff_for_the_gradient_steps_is_refused():
     experiment.preset("digits-lr", penalty="l1", l1_smoothing=0.1, log_lam_box=(-8.0, 3.0))  # a lower box: stable
     converged = dict(hypergrad="implicit", victim="converged", solver_tol=1e-4)
     assert experiment.preset("digits-lr", penalty="l1", **converged).l1_smoothing == 1e-3  # no gradient steps
+
+
+@pytest.mark.slow
+def test_an_elastic_net_svm_sweep_runs_resumes_and_plots_from_the_cli(tmp_path):
+    """The new values compose with the sweep: CLI --set, seed lanes, resume after an interruption, plots."""
+    import json
+
+    from poison_jax import cli
+    from tests.test_experiment import TINY
+
+    sets = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    sets += ["penalty=elastic-net", "l1_smoothing=0.3", "loss=smoothed-hinge", "settings=small,learned"]
+    argv = ["run", "--preset", "digits-lr", "--out", str(tmp_path), "--no-progress"]
+    for s in sets:
+        argv += ["--set", s]
+    assert cli.main(argv) == 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 6 and all(len(r["mean"]["log_lam"]) == 2 for r in records)
+    learned = [r for r in records if r["setting"] == "learned"]
+    assert learned[-1]["mean"]["log_lam"] != learned[0]["mean"]["log_lam"]  # both λ learned
+    (tmp_path / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # killed before the last cell
+    assert cli.main([*argv, "--resume"]) == 0
+    resumed = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    strip = lambda r: {k: v for k, v in r.items() if k != "wall_time_s"}
+    assert [strip(r) for r in resumed] == [strip(r) for r in records]
+    assert (tmp_path / "figures" / "lambda_norm_vs_fraction.png").stat().st_size > 10_000
