@@ -64,8 +64,8 @@ FIELDS: dict[str, str] = {
     "penalty": "regularisation: l2 (the paper), l1 (smoothed) or elastic-net (smoothed l1 + l2, two log λ per "
     "layer), one log λ per layer each",
     "l1_smoothing": "l1/elastic-net: ε of the smoothed |w| = sqrt(w² + ε²) − ε (> 0)",
-    "loss": "per-example loss: logistic (the paper: logistic regression / cross-entropy) or smoothed-hinge "
-    "(a linear SVM for model lr)",
+    "loss": "per-example loss: logistic (the paper: logistic regression / cross-entropy), smoothed-hinge "
+    "(a linear SVM for model lr) or squared (a regression: ridge for model lr; judged by test MSE)",
     "hinge_smoothing": "smoothed-hinge: width h of the quadratic band below margin 1 (> 0)",
     "inner_steps": "rmd/ift: T, full-batch gradient-descent steps of the inner training",
     "inner_lr": "rmd/ift: η, step size of the inner training",
@@ -212,9 +212,9 @@ class ExperimentConfig:
 
     def loss_value(self) -> losses.Loss:
         """The per-example loss the config names (``loss``, ``hinge_smoothing``)."""
-        if self.loss == "logistic":
-            return losses.Logistic()
-        return losses.SmoothedHinge(smoothing=float(self.hinge_smoothing))
+        if self.loss == "smoothed-hinge":
+            return losses.SmoothedHinge(smoothing=float(self.hinge_smoothing))
+        return losses.LOSSES[self.loss]()
 
     def inner_solver(self) -> solvers.NewtonCG | solvers.LBFGS:
         """The converged inner solver the config names (``solver``, ``solver_tol``, ``solver_iters``)."""
@@ -490,7 +490,7 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
         },
         "model": {"lr": (), "mlp": ("hidden",)},
         "penalty": {"l2": (), "l1": ("l1_smoothing",), "elastic-net": ("l1_smoothing",)},
-        "loss": {"logistic": (), "smoothed-hinge": ("hinge_smoothing",)},
+        "loss": {"logistic": (), "smoothed-hinge": ("hinge_smoothing",), "squared": ()},
         "hypergrad": {
             "rmd": ("inner_steps", "inner_lr", "checkpoint"),
             "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
@@ -562,6 +562,7 @@ PRESET_SUMMARIES = {
     "synthetic": "the paper's Fig. 1 problem: two 2-D Gaussians, one poison point",
     "mnist5k-lr-strong": "mnist5k-lr under the strong attack: converged Newton-CG, Armijo steps, converged victim",
     "digits-lr": "scikit-learn's digits 0 v 8 logistic regression: small, offline, seconds",
+    "diabetes-ridge": "ridge regression on scikit-learn's diabetes (regression poisoning, test MSE): offline, seconds",
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -668,6 +669,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         iters_clean=10,
         iters_multi=10,
         victim="converged",
+    ),
+    # Regression poisoning: ridge regression (the linear model with the squared loss and the L2
+    # penalty) on the 442 diabetes patients; poison targets flipped as 1 - y; judged by test MSE.
+    "diabetes-ridge": dict(
+        source="diabetes",
+        n_train=200,
+        n_val=100,
+        model="lr",
+        loss="squared",
+        inner_steps=200,
+        inner_lr=0.5,
+        iters_fixed=20,
+        iters_clean=20,
+        iters_multi=20,
+        alpha=0.5,
+        beta=0.5,
+        x_box=(0.0, 1.0),
+        log_lam_box=(-8.0, math.log(200.0)),
+        log_lam_large=math.log(50.0),
+        poison_batch=7,
+        num_batches=5,
+        eval_lr=0.1,
+        eval_epochs=200,
+        eval_batch=32,
     ),
     "digits-lr": dict(
         source="digits",

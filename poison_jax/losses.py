@@ -1,8 +1,10 @@
-"""Per-example losses of binary learners, as values (floor 1).
+"""Per-example losses of the learners, as values (floor 1).
 
-A model's loss turns its scores ``s = model.apply(params, x)`` and labels ``y`` in {0, 1} into
-per-example losses; the poisoning problem, the victims and the CV all use it (the attacker's
-objective is its mean on the validation set). Every loss predicts class 1 where ``s > 0``.
+A model's loss turns its scores ``s = model.apply(params, x)`` and targets ``y`` into per-example
+losses; the poisoning problem, the victims and the CV all use it (the attacker's objective is its
+mean on the validation set). ``loss.task`` says how a victim is judged: ``"classification"``
+(labels in {0, 1}, class 1 predicted where ``s > 0``, test error) or ``"regression"`` (targets
+in [0, 1], test mean squared error).
 
 * :class:`Logistic` -- the binary cross-entropy of logistic regression, the paper's (default);
 * :class:`SmoothedHinge` -- a linear SVM's hinge loss ``max(0, 1 − m)`` on the margin
@@ -10,7 +12,8 @@ objective is its mean on the validation set). Every loss predicts class 1 where 
   ``(1 − m)² / (2h)`` in between and ``1 − m − h/2`` below. It is continuously differentiable with
   curvature ``1/h`` on the smoothed band and 0 elsewhere, so with the L2 penalty the inner problem
   is strongly convex and the hypergradients are those of this smoothed SVM (exact where no margin
-  sits on a band edge, which has probability zero for continuous data).
+  sits on a band edge, which has probability zero for continuous data);
+* :class:`Squared` -- ``(s − y)² / 2``: with the L2 penalty, ridge regression.
 
 Example::
 
@@ -29,7 +32,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LOSSES", "Logistic", "Loss", "SmoothedHinge", "bce"]
+__all__ = ["LOSSES", "Logistic", "Loss", "SmoothedHinge", "Squared", "bce"]
 
 
 def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -41,6 +44,8 @@ def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
 class Logistic:
     """Binary cross-entropy on logits (logistic regression; the paper's loss)."""
 
+    task = "classification"
+
     def __call__(self, scores: jax.Array, y: jax.Array) -> jax.Array:
         return bce(scores, y)
 
@@ -50,6 +55,7 @@ class SmoothedHinge:
     """The hinge loss of a linear SVM, smoothed quadratically over a band of width ``smoothing`` (> 0)."""
 
     smoothing: float = 0.5
+    task = "classification"
 
     def __post_init__(self):
         h = self.smoothing
@@ -62,5 +68,19 @@ class SmoothedHinge:
         return jnp.where(gap <= 0, 0.0, jnp.where(gap < h, gap**2 / (2 * h), gap - h / 2))
 
 
-Loss = Logistic | SmoothedHinge
-LOSSES: dict[str, type[Logistic] | type[SmoothedHinge]] = {"logistic": Logistic, "smoothed-hinge": SmoothedHinge}
+@dataclasses.dataclass(frozen=True)
+class Squared:
+    """``(s − y)² / 2``, the squared error of a regression (ridge regression with the L2 penalty)."""
+
+    task = "regression"
+
+    def __call__(self, scores: jax.Array, y: jax.Array) -> jax.Array:
+        return 0.5 * (scores - y) ** 2
+
+
+Loss = Logistic | SmoothedHinge | Squared
+LOSSES: dict[str, type[Logistic] | type[SmoothedHinge] | type[Squared]] = {
+    "logistic": Logistic,
+    "smoothed-hinge": SmoothedHinge,
+    "squared": Squared,
+}

@@ -61,6 +61,11 @@ def _source(record) -> int:
     return record.get("_source", 0)
 
 
+def _is_regression(records) -> bool:
+    """Whether the records measure a regression (test MSE, as is) rather than a test error (in %)."""
+    return any(r.get("metric") == "test_mse" for r in records)
+
+
 def _by_setting(records):
     """Records per curve, ``(folder index, setting)``, in first-seen order, each sorted by cell."""
     out = {}
@@ -97,13 +102,15 @@ def _seed_offsets(x, num_seeds: int) -> np.ndarray:
 
 
 def error_figure(records, title: str = ""):
-    """Test error (%) vs poisoning fraction (%) per Λ setting; returns the figure.
+    """Test error (%) vs poisoning fraction (%) per Λ setting; returns the figure (test MSE, as is,
+    for a regression's records).
 
     Each seed is a faint dot (failed seeds, ``None``, are left out) and the line is the mean over
     the seeds that did not fail; the legend's title says so. Dots and line both stay within the
     error's range [0, 100], and an outlying seed shows as itself instead of widening a band.
     """
     fig, ax = plt.subplots(figsize=(6.8, 3.6))
+    scale = 1.0 if _is_regression(records) else 100.0
     for (source, setting), rs in _by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
         line = _line_style(setting, source)
@@ -114,7 +121,7 @@ def error_figure(records, title: str = ""):
             for i, e in enumerate(r["per_seed"]["error"]):
                 if e is not None:
                     dots_x.append(xi + offsets[i])
-                    dots_y.append(100 * e)
+                    dots_y.append(scale * e)
         # Unclipped: a seed at exactly 0 % error sits on the axis and should show in full.
         hollow = source > 0 and marker not in "x+|_"  # another folder's dots: open markers
         ax.scatter(
@@ -127,12 +134,14 @@ def error_figure(records, title: str = ""):
             clip_on=False,
             **({"facecolors": "none", "edgecolors": colour} if hollow else {"color": colour}),
         )
-        errs = [100 * _seed_values(r, "error") for r in rs]
+        errs = [scale * _seed_values(r, "error") for r in rs]
         mean = np.array([e.mean() if e.size else np.nan for e in errs])
         ax.plot(x, mean, label=rs[0]["label"], clip_on=False, **line)
     ax.set_xlabel("poisoning points (%)")
-    ax.set_ylabel("test error (%)")
-    ax.set_ylim(0, max(ax.get_ylim()[1], 1.0))  # at least 0-1 %, so that all-zero errors get sensible ticks
+    ax.set_ylabel("test MSE" if scale == 1.0 else "test error (%)")
+    ax.set_ylim(
+        0, max(ax.get_ylim()[1], 1.0 if scale == 100.0 else 0.0)
+    )  # at least 0-1 %, so that all-zero errors get sensible ticks
     ax.set_title(title)
     ax.grid(alpha=0.3)
     # Outside the axes, so that it never hides a seed's dot.
@@ -428,11 +437,14 @@ def _worst(values) -> float:
 
 
 def summary_table(records) -> str:
-    """Markdown table: one row per fraction, per setting the mean test error ± std (%) and mean log-λ."""
+    """Markdown table: one row per fraction, per setting the mean test error ± std (%) and mean log-λ
+    (for a regression's records the test MSE ± std)."""
     by_setting = _by_setting(records)
+    regression = _is_regression(records)
+    metric = "test MSE" if regression else "error (%)"
     settings = list(by_setting)
     fractions = sorted({(r["cell"], r["fraction"]) for r in records})
-    head = "| poison (%) | " + " | ".join(f"{by_setting[s][0]['label']}: error (%) | log λ" for s in settings) + " |"
+    head = "| poison (%) | " + " | ".join(f"{by_setting[s][0]['label']}: {metric} | log λ" for s in settings) + " |"
     rule = "|---:|" + "---:|---:|" * len(settings)
     rows = [head, rule]
     for cell, fraction in fractions:
@@ -441,7 +453,12 @@ def summary_table(records) -> str:
             r = next((r for r in by_setting[s] if r["cell"] == cell), None)
             err = _seed_values(r, "error") if r else np.array([])
             lam = r["mean"]["log_lam"] if r else None
-            cols.append(f"{100 * err.mean():.1f} ± {100 * err.std():.1f}" if err.size else "–")
+            if not err.size:
+                cols.append("–")
+            elif regression:
+                cols.append(f"{err.mean():.4f} ± {err.std():.4f}")
+            else:
+                cols.append(f"{100 * err.mean():.1f} ± {100 * err.std():.1f}")
             cols.append(", ".join(f"{v:.2f}" for v in lam) if lam else "–")
         rows.append(f"| {100 * fraction:.1f} | " + " | ".join(cols) + " |")
     return "\n".join(rows)

@@ -277,11 +277,14 @@ def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective,
             "sq_norm_per_weight": m.sq_norm_per_weight[i],
             "val_loss": objective[i],
         }
+        if c.loss == "squared":  # a regression: no classes, so no false-positive or -negative rates
+            values.pop("fpr"), values.pop("fnr")
         bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
         if bad and not reasons:
             reasons.append(f"non-finite metric(s): {', '.join(bad)}")
-        for k, v in values.items():
-            per_seed[k].append(None if reasons else np.asarray(v, np.float64).tolist())
+        for k in per_seed:
+            v = values.get(k)
+            per_seed[k].append(None if reasons or v is None else np.asarray(v, np.float64).tolist())
         if reasons:
             failures.append({"seed": seed, "reason": "; ".join(reasons)})
     return per_seed, failures
@@ -450,6 +453,7 @@ def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, se
         "lam_step": config.lam_step,
         "poison_mode": config.poison_mode,
         "victim": config.victim,
+        **({"metric": "test_mse"} if config.loss == "squared" else {}),  # else the test error, as always
         "per_seed": metrics["per_seed"],
         "mean": metrics["mean"],
         "failures": metrics["failures"],

@@ -54,6 +54,7 @@ def test_presets_hold_the_papers_settings():
         "imagenet-mlp",
         "synthetic",
         "digits-lr",
+        "diabetes-ridge",
     }
 
 

@@ -102,3 +102,65 @@ def test_config_loss_builds_the_svm_and_refuses_bad_values():
     ):
         experiment.preset("digits-lr", hinge_smoothing=0.1)
     assert experiment.preset("digits-lr").hash() == experiment.preset("digits-lr", loss="logistic").hash()
+
+
+# -- ridge regression: the squared loss on the diabetes regression -------------------------------
+
+
+def test_diabetes_is_a_regression_with_targets_in_the_unit_interval():
+    ds = data.load_dataset("diabetes")
+    assert ds.x_pool.shape == (350, 10) and ds.x_test.shape == (92, 10)
+    for a in (ds.x_pool, ds.y_pool, ds.x_test, ds.y_test):
+        assert a.min() >= 0 and a.max() <= 1
+    assert len(np.unique(ds.y_pool)) > 100  # real-valued targets, not labels
+    with pytest.raises(ValueError, match=r"diabetes: n_test=442 is not allowed"):
+        data.load_dataset("diabetes", n_test=442)
+    assert losses.Squared().task == "regression" and losses.Logistic().task == "classification"
+
+
+@pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
+def test_ridge_hypergradient_matches_central_differences(x64, method):
+    inner, outer, w0, theta, pdata = _digits_problem(penalties.L2(), loss=losses.Squared())
+    m = METHODS[method]
+    objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
+    _, dtheta, _ = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
+    d = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(7), a.shape, a.dtype), theta)
+    shift = lambda s: jax.tree_util.tree_map(lambda a, b: a + s * b, theta, d)
+    fd = (objective(shift(1e-5)) - objective(shift(-1e-5))) / 2e-5
+    leaves = zip(jax.tree_util.tree_leaves(dtheta), jax.tree_util.tree_leaves(d), strict=True)
+    assert sum(float(jnp.vdot(a, b)) for a, b in leaves) == pytest.approx(float(fd), rel=1e-5)
+
+
+def test_a_regression_victim_is_judged_by_test_mse():
+    ds = data.load_dataset("diabetes")
+    splits = data.sample_splits(ds, seeds=[0, 1], n_train=200, n_val=100)
+    model = models.logistic_regression(10, loss=losses.Squared())
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    victim = evaluate.ConvergedVictim(NewtonCG(tol=1e-5))
+    m = evaluate.evaluate_victim(
+        model, splits.x_train, splits.y_train, jnp.full((2, 1), -2.0), keys, splits.x_test, splits.y_test, victim=victim
+    )
+    params, _ = victim.train(model, splits.x_train[0], splits.y_train[0], None, jnp.array([-2.0]), keys[0])
+    by_hand = jnp.mean((model.apply(params, splits.x_test) - splits.y_test) ** 2)
+    assert float(m.error[0]) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(m.error[0]) < float(jnp.var(splits.y_test))  # better than predicting the mean
+    assert np.all(np.isnan(np.asarray(m.fpr))) and np.all(np.isnan(np.asarray(m.fnr)))
+
+
+@pytest.mark.slow
+def test_the_ridge_preset_sweeps_and_reports_test_mse(tmp_path):
+    config = experiment.preset(
+        "diabetes-ridge", num_seeds=2, num_batches=2, iters_fixed=3, iters_clean=3, iters_multi=3, eval_epochs=5
+    )
+    records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    assert len(records) == 12 and all(r["metric"] == "test_mse" and not r["failures"] for r in records)
+    assert all(r["per_seed"]["fpr"] == [None, None] and r["mean"]["error"] > 0 for r in records)
+    small = [r["mean"]["error"] for r in records if r["setting"] == "small"]
+    assert small[-1] > small[0]  # the poison raises the test MSE
+    from poison_jax import plots
+
+    table = plots.summary_table(records)
+    assert "log λ = -8: test MSE | log λ" in table and "%" not in table.splitlines()[2]
+    fig = plots.error_figure(records)
+    assert fig.axes[0].get_ylabel() == "test MSE"
+    plots.plt.close(fig)
