@@ -303,7 +303,7 @@ def test_npz_nan_features(tmp_path):
 
 
 def test_unknown_source():
-    msg = r"Unknown data source 'cifar'; allowed: synthetic, digits, mnist5k, mnist"
+    msg = r"Unknown data source 'cifar'; allowed: synthetic, digits, diabetes, mnist5k, mnist"
     with pytest.raises(ValueError, match=msg):
         data.load_dataset("cifar")
 
