@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, bilevel, data, evaluate, experiment, losses, models, penalties
+from poison_jax import attack, data, evaluate, experiment, losses, models, penalties
 from poison_jax.bilevel import RMD
 from poison_jax.solvers import NewtonCG
-from tests.test_penalties import METHODS, _digits_problem
+from tests.test_penalties import METHODS, assert_matches_central_difference, random_direction, smoothed_problem
 
 
 def test_logistic_is_the_papers_cross_entropy():
@@ -45,22 +45,11 @@ def test_bad_hinge_smoothing_is_refused(bad):
 
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
 def test_svm_hypergradient_matches_central_differences(x64, method):
-    inner, outer, w0, theta, pdata = _digits_problem(penalties.L2(), loss=losses.SmoothedHinge(smoothing=0.5))
-    m = METHODS[method]
-    objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
-    _, dtheta, _ = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
+    objective, theta, dtheta, _ = smoothed_problem(penalties.L2(), method, loss=losses.SmoothedHinge(smoothing=0.5))
     # 1e-4: a step of 1e-5 along log λ moves one margin across a band edge (a kink of the curvature).
-    eps = 1e-4
-    shift = lambda s, d: jax.tree_util.tree_map(lambda a, b: a + s * b, theta, d)
     lam_dir = {"xp": jnp.zeros_like(theta["xp"]), "log_lam": jnp.ones_like(theta["log_lam"])}
-    rand_dir = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(5), a.shape, a.dtype), theta)
-    for d in (lam_dir, rand_dir):
-        fd = (objective(shift(eps, d)) - objective(shift(-eps, d))) / (2 * eps)
-        analytic = sum(
-            float(jnp.vdot(a, b))
-            for a, b in zip(jax.tree_util.tree_leaves(dtheta), jax.tree_util.tree_leaves(d), strict=True)
-        )
-        assert analytic == pytest.approx(float(fd), rel=1e-5, abs=1e-10)
+    for d in (lam_dir, random_direction(theta, 5)):
+        assert_matches_central_difference(objective, theta, dtheta, d, 1e-4, abs=1e-10)
 
 
 def test_the_attack_raises_the_svms_validation_hinge_loss_and_the_victim_learns():
@@ -120,15 +109,8 @@ def test_diabetes_is_a_regression_with_targets_in_the_unit_interval():
 
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
 def test_ridge_hypergradient_matches_central_differences(x64, method):
-    inner, outer, w0, theta, pdata = _digits_problem(penalties.L2(), loss=losses.Squared())
-    m = METHODS[method]
-    objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
-    _, dtheta, _ = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
-    d = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(7), a.shape, a.dtype), theta)
-    shift = lambda s: jax.tree_util.tree_map(lambda a, b: a + s * b, theta, d)
-    fd = (objective(shift(1e-5)) - objective(shift(-1e-5))) / 2e-5
-    leaves = zip(jax.tree_util.tree_leaves(dtheta), jax.tree_util.tree_leaves(d), strict=True)
-    assert sum(float(jnp.vdot(a, b)) for a, b in leaves) == pytest.approx(float(fd), rel=1e-5)
+    objective, theta, dtheta, _ = smoothed_problem(penalties.L2(), method, loss=losses.Squared())
+    assert_matches_central_difference(objective, theta, dtheta, random_direction(theta, 7), 1e-5)
 
 
 def test_a_regression_victim_is_judged_by_test_mse():

@@ -83,34 +83,41 @@ METHODS = {
 }
 
 
+def smoothed_problem(penalty, method, loss=losses.Logistic()):
+    """``(objective, theta, dtheta, info)``: the attacker's objective through ``method``'s inner
+    training (jitted) and its hypergradient at ``theta``, on the float64 digits problem."""
+    inner, outer, w0, theta, pdata = _digits_problem(penalty, loss=loss)
+    m = METHODS[method]
+    objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
+    _, dtheta, info = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
+    return objective, theta, dtheta, info
+
+
+def random_direction(theta, seed):
+    return jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(seed), a.shape, a.dtype), theta)
+
+
+def assert_matches_central_difference(objective, theta, dtheta, direction, eps, abs=0.0):
+    """``<dtheta, direction>`` equals the central difference of ``objective`` along ``direction``."""
+    shifted = lambda s: jax.tree_util.tree_map(lambda a, d: a + s * d, theta, direction)
+    fd = (objective(shifted(eps)) - objective(shifted(-eps))) / (2 * eps)
+    leaves = zip(jax.tree_util.tree_leaves(dtheta), jax.tree_util.tree_leaves(direction), strict=True)
+    assert sum(float(jnp.vdot(a, d)) for a, d in leaves) == pytest.approx(float(fd), rel=1e-5, abs=abs)
+
+
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
 @pytest.mark.parametrize(
     "penalty", [penalties.L1(smoothing=0.1), penalties.ElasticNet(smoothing=0.1)], ids=["l1", "elastic-net"]
 )
 def test_hypergradient_of_the_smoothed_problem_matches_central_differences(x64, penalty, method):
-    inner, outer, w0, theta, pdata = _digits_problem(penalty)
-    m = METHODS[method]
-    objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
-    _, dtheta, info = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
+    objective, theta, dtheta, info = smoothed_problem(penalty, method)
     assert bool(info.solve.converged)
     eps = 1e-4  # the solves' error (tol / smallest curvature) over eps stays far below the tolerance
     # Every log-λ on its own (L1's and L2's), and a random direction through all of theta.
     for i in range(theta["log_lam"].size):
-        e = jnp.zeros_like(theta["log_lam"]).at[i].set(eps)
-        fd = (
-            objective({**theta, "log_lam": theta["log_lam"] + e})
-            - objective({**theta, "log_lam": theta["log_lam"] - e})
-        ) / (2 * eps)
-        assert float(dtheta["log_lam"][i]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9), i
-    key = jax.random.PRNGKey(3)
-    direction = jax.tree_util.tree_map(lambda a: jax.random.normal(key, a.shape, a.dtype), theta)
-    shifted = lambda s: jax.tree_util.tree_map(lambda a, d: a + s * d, theta, direction)
-    fd = (objective(shifted(eps)) - objective(shifted(-eps))) / (2 * eps)
-    analytic = sum(
-        float(jnp.vdot(a, d))
-        for a, d in zip(jax.tree_util.tree_leaves(dtheta), jax.tree_util.tree_leaves(direction), strict=True)
-    )
-    assert analytic == pytest.approx(float(fd), rel=1e-5)
+        one_hot = {"xp": jnp.zeros_like(theta["xp"]), "log_lam": jnp.zeros_like(theta["log_lam"]).at[i].set(1.0)}
+        assert_matches_central_difference(objective, theta, dtheta, one_hot, eps, abs=1e-9)
+    assert_matches_central_difference(objective, theta, dtheta, random_direction(theta, 3), eps)
 
 
 def test_l1_hypergradient_differs_from_the_l2_one(x64):
