@@ -4,7 +4,10 @@ Runs cells 1..N of the ``log λ = -8`` setting of the ``mnist5k-lr-strong`` pres
 XLA device per core) with the preset's Armijo rule and with alternatives, and prints per cell the
 attack time, the attacker's objective and the victim's test error. Not part of the suite (minutes).
 
-    python -m benchmarks.strong_cells [--cells 3] [--variants preset xp_min0 normalised0.3 adam0.05]
+    python -m benchmarks.strong_cells [--cells 3] [--iters N] [--variants preset xp_min1 xp_min0 normalised0.3 ...]
+
+``--iters`` overrides the preset's hyperiterations a fixed-λ cell (``iters_fixed``, 6); ``xp_min1`` is the
+Xp rule the preset had before (searches from >= alpha), ``preset`` the one it has (>= alpha/4).
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ import argparse
 import dataclasses
 import time
 
-VARIANTS = ("preset", "xp_min0", "xp_min0_t4", "xp_min0.1", "normalised0.99", "normalised0.3", "adam0.05")
+VARIANTS = (
+    "preset",
+    "xp_min1",
+    "xp_min0.25",
+    "xp_min0",
+    "xp_min0_t4",
+    "xp_min0.1",
+    "normalised0.99",
+    "normalised0.3",
+    "adam0.05",
+)
 
 
 def _settings(base, name: str):
@@ -21,6 +34,8 @@ def _settings(base, name: str):
 
     return {
         "preset": base,
+        "xp_min1": dataclasses.replace(base, xp_step=outer.Armijo(min_scale=1.0)),
+        "xp_min0.25": dataclasses.replace(base, xp_step=outer.Armijo(min_scale=0.25)),
         "xp_min0": dataclasses.replace(base, xp_step=outer.Armijo(min_scale=0.0)),
         "xp_min0_t4": dataclasses.replace(base, xp_step=outer.Armijo(min_scale=0.0, max_trials=4)),
         "xp_min0.1": dataclasses.replace(base, xp_step=outer.Armijo(min_scale=0.1)),
@@ -34,6 +49,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=3, help="cells 1..N of log λ = -8 (default: %(default)s)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--iters", type=int, default=None, help="hyperiterations a cell (default: the preset's)")
     args = parser.parse_args(argv)
 
     import poison_jax
@@ -42,7 +58,7 @@ def main(argv=None):
     from poison_jax import experiment
     from poison_jax.sweep import Sweep
 
-    config = experiment.preset("mnist5k-lr-strong")
+    config = experiment.preset("mnist5k-lr-strong", **({} if args.iters is None else {"iters_fixed": args.iters}))
     sweep = Sweep(config)
     base = sweep.settings
     print("| variant | cell | attack (s) | objective | test error |\n|---|---:|---:|---:|---:|")
