@@ -1,7 +1,8 @@
 """Algorithm 1 of the paper: projected hypergradient ascent on the poison points, descent on Λ.
 
 The attacker replaces ``n_p`` training points by poison points whose labels are flipped and fixed
-and whose features ``Xp`` live in a box; the defender's regularisation ``Λ`` (one log-λ per layer)
+(:func:`wrong_labels`: ``1 − y`` for two classes, a uniformly drawn wrong class for more) and whose
+features ``Xp`` live in a box; the defender's regularisation ``Λ`` (one log-λ per layer)
 is learned on the validation set at the same time (the multiobjective attack), kept fixed (the
 classical attack), or learned on clean data (no poison active).
 
@@ -61,6 +62,7 @@ __all__ = [
     "poisoned_training_set",
     "run_attack",
     "set_poison_count",
+    "wrong_labels",
 ]
 
 
@@ -173,7 +175,8 @@ class AttackState(NamedTuple):
 
     Attributes:
       xp: ``(P, d)`` poison features, ``P`` the largest number of poison points.
-      yp: ``(P,)`` their labels, flipped from the validation points they were cloned from.
+      yp: ``(P,)`` their labels, wrong labels of the validation points they were cloned from
+        (:func:`wrong_labels`).
       replace_idx: ``(P,)`` int32, the training rows each poison point replaces.
       active: ``(P,)`` bool, poison point is in the training set.
       trainable: ``(P,)`` bool, poison point is being optimised (the current batch).
@@ -310,6 +313,27 @@ def make_losses(
     return (lambda w, theta: inner(w, theta, data)), (lambda w, theta: outer(w, theta, data))
 
 
+def wrong_labels(key: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+    """The poison points' labels: a wrong label for each true label ``y`` (class indices as floats).
+
+    Two classes: ``1 − y``, the paper's flip (``key`` unused). ``K > 2`` classes: a wrong class drawn
+    uniformly, ``(y + u) mod K`` with ``u`` uniform on 1..K−1, independently per point. Uniform
+    rather than the clean model's most likely wrong class: it needs no clean fit, and it spreads the
+    poison over every wrong class instead of the few confusable pairs.
+
+    Args:
+      key: PRNG key.
+      y: ``(P,)`` true labels in 0..K−1.
+      num_classes: ``K`` (static).
+    Returns:
+      ``(P,)`` labels, each different from its ``y``, of ``y``'s dtype.
+    """
+    if num_classes == 2:
+        return 1.0 - y
+    shift = jax.random.randint(key, y.shape, 1, num_classes)
+    return jnp.mod(y.astype(jnp.int32) + shift, num_classes).astype(y.dtype)
+
+
 def _init_one(settings, n_poison, log_lam, key, x_train, y_train, x_val, y_val):
     n_train, n_val = x_train.shape[0], x_val.shape[0]
     key, clone_key, replace_key = jax.random.split(key, 3)
@@ -323,7 +347,7 @@ def _init_one(settings, n_poison, log_lam, key, x_train, y_train, x_val, y_val):
         warm = Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
     return AttackState(
         xp=xp,
-        yp=1.0 - y_val[clone_idx],
+        yp=wrong_labels(jax.random.fold_in(clone_key, 1), y_val[clone_idx], settings.model.num_classes),
         replace_idx=replace_idx,
         active=none,
         trainable=none,
@@ -348,7 +372,8 @@ def _init_attack(settings, keys, splits, log_lam, *, n_poison):
 def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int, log_lam: ArrayLike) -> AttackState:
     """Poison initialisation of Algorithm 1, for every split at once.
 
-    Clones ``n_poison`` validation points (drawn without replacement) with flipped labels and picks
+    Clones ``n_poison`` validation points (drawn without replacement) with wrong labels
+    (:func:`wrong_labels`) and picks
     the ``n_poison`` training rows (without replacement) they will replace, in batch order. No poison
     point is active yet: use :func:`set_poison_count`.
 

@@ -50,7 +50,8 @@ SETTINGS = ("small", "large", "clean", "learned")
 FIELDS: dict[str, str] = {
     "name": "the preset the config came from (labels only; not part of the config hash)",
     "source": "data source: " + ", ".join(data.SOURCES),
-    "classes": "the pair of classes (first -> label 0, second -> label 1); None: the source's default pair",
+    "classes": "the classes, each labelled by its position: a pair (first -> label 0, second -> label 1) is "
+    "binary, more are multiclass (softmax; e.g. (0,1,2,3,4,5,6,7,8,9)); None: the source's default pair",
     "data_path": "npz source: the features file",
     "test_path": "npz source: a separate test file",
     "data_dir": "TFDS sources (mnist, fashion_mnist): folder of the prepared data",
@@ -138,7 +139,7 @@ class ExperimentConfig:
 
     name: str = "custom"
     source: str = "digits"
-    classes: tuple[int, int] | None = None
+    classes: tuple[int, ...] | None = None
     data_path: str | None = None
     test_path: str | None = None
     data_dir: str | None = None
@@ -195,6 +196,11 @@ class ExperimentConfig:
     def fractions(self) -> tuple[float, ...]:
         """Poisoning fraction of each cell: ``b * poison_batch / n_train`` for b = 0..num_batches."""
         return tuple(b * self.poison_batch / self.n_train for b in range(self.num_batches + 1))
+
+    @property
+    def num_classes(self) -> int:
+        """``K``: the number of classes (2 for the source's default pair and for a regression)."""
+        return len(self.classes) if self.classes is not None else 2
 
     @property
     def n_poison(self) -> int:
@@ -426,8 +432,22 @@ def _validate(c: ExperimentConfig) -> None:
         and len(set(c.settings)) == len(c.settings)
     ):
         _fail("settings", c.settings, f"a non-empty tuple of distinct names from {', '.join(SETTINGS)}")
-    if c.classes is not None and not (isinstance(c.classes, tuple) and len(c.classes) == 2):
-        _fail("classes", c.classes, "a pair of class labels, or None for the source's default")
+    if c.classes is not None:
+        if not (isinstance(c.classes, tuple) and len(c.classes) >= 2 and all(_is_int(k) for k in c.classes)):
+            _fail(
+                "classes", c.classes, "a tuple of two or more class labels (integers), or None for the source's default"
+            )
+        repeated = sorted({k for k in c.classes if c.classes.count(k) > 1})
+        if repeated:
+            _fail(
+                "classes", c.classes, f"distinct classes, but {', '.join(map(str, repeated))} appear(s) more than once"
+            )
+        if len(c.classes) > 2 and c.loss != "logistic":
+            _fail(
+                "loss",
+                c.loss,
+                f"logistic (the softmax cross-entropy) with {len(c.classes)} classes: {c.loss} is binary-only here",
+            )
     if c.checkpoint not in (True, False):
         _fail("checkpoint", c.checkpoint, "true or false")
     if c.n_poison > min(c.n_train, c.n_val):
@@ -553,6 +573,29 @@ _MNIST_LR = dict(
     eval_epochs=200,
 )
 
+# The strong attack on the paper's MNIST setting: a converged, warm-started inner solve with the
+# implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
+_STRONG = dict(
+    _MNIST_LR,
+    source="mnist5k",
+    n_test=317,
+    hypergrad="implicit",
+    solver="newton-cg",
+    solver_tol=1e-4,
+    solver_iters=100,
+    cg_iters=200,
+    cg_tol=1e-5,
+    damping=1e-4,
+    xp_step="armijo",
+    xp_min_scale=0.25,
+    lam_step="armijo",
+    beta=0.5,
+    iters_fixed=6,
+    iters_clean=10,
+    iters_multi=10,
+    victim="converged",
+)
+
 PRESET_SUMMARIES = {
     "mnist-lr": "the paper's MNIST 0 v 8 logistic regression (TFDS MNIST, needs prepared data: data_dir)",
     "mnist5k-lr": "the paper's MNIST 0 v 8 logistic regression on the offline 5,000-image sample (the demo's)",
@@ -562,6 +605,9 @@ PRESET_SUMMARIES = {
     "synthetic": "the paper's Fig. 1 problem: two 2-D Gaussians, one poison point",
     "mnist5k-lr-strong": "mnist5k-lr under the strong attack: converged Newton-CG, Armijo steps, converged victim",
     "digits-lr": "scikit-learn's digits 0 v 8 logistic regression: small, offline, seconds",
+    "digits10-lr": "multiclass: softmax logistic regression on all ten digits (offline, about a minute)",
+    "mnist5k10-lr": "multiclass: softmax logistic regression on all ten classes of the offline MNIST sample, "
+    "under the strong attack",
     "diabetes-ridge": "ridge regression on scikit-learn's diabetes (regression poisoning, test MSE): offline, seconds",
 }
 
@@ -648,28 +694,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_batch=32,
         cv_log_lam_grid=(-8.0, 6.0, 15),
     ),
-    # The strong attack on the paper's MNIST setting: a converged, warm-started inner solve with the
-    # implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
-    "mnist5k-lr-strong": dict(
-        _MNIST_LR,
-        source="mnist5k",
-        n_test=317,
-        hypergrad="implicit",
-        solver="newton-cg",
-        solver_tol=1e-4,
-        solver_iters=100,
-        cg_iters=200,
-        cg_tol=1e-5,
-        damping=1e-4,
-        xp_step="armijo",
-        xp_min_scale=0.25,
-        lam_step="armijo",
-        beta=0.5,
-        iters_fixed=6,
-        iters_clean=10,
-        iters_multi=10,
-        victim="converged",
-    ),
+    "mnist5k-lr-strong": dict(_STRONG),
     # Regression poisoning: ridge regression (the linear model with the squared loss and the L2
     # penalty) on the 442 diabetes patients; poison targets flipped as 1 - y; judged by test MSE.
     "diabetes-ridge": dict(
@@ -693,6 +718,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_lr=0.1,
         eval_epochs=200,
         eval_batch=32,
+    ),
+    # Multiclass: softmax logistic regression on all ten classes; each poison point takes a wrong
+    # class drawn uniformly (attack.wrong_labels); judged by test error, per class and as a confusion matrix.
+    "digits10-lr": dict(
+        source="digits",
+        classes=tuple(range(10)),
+        n_test=397,
+        n_train=400,
+        n_val=200,
+        model="lr",
+        inner_steps=100,
+        inner_lr=0.5,
+        iters_fixed=20,
+        iters_clean=20,
+        iters_multi=20,
+        alpha=0.99,
+        beta=0.8,
+        x_box=(0.0, 1.0),
+        log_lam_box=(-8.0, math.log(200.0)),
+        poison_batch=14,
+        num_batches=5,
+        eval_lr=0.05,
+        eval_epochs=100,
+    ),
+    # All ten classes of the offline MNIST sample under the strong attack (mnist5k-lr-strong's
+    # settings): unrolled RMD through 150 steps of a 7,850-weight softmax model is ten times the
+    # binary cost, so a converged Newton-CG solve with the implicit hypergradient does the work.
+    "mnist5k10-lr": dict(
+        _STRONG,
+        classes=tuple(range(10)),
+        n_test=1000,
+        log_lam_large=math.log(20.0),
     ),
     "digits-lr": dict(
         source="digits",

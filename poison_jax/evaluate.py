@@ -26,7 +26,16 @@ from jax.typing import ArrayLike
 
 from poison_jax import models, seeds, solvers
 
-__all__ = ["ConvergedVictim", "SGDVictim", "VictimMetrics", "classification_metrics", "evaluate_victim", "train_victim"]
+__all__ = [
+    "ConvergedVictim",
+    "SGDVictim",
+    "VictimMetrics",
+    "classification_metrics",
+    "confusion_matrix",
+    "evaluate_victim",
+    "predicted_classes",
+    "train_victim",
+]
 
 
 class VictimMetrics(NamedTuple):
@@ -35,13 +44,18 @@ class VictimMetrics(NamedTuple):
     Attributes:
       error: ``(S,)`` test error; for a regression loss (``model.loss.task == "regression"``) the
         test mean squared error.
-      fpr: ``(S,)`` false-positive rate (negatives, label 0, predicted 1); NaN for a regression.
-      fnr: ``(S,)`` false-negative rate (positives predicted 0); NaN for a regression.
+      fpr: ``(S,)`` false-positive rate (negatives, label 0, predicted 1); NaN for a regression and
+        for more than two classes.
+      fnr: ``(S,)`` false-negative rate (positives predicted 0); NaN as ``fpr``.
       log_lam: ``(S, L)`` the log-λ the victim was trained with.
       sq_norm: ``(S, L)`` ``||W_l||²`` of each layer's weights.
       sq_norm_per_weight: ``(S, L)`` ``||W_l||² / (number of weights of layer l)`` (the paper's DNN figure).
       finite: ``(S,)`` whether training stayed finite (a False row's metrics are meaningless).
       converged: ``(S,)`` whether a :class:`ConvergedVictim` reached its tolerance (always True for SGD).
+      per_class_error: ``(S, K)`` the test error within each true class ``(K = max(model.num_classes, 2))``;
+        for two classes ``[fpr, fnr]``; NaN for a regression.
+      confusion: ``(S, K, K)`` test counts, row the true class, column the predicted one
+        (:func:`confusion_matrix`); NaN for a regression.
     """
 
     error: jax.Array
@@ -52,6 +66,8 @@ class VictimMetrics(NamedTuple):
     sq_norm_per_weight: jax.Array
     finite: jax.Array
     converged: jax.Array
+    per_class_error: jax.Array
+    confusion: jax.Array
 
 
 def train_victim(
@@ -179,6 +195,20 @@ class ConvergedVictim:
         return params, info.converged
 
 
+def predicted_classes(scores: ArrayLike) -> jax.Array:
+    """The predicted class, int32 ``(n,)``: ``scores > 0`` for one score per example ``(n,)``, the
+    argmax of ``(n, K)`` scores."""
+    scores = jnp.asarray(scores)
+    return jnp.argmax(scores, axis=-1).astype(jnp.int32) if scores.ndim == 2 else (scores > 0).astype(jnp.int32)
+
+
+def confusion_matrix(scores: ArrayLike, y: ArrayLike, num_classes: int) -> jax.Array:
+    """Counts ``(K, K)`` (float32) of the test points by true class (row) and predicted class
+    (:func:`predicted_classes`, column); labels ``y (n,)`` in 0..K−1."""
+    true = jnp.asarray(y).astype(jnp.int32)
+    return jnp.zeros((num_classes, num_classes), jnp.float32).at[true, predicted_classes(scores)].add(1.0)
+
+
 def classification_metrics(logits: ArrayLike, y: ArrayLike):
     """``(error, fpr, fnr)`` of the predictions ``logits > 0`` against labels ``y`` in {0, 1}."""
     predicted = jnp.asarray(logits) > 0
@@ -234,14 +264,20 @@ def _evaluate(model, victim, seed_lanes, x_train, y_train, weights, log_lam, key
     def one(x, y, w, lam, key):
         params, converged = victim.train(model, x, y, w, lam, key)
         scores = model.apply(params, x_test)
+        k = model.num_classes
+        confusion = confusion_matrix(scores, y_test, k)
+        # A class absent from the test set has no error to measure: 0 rather than 0/0.
+        per_class = 1.0 - jnp.diag(confusion) / jnp.maximum(jnp.sum(confusion, axis=1), 1.0)
         if model.loss.task == "regression":
             error, fpr, fnr = jnp.mean((scores - y_test) ** 2), jnp.nan, jnp.nan
-        else:
+            confusion, per_class = jnp.full_like(confusion, jnp.nan), jnp.full_like(per_class, jnp.nan)
+        elif k == 2:
             error, fpr, fnr = classification_metrics(scores, y_test)
+        else:
+            error, fpr, fnr = 1.0 - jnp.trace(confusion) / jnp.sum(confusion), jnp.nan, jnp.nan
         sq_norm = models.squared_norms(model, params)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(params)]))
-        return VictimMetrics(
-            error, fpr, fnr, lam, sq_norm, sq_norm / models.weight_sizes(model, params), finite, converged
-        )
+        norm_per_weight = sq_norm / models.weight_sizes(model, params)
+        return VictimMetrics(error, fpr, fnr, lam, sq_norm, norm_per_weight, finite, converged, per_class, confusion)
 
     return seeds.over_seeds(one, x_train, y_train, weights, log_lam, keys, lanes=seed_lanes)

@@ -3,10 +3,12 @@
 A model's loss turns its scores ``s = model.apply(params, x)`` and targets ``y`` into per-example
 losses; the poisoning problem, the victims and the CV all use it (the attacker's objective is its
 mean on the validation set). ``loss.task`` says how a victim is judged: ``"classification"``
-(labels in {0, 1}, class 1 predicted where ``s > 0``, test error) or ``"regression"`` (targets
-in [0, 1], test mean squared error).
+(labels in {0, 1}, class 1 predicted where ``s > 0``; or labels in {0, ..., K-1} with scores
+``(n, K)``, the argmax predicted; test error) or ``"regression"`` (targets in [0, 1], test mean
+squared error).
 
-* :class:`Logistic` -- the binary cross-entropy of logistic regression, the paper's (default);
+* :class:`Logistic` -- the binary cross-entropy of logistic regression, the paper's (default); on
+  ``(n, K)`` scores the softmax cross-entropy (multinomial logistic regression);
 * :class:`SmoothedHinge` -- a linear SVM's hinge loss ``max(0, 1 − m)`` on the margin
   ``m = (2y − 1) s``, smoothed quadratically over ``1 − h < m < 1``: ``0`` for ``m ≥ 1``,
   ``(1 − m)² / (2h)`` in between and ``1 − m − h/2`` below. It is continuously differentiable with
@@ -22,6 +24,8 @@ Example::
     >>> s, y = jnp.array([2.0, 0.8, -3.0]), jnp.array([1.0, 1.0, 1.0])
     >>> [round(v, 4) for v in losses.SmoothedHinge(smoothing=0.5)(s, y).tolist()]
     [0.0, 0.04, 3.75]
+    >>> losses.Logistic()(jnp.zeros((2, 4)), jnp.array([0.0, 3.0])).round(4).tolist()  # log 4 each
+    [1.3863, 1.3863]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 
 __all__ = ["LOSSES", "Logistic", "Loss", "SmoothedHinge", "Squared", "bce"]
 
@@ -42,11 +47,14 @@ def bce(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Logistic:
-    """Binary cross-entropy on logits (logistic regression; the paper's loss)."""
+    """Binary cross-entropy on logits ``(n,)`` (logistic regression; the paper's loss), or the softmax
+    cross-entropy on logits ``(n, K)`` against labels ``(n,)`` holding class indices 0..K-1 as floats."""
 
     task = "classification"
 
     def __call__(self, scores: jax.Array, y: jax.Array) -> jax.Array:
+        if scores.ndim == y.ndim + 1:  # K scores per example: multinomial
+            return optax.losses.softmax_cross_entropy_with_integer_labels(scores, y.astype(jnp.int32))
         return bce(scores, y)
 
 

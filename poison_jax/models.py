@@ -1,9 +1,10 @@
-"""Binary classifiers of the paper and their penalty (L2 by default) with log-λ per layer.
+"""The paper's classifiers (binary, or multiclass with ``num_classes`` outputs) and their penalty
+(L2 by default) with log-λ per layer.
 
 A :class:`Model` is a pair of pure functions plus the names of the layers the penalty acts on::
 
     params = model.init(key)              # dict: layer name -> {"kernel", "bias"}
-    logits = model.apply(params, x)       # x (n, d) -> logits (n,)
+    logits = model.apply(params, x)       # x (n, d) -> logits (n,), or (n, K) for K > 2 classes
 
 Example::
 
@@ -18,6 +19,9 @@ Example::
     >>> from poison_jax import penalties
     >>> models.logistic_regression(4, penalty=penalties.ElasticNet()).num_lams  # two λ per layer
     2
+    >>> softmax = models.logistic_regression(4, num_classes=10)  # multinomial logistic regression
+    >>> softmax.apply(softmax.init(jax.random.PRNGKey(0)), jnp.ones((5, 4))).shape
+    (5, 10)
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ __all__ = ["Model", "bce", "l2_penalty", "logistic_regression", "mlp", "penalty"
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
-    """A binary classifier as pure functions.
+    """A classifier (or a regression) as pure functions.
 
     Attributes:
       name: short description, e.g. ``"mlp 784x128x32x1"``.
       init: ``init(key) -> params``, a dict from layer name to ``{"kernel", "bias"}``.
-      apply: ``apply(params, x) -> logits``, ``x`` float ``(n, d)``, logits ``(n,)``.
+      apply: ``apply(params, x) -> logits``, ``x`` float ``(n, d)``, logits ``(n,)`` (one score:
+        binary classification, regression) or ``(n, num_classes)`` for ``num_classes > 2``.
       layers: names of the layers in input-to-output order; the penalty has one λ per layer.
       random_init: whether ``init`` depends on its key (the MLP) or is all zeros (logistic
         regression, w(0) = 0 as in the paper).
@@ -53,6 +58,9 @@ class Model:
         by default); it has ``penalty.lams_per_layer`` log-λ per layer.
       loss: the per-example loss on the scores, a value from :mod:`poison_jax.losses`
         (``Logistic()``, the paper's, by default; ``SmoothedHinge()`` makes the linear model an SVM).
+        With ``num_classes > 2`` only ``Logistic()`` (then the softmax cross-entropy) is allowed.
+      num_classes: ``K``: labels are 0..K-1; 2 for a binary classifier (one score, class 1 where it
+        is > 0) and for a regression; ``K > 2`` gives ``K`` scores, the predicted class their argmax.
 
     Models compare by identity, so one instance can be a static argument of ``jax.jit``.
     """
@@ -64,6 +72,7 @@ class Model:
     random_init: bool
     penalty: Penalty = L2()
     loss: Loss = Logistic()
+    num_classes: int = 2
 
     @property
     def num_layers(self) -> int:
@@ -89,10 +98,12 @@ class _MLP(nn.Module):
             x = nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=f"layer_{i}")(x)
             if i < len(self.features) - 1:
                 x = nn.leaky_relu(x, negative_slope=0.1)
-        return x[..., 0]
+        return x[..., 0] if self.features[-1] == 1 else x
 
 
-def _from_module(name: str, module: _MLP, d: int, random_init: bool, penalty: Penalty, loss: Loss) -> Model:
+def _from_module(
+    name: str, module: _MLP, d: int, random_init: bool, penalty: Penalty, loss: Loss, num_classes: int
+) -> Model:
     example = jnp.zeros((1, d), jnp.float32)
 
     def init(key):
@@ -108,10 +119,24 @@ def _from_module(name: str, module: _MLP, d: int, random_init: bool, penalty: Pe
         )
     if not isinstance(loss, Loss):
         raise TypeError(f"loss must be a poison_jax.losses value (Logistic(), SmoothedHinge(...)), got {loss!r}")
+    if num_classes > 2 and loss != Logistic():
+        raise ValueError(
+            f"loss {loss!r} has no multiclass form here: with num_classes={num_classes} use Logistic() "
+            "(the softmax cross-entropy)"
+        )
     for value, default in ((penalty, L2()), (loss, Logistic())):
         if value != default:
             name = f"{name}, {value}"
-    return Model(name=name, init=init, apply=apply, layers=layers, random_init=random_init, penalty=penalty, loss=loss)
+    return Model(
+        name=name,
+        init=init,
+        apply=apply,
+        layers=layers,
+        random_init=random_init,
+        penalty=penalty,
+        loss=loss,
+        num_classes=num_classes,
+    )
 
 
 def _check_sizes(**sizes):
@@ -120,29 +145,45 @@ def _check_sizes(**sizes):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 
-def logistic_regression(d: int, penalty: Penalty = L2(), loss: Loss = Logistic()) -> Model:
-    """Logistic regression on ``d`` features: one layer ``layer_0`` with kernel ``(d, 1)``.
+def _outputs(num_classes) -> int:
+    """The width of the last layer: 1 score for two classes, else one per class."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return 1 if num_classes == 2 else num_classes
+
+
+def logistic_regression(d: int, penalty: Penalty = L2(), loss: Loss = Logistic(), num_classes: int = 2) -> Model:
+    """Logistic regression on ``d`` features: one layer ``layer_0`` with kernel ``(d, 1)``, or
+    ``(d, K)`` for ``num_classes = K > 2`` (multinomial: the softmax cross-entropy).
 
     ``init`` returns zeros whatever the key (the paper starts every inner training at w = 0).
     ``penalty``, ``loss``: see :class:`Model` (``loss=SmoothedHinge()``: a linear SVM).
     """
     _check_sizes(d=d)
-    module = _MLP(features=(1,), zero_init=True)
-    return _from_module(f"logistic regression d={d}", module, d, random_init=False, penalty=penalty, loss=loss)
+    module = _MLP(features=(_outputs(num_classes),), zero_init=True)
+    name = f"logistic regression d={d}" + (f", {num_classes} classes" if num_classes > 2 else "")
+    return _from_module(name, module, d, False, penalty, loss, num_classes)
 
 
-def mlp(d: int, hidden: Sequence[int] = (128, 32), penalty: Penalty = L2(), loss: Loss = Logistic()) -> Model:
-    """The paper's DNN: ``d x hidden... x 1``, LeakyReLU (slope 0.1), Xavier-uniform weights, biases 0.01.
+def mlp(
+    d: int,
+    hidden: Sequence[int] = (128, 32),
+    penalty: Penalty = L2(),
+    loss: Loss = Logistic(),
+    num_classes: int = 2,
+) -> Model:
+    """The paper's DNN: ``d x hidden... x 1`` (``x K`` for ``num_classes = K > 2``), LeakyReLU
+    (slope 0.1), Xavier-uniform weights, biases 0.01.
 
     With ``d = 2048`` and the default hidden sizes it has 266,433 parameters and three layers
     (three λ with the default ``L2()`` penalty, six with ``ElasticNet()``).
     """
     hidden = tuple(hidden)
     _check_sizes(d=d, **{f"hidden[{i}]": h for i, h in enumerate(hidden)})
-    features = (*hidden, 1)
+    features = (*hidden, _outputs(num_classes))
     name = "mlp " + "x".join(str(n) for n in (d, *features))
     module = _MLP(features=features, zero_init=False)
-    return _from_module(name, module, d, random_init=True, penalty=penalty, loss=loss)
+    return _from_module(name, module, d, True, penalty, loss, num_classes)
 
 
 def squared_norms(model: Model, params: Params) -> jax.Array:

@@ -4,6 +4,8 @@
   seeds as a line, every seed as a dot (the paper's Fig. 2 and 4);
 * :func:`lambda_norm_figure` -- log λ and ``||w||²`` vs poisoning fraction (Fig. 3, 6, 8), per layer
   for a network;
+* :func:`class_figure` -- for more than two classes: the test error of each class without poison
+  and at the largest fraction, and the confusion matrix there, per Λ setting;
 * :func:`objective_figure` -- the attacker's objective against hyperiteration, one panel per Λ
   setting, cells concatenated (from the sweep's diagnostics, :func:`poison_jax.store.read_diagnostics`);
 * :func:`synthetic_figure` -- the maps of Fig. 1.
@@ -24,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = [
+    "class_figure",
     "diagnostics_check",
     "error_figure",
     "label_source",
@@ -202,6 +205,46 @@ def lambda_norm_figure(records, title: str = ""):
     return fig
 
 
+def _is_multiclass(records) -> bool:
+    return any(r["mean"].get("confusion") is not None for r in records)
+
+
+def class_figure(records, title: str = ""):
+    """Per class, for records of more than two classes (their ``confusion``): one column per Λ
+    setting; top, the test error (%) of each true class at fraction 0 and at the largest fraction;
+    bottom, the confusion matrix at the largest fraction, each row (true class) in % of its test
+    points. Means over the seeds that did not fail. Returns the figure."""
+    curves = {key: rs for key, rs in _by_setting(records).items() if rs[-1]["mean"].get("confusion") is not None}
+    fig, axes = plt.subplots(2, len(curves), figsize=(3.4 * len(curves), 6.4), squeeze=False)
+    for column, rs in enumerate(curves.values()):
+        first, last = rs[0], rs[-1]
+        confusion = np.asarray(last["mean"]["confusion"], np.float64)
+        classes = np.arange(confusion.shape[0])
+        ax_bar, ax_conf = axes[:, column]
+        for offset, r, shade in ((-0.2, first, 0.35), (0.2, last, 1.0)):
+            per_class = r["mean"].get("per_class_error")
+            if per_class is not None:
+                label = f"{100 * r['fraction']:.1f} % poison"
+                ax_bar.bar(classes + offset, 100 * np.asarray(per_class), width=0.4, alpha=shade, label=label)
+        ax_bar.set_title(last["label"], fontsize="medium")
+        ax_bar.set_xticks(classes)
+        ax_bar.set_xlabel("true class")
+        ax_bar.set_ylabel("test error (%)")
+        ax_bar.grid(alpha=0.3, axis="y")
+        ax_bar.legend(fontsize="small")
+        share = 100 * confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1e-12)
+        image = ax_conf.imshow(share, cmap="Blues", vmin=0, vmax=100)
+        ax_conf.set_xticks(classes)
+        ax_conf.set_yticks(classes)
+        ax_conf.set_xlabel("predicted class")
+        ax_conf.set_ylabel("true class")
+        ax_conf.set_title(f"confusion at {100 * last['fraction']:.1f} % (% of row)", fontsize="small")
+        fig.colorbar(image, ax=ax_conf, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def synthetic_figure(maps: dict):
     """The paper's Fig. 1: validation error over the poison point's position, without and with
     regularisation, and the λ chosen by grid search at each position.
@@ -243,13 +286,16 @@ def save(fig, path_stem: Path) -> list[Path]:
 
 
 def write_figures(records, out_dir: Path, title: str = "", diagnostics: dict | None = None) -> list[Path]:
-    """Write the error and log λ/``||w||²`` figures of ``records`` under ``out_dir``, and the
+    """Write the error and log λ/``||w||²`` figures of ``records`` under ``out_dir``, the
+    ``per_class`` figure (:func:`class_figure`) for more than two classes, and the
     ``attack_objective`` figure when ``diagnostics`` (see :func:`objective_figure`) hold a
     hyperiteration of them; return their paths."""
     out_dir = Path(out_dir)
     paths = save(error_figure(records, title), out_dir / "error_vs_fraction") + save(
         lambda_norm_figure(records, title), out_dir / "lambda_norm_vs_fraction"
     )
+    if _is_multiclass(records):
+        paths += save(class_figure(records, title), out_dir / "per_class")
     if diagnostics and _objective_curves(records, diagnostics):
         paths += save(objective_figure(records, diagnostics, title), out_dir / "attack_objective")
     return paths

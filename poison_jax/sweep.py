@@ -45,10 +45,10 @@ __all__ = ["Sweep", "build_model", "load_splits", "run_sweep", "seed_keys"]
 
 
 def build_model(config: ExperimentConfig, d: int) -> models.Model:
-    penalty, loss = config.penalty_value(), config.loss_value()
+    kwargs = dict(penalty=config.penalty_value(), loss=config.loss_value(), num_classes=config.num_classes)
     if config.model == "lr":
-        return models.logistic_regression(d, penalty=penalty, loss=loss)
-    return models.mlp(d, hidden=config.hidden, penalty=penalty, loss=loss)
+        return models.logistic_regression(d, **kwargs)  # type: ignore[arg-type]
+    return models.mlp(d, hidden=config.hidden, **kwargs)  # type: ignore[arg-type]
 
 
 def load_splits(config: ExperimentConfig) -> data.Splits:
@@ -252,7 +252,11 @@ _METRICS = ("error", "fpr", "fnr", "log_lam", "sq_norm", "sq_norm_per_weight", "
 
 
 def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective, nonfinite):
-    per_seed: dict[str, list] = {k: [] for k in _METRICS}
+    # More than two classes: no false-positive or -negative rate, but the error per class and the
+    # confusion matrix (rows: true class, columns: predicted).
+    multiclass = c.num_classes > 2
+    names = [k for k in _METRICS if not (multiclass and k in ("fpr", "fnr"))]
+    per_seed: dict[str, list] = {k: [] for k in (*names, *(("per_class_error", "confusion") if multiclass else ()))}
     failures = []
     for i, seed in enumerate(c.seeds):
         reasons = []
@@ -276,9 +280,12 @@ def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective,
             "sq_norm": m.sq_norm[i],
             "sq_norm_per_weight": m.sq_norm_per_weight[i],
             "val_loss": objective[i],
+            "per_class_error": m.per_class_error[i],
+            "confusion": m.confusion[i],
         }
-        if c.loss == "squared":  # a regression: no classes, so no false-positive or -negative rates
+        if c.loss == "squared" or multiclass:  # no false-positive or -negative rate: a regression, or K > 2
             values.pop("fpr"), values.pop("fnr")
+        values = {k: v for k, v in values.items() if k in per_seed}
         bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
         if bad and not reasons:
             reasons.append(f"non-finite metric(s): {', '.join(bad)}")

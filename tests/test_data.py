@@ -105,6 +105,31 @@ def test_mnist5k_other_pair():
     assert_unit_range(ds)
 
 
+@pytest.mark.parametrize("source, total", [("digits", 1797), ("mnist5k", 5000)])
+def test_all_ten_classes(source, total):
+    ds = data.load_dataset(source, classes=tuple(range(10)), n_test=300)
+    assert ds.num_classes == 10 and ds.name == f"{source} 0-9"
+    assert len(ds.y_pool) + len(ds.y_test) == total
+    assert set(np.unique(ds.y_pool)) == set(np.arange(10.0)) and ds.y_pool.dtype == np.float32
+    assert_unit_range(ds)
+
+
+def test_class_list_labels_are_positions():
+    """Each class's label is its position in the list: (8, 3, 5) -> 8 is 0, 3 is 1, 5 is 2."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    ds = data.digits(classes=(8, 3, 5), n_test=40)
+    assert ds.num_classes == 3 and ds.name == "digits 8 v 3 v 5"
+    pool_and_test = np.concatenate([ds.x_pool, ds.x_test]) * 16
+    labels = np.concatenate([ds.y_pool, ds.y_test])
+    for label, digit in enumerate((8, 3, 5)):
+        assert (labels == label).sum() == (y == digit).sum()
+        # every image labelled `label` is an image of `digit`
+        originals = {tuple(row) for row in x[y == digit]}
+        assert all(tuple(row) in originals for row in pool_and_test[labels == label])
+
+
 # --------------------------------------------------------------------------------------------
 # Splits
 # --------------------------------------------------------------------------------------------
@@ -183,9 +208,21 @@ def test_tfds_under_mock_data(source, classes):
 def test_tfds_other_pair_under_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=40):
-        ds = data.tfds_pair("mnist", classes=(3, 1))
+        ds = data.tfds_images("mnist", classes=(3, 1))
     assert ds.name == "mnist 3 v 1"
     assert_binary_float32(ds, d=784)
+
+
+@pytest.mark.parametrize("source", ["mnist", "fashion_mnist"])
+def test_tfds_all_classes_under_mock_data(source):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=200):
+        ds = data.load_dataset(source, classes=tuple(range(10)))
+        train = tfds.data_source(source, split="train", download=False)
+        labels = [int(train[i]["label"]) for i in range(len(train))]
+    assert ds.num_classes == 10 and ds.name == f"{source} 0-9"
+    np.testing.assert_array_equal(ds.y_pool, np.asarray(labels, np.float32))  # all ten: labels unchanged
+    assert ds.x_pool.shape == (200, 784)
 
 
 def test_tfds_missing_package(monkeypatch):
@@ -319,8 +356,14 @@ def test_equal_classes():
         data.load_dataset("digits", classes=(3, 3))
 
 
-@pytest.mark.parametrize("classes", [(0, 1, 2), (1,), 5, (0.5, 1)])
-def test_classes_not_a_pair(classes):
+@pytest.mark.parametrize("source", ["digits", "mnist5k", "mnist"])
+def test_repeated_class_in_a_list(source):
+    with pytest.raises(ValueError, match=re.escape(f"{source}: classes (0, 4, 2, 4, 0) repeat the class(es) [0, 4]")):
+        data.load_dataset(source, classes=(0, 4, 2, 4, 0))
+
+
+@pytest.mark.parametrize("classes", [(1,), 5, (0.5, 1), ()])
+def test_classes_not_a_list(classes):
     with pytest.raises(ValueError, match=re.escape(f"got {classes!r}")):
         data.load_dataset("digits", classes=classes)
 
@@ -359,6 +402,10 @@ def test_make_dataset_checks():
         data._make_dataset(bad, y, x, y, "t")
     with pytest.raises(ValueError, match=r"test labels must be 0 or 1, found the values \{-1, 1\}"):
         data._make_dataset(x, y, x, np.array([-1, 1, 1, 1]), "t")
+    with pytest.raises(ValueError, match=r"test labels must be integers 0\.\.2, found the values \{0, 1.5\}"):
+        data._make_dataset(x, np.array([0, 1, 2, 1]), x, np.array([0, 1.5, 0, 0]), "t", num_classes=3)
+    with pytest.raises(ValueError, match=r"t: the pool has no example of label\(s\) \[2\]"):
+        data._make_dataset(x, y, x, y, "t", num_classes=3)
 
 
 def test_sample_splits_pool_too_small(digits08):

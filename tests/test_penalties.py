@@ -57,10 +57,11 @@ def test_a_model_refuses_what_is_not_a_penalty():
 # -- hypergradients of the smoothed problems against central differences (float64) -----------
 
 
-def _digits_problem(penalty, n_poison=3, loss=losses.Logistic()):
-    ds = data.load_dataset("digits")
+def _digits_problem(penalty, n_poison=3, loss=losses.Logistic(), num_classes=2):
+    """The float64 poisoning problem of one digits split (0 v 8, or classes 0..K-1 for K > 2)."""
+    ds = data.load_dataset("digits", classes=tuple(range(num_classes)) if num_classes > 2 else None)
     splits = data.sample_splits(ds, seeds=[0], n_train=60, n_val=40)
-    model = models.logistic_regression(64, penalty=penalty, loss=loss)
+    model = models.logistic_regression(64, penalty=penalty, loss=loss, num_classes=num_classes)
     settings = attack.AttackSettings(
         model, RMD(steps=5, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8.0, 6.0)
     )
@@ -83,10 +84,10 @@ METHODS = {
 }
 
 
-def smoothed_problem(penalty, method, loss=losses.Logistic()):
+def smoothed_problem(penalty, method, loss=losses.Logistic(), num_classes=2):
     """``(objective, theta, dtheta, info)``: the attacker's objective through ``method``'s inner
     training (jitted) and its hypergradient at ``theta``, on the float64 digits problem."""
-    inner, outer, w0, theta, pdata = _digits_problem(penalty, loss=loss)
+    inner, outer, w0, theta, pdata = _digits_problem(penalty, loss=loss, num_classes=num_classes)
     m = METHODS[method]
     objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
     _, dtheta, info = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
