@@ -54,6 +54,9 @@ def test_presets_hold_the_papers_settings():
         "imagenet-mlp",
         "synthetic",
         "digits-lr",
+        "digits10-lr",
+        "mnist5k10-lr",
+        "mnist5k-mlp",
         "diabetes-ridge",
     }
 
@@ -210,3 +213,36 @@ def test_synthetic_maps():
     assert best.min() >= -8.0 and best.max() <= 6.0
     path = np.asarray(maps["path_noreg"])
     assert path.shape == (51, 2) and np.abs(path).max() <= 9.5
+
+
+@pytest.mark.slow
+def test_the_offline_mnist_mlp_preset_learns_a_lambda_per_layer(tmp_path):
+    """mnist5k-mlp: the paper's 784x128x32x1 network on the offline MNIST sample, one log λ per layer,
+    and its figure of per-layer log λ and ||W_l||² per weight against the fraction."""
+    config = experiment.preset(
+        "mnist5k-mlp",
+        num_seeds=2,
+        num_batches=1,
+        iters_fixed=1,
+        iters_clean=2,
+        iters_multi=2,
+        inner_steps=10,
+        eval_epochs=2,
+        settings=("small", "learned"),
+    )
+    assert experiment.build_model(config, 784).name == "mlp 784x128x32x1"
+    assert "clean" not in experiment.preset("mnist5k-mlp").settings  # as the paper's DNN experiment
+    records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    assert len(records) == 4 and not any(r["failures"] for r in records)
+    learned = [r for r in records if r["setting"] == "learned"]
+    for r in records:
+        assert len(r["mean"]["log_lam"]) == 3 and len(r["mean"]["sq_norm_per_weight"]) == 3
+    lams = np.asarray(learned[-1]["mean"]["log_lam"])
+    assert np.all(lams != config.log_lam_init) and len(set(lams.round(6).tolist())) == 3  # each layer its own λ
+    from poison_jax import plots
+
+    fig = plots.lambda_norm_figure(records)
+    ax_lam, ax_norm = fig.axes
+    assert [line.get_label() for line in ax_lam.get_lines()][3:] == [f"λ learned, layer {k}" for k in (1, 2, 3)]
+    assert len(ax_norm.get_lines()) == 6 and ax_norm.get_ylabel() == "||w||² per weight"
+    plots.plt.close(fig)
