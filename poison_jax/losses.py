@@ -24,7 +24,7 @@ Example::
     >>> s, y = jnp.array([2.0, 0.8, -3.0]), jnp.array([1.0, 1.0, 1.0])
     >>> [round(v, 4) for v in losses.SmoothedHinge(smoothing=0.5)(s, y).tolist()]
     [0.0, 0.04, 3.75]
-    >>> losses.Logistic()(jnp.zeros((2, 4)), jnp.array([0.0, 3.0])).round(4).tolist()  # log 4 each
+    >>> [round(v, 4) for v in losses.Logistic()(jnp.zeros((2, 4)), jnp.array([0.0, 3.0])).tolist()]  # log 4
     [1.3863, 1.3863]
 """
 
