@@ -596,6 +596,27 @@ _STRONG = dict(
     victim="converged",
 )
 
+_DIGITS_LR = dict(
+    source="digits",
+    classes=(0, 8),
+    n_train=200,
+    n_val=70,
+    model="lr",
+    inner_steps=100,
+    inner_lr=0.5,
+    iters_fixed=20,
+    iters_clean=20,
+    iters_multi=20,
+    alpha=0.99,
+    beta=0.8,
+    x_box=(0.0, 1.0),
+    log_lam_box=(-8.0, math.log(200.0)),
+    poison_batch=7,
+    num_batches=5,
+    eval_lr=0.05,
+    eval_epochs=100,
+)
+
 PRESET_SUMMARIES = {
     "mnist-lr": "the paper's MNIST 0 v 8 logistic regression (TFDS MNIST, needs prepared data: data_dir)",
     "mnist5k-lr": "the paper's MNIST 0 v 8 logistic regression on the offline 5,000-image sample (the demo's)",
@@ -752,26 +773,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Multiclass: softmax logistic regression on all ten classes; each poison point takes a wrong
     # class drawn uniformly (attack.wrong_labels); judged by test error, per class and as a confusion matrix.
     "digits10-lr": dict(
-        source="digits",
+        _DIGITS_LR,
         classes=tuple(range(10)),
         n_test=397,
         n_train=400,
         n_val=200,
-        model="lr",
-        inner_steps=100,
-        inner_lr=0.5,
-        iters_fixed=20,
-        iters_clean=20,
-        iters_multi=20,
-        alpha=0.99,
-        beta=0.8,
-        x_box=(0.0, 1.0),
-        log_lam_box=(-8.0, math.log(200.0)),
         log_lam_large=math.log(20.0),
         poison_batch=14,
-        num_batches=5,
-        eval_lr=0.05,
-        eval_epochs=100,
     ),
     # All ten classes of the offline MNIST sample under the strong attack (mnist5k-lr-strong's
     # settings): unrolled RMD through 150 steps of a 7,850-weight softmax model is ten times the
@@ -782,26 +790,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_test=1000,
         log_lam_large=math.log(20.0),
     ),
-    "digits-lr": dict(
-        source="digits",
-        classes=(0, 8),
-        n_train=200,
-        n_val=70,
-        model="lr",
-        inner_steps=100,
-        inner_lr=0.5,
-        iters_fixed=20,
-        iters_clean=20,
-        iters_multi=20,
-        alpha=0.99,
-        beta=0.8,
-        x_box=(0.0, 1.0),
-        log_lam_box=(-8.0, math.log(200.0)),
-        poison_batch=7,
-        num_batches=5,
-        eval_lr=0.05,
-        eval_epochs=100,
-    ),
+    "digits-lr": dict(_DIGITS_LR),
 }
 
 
