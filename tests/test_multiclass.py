@@ -197,3 +197,18 @@ def test_the_mlp_with_k_outputs_trains_through_ift():
     state, info = attack.run_attack(settings, splits, state, num_iters=4, update_xp=True, update_lam=False)
     after = attack.attack_objective(settings, splits, state)
     assert bool(jnp.all(info.finite)) and float(after[0]) > float(before[0])
+
+
+def test_every_multiclass_fraction_runs_the_same_compiled_step(trace_counter):
+    ds = data.load_dataset("digits", classes=tuple(range(10)), n_test=397)
+    splits = data.sample_splits(ds, seeds=[0, 1], n_train=100, n_val=60)
+    softmax = models.logistic_regression(64, num_classes=10)
+    counting_apply = trace_counter(softmax.apply)
+    model = dataclasses.replace(softmax, apply=counting_apply)
+    settings = attack.AttackSettings(model, RMD(steps=5, lr=0.5), alpha=0.5, beta=0.5, x_box=(0, 1), lam_box=(-8, 5))
+    state = attack.init_attack(settings, jax.random.split(jax.random.PRNGKey(0), 2), splits, 12, log_lam=0.0)
+    state, _ = attack.run_attack(settings, splits, attack.set_poison_count(state, 4, 4), num_iters=2)
+    traced = counting_apply.count
+    for n_active in (0, 8, 12):
+        state, _ = attack.run_attack(settings, splits, attack.set_poison_count(state, n_active, 4), num_iters=2)
+    assert counting_apply.count == traced > 0
