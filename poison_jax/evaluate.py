@@ -265,16 +265,17 @@ def _evaluate(model, victim, seed_lanes, x_train, y_train, weights, log_lam, key
         params, converged = victim.train(model, x, y, w, lam, key)
         scores = model.apply(params, x_test)
         k = model.num_classes
-        confusion = confusion_matrix(scores, y_test, k)
-        # A class absent from the test set has no error to measure: 0 rather than 0/0.
-        per_class = 1.0 - jnp.diag(confusion) / jnp.maximum(jnp.sum(confusion, axis=1), 1.0)
-        if model.loss.task == "regression":
+        if model.loss.task == "regression":  # no classes: the per-class metrics are NaN
             error, fpr, fnr = jnp.mean((scores - y_test) ** 2), jnp.nan, jnp.nan
-            confusion, per_class = jnp.full_like(confusion, jnp.nan), jnp.full_like(per_class, jnp.nan)
-        elif k == 2:
-            error, fpr, fnr = classification_metrics(scores, y_test)
+            confusion, per_class = jnp.full((k, k), jnp.nan), jnp.full((k,), jnp.nan)
         else:
-            error, fpr, fnr = 1.0 - jnp.trace(confusion) / jnp.sum(confusion), jnp.nan, jnp.nan
+            confusion = confusion_matrix(scores, y_test, k)
+            # A class absent from the test set has no error to measure: 0 rather than 0/0.
+            per_class = 1.0 - jnp.diag(confusion) / jnp.maximum(jnp.sum(confusion, axis=1), 1.0)
+            if k == 2:
+                error, fpr, fnr = classification_metrics(scores, y_test)
+            else:
+                error, fpr, fnr = 1.0 - jnp.trace(confusion) / jnp.sum(confusion), jnp.nan, jnp.nan
         sq_norm = models.squared_norms(model, params)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(params)]))
         norm_per_weight = sq_norm / models.weight_sizes(model, params)
