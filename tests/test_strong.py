@@ -79,7 +79,6 @@ def test_solver_under_vmap_solves_each_lane(x64, solver):
         )
 
 
-@pytest.mark.slow
 def _tanh_net(x, y):
     """A smooth non-convex loss on a two-layer tanh network (a pytree of four leaves) and its init."""
 
