@@ -1,4 +1,11 @@
-"""The defender's λ on clean data: k-fold cross-validation over a grid (λ_CLEAN), or hypergradient descent.
+"""Learning hyperparameters: λ_CLEAN by k-fold cross-validation over a grid, or by hypergradient descent.
+
+* :func:`cv_log_lambda` -- the defender's λ_CLEAN: a grid of log-λ, k-fold cross-validated
+  (vmapped over seeds × grid × folds).
+* :func:`learn_lambda_clean` -- λ learned by the attack's hypergradient loop with no poison.
+* :func:`fit` -- the general outer loop on the engine alone: any bilevel problem, any strategy of
+  :mod:`poison_jax.bilevel`, any optax optimiser, a box, warm starts; one ``lax.scan`` under
+  ``jax.jit``. See the docs page "Learning hyperparameters with the engine".
 
 Example::
 
@@ -15,14 +22,20 @@ Example::
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.tree_utils as otu
 from jax.typing import ArrayLike
 
-from poison_jax import attack, bilevel, models, seeds
+from poison_jax import attack, bilevel, models, seeds, solvers
 
-__all__ = ["cv_log_lambda", "learn_lambda_clean"]
+__all__ = ["FitResult", "cv_log_lambda", "fit", "learn_lambda_clean"]
+
+PyTree = Any
 
 
 @functools.cache
@@ -120,3 +133,232 @@ def learn_lambda_clean(settings: attack.AttackSettings, splits, state: attack.At
     """
     clean = attack.set_poison_count(state, 0, 0)
     return attack.run_attack(settings, splits, clean, num_iters=num_iters, update_xp=False, update_lam=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The general outer loop: hyperparameters learned by any optax optimiser on the engine's
+# hypergradients.
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` did. ``K`` is the number of outer steps.
+
+    Attributes:
+      theta: the final hyperparameters (structured like ``theta0``), after the last update and its
+        projection onto the box.
+      w: the inner solution at the final ``theta`` (structured like ``w0``): the converged solve of
+        :class:`~poison_jax.bilevel.Implicit` (warm-started), ``w_T`` trained from ``w0`` for
+        :class:`~poison_jax.bilevel.RMD` and :class:`~poison_jax.bilevel.IFT`.
+      value: scalar, the outer loss at the final ``(w, theta)``.
+      grad: the hypergradient at the final ``theta`` (structured like ``theta``).
+      info: the :class:`~poison_jax.bilevel.HypergradInfo` of that final evaluation (its ``warm``
+        holds the final inner solution and adjoint).
+      values: ``(K,)``, the outer loss at the ``theta`` each step started from (``values[0]`` at
+        ``theta0``, projected).
+      grad_norms: ``(K,)``, the norm of each step's hypergradient (over all leaves of ``theta``).
+      converged: ``(K,)`` bool, each step's inner solve and adjoint (CG) solve converged (for
+        fixed-step training, which has no tolerance: ``w_T`` was finite).
+      iterations: ``(K,)`` int32, each step's inner-solver iterations (fixed-step training: its steps);
+        with :class:`~poison_jax.bilevel.Implicit` the warm starts show here.
+      cg_iterations: ``(K,)`` int32, each step's adjoint CG iterations (0 for RMD).
+      finite: ``(K,)`` bool, each step's outer value and hypergradient were finite; a step where
+        they were not was skipped: ``theta``, the optimiser state and the warm start kept.
+      skipped: int32 scalar, the number of skipped steps (``K - sum(finite)``).
+    """
+
+    theta: PyTree
+    w: PyTree
+    value: jax.Array
+    grad: PyTree
+    info: bilevel.HypergradInfo
+    values: jax.Array
+    grad_norms: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
+    cg_iterations: jax.Array
+    finite: jax.Array
+    skipped: jax.Array
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else jnp.asarray(True)
+
+
+def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _cast_like(tree: PyTree, like: PyTree) -> PyTree:
+    """``tree`` in the dtypes of ``like`` (a scan's carry keeps its dtypes)."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a, jnp.result_type(b)), tree, like)
+
+
+def _strong(tree: PyTree) -> PyTree:
+    """Arrays with a fixed dtype (a Python float becomes a float array that is not weakly typed)."""
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.asarray(a).dtype), tree)
+
+
+def _check_box(box: Any, theta: PyTree) -> tuple[PyTree, PyTree] | None:
+    """``None``, or ``(low, high)`` as two pytrees like ``theta`` (a scalar bound broadcast to every leaf)."""
+    if box is None:
+        return None
+    if not isinstance(box, (tuple, list)) or len(box) != 2:
+        raise ValueError(f"box must be None or a (low, high) pair of scalars or pytrees like theta0, got {box!r}")
+    theta_struct: Any = jax.tree_util.tree_structure(theta)  # PyTreeDef's stubs lack __eq__
+    bounds = []
+    for name, bound in zip(("box[0] (low)", "box[1] (high)"), box, strict=True):
+        struct = jax.tree_util.tree_structure(bound)
+        if struct == theta_struct:
+            leaves = jax.tree_util.tree_leaves(bound)
+        elif jax.tree_util.treedef_is_leaf(struct) and bound is not None and jnp.ndim(bound) == 0:
+            leaves = [bound] * theta_struct.num_leaves
+        else:
+            raise ValueError(
+                f"{name} must be a scalar or a pytree with the structure of theta0, {theta_struct}; got {bound!r}"
+            )
+        cast = []
+        for leaf, t in zip(leaves, jax.tree_util.tree_leaves(theta), strict=True):
+            leaf = jnp.asarray(leaf, jnp.result_type(t))
+            if np.broadcast_shapes(jnp.shape(leaf), jnp.shape(t)) != jnp.shape(t):
+                raise ValueError(
+                    f"{name} has a leaf of shape {jnp.shape(leaf)} for a theta0 leaf of shape {jnp.shape(t)}"
+                )
+            cast.append(leaf)
+        bounds.append(jax.tree_util.tree_unflatten(theta_struct, cast))
+    low, high = bounds
+    try:
+        ordered = all(bool(jnp.all(lo <= hi)) for lo, hi in zip(*map(jax.tree_util.tree_leaves, bounds), strict=True))
+    except jax.errors.ConcretizationTypeError:  # bounds traced by a caller's jit: not checkable here
+        ordered = True
+    if not ordered:
+        raise ValueError(f"box must have low <= high in every entry, got low={low!r}, high={high!r}")
+    return low, high
+
+
+def fit(
+    method: bilevel.Method,
+    inner_loss: bilevel.Loss,
+    outer_loss: bilevel.Loss,
+    w0: PyTree,
+    theta0: PyTree,
+    *args: Any,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    box: tuple[Any, Any] | None = None,
+) -> FitResult:
+    """Learn ``theta``: ``steps`` steps of ``optimizer`` descending ``A(theta) = outer_loss(w*(theta), theta, *args)``.
+
+    Each step computes ``(value, dtheta, info)`` with ``method`` (:func:`poison_jax.bilevel.warm_hypergrad`),
+    applies ``optimizer.update(dtheta, state, theta)`` and projects ``theta`` onto ``box``
+    (``optax.projections.projection_box``). :class:`~poison_jax.bilevel.Implicit` starts each inner
+    solve and each adjoint CG from the previous step's solutions (``info.warm``);
+    :class:`~poison_jax.bilevel.RMD` and :class:`~poison_jax.bilevel.IFT` train from ``w0`` at every
+    step, which is what they define. A step whose outer value or hypergradient is not finite is
+    skipped -- ``theta``, the optimiser state and the warm start stay as they were -- and reported
+    in ``finite`` and ``skipped`` (on a deterministic problem the next step then meets the same
+    ``theta`` again, so the steps after it are skipped too). After the last step the inner problem is
+    solved once more at the final ``theta``, for ``w``, ``value`` and ``grad``.
+
+    The loop is one ``jax.lax.scan`` under ``jax.jit``, with ``method``, the losses, ``optimizer``
+    and ``steps`` static and ``w0``, ``theta0``, ``box`` and ``*args`` traced: a second call with new
+    data of the same shapes does not compile again -- pass the *same* loss functions and the
+    *same* optimizer object (``optax.adam(0.1)`` builds a new one each time it is called). ``fit``
+    is pure and may itself be called under ``jax.jit`` or ``jax.vmap``.
+
+    Args:
+      method: :class:`~poison_jax.bilevel.RMD`, :class:`~poison_jax.bilevel.IFT` or
+        :class:`~poison_jax.bilevel.Implicit` with its settings.
+      inner_loss: ``(w, theta, *args) -> scalar``, the training loss.
+      outer_loss: ``(w, theta, *args) -> scalar``, the objective of ``theta`` (e.g. a validation loss).
+      w0: initial inner weights, any pytree of float arrays.
+      theta0: initial hyperparameters, any pytree of float arrays (e.g. a log-λ); projected onto
+        ``box`` before the first step.
+      *args: data passed on to both losses (traced).
+      optimizer: any ``optax.GradientTransformation`` (``optax.adam(0.05)``, ``optax.sgd(...)``, a
+        chain or a schedule); it receives the hypergradient, so it descends.
+      steps: the number of outer steps ``K`` (> 0).
+      box: ``None`` (no constraint) or ``(low, high)``, each a scalar (for every entry of ``theta``) or
+        a pytree like ``theta0``; ``-inf``/``inf`` leave a side open.
+    Returns:
+      A :class:`FitResult`: the final ``theta`` and ``w``, the final outer value and hypergradient,
+      and per step ``(K,)`` the outer value, the hypergradient norm, whether the solves converged,
+      their iterations and whether the step was finite.
+
+    Example (ridge regression's log-λ against a validation set)::
+
+        >>> import jax.numpy as jnp, optax
+        >>> from poison_jax import bilevel, hyperopt
+        >>> def inner(w, log_lam, x, y, xv, yv):
+        ...     return jnp.sum((x @ w - y) ** 2) + jnp.exp(log_lam) * jnp.sum(w ** 2)
+        >>> def outer(w, log_lam, x, y, xv, yv):
+        ...     return jnp.mean((xv @ w - yv) ** 2)
+        >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.], [1., -1.]]); y = jnp.array([1., 0., 1.5, 0.])
+        >>> xv = jnp.array([[1., 1.], [2., 0.]]); yv = jnp.array([0.8, 1.2])
+        >>> result = hyperopt.fit(bilevel.Implicit(), inner, outer, jnp.zeros(2), jnp.array(0.0),
+        ...                       x, y, xv, yv, optimizer=optax.adam(0.1), steps=50, box=(-3.0, 3.0))
+        >>> result.values.shape, bool(result.values[-1] < result.values[0]), int(result.skipped)
+        ((50,), True, 0)
+        >>> bool(jnp.all(result.converged)), bool(-3.0 <= result.theta <= 3.0)
+        (True, True)
+    """
+    if not isinstance(method, bilevel.METHODS):
+        raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {method!r}")
+    steps = solvers.check_positive_int("steps", steps)
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation (init, update), got {optimizer!r}")
+    try:
+        hash(optimizer)
+    except TypeError as err:
+        raise TypeError(f"optimizer must be hashable (it is a static argument of the jitted loop): {err}") from err
+    w0, theta0 = _strong(w0), _strong(theta0)
+    bounds = _check_box(box, theta0)
+    return _fit(method, inner_loss, outer_loss, optimizer, steps, w0, theta0, bounds, args)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "inner_loss", "outer_loss", "optimizer", "steps"))
+def _fit(method, inner_loss, outer_loss, optimizer, steps, w0, theta0, bounds, args) -> FitResult:
+    def project(theta):
+        if bounds is None:
+            return theta
+        return _cast_like(optax.projections.projection_box(theta, *bounds), theta)
+
+    def start(warm):  # Implicit continues from the last solutions; RMD and IFT restart from w0
+        return warm if method.warm_starts else bilevel.Warm(w0, None)
+
+    def step(carry, _):
+        theta, opt_state, warm = carry
+        value, dtheta, info = method.warm_hypergrad(inner_loss, outer_loss, start(warm), theta, *args)
+        finite = jnp.isfinite(value) & _all_finite(dtheta)
+        updates, next_state = optimizer.update(dtheta, opt_state, theta)
+        next_theta = project(optax.apply_updates(theta, updates))
+        theta, opt_state = _select(finite, (next_theta, next_state), (theta, opt_state))
+        if method.warm_starts:
+            next_warm = _cast_like(info.warm, warm)
+            warm = _select(_all_finite(next_warm), next_warm, warm)
+        converged = info.solve.converged & info.cg.converged
+        per_step = (value, otu.tree_norm(dtheta), converged, info.solve.iterations, info.cg.iterations, finite)
+        return (theta, opt_state, warm), per_step
+
+    theta0 = project(theta0)
+    # The carried warm start has a fixed structure: a zero adjoint (CG from zero, as ``None``).
+    warm0 = bilevel.Warm(w0, otu.tree_zeros_like(w0)) if method.warm_starts else None
+    (theta, _, warm), (values, grad_norms, converged, iterations, cg_iterations, finite) = jax.lax.scan(
+        step, (theta0, optimizer.init(theta0), warm0), None, length=steps
+    )
+    value, dtheta, info = method.warm_hypergrad(inner_loss, outer_loss, start(warm), theta, *args)
+    skipped = jnp.asarray(steps, jnp.int32) - jnp.sum(finite, dtype=jnp.int32)
+    return FitResult(
+        theta,
+        info.warm.w,
+        value,
+        dtheta,
+        info,
+        values,
+        grad_norms,
+        converged,
+        iterations,
+        cg_iterations,
+        finite,
+        skipped,
+    )
