@@ -1,12 +1,16 @@
-"""MkDocs hook that generates the documentation site's pages at build time (see mkdocs.yml).
+"""MkDocs hook that completes the documentation site at build time (see mkdocs.yml).
 
-Nothing generated here is written into the repository; the pages exist only for the build:
+The guide is written by hand: the Markdown pages in ``docs/pages/`` (mkdocs' ``docs_dir``), in the
+order of mkdocs.yml's ``nav`` (a page it does not list is added at the end of its Guide section).
+This hook adds what is generated from the repository, and writes nothing into it:
 
-* **Guide** -- README.md split at its ``## `` headings: the text before the first one is the home
-  page, every section a page (headings moved up one level). README links are rewritten for the
-  site: ``#anchors`` point at the page holding that heading, links to repository files (the demo
-  figures, ``docs/benchmarks/*.md``, the notebooks) at their copies in the site, and code spans that
-  name such a file (```docs/benchmarks/peer.md```) become links to it.
+* **Links of the hand-written pages** -- a page links repository files the way GitHub resolves them
+  from ``docs/pages/`` (``../demo/figures/x.png``, ``../benchmarks/peer.md``,
+  ``../../notebooks/quickstart.ipynb``, ``../../CHANGELOG.md``), so the pages read the same on
+  GitHub. Here each such file is put into the site (a figure is copied; a benchmark table,
+  notebook or the changelog is the page generated for it) and the link rewritten to it; code spans
+  that name such a file (```docs/benchmarks/peer.md```) become links to it.
+* **Changelog** -- ``CHANGELOG.md`` at the repository root, as the page ``changelog.md``.
 * **Benchmarks** -- one page for each ``docs/benchmarks/*.md`` table (with its figure and JSON,
   when there are), and an overview listing every committed file.
 * **Notebooks** -- ``notebooks/*.ipynb`` rendered by mkdocs-jupyter *without executing them*
@@ -14,8 +18,8 @@ Nothing generated here is written into the repository; the pages exist only for 
 * **API reference** -- one page ``::: poison_jax.MODULE`` for every public module in
   ``poison_jax/`` (found at build time), grouped by the project's floors.
 
-The navigation is built here too, from what was found, so a new README section, benchmark table,
-notebook or module appears without editing mkdocs.yml.
+The navigation of the generated sections is built here too and appended to mkdocs.yml's ``nav``,
+so a new benchmark table, notebook or module appears without editing mkdocs.yml.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import re
 from html import escape as html_escape
 from pathlib import Path
 
-from markdown.extensions.toc import slugify as toc_slugify
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
@@ -91,18 +94,6 @@ _state: dict = {}
 # --------------------------------------------------------------------------- helpers
 
 
-def github_slug(text: str) -> str:
-    """The anchor GitHub gives a heading (how README.md's own links are written)."""
-    text = re.sub(r"[`*_]", "", text).strip().lower()
-    text = re.sub(r"[^\w\- ]", "", text)
-    return text.replace(" ", "-")
-
-
-def site_slug(text: str) -> str:
-    """The anchor MkDocs (Python-Markdown's toc) gives a heading."""
-    return toc_slugify(re.sub(r"[`*]", "", text), "-")
-
-
 def outside_fences(lines: list[str]):
     """Yield ``(index, line, in_fence)`` for every line."""
     fence = None
@@ -121,100 +112,89 @@ def outside_fences(lines: list[str]):
         yield i, line, fence is not None
 
 
-def split_readme(text: str):
-    """README.md -> (intro lines, [(heading, lines)]) split at its level-2 headings."""
-    lines = text.splitlines()
-    intro: list[str] = []
-    sections: list[tuple[str, list[str]]] = []
-    for _, line, in_fence in outside_fences(lines):
-        m = None if in_fence else HEADING.match(line)
-        if m and len(m.group(1)) == 2:
-            sections.append((m.group(2), []))
-        elif sections:
-            sections[-1][1].append(line)
-        else:
-            intro.append(line)
-    return intro, sections
-
-
-def page_slug(heading: str, taken: set[str]) -> str:
-    base = site_slug(heading.split(" (")[0]) or "section"
-    slug, n = base, 2
-    while slug in taken:
-        slug, n = f"{base}-{n}", n + 1
-    taken.add(slug)
-    return slug
-
-
-def nav_title(heading: str) -> str:
-    return heading.split(" (")[0].strip()
-
-
 # --------------------------------------------------------------------------- pages
 
 
 class Builder:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, docs_dir: Path):
         self.root = root
+        self.docs_dir = docs_dir  # the hand-written pages
         self.pages: dict[str, str] = {}  # src_uri -> Markdown
         self.static: dict[str, Path] = {}  # src_uri -> file to copy
         self.notebook_files: dict[str, Path] = {}  # src_uri -> notebook (rendered by mkdocs-jupyter)
         self.repo_map: dict[str, str] = {}  # repository path -> src_uri in the site
-        self.anchors: dict[str, tuple[str, str | None]] = {}  # README anchor -> (src_uri, site anchor)
-        self.nav: list = []
+        self.handwritten: dict[str, str] = {}  # src_uri -> repository folder its links are relative to
+        self.nav: list = []  # the generated sections, appended to mkdocs.yml's nav
 
     # ---- collection
     def build(self):
-        guide_nav = self.readme()
+        self.handwritten_pages()
         bench_nav = self.benchmarks()
         nb_nav = self.notebooks()
         api_nav = self.api()
-        self.finish_readme()
-        self.nav = [{"Home": "index.md"}, {"Guide": guide_nav}]
+        self.changelog()
+        for uri, base in self.handwritten.items():  # publish what the pages link to
+            self.rewrite_markdown((self.docs_dir / uri).read_text(encoding="utf-8"), uri, base)
         if bench_nav:
             self.nav.append({"Benchmarks": bench_nav})
         if nb_nav:
             self.nav.append({"Notebooks": nb_nav})
         self.nav.append({"API reference": api_nav})
 
-    def readme(self) -> list:
-        text = (self.root / "README.md").read_text(encoding="utf-8")
-        intro, sections = split_readme(text)
-        taken: set[str] = {"index"}
-        self._readme = [("index.md", None, intro)]
-        nav = []
-        for heading, lines in sections:
-            uri = f"guide/{page_slug(heading, taken)}.md"
-            self._readme.append((uri, heading, lines))
-            nav.append({nav_title(heading): uri})
-            self.anchors[github_slug(heading)] = (uri, None)
-            for _, line, in_fence in outside_fences(lines):
-                m = None if in_fence else HEADING.match(line)
-                if m:
-                    self.anchors.setdefault(github_slug(m.group(2)), (uri, site_slug(m.group(2))))
-        return nav
+    def handwritten_pages(self):
+        base = self.docs_dir.relative_to(self.root).as_posix()
+        for f in sorted(self.docs_dir.rglob("*.md")):
+            uri = f.relative_to(self.docs_dir).as_posix()
+            self.handwritten[uri] = posixpath.normpath(posixpath.join(base, posixpath.dirname(uri)))
+            self.repo_map[f"{base}/{uri}"] = uri
+        self.repo_map["README.md"] = "index.md"  # the front page's counterpart in the site
 
-    def finish_readme(self):
-        for uri, heading, lines in self._readme:
-            out = [] if heading is None else [f"# {heading}", ""]
-            chunk: list[str] = []  # consecutive lines outside fenced code, rewritten together
-            for _, line, in_fence in outside_fences(lines):
-                if in_fence:
-                    if chunk:
-                        out.append(self.rewrite("\n".join(chunk), uri))
-                        chunk = []
-                    out.append(line)
-                    continue
-                m = HEADING.match(line)
-                if m and heading is not None:  # one level up: the section's heading is the page's title
-                    line = "#" * max(1, len(m.group(1)) - 1) + " " + m.group(2)
-                chunk.append(line)
-            if chunk:
-                out.append(self.rewrite("\n".join(chunk), uri))
-            self.pages[uri] = "\n".join(out).strip() + "\n"
+    def title(self, uri: str) -> str:
+        """A hand-written page's first heading (its file name if it has none)."""
+        for _, line, in_fence in outside_fences((self.docs_dir / uri).read_text(encoding="utf-8").splitlines()):
+            m = None if in_fence else HEADING.match(line)
+            if m:
+                return m.group(2)
+        return posixpath.splitext(posixpath.basename(uri))[0].replace("-", " ").capitalize()
 
-    def rewrite(self, text: str, page: str) -> str:
-        """README links, and code spans naming a published file, rewritten for the site page ``page``."""
+    def changelog(self):
+        path = self.root / "CHANGELOG.md"
+        if not path.is_file() or "changelog.md" in self.handwritten:
+            return
+        self.repo_map["CHANGELOG.md"] = "changelog.md"
+        self._changelog = path
+
+    def finish(self):
+        """Pages whose text needs every published file known (rewritten links)."""
+        path = getattr(self, "_changelog", None)
+        if path is not None:
+            self.pages["changelog.md"] = self.rewrite_markdown(path.read_text(encoding="utf-8"), "changelog.md", "")
+
+    def rewrite_markdown(self, text: str, page: str, base: str) -> str:
+        """``text`` of site page ``page`` with its links rewritten (:meth:`rewrite`), fenced code left alone.
+
+        ``base``: the repository folder that the links of the text are relative to.
+        """
+        out: list[str] = []
+        chunk: list[str] = []  # consecutive lines outside fenced code, rewritten together
+        for _, line, in_fence in outside_fences(text.splitlines()):
+            if in_fence:
+                if chunk:
+                    out.append(self.rewrite("\n".join(chunk), page, base))
+                    chunk = []
+                out.append(line)
+                continue
+            chunk.append(line)
+        if chunk:
+            out.append(self.rewrite("\n".join(chunk), page, base))
+        return "\n".join(out).strip() + "\n"
+
+    def rewrite(self, text: str, page: str, base: str) -> str:
+        """Links to repository files, and code spans naming a published file, rewritten for site page ``page``.
+
+        A link is resolved from the repository folder ``base``; a link to a page of the site itself,
+        to an anchor of this page or to another site is left as it is (for --strict to check).
+        """
 
         def rel(uri: str) -> str:
             return posixpath.relpath(uri, posixpath.dirname(page))
@@ -223,15 +203,9 @@ class Builder:
             if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, mailto:, ...
                 return None
             path, _, anchor = target.partition("#")
-            if not path:  # a README anchor: the page holding that heading
-                if anchor not in self.anchors:
-                    return None  # left as it is, for --strict to report
-                uri, site_anchor = self.anchors[anchor]
-                href = "" if uri == page else rel(uri)
-                if site_anchor:
-                    return f"{label}({href}#{site_anchor})"
-                return f"{label}({href or posixpath.basename(uri)})"
-            uri = self.publish(path)
+            if not path:  # an anchor of this page
+                return None
+            uri = self.publish(posixpath.join(base, path))
             return None if uri is None else f"{label}({rel(uri)}{'#' + anchor if anchor else ''})"
 
         def replace(m: re.Match) -> str:
@@ -248,13 +222,17 @@ class Builder:
         ``only_known``: only files already published (benchmark outputs, notebooks, linked files).
         """
         path = path.removeprefix("./")
-        if not path or path.startswith(("/", "../")) or " " in path:
+        if not path or path.startswith("/") or " " in path:
             return None
         path = posixpath.normpath(path)
+        if path.startswith("../") or path == "..":
+            return None
         if path in self.repo_map:
             return self.repo_map[path]
         full = self.root / path
         if only_known or not full.is_file():
+            return None
+        if full.suffix == ".md":  # a Markdown file that is no page of the site: left for --strict
             return None
         uri = path.removeprefix("docs/")  # any other repository file: copied, docs/ dropped
         self.static[uri] = full
@@ -296,8 +274,8 @@ class Builder:
                 extras.append(f"All figures of this run, with its environment: [`{f.stem}.json`]({f.stem}.json).")
             about = (
                 f"`docs/benchmarks/{f.name}`, as committed; written by `{command}`. What the numbers "
-                f"mean is discussed in the guide's [Performance]({self.guide_link('performance', uri)}) "
-                f"and [strong attack]({self.guide_link('the-strong-attack', uri)}) sections."
+                "mean is discussed on the guide's [Performance](../performance.md) and "
+                "[Results](../results.md) pages."
             )
             self.pages[uri] = "\n\n".join([f"# {title}", about, body, *extras]) + "\n"
             nav.append({title: uri})
@@ -317,10 +295,6 @@ class Builder:
             parts.append("Results with no table of their own (raw JSON):\n\n" + "\n".join(others))
         self.pages["benchmarks/index.md"] = "\n\n".join(parts) + "\n"
         return nav
-
-    def guide_link(self, github_anchor: str, page: str) -> str:
-        uri, anchor = self.anchors.get(github_anchor, ("index.md", None))
-        return posixpath.relpath(uri, posixpath.dirname(page)) + (f"#{anchor}" if anchor else "")
 
     def notebooks(self) -> list:
         folder = self.root / "notebooks"
@@ -521,12 +495,43 @@ class ModuleInfo:
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     root = Path(config.config_file_path).resolve().parent
-    builder = Builder(root)
+    builder = Builder(root, Path(config.docs_dir).resolve())
     builder.build()
+    builder.finish()
     _state["builder"] = builder
-    config.nav = builder.nav
-    config.watch.extend(str(root / p) for p in ("README.md", "notebooks", "docs/benchmarks", PACKAGE))
+    config.nav = with_unlisted_pages(config.nav, builder) + builder.nav
+    config.watch.extend(str(root / p) for p in ("CHANGELOG.md", "notebooks", "docs/benchmarks", PACKAGE))
     return config
+
+
+def nav_files(nav) -> set[str]:
+    """The ``src_uri`` of every page a navigation (mkdocs.yml's ``nav`` form) lists."""
+    if isinstance(nav, str):
+        return {nav}
+    if isinstance(nav, dict):
+        return set().union(*(nav_files(v) for v in nav.values()))
+    if isinstance(nav, list):
+        return set().union(*(nav_files(v) for v in nav))
+    return set()
+
+
+def with_unlisted_pages(nav, builder: Builder) -> list:
+    """mkdocs.yml's ``nav`` with every hand-written page it leaves out added to its Guide section.
+
+    A new page of docs/pages/ then appears without editing mkdocs.yml (at the end of the Guide, titled
+    by its first heading); its place among the others is set by listing it in mkdocs.yml.
+    """
+    nav = list(nav or [{"Home": "index.md"}])
+    unlisted = [uri for uri in builder.handwritten if uri not in nav_files(nav)]
+    if not unlisted:
+        return nav
+    log.info("pages not listed in mkdocs.yml's nav, added to its Guide: %s", ", ".join(unlisted))
+    entries = [{builder.title(uri): uri} for uri in unlisted]
+    for i, item in enumerate(nav):
+        if isinstance(item, dict) and isinstance(item.get("Guide"), list):
+            nav[i] = {"Guide": item["Guide"] + entries}
+            return nav
+    return nav + [{"Guide": entries}]
 
 
 @event_priority(50)  # before mkdocs-jupyter, which must see the notebooks among the files
@@ -547,6 +552,12 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             )
         )
     return files
+
+
+def on_page_markdown(markdown: str, page, config: MkDocsConfig, files: Files) -> str:
+    builder: Builder = _state["builder"]
+    base = builder.handwritten.get(page.file.src_uri)
+    return markdown if base is None else builder.rewrite_markdown(markdown, page.file.src_uri, base)
 
 
 def on_page_content(html: str, page, config: MkDocsConfig, files: Files) -> str:
