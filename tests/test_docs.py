@@ -152,7 +152,7 @@ def test_the_site_navigation_lists_the_guide_in_order():
     nav = config[config.index("\nnav:\n") :]
     nav = nav[: re.search(r"\n\S", nav[1:]).start() + 1]
     listed = re.findall(r"^\s*- [^:\n]+: (\S+\.md)\s*$", nav, flags=re.M)
-    assert listed == GUIDE
+    assert [page for page in listed if page in GUIDE] == GUIDE  # other pages may come between
     on_disk = {p.relative_to(PAGES).as_posix() for p in PAGES.rglob("*.md")}
     assert set(GUIDE) - {"changelog.md"} <= on_disk
     assert not (PAGES / "changelog.md").exists()  # the site's changelog is CHANGELOG.md
