@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from poison_jax import bilevel, models, outer, seeds
@@ -53,6 +56,7 @@ __all__ = [
     "AttackState",
     "StepInfo",
     "attack_objective",
+    "check_box",
     "init_attack",
     "PoisonData",
     "make_losses",
@@ -340,7 +344,7 @@ def _init_one(settings, n_poison, log_lam, key, x_train, y_train, x_val, y_val):
     clone_idx = jax.random.choice(clone_key, n_val, (n_poison,), replace=False)
     replace_idx = jax.random.choice(replace_key, n_train, (n_poison,), replace=False).astype(jnp.int32)
     none = jnp.zeros(n_poison, bool)
-    xp = x_val[clone_idx]
+    xp = jnp.clip(x_val[clone_idx], *settings.x_box)  # poison points start inside the box
     warm = None
     if settings.method.warm_starts:
         w0 = settings.model.init(key)
@@ -373,7 +377,8 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     """Poison initialisation of Algorithm 1, for every split at once.
 
     Clones ``n_poison`` validation points (drawn without replacement) with wrong labels
-    (:func:`wrong_labels`) and picks
+    (:func:`wrong_labels`), clipped into ``settings.x_box`` (data lying outside the box: see
+    :func:`check_box`), and picks
     the ``n_poison`` training rows (without replacement) they will replace, in batch order. No poison
     point is active yet: use :func:`set_poison_count`.
 
@@ -389,6 +394,7 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     """
     num_seeds, n_train = splits.x_train.shape[:2]
     n_val = splits.x_val.shape[1]
+    models.output_shape(settings.model, jax.ShapeDtypeStruct(splits.x_train.shape[1:], jnp.float32))  # no broadcasting
     if isinstance(n_poison, bool) or not isinstance(n_poison, int) or not 0 <= n_poison <= min(n_train, n_val):
         raise ValueError(
             f"n_poison must be an integer in [0, min(n_train, n_val)] = [0, {min(n_train, n_val)}], got {n_poison!r}"
@@ -407,6 +413,35 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     log_lam = jnp.broadcast_to(log_lam, (num_seeds, num_lams))
     log_lam = jnp.clip(log_lam, *settings.lam_box)
     return _init_attack(settings, keys, splits, log_lam, n_poison=n_poison)
+
+
+def check_box(x: ArrayLike, x_box: tuple[float, float], name: str = "the data") -> None:
+    """Refuse features that lie outside the poison box ``x_box``, naming them.
+
+    The attacker's points live in the box; data far outside it mean the box is in the wrong units
+    (e.g. ``(0, 1)`` against standardised features), and an attack inside it would be silently weak.
+
+    Args:
+      x: ``(..., d)`` features (e.g. a data set's pool).
+      x_box: ``(low, high)``.
+      name: what ``x`` is, for the message.
+    Raises:
+      ValueError: naming up to five features outside the box with their ranges, and the range of all.
+    """
+    x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+    low, high = x_box
+    slack = 1e-6 * (high - low)
+    lows, highs = x.min(axis=0), x.max(axis=0)
+    outside = np.flatnonzero((lows < low - slack) | (highs > high + slack))
+    if outside.size:
+        shown = ", ".join(f"{j} in [{lows[j]:.3g}, {highs[j]:.3g}]" for j in outside[:5])
+        more = f" and {outside.size - 5} more" if outside.size > 5 else ""
+        raise ValueError(
+            f"{name} lie outside the poison box x_box = {tuple(x_box)}: {outside.size} of {x.shape[1]} feature(s), "
+            f"feature {shown}{more}. All features lie in [{lows.min():.4g}, {highs.max():.4g}]: set x_box to a "
+            f"box holding the data (or None for exactly that range), scale the data, or let the data lie outside "
+            f"(outside_box='clip': poison points start clipped into the box)"
+        )
 
 
 def set_poison_count(state: AttackState, n_active: ArrayLike, batch_size: ArrayLike) -> AttackState:
@@ -554,7 +589,6 @@ def poison_step(
     return _vmapped_step(settings, update_xp, update_lam, splits, state)
 
 
-@functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam"))
 def run_attack(
     settings: AttackSettings,
     splits,
@@ -563,20 +597,88 @@ def run_attack(
     num_iters: int,
     update_xp: bool = True,
     update_lam: bool = True,
+    progress: bool | Callable[[int], None] | None = None,
 ) -> tuple[AttackState, StepInfo]:
-    """``num_iters`` hyperiterations of :func:`poison_step` in one ``lax.scan``.
+    """``num_iters`` hyperiterations of :func:`poison_step` in one jitted ``lax.scan``.
 
     Modes: Λ fixed (``update_lam=False``, T_Dp iterations), Λ learned on clean data (no active poison,
     ``update_xp=False``, T_λ) and the multiobjective attack (both, T_mul).
 
+    Args:
+      settings, splits, state: as :func:`poison_step`.
+      num_iters: hyperiterations (static).
+      update_xp, update_lam: which of ``Xp`` and log-λ move (static).
+      progress: report hyperiterations as they finish, from inside the compiled loop
+        (``jax.debug.callback``): ``True`` draws a tqdm bar, a function is called with the number
+        done so far (e.g. to update a notebook widget); ``None`` or ``False`` reports nothing and
+        returns at once (asynchronous dispatch). Changing the function never recompiles.
+
     Returns:
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
     """
+    if not progress:
+        return _run_attack(
+            settings,
+            splits,
+            state,
+            _NO_TOKEN,
+            num_iters=num_iters,
+            update_xp=update_xp,
+            update_lam=update_lam,
+            report=False,
+        )
+    bar = None
+    if callable(progress):
+        sink = progress
+    else:
+        from tqdm.auto import tqdm
 
-    def body(carry, _):
-        return _vmapped_step(settings, update_xp, update_lam, splits, carry)
+        bar = tqdm(total=num_iters, unit="hyperit", dynamic_ncols=True)
+        sink = lambda done: bar.update(done - bar.n)  # noqa: E731
+    token = next(_TOKENS)
+    _SINKS[token] = sink
+    try:
+        out = _run_attack(
+            settings,
+            splits,
+            state,
+            jnp.asarray(token, jnp.int32),
+            num_iters=num_iters,
+            update_xp=update_xp,
+            update_lam=update_lam,
+            report=True,
+        )
+        return jax.block_until_ready(out)  # every report has arrived before the sink goes
+    finally:
+        jax.effects_barrier()
+        _SINKS.pop(token, None)
+        if bar is not None:
+            bar.close()
 
-    state, info = jax.lax.scan(body, state, None, length=num_iters)
+
+_SINKS: dict[int, Callable[[int], None]] = {}  # token -> the progress function of a running call
+_TOKENS = itertools.count(1)
+_NO_TOKEN = np.int32(0)
+
+
+def _report(token, done, _after):
+    """Host side of the progress callback (``_after``: the step's output, so it runs after the step)."""
+    sink = _SINKS.get(int(token))
+    if sink is not None:
+        sink(int(done))
+
+
+@functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam", "report"))
+def _run_attack(settings, splits, state, token, *, num_iters, update_xp, update_lam, report):
+    def body(carry, i):
+        carry, info = _vmapped_step(settings, update_xp, update_lam, splits, carry)
+        if report:
+            # The step's output as an operand: the report runs after the step. Summed, so a seed axis
+            # sharded over devices sends one replicated scalar to the host.
+            jax.debug.callback(_report, token, i + 1, jnp.sum(carry.nonfinite_steps))
+        return carry, info
+
+    state, info = jax.lax.scan(body, state, jnp.arange(num_iters, dtype=jnp.int32))
     return state, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), info)
 
 

@@ -101,13 +101,13 @@ def _report(sources, out_dir: Path, title: str) -> None:
 def _run_config(config, args) -> int:
     from poison_jax import experiment
 
-    out_dir = Path(args.out) if args.out is not None else Path("results") / config.name
+    out_dir = Path(args.out) if args.out is not None else Path("results") / config.run_name
     records = experiment.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
     _finish(
         records,
         out_dir / "results.jsonl",
         out_dir,
-        f"{config.name} ({config.model}, {config.hypergrad.upper()})",
+        f"{config.run_name} ({config.model}, {config.hypergrad.upper()})",
         config.to_dict(),
     )
     return 0
@@ -126,13 +126,31 @@ def _demo(args) -> int:
 
 
 def _run(args) -> int:
-    """Run (or resume) the sweep of a preset, with fields overridden by --set."""
+    """Run (or resume) the sweep of a preset, with fields overridden by --set.
+
+    Your own data: --data FILE.npz (keys X_train, y_train, X_test, y_test; labels 0..K-1 or
+    regression targets in [0, 1]) runs the settings of --preset (default digits-lr) on it, as given:
+    no scaling (--set scale=standardise or minmax to scale), the poison box the data's range
+    (--set x_box='(0, 1)' to choose one). The results go to results/FILE-STEM.
+    """
     from poison_jax import experiment
 
     overrides = experiment.parse_overrides(args.set or [])
     if args.hypergrad is not None:
         overrides["hypergrad"] = args.hypergrad
-    config = experiment.preset(args.preset, **overrides)
+    if args.data is not None:
+        given = {k: overrides.pop(k) for k in list(overrides) if k in experiment.DATA_FIELDS}
+        if overrides.get("source", "npz") != "npz":
+            raise ValueError(
+                f"--data reads an .npz file, but --set source={overrides['source']} asks for another source"
+            )
+        overrides.pop("source", None)
+        base = experiment.preset(args.preset or "digits-lr", **overrides)
+        config = experiment.with_data(base, "npz", **{"data_path": args.data, **given})
+    else:
+        if args.preset is None:
+            raise ValueError("run needs --preset NAME (poison-jax presets lists them) or --data FILE.npz")
+        config = experiment.preset(args.preset, **overrides)
     return _run_config(config, args)
 
 
@@ -293,10 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     run = sub.add_parser(
-        "run", help="run a preset's sweep (Λ settings x poisoning fractions x seeds)", description=_run.__doc__
+        "run",
+        help="run a preset's sweep (Λ settings x poisoning fractions x seeds), on its data or yours (--data)",
+        description=inspect.cleandoc(_run.__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
-        "--preset", required=True, choices=sorted(PRESETS), metavar="NAME", help=f"one of {', '.join(sorted(PRESETS))}"
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        metavar="NAME",
+        help=f"the settings to run, one of {', '.join(sorted(PRESETS))} (with --data: default digits-lr)",
+    )
+    run.add_argument(
+        "--data",
+        metavar="FILE.npz",
+        default=None,
+        help="your own data: an .npz with X_train, y_train, X_test, y_test, used as given (see the "
+        "description above); the preset's data fields go back to their defaults",
     )
     run.add_argument(
         "--set",

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,12 +37,14 @@ __all__ = [
     "RENAMED",
     "SETTINGS",
     "ConfigError",
+    "DATA_FIELDS",
     "ExperimentConfig",
     "describe_preset",
     "parse_overrides",
     "preset",
     "setting_label",
     "unused_fields",
+    "with_data",
 ]
 
 SETTINGS = ("small", "large", "clean", "learned")
@@ -49,12 +52,15 @@ SETTINGS = ("small", "large", "clean", "learned")
 
 FIELDS: dict[str, str] = {
     "name": "the preset the config came from (labels only; not part of the config hash)",
-    "source": "data source: " + ", ".join(data.SOURCES),
+    "source": "data source: " + ", ".join(data.SOURCES) + " (a file of your own: npz), or arrays (Python only: "
+    "run_sweep(config, dataset=...))",
     "classes": "the classes, each labelled by its position: a pair (first -> label 0, second -> label 1) is "
     "binary, more are multiclass (softmax; e.g. (0,1,2,3,4,5,6,7,8,9)); None: the source's default pair",
     "data_path": "npz source: the features file",
     "test_path": "npz source: a separate test file",
     "data_dir": "TFDS sources (mnist, fashion_mnist): folder of the prepared data",
+    "scale": "npz and arrays sources: None (features as given), standardise (by the pool's mean and std, the paper's "
+    "ImageNet features) or minmax (the pool's range of each feature to [0, 1])",
     "n_train": "training points per split",
     "n_val": "validation points per split (the attacker's and Λ's objective)",
     "n_test": "test points (the victim's error); None: the source's default",
@@ -91,7 +97,9 @@ FIELDS: dict[str, str] = {
     "iters_fixed": "T_Dp, hyperiterations per batch with Λ fixed (small, large, clean)",
     "iters_clean": "T_λ, hyperiterations learning log λ on clean data (learned, fraction 0)",
     "iters_multi": "T_mul, hyperiterations per batch of the multiobjective attack (learned)",
-    "x_box": "Φ(Dp), the (low, high) box of the poison features",
+    "x_box": "Φ(Dp), the (low, high) box of the poison features; None: the data's range (min and max over the pool)",
+    "outside_box": "data lying outside x_box: refuse (naming the features) or clip (the paper's ImageNet setting; "
+    "poison points start at their clones clipped into the box)",
     "log_lam_box": "Φ(Λ), the (low, high) box of log λ",
     "poison_batch": "poison points per batch (cumulative: batch b adds its points to the earlier ones)",
     "num_batches": "batches; fractions are b * poison_batch / n_train for b = 0 .. num_batches",
@@ -119,6 +127,8 @@ def setting_label(config: ExperimentConfig, setting: str) -> str:
 
 MODELS = ("lr", "mlp")
 HYPERGRADS = ("rmd", "ift", "implicit")
+SOURCES = (*data.SOURCES, "arrays")
+OUTSIDE_BOX = ("refuse", "clip")
 SOLVERS = {"newton-cg": solvers.NewtonCG, "lbfgs": solvers.LBFGS}
 VICTIMS = ("sgd", "converged")
 
@@ -143,6 +153,7 @@ class ExperimentConfig:
     data_path: str | None = None
     test_path: str | None = None
     data_dir: str | None = None
+    scale: str | None = None
     n_train: int = 200
     n_val: int = 70
     n_test: int | None = None
@@ -174,7 +185,8 @@ class ExperimentConfig:
     iters_fixed: int = 100
     iters_clean: int = 50
     iters_multi: int = 100
-    x_box: tuple[float, float] = (0.0, 1.0)
+    x_box: tuple[float, float] | None = None
+    outside_box: str = "refuse"
     log_lam_box: tuple[float, float] = (-8.0, math.log(200.0))
     poison_batch: int = 17
     num_batches: int = 5
@@ -192,6 +204,14 @@ class ExperimentConfig:
         _validate(self)
 
     # -- derived values ------------------------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        """What a run of this config is called (its default output folder): the name of a user's
+        data file (``npz``: the file's stem), else the preset's name."""
+        if self.source == "npz" and self.data_path is not None:
+            return Path(self.data_path).stem
+        return self.name
+
     @property
     def fractions(self) -> tuple[float, ...]:
         """Poisoning fraction of each cell: ``b * poison_batch / n_train`` for b = 0..num_batches."""
@@ -243,15 +263,19 @@ class ExperimentConfig:
         }
         return builders[self.hypergrad]()
 
-    def attack_settings(self, model: models.Model) -> attack.AttackSettings:
-        """The :class:`~poison_jax.attack.AttackSettings` of this config for ``model``."""
+    def attack_settings(self, model: models.Model, x_box: tuple[float, float] | None = None) -> attack.AttackSettings:
+        """The :class:`~poison_jax.attack.AttackSettings` of this config for ``model``; ``x_box``: the
+        poison box when the config's is None (the data's range, which the config cannot know)."""
+        box = self.x_box if self.x_box is not None else x_box
+        if box is None:
+            raise ConfigError("config field 'x_box' is None (the data's range): pass the data's range as x_box")
         mode: attack.Replace | attack.Add = attack.MODES[self.poison_mode]()
         return attack.AttackSettings(
             model,
             self.method(),
             alpha=self.alpha,
             beta=self.beta,
-            x_box=(float(self.x_box[0]), float(self.x_box[1])),
+            x_box=(float(box[0]), float(box[1])),
             lam_box=(float(self.log_lam_box[0]), float(self.log_lam_box[1])),
             xp_step=outer.Armijo(min_scale=float(self.xp_min_scale))
             if self.xp_step == "armijo"
@@ -287,6 +311,11 @@ class ExperimentConfig:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+#: The fields that describe the data: they go back to their defaults when the source changes.
+DATA_FIELDS = ("classes", "n_test", "data_path", "test_path", "data_dir", "scale", "x_box", "outside_box")
+_DATA_FIELDS = DATA_FIELDS
+
 # Fields that hold log λ say so in their names; the first names are refused with the new one.
 RENAMED = {
     "lam_small": "log_lam_small",
@@ -308,6 +337,8 @@ def _init_refusing_renamed(self, *args, **kwargs):
 ExperimentConfig.__init__ = _init_refusing_renamed  # type: ignore[method-assign]
 
 _LATER_FIELDS = (
+    "scale",
+    "outside_box",
     "penalty",
     "l1_smoothing",
     "loss",
@@ -349,7 +380,8 @@ def _is_real(value) -> bool:
 
 def _validate(c: ExperimentConfig) -> None:
     choices = {
-        "source": data.SOURCES,
+        "source": SOURCES,
+        "outside_box": OUTSIDE_BOX,
         "model": MODELS,
         "penalty": tuple(penalties.PENALTIES),
         "loss": tuple(losses.LOSSES),
@@ -409,8 +441,14 @@ def _validate(c: ExperimentConfig) -> None:
             _fail(field, getattr(c, field), "a finite number (log-λ)")
     for field in ("x_box", "log_lam_box"):
         box = getattr(c, field)
+        if field == "x_box" and box is None:
+            continue
         if not (isinstance(box, tuple) and len(box) == 2 and all(_is_real(b) for b in box)):
-            _fail(field, box, "a pair (low, high) of finite numbers")
+            _fail(
+                field,
+                box,
+                "a pair (low, high) of finite numbers" + (", or None (the data's range)" if field == "x_box" else ""),
+            )
         if box[0] >= box[1]:
             _fail(field, box, "low < high (the bounds are inverted or equal)")
     if not (
@@ -448,6 +486,8 @@ def _validate(c: ExperimentConfig) -> None:
                 c.loss,
                 f"logistic (the softmax cross-entropy) with {len(c.classes)} classes: {c.loss} is binary-only here",
             )
+    if c.scale is not None and c.scale not in data.SCALES:
+        _fail("scale", c.scale, f"None (features as given) or one of {', '.join(data.SCALES)}")
     if c.checkpoint not in (True, False):
         _fail("checkpoint", c.checkpoint, "true or false")
     if c.n_poison > min(c.n_train, c.n_val):
@@ -498,6 +538,7 @@ _SOURCE_OPTIONS = {
     "data_path": "path",
     "test_path": "test_path",
     "data_dir": "data_dir",
+    "scale": "scale",
 }  # config field -> option of data.load_dataset
 
 
@@ -505,8 +546,11 @@ def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
     """``{choice field: {choice: the fields it reads}}`` for the fields only some choices read."""
     return {
         "source": {
-            source: tuple(f for f, option in _SOURCE_OPTIONS.items() if option in data.source_options(source))
-            for source in data.SOURCES
+            **{
+                source: tuple(f for f, option in _SOURCE_OPTIONS.items() if option in data.source_options(source))
+                for source in data.SOURCES
+            },
+            "arrays": ("scale",),
         },
         "model": {"lr": (), "mlp": ("hidden",)},
         "penalty": {"l2": (), "l1": ("l1_smoothing",), "elastic-net": ("l1_smoothing",)},
@@ -542,12 +586,15 @@ def unused_fields(c: ExperimentConfig) -> dict[str, str]:
 def _refuse_ignored(c: ExperimentConfig) -> None:
     baseline = {f.name: f.default for f in dataclasses.fields(c)}
     baseline.update(PRESETS.get(c.name, {}))
+    if c.source != baseline["source"]:  # on other data the preset's data settings do not apply
+        baseline.update({field: _DEFAULTS[field] for field in DATA_FIELDS})
     for field, why in sorted(unused_fields(c).items()):
         value = getattr(c, field)
         if _jsonable(value) != _jsonable(baseline[field]):
+            hint = " (your own data file: --data FILE.npz, or --set source=npz)" if field == "data_path" else ""
             raise ConfigError(
                 f"config field {field!r} = {value!r} would be ignored: it is not read by {why}; "
-                f"leave it at {baseline[field]!r} or change that choice"
+                f"leave it at {baseline[field]!r} or change that choice{hint}"
             )
 
 
@@ -658,6 +705,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "imagenet-lr": dict(
         source="npz",
+        scale="standardise",
+        outside_box="clip",
         n_train=512,
         n_val=171,
         model="lr",
@@ -676,6 +725,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "imagenet-mlp": dict(
         source="npz",
+        scale="standardise",
+        outside_box="clip",
         n_train=512,
         n_val=171,
         model="mlp",
@@ -803,7 +854,34 @@ def preset(name: str, **overrides) -> ExperimentConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     _refuse_unknown_fields(overrides)
-    return ExperimentConfig(**{**PRESETS[name], "name": name, **overrides})
+    settings = dict(PRESETS[name])
+    if overrides.get("source", settings.get("source", _DEFAULTS["source"])) != settings.get("source"):
+        for field in _DATA_FIELDS:  # another source: the preset's data settings do not apply to it
+            settings.pop(field, None)
+    return ExperimentConfig(**{**settings, "name": name, **overrides})
+
+
+def with_data(config: ExperimentConfig, source: str, **fields) -> ExperimentConfig:
+    """``config`` on another data source: the data fields (:data:`DATA_FIELDS`: ``classes``,
+    ``n_test``, ``data_path``, ``test_path``, ``data_dir``, ``scale``, ``x_box``, ``outside_box``) go
+    back to their defaults -- ``x_box`` to None, the new data's range -- then take ``fields``.
+
+    Example::
+
+        >>> from poison_jax import config
+        >>> c = config.with_data(config.preset("digits-lr"), "npz", data_path="my.npz")
+        >>> c.classes, c.x_box, c.data_path, c.n_train, c.run_name
+        (None, None, 'my.npz', 200, 'my')
+    """
+    _refuse_unknown_fields(fields)
+    unknown = sorted(set(fields) - set(_DATA_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"with_data sets the data fields ({', '.join(_DATA_FIELDS)}), not {', '.join(unknown)}: use "
+            "dataclasses.replace or preset(...) for the others"
+        )
+    reset = {field: _DEFAULTS[field] for field in _DATA_FIELDS}
+    return dataclasses.replace(config, **{**reset, "x_box": None, "source": source, **fields})
 
 
 def describe_preset(name: str) -> str:

@@ -18,7 +18,9 @@ Sources (:data:`SOURCES`, dispatched by :func:`load_dataset`):
 * ``"mnist"``, ``"fashion_mnist"`` -- full TFDS datasets read with ``tfds.data_source``, which needs
   no TensorFlow, but needs data prepared beforehand (:func:`tfds_images`);
 * ``"npz"`` -- a user's features, e.g. the paper's ImageNet dog-v-fish Inception-v3 features
-  (:func:`npz`).
+  (:func:`npz`); arrays in memory go through :func:`from_arrays` (or :func:`as_dataset`).
+
+A user's data are used as given; :func:`scale_features` standardises or min-max scales them on request.
 
 Every source is checked at the boundary: finite features, labels in 0..K-1 (every class present
 in the pool), matching shapes. ``classes=tuple(range(10))`` gives all ten classes of an image source.
@@ -52,15 +54,19 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "SCALES",
     "SOURCES",
     "Dataset",
     "Splits",
+    "as_dataset",
     "diabetes",
     "digits",
+    "from_arrays",
     "load_dataset",
     "mnist5k",
     "npz",
     "sample_splits",
+    "scale_features",
     "source_options",
     "split_indices",
     "synthetic",
@@ -80,6 +86,7 @@ class Dataset(NamedTuple):
     y_test: np.ndarray  # float32 (n_test,)
     name: str  # e.g. "digits 0 v 8"
     num_classes: int = 2  # K: labels are 0..K-1 (2 for a binary problem, and for a regression)
+    task: str = "classification"  # or "regression": targets in [0, 1] (a loss with task "regression")
 
 
 class Splits(NamedTuple):
@@ -120,7 +127,10 @@ def _check_xy(
         )
     if regression:
         if not (np.all(np.isfinite(y)) and y.min() >= 0 and y.max() <= 1):
-            raise ValueError(f"{name}: {where} targets must be finite and in [0, 1]")
+            raise ValueError(
+                f"{name}: {where} targets must be finite and in [0, 1] (labels that are not integers 0..K-1 are "
+                "regression targets)"
+            )
         return
     values = np.unique(y)
     if not np.isin(values, np.arange(num_classes, dtype=np.float32)).all():
@@ -143,7 +153,7 @@ def _make_dataset(
         missing = sorted(set(range(num_classes)) - set(np.unique(y_pool).astype(int).tolist()))
         if missing:
             raise ValueError(f"{name}: the pool has no example of label(s) {missing}")
-    return Dataset(x_pool, y_pool, x_test, y_test, name, num_classes)
+    return Dataset(x_pool, y_pool, x_test, y_test, name, num_classes, "regression" if regression else "classification")
 
 
 def _check_classes(classes, source: str) -> tuple[int, ...]:
@@ -406,15 +416,18 @@ def _npz_arrays(path: str, keys: Sequence[str], *, hint: str = "") -> list[np.nd
             ) from err
 
 
-def npz(path: str, test_path: str | None = None) -> Dataset:
+def npz(path: str, test_path: str | None = None, scale: str | None = None) -> Dataset:
     """A user's features from ``.npz`` files (loaded with ``allow_pickle=False``).
 
     Two formats: (a) ``path`` alone, with keys ``X_train, y_train, X_test, y_test``; (b) the
     format of the paper's ImageNet dog-v-fish Inception-v3 features: a train file ``path`` and a
     test file ``test_path``, each with keys ``inception_features_val (n, d)`` and ``labels``
-    (0 dog, 1 fish). Labels must be 0 or 1. The training file is the pool. Features of both sets
-    are standardised with the pool's mean and standard deviation (a constant feature keeps
-    std 1), as in the paper.
+    (0 dog, 1 fish). The training file is the pool. Targets as :func:`from_arrays` reads them:
+    integer labels 0..K−1 (binary or multiclass) or regression targets in [0, 1].
+
+    Features are used as given unless ``scale`` says otherwise (:func:`scale_features`:
+    ``"standardise"`` is the paper's treatment of the ImageNet features, ``"minmax"`` maps the
+    pool's range of each feature to [0, 1]).
 
     Returns:
       a :class:`Dataset` named after the file.
@@ -429,12 +442,110 @@ def npz(path: str, test_path: str | None = None) -> Dataset:
         keys = ("inception_features_val", "labels")
         x_pool, y_pool = _npz_arrays(path, keys)
         x_test, y_test = _npz_arrays(test_path, keys)
-    name = f"npz {Path(path).name}"
-    raw = _make_dataset(x_pool, y_pool, x_test, y_test, name)
-    mean = raw.x_pool.mean(axis=0)
-    std = raw.x_pool.std(axis=0)
-    std = np.where(std > 0, std, 1.0).astype(np.float32)
-    return raw._replace(x_pool=(raw.x_pool - mean) / std, x_test=(raw.x_test - mean) / std)
+    return from_arrays(x_pool, y_pool, x_test, y_test, name=Path(path).stem, scale=scale)
+
+
+SCALES = ("standardise", "minmax")
+
+
+def scale_features(dataset: Dataset, scale: str | None) -> Dataset:
+    """``dataset`` with its features rescaled by statistics of the pool, or unchanged (``scale=None``).
+
+    ``"standardise"``: minus the pool's mean, over its standard deviation, per feature (a constant
+    feature keeps std 1), as the paper treats the ImageNet features; ``"minmax"``: the pool's range
+    of each feature to [0, 1] (a constant feature maps to 0). The test set gets the same map.
+    """
+    if scale is None:
+        return dataset
+    x_pool = np.asarray(dataset.x_pool, np.float32)
+    if scale == "standardise":
+        shift, spread = x_pool.mean(axis=0), x_pool.std(axis=0)
+    elif scale == "minmax":
+        shift, spread = x_pool.min(axis=0), x_pool.max(axis=0) - x_pool.min(axis=0)
+    else:
+        raise ValueError(f"scale must be None (features as given) or one of {', '.join(SCALES)}, got {scale!r}")
+    spread = np.where(spread > 0, spread, 1.0).astype(np.float32)
+    return dataset._replace(x_pool=(x_pool - shift) / spread, x_test=(dataset.x_test - shift) / spread)
+
+
+def _label_task(y_pool: np.ndarray, y_test: np.ndarray, name: str) -> tuple[str, int]:
+    """``(task, K)``: integer labels give ``("classification", max + 1)``, else ``("regression", 2)``."""
+    both = np.concatenate([np.ravel(y_pool), np.ravel(y_test)]).astype(np.float64)
+    if not np.all(np.isfinite(both)):
+        raise ValueError(f"{name}: the labels hold non-finite values (NaN or inf)")
+    if np.all(both == np.round(both)):
+        if both.min() < 0:
+            raise ValueError(f"{name}: class labels must be integers 0..K-1, found {both.min():g}")
+        return "classification", max(int(both.max()) + 1, 2)
+    return "regression", 2
+
+
+def from_arrays(
+    x_pool: Any,
+    y_pool: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    name: str = "arrays",
+    task: str | None = None,
+    scale: str | None = None,
+) -> Dataset:
+    """A :class:`Dataset` from a user's arrays (numpy or JAX): a pool to draw splits from and a test set.
+
+    Labels decide the task unless ``task`` says it: integers ``0..K−1`` are ``K`` classes (``{0, 1}``:
+    binary), anything else a regression, whose targets must lie in [0, 1] (a poison point's target is
+    flipped as ``1 − y``). Features are used as given (``scale``: see :func:`scale_features`).
+
+    Args:
+      x_pool, y_pool: ``(n_pool, d)`` features and ``(n_pool,)`` labels or targets.
+      x_test, y_test: ``(n_test, d)``, ``(n_test,)``: the fixed test set.
+      name: the data's label in results and figures.
+      task: ``"classification"`` or ``"regression"``; ``None`` infers it from the labels.
+      scale: ``None``, ``"standardise"`` or ``"minmax"``.
+
+    Returns:
+      a float32 :class:`Dataset`.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from poison_jax import data
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.uniform(size=(120, 5)); y = (x[:, 0] > 0.5).astype(int)
+        >>> ds = data.from_arrays(x[:100], y[:100], x[100:], y[100:], name="mine")
+        >>> ds.num_classes, ds.task, ds.x_pool.dtype
+        (2, 'classification', dtype('float32'))
+    """
+    if task not in (None, "classification", "regression"):
+        raise ValueError(f"task must be None (from the labels), 'classification' or 'regression', got {task!r}")
+    y_pool_np, y_test_np = np.asarray(y_pool), np.asarray(y_test)
+    inferred, num_classes = _label_task(y_pool_np, y_test_np, name)
+    task = task or inferred
+    if task == "classification" and inferred == "regression":
+        raise ValueError(f"{name}: task='classification' needs integer labels 0..K-1, but the labels are not integers")
+    regression = task == "regression"
+    dataset = _make_dataset(
+        x_pool, y_pool_np, x_test, y_test_np, name, regression=regression, num_classes=2 if regression else num_classes
+    )
+    return scale_features(dataset, scale)
+
+
+def as_dataset(value: Any, *, name: str = "arrays") -> Dataset:
+    """``value`` as a :class:`Dataset`: a ``Dataset`` as it is, or a tuple ``(x_pool, y_pool, x_test,
+    y_test)`` of arrays through :func:`from_arrays` (named ``name``).
+
+    Raises:
+      TypeError: anything else, naming what is accepted.
+    """
+    if isinstance(value, Dataset):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 4:
+        return from_arrays(*value, name=name)
+    what = f"a {type(value).__name__}" + (f" of {len(value)} items" if isinstance(value, (tuple, list)) else "")
+    raise TypeError(
+        f"dataset must be a poison_jax.data.Dataset or a tuple (x_pool, y_pool, x_test, y_test) of numpy or JAX "
+        f"arrays, got {what}"
+    )
 
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {
@@ -467,6 +578,7 @@ def load_dataset(
     data_dir: str | None = None,
     seed: int = 0,
     n_pool: int | None = None,
+    scale: str | None = None,
 ) -> Dataset:
     """Load one of :data:`SOURCES`, passing on the options that source takes.
 
@@ -479,7 +591,9 @@ def load_dataset(
     """
     takes = source_options(source)
     loader = _LOADERS[source]
-    given = dict(classes=classes, n_test=n_test, path=path, test_path=test_path, data_dir=data_dir, n_pool=n_pool)
+    given = dict(
+        classes=classes, n_test=n_test, path=path, test_path=test_path, data_dir=data_dir, n_pool=n_pool, scale=scale
+    )
     options = {k: v for k, v in given.items() if v is not None}
     if seed != 0 or "seed" in takes:
         options["seed"] = seed

@@ -16,6 +16,7 @@ Example::
 """
 
 from poison_jax.config import (
+    DATA_FIELDS,
     FIELDS,
     HYPERGRADS,
     PRESET_SUMMARIES,
@@ -29,12 +30,14 @@ from poison_jax.config import (
     preset,
     setting_label,
     unused_fields,
+    with_data,
 )
 from poison_jax.devices import SeedSharding, use_cpu_cores
 from poison_jax.sweep import Sweep, build_model, load_splits, run_sweep, seed_keys
 from poison_jax.synthetic import synthetic_maps
 
 __all__ = [
+    "DATA_FIELDS",
     "FIELDS",
     "HYPERGRADS",
     "PRESETS",
@@ -56,4 +59,5 @@ __all__ = [
     "synthetic_maps",
     "unused_fields",
     "use_cpu_cores",
+    "with_data",
 ]

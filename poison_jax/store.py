@@ -17,6 +17,7 @@ target: a crash leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -29,7 +30,15 @@ import numpy as np
 
 from poison_jax import attack
 
-__all__ = ["DIAGNOSTICS", "ResultsStore", "atomic_write_text", "read_diagnostics"]
+__all__ = [
+    "DIAGNOSTICS",
+    "ResultsStore",
+    "atomic_write_text",
+    "config_hash",
+    "load_attack_state",
+    "read_diagnostics",
+    "save_attack_state",
+]
 
 #: The arrays of a cell's diagnostics file, ``diagnostics/SETTING-CELL.npz`` (``T`` = the cell's
 #: hyperiterations: 0 for cell 0 of a fixed-λ setting, T_λ for cell 0 of ``learned``).
@@ -89,9 +98,11 @@ class ResultsStore:
         through ``log``.
     """
 
-    def __init__(self, out_dir: Path, config, *, writer: bool = True, log=print):
+    def __init__(self, out_dir: Path, config, *, identity: dict | None = None, writer: bool = True, log=print):
         self.out_dir = Path(out_dir)
         self.config = config
+        self.identity = identity or {}
+        self.hash = config_hash(config, self.identity)
         self.log = log
         self._lock = None
         if not writer:  # another process of a multi-host run writes: only read what is finished
@@ -155,7 +166,11 @@ class ResultsStore:
     # -- config ----------------------------------------------------------------------------
     def _check_config(self) -> None:
         path = self.out_dir / "config.json"
-        mine = {"hash": self.config.hash(), "config": self.config.to_dict()}
+        mine = {
+            "hash": self.hash,
+            "config": self.config.to_dict(),
+            **({"identity": self.identity} if self.identity else {}),
+        }
         if not path.exists():
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")
             return
@@ -179,6 +194,12 @@ class ResultsStore:
                 k for k in mine["config"] if k not in ("name", "settings") and their_config.get(k) != mine["config"][k]
             )
             detail = ", ".join(f"{k}: {their_config.get(k)!r} there, {mine['config'][k]!r} here" for k in differ[:6])
+            theirs_id = theirs.get("identity", {})
+            detail += "".join(
+                f", the {k}: {theirs_id.get(k)!r} there, {v!r} here"
+                for k, v in self.identity.items()
+                if theirs_id.get(k) != v
+            )
             raise ValueError(
                 f"{str(self.out_dir)!r} holds results of another config (hash {their_hash}, this one "
                 f"{mine['hash']}; {detail}): choose another --out"
@@ -196,8 +217,8 @@ class ResultsStore:
                 continue
             try:
                 record = json.loads(line)
-                if check_hash and record["config_hash"] != self.config.hash():
-                    raise ValueError(f"config_hash {record['config_hash']} is not this config's {self.config.hash()}")
+                if check_hash and record["config_hash"] != self.hash:
+                    raise ValueError(f"config_hash {record['config_hash']} is not this config's {self.hash}")
                 record["setting"], record["cell"]
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(
@@ -248,31 +269,16 @@ class ResultsStore:
         return self.out_dir / "state" / f"{setting}-{cell}.npz"
 
     def save_state(self, setting: str, cell: int, state: attack.AttackState) -> None:
-        """Every array leaf of ``state`` (warm starts and outer-rule states included), named by its path."""
-        leaves = jax.tree_util.tree_leaves_with_path(state)
-        arrays = {_leaf_name(path): np.asarray(value) for path, value in leaves}
-        _atomic_write(self._state_path(setting, cell), lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stubs: **arrays
+        """The attack state after a cell (:func:`save_attack_state`)."""
+        save_attack_state(self._state_path(setting, cell), state)
 
     def load_state(self, setting: str, cell: int, template: attack.AttackState) -> attack.AttackState | None:
         """The saved state, structured like ``template`` (a fresh state of the same config), or None
         when there is none or it does not match the template (then the cell is recomputed)."""
-        path = self._state_path(setting, cell)
-        if not path.exists():
-            return None
-        paths, treedef = jax.tree_util.tree_flatten_with_path(template)
         try:
-            with np.load(path, allow_pickle=False) as saved:
-                leaves = []
-                for key_path, like in paths:
-                    value = saved[_leaf_name(key_path)]
-                    if value.shape != np.shape(like) or value.dtype != np.asarray(like).dtype:
-                        return None
-                    leaves.append(jnp.asarray(value))
-                if len(saved.files) != len(leaves):
-                    return None
+            return load_attack_state(self._state_path(setting, cell), template)
         except (ValueError, KeyError, OSError):
-            return None  # a damaged state is recomputed, never trusted
-        return jax.tree_util.tree_unflatten(treedef, leaves)
+            return None  # a missing or damaged state is recomputed, never trusted
 
     # -- diagnostics -----------------------------------------------------------------------
     def diagnostics_path(self, setting: str, cell: int) -> Path:
@@ -293,6 +299,71 @@ class ResultsStore:
             if state is not None:
                 return state, cell + 1
         return None, 0
+
+
+def config_hash(config, identity: dict | None = None) -> str:
+    """The hash results are filed under: the config's, combined with what identifies data or a
+    model given from Python (``identity``, e.g. ``{"data": <fingerprint>, "model": <name and shapes>}``)."""
+    if not identity:
+        return config.hash()
+    text = json.dumps({"config": config.hash(), **identity}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_attack_state(path, state: attack.AttackState) -> None:
+    """Write an attack state to ``path`` (``.npz``) atomically: every array leaf (warm starts and the
+    outer rules' states included), named by its path in the state (e.g. ``warm.w['layer_0']['kernel']``).
+
+    Example::
+
+        >>> import jax, tempfile, pathlib
+        >>> from poison_jax import attack, data, models, store
+        >>> from poison_jax.bilevel import RMD
+        >>> splits = data.sample_splits(data.load_dataset("digits"), seeds=[0], n_train=50, n_val=20)
+        >>> settings = attack.AttackSettings(models.logistic_regression(64), RMD(steps=5, lr=0.5),
+        ...                                  alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8.0, 5.0))
+        >>> state = attack.init_attack(settings, jax.random.split(jax.random.PRNGKey(0), 1), splits, 3, 1.6)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "attack.npz"
+        >>> store.save_attack_state(path, state)
+        >>> store.load_attack_state(path, state).xp.shape  # the template gives the structure
+        (1, 3, 64)
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    arrays = {_leaf_name(key): np.asarray(value) for key, value in leaves}
+    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stubs: **arrays
+
+
+def load_attack_state(path, template: attack.AttackState) -> attack.AttackState:
+    """The attack state saved at ``path`` by :func:`save_attack_state`, structured like ``template``
+    (a state of the same settings and shapes, e.g. a fresh :func:`poison_jax.attack.init_attack`).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: the file does not hold a state like ``template`` (naming the first mismatch), or is damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved attack state at {str(path)!r}")
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            leaves = []
+            for key_path, like in paths:
+                name = _leaf_name(key_path)
+                if name not in saved.files:
+                    raise ValueError(f"{path} holds no {name!r}: it is not a state like the template")
+                value = saved[name]
+                if value.shape != np.shape(like) or value.dtype != np.asarray(like).dtype:
+                    raise ValueError(
+                        f"{path}: {name!r} is {value.dtype}{list(value.shape)}, the template's "
+                        f"{np.asarray(like).dtype}{list(np.shape(like))}"
+                    )
+                leaves.append(jnp.asarray(value))
+            if len(saved.files) != len(leaves):
+                raise ValueError(f"{path} holds {len(saved.files)} arrays, the template {len(leaves)}")
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path} is damaged ({err})") from err
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def read_diagnostics(out_dir) -> dict[tuple[str, int], dict[str, np.ndarray]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,32 +42,101 @@ from poison_jax import attack, data, evaluate, hyperopt, models, seeds
 from poison_jax.config import ConfigError, ExperimentConfig, setting_label
 from poison_jax.devices import SeedSharding, cpu_core_count
 
-__all__ = ["Sweep", "build_model", "load_splits", "run_sweep", "seed_keys"]
+__all__ = ["Sweep", "build_model", "load_dataset", "load_splits", "run_sweep", "seed_keys"]
 
 
-def build_model(config: ExperimentConfig, d: int) -> models.Model:
-    kwargs = dict(penalty=config.penalty_value(), loss=config.loss_value(), num_classes=config.num_classes)
+def build_model(config: ExperimentConfig, d: int, num_classes: int | None = None) -> models.Model:
+    """The model ``config`` names (``model``, ``hidden``, ``penalty``, ``loss``) on ``d`` features, with
+    ``num_classes`` outputs (default: the config's classes)."""
+    kwargs = dict(
+        penalty=config.penalty_value(),
+        loss=config.loss_value(),
+        num_classes=config.num_classes if num_classes is None else num_classes,
+    )
     if config.model == "lr":
         return models.logistic_regression(d, **kwargs)  # type: ignore[arg-type]
     return models.mlp(d, hidden=config.hidden, **kwargs)  # type: ignore[arg-type]
 
 
-def load_splits(config: ExperimentConfig) -> data.Splits:
+def load_dataset(config: ExperimentConfig, dataset=None) -> data.Dataset:
+    """The data set of ``config``: its source loaded, or ``dataset`` (source ``arrays``) scaled as
+    ``config.scale`` says."""
+    if config.source == "arrays":
+        if dataset is None:
+            raise ConfigError(
+                "config field 'source' = 'arrays' takes its data from Python: run_sweep(config, out_dir, "
+                "dataset=(x_pool, y_pool, x_test, y_test))"
+            )
+        return data.scale_features(data.as_dataset(dataset), config.scale)
+    if dataset is not None:
+        raise ConfigError(
+            f"dataset= was given but config field 'source' = {config.source!r}: use "
+            f"config.with_data(config, 'arrays') (run_sweep does this for you)"
+        )
     if config.source == "npz" and config.data_path is None:
         raise ConfigError(
             "config field 'data_path' is None, but the npz source needs a features file: "
-            "--set data_path=FILE.npz (see the README's data section for its keys)"
+            "--data FILE.npz or --set data_path=FILE.npz (keys X_train, y_train, X_test, y_test)"
         )
-    kwargs = dict(
-        classes=config.classes,
-        n_test=config.n_test,
-        path=config.data_path,
-        test_path=config.test_path,
-        data_dir=config.data_dir,
-    )
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    dataset = data.load_dataset(config.source, **kwargs)  # type: ignore[arg-type]  # each option its own type
-    return data.sample_splits(dataset, config.seeds, config.n_train, config.n_val)
+    fields = {
+        "classes": config.classes,
+        "n_test": config.n_test,
+        "path": config.data_path,
+        "test_path": config.test_path,
+        "data_dir": config.data_dir,
+        "scale": config.scale,
+    }
+    takes = data.source_options(config.source)
+    options = {k: v for k, v in fields.items() if v is not None and k in takes}
+    return data.load_dataset(config.source, **options)  # type: ignore[arg-type]  # each option its own type
+
+
+def load_splits(config: ExperimentConfig, dataset=None) -> data.Splits:
+    """The config's random train/validation splits (one per seed) and its test set."""
+    ds = load_dataset(config, dataset)
+    return _splits(config, ds)
+
+
+def _splits(config: ExperimentConfig, ds: data.Dataset) -> data.Splits:
+    n_pool = len(ds.y_pool)
+    if config.n_train + config.n_val > n_pool:
+        raise ConfigError(
+            f"config fields n_train = {config.n_train} and n_val = {config.n_val} ask for "
+            f"{config.n_train + config.n_val} points, but the pool of {ds.name!r} holds {n_pool}: lower them "
+            f"(and poison_batch * num_batches = {config.n_poison} with them)"
+        )
+    return data.sample_splits(ds, config.seeds, config.n_train, config.n_val)
+
+
+def _check_model_fits(model: models.Model, ds: data.Dataset) -> None:
+    """The model's outputs and loss against the data's classes and task, with messages naming the fix."""
+    models.output_shape(model, jax.ShapeDtypeStruct((2, ds.x_pool.shape[1]), jnp.float32))
+    if model.loss.task != ds.task:
+        raise ConfigError(
+            f"the model {model.name!r} has a {model.loss.task} loss ({model.loss}) but the data {ds.name!r} are a "
+            f"{ds.task} problem" + (": use loss=poison_jax.losses.Squared()" if ds.task == "regression" else "")
+        )
+    if ds.task == "classification" and model.num_classes != ds.num_classes:
+        outputs = "one score" if model.num_classes == 2 else f"{model.num_classes} scores"
+        want = "one score (or two logits)" if ds.num_classes == 2 else f"{ds.num_classes} scores"
+        raise ConfigError(
+            f"the data {ds.name!r} have {ds.num_classes} classes but the model {model.name!r} gives {outputs} per "
+            f"example: it must give {want}"
+        )
+
+
+def _fingerprint(ds: data.Dataset) -> str:
+    digest = hashlib.sha256()
+    for array in (ds.x_pool, ds.y_pool, ds.x_test, ds.y_test):
+        digest.update(np.ascontiguousarray(array, np.float32).tobytes())
+    return f"{ds.name}, {len(ds.y_pool)}+{len(ds.y_test)} rows, sha256 {digest.hexdigest()[:16]}"
+
+
+def _model_identity(model: models.Model) -> str:
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    leaves = jax.tree_util.tree_leaves_with_path(shapes)
+    tree = ", ".join(f"{jax.tree_util.keystr(k)}{list(v.shape)}" for k, v in leaves)
+    return f"{model.name}: {tree}; layers {list(model.layers)}; {model.penalty}; {model.loss}"
 
 
 def seed_keys(config: ExperimentConfig, purpose: int, seeds=None) -> jax.Array:
@@ -80,21 +150,61 @@ _INIT, _CV, _EVAL = 1, 2, 3
 
 
 class Sweep:
-    """Everything the cells of one config share: data, model, attack settings, compiled steps."""
+    """Everything the cells of one config share: data, model, attack settings, compiled steps.
 
-    def __init__(self, config: ExperimentConfig, devices=None):
+    ``dataset`` (a :class:`poison_jax.data.Dataset` or a tuple of arrays, for ``source='arrays'``)
+    and ``model`` (any :class:`poison_jax.models.Model`, e.g. from :func:`poison_jax.models.from_flax`)
+    replace what the config would load and build; :attr:`identity` then records them.
+    """
+
+    def __init__(self, config: ExperimentConfig, devices=None, *, dataset=None, model: models.Model | None = None):
+        dataset = load_dataset(config, dataset)
+        self.dataset = dataset
+        self.identity: dict[str, str] = {}
+        if config.source == "arrays":
+            self.identity["data"] = _fingerprint(dataset)
+        d = dataset.x_pool.shape[1]
+        if model is None:
+            if dataset.task == "regression" and config.loss != "squared":
+                raise ConfigError(
+                    f"the data {dataset.name!r} are a regression (targets in [0, 1], not class labels), but config "
+                    f"field 'loss' = {config.loss!r}: set loss='squared'"
+                )
+            model = build_model(config, d, dataset.num_classes)
+        else:
+            if not isinstance(model, models.Model):
+                raise TypeError(
+                    f"model must be a poison_jax.models.Model, got {type(model).__name__}: wrap a flax module with "
+                    "poison_jax.models.from_flax(module, example_x)"
+                )
+            self.identity["model"] = _model_identity(model)
+        _check_model_fits(model, dataset)
+        self.model = model
+        if config.x_box is None:  # the data's range
+            low, high = float(dataset.x_pool.min()), float(dataset.x_pool.max())
+            self.x_box = (low, high if high > low else low + 1.0)
+            self.identity["x_box"] = f"the data's range {self.x_box}"
+        else:
+            self.x_box = (float(config.x_box[0]), float(config.x_box[1]))
+            if config.outside_box == "refuse":
+                attack.check_box(dataset.x_pool, self.x_box, f"the data {dataset.name!r}")
         self.config = config
         self.sharding = SeedSharding(config.num_seeds, devices)
         self.seeds = self.sharding.pad_seeds(config.seeds)
-        self.splits = self.sharding.put_splits(load_splits(config))
-        self.model = build_model(config, self.splits.x_train.shape[-1])
+        self.splits = self.sharding.put_splits(_splits(config, dataset))
         # Converged solvers loop a data-dependent number of times: on a CPU each device loops over its
         # own seeds rather than vmapping them in lock-step (see poison_jax.seeds).
         iterative = config.hypergrad == "implicit" or config.victim == "converged"
         on_cpu = self.sharding.platform == "cpu"
         self.seed_lanes = self.sharding.num_devices if iterative and on_cpu else None
-        self.settings = dataclasses.replace(config.attack_settings(self.model), seed_lanes=self.seed_lanes)
+        settings = config.attack_settings(self.model, x_box=self.x_box)
+        self.settings = dataclasses.replace(settings, seed_lanes=self.seed_lanes)
         self.victim = config.victim_model()
+
+    @property
+    def name(self) -> str:
+        """The run's label: the data's name for a user's data, else the preset's."""
+        return self.dataset.name if self.config.source in ("arrays", "npz") else self.config.name
 
     def fresh_state(self, log_lam) -> attack.AttackState:
         """The initial attack state of every seed with the given log-λ (no poison active)."""
@@ -151,14 +261,25 @@ class Sweep:
         done = 0
         while done < num_iters:
             n = min(chunk, num_iters - done)
+            reported = [0]
+
+            def advance(k, reported=reported):  # hyperiterations finished in this chunk, as they finish
+                progress(k - reported[0])
+                reported[0] = k
+
             state, info = attack.run_attack(
-                self.settings, self.splits, state, num_iters=n, update_xp=update_xp, update_lam=update_lam
+                self.settings,
+                self.splits,
+                state,
+                num_iters=n,
+                update_xp=update_xp,
+                update_lam=update_lam,
+                progress=advance,
             )
-            jax.block_until_ready(state.xp)
             if infos is not None:
                 infos.append(info)
             done += n
-            progress(n)
+            advance(n)  # in case a report was lost (never counted twice)
         return state
 
     def attack_cell(
@@ -221,7 +342,7 @@ class Sweep:
         m, objective, nonfinite, unconverged = self.sharding.gather(
             (m, objective, state.nonfinite_steps, state.unconverged_solves)
         )
-        per_seed, failures = _per_seed_metrics(c, m, objective, nonfinite)
+        per_seed, failures = _per_seed_metrics(c, self.model, m, objective, nonfinite)
         per_seed["unconverged_solves"] = np.asarray(unconverged).tolist()
         per_seed["victim_converged"] = np.asarray(m.converged).tolist()
         return {"per_seed": per_seed, "mean": _mean_metrics(per_seed), "failures": failures}
@@ -251,10 +372,10 @@ def _init_grad_norm(settings, splits, state):
 _METRICS = ("error", "fpr", "fnr", "log_lam", "sq_norm", "sq_norm_per_weight", "val_loss")
 
 
-def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective, nonfinite):
+def _per_seed_metrics(c: ExperimentConfig, model: models.Model, m: evaluate.VictimMetrics, objective, nonfinite):
     # More than two classes: no false-positive or -negative rate, but the error per class and the
     # confusion matrix (rows: true class, columns: predicted).
-    multiclass = c.num_classes > 2
+    multiclass = model.num_classes > 2
     names = [k for k in _METRICS if not (multiclass and k in ("fpr", "fnr"))]
     per_seed: dict[str, list] = {k: [] for k in (*names, *(("per_class_error", "confusion") if multiclass else ()))}
     failures = []
@@ -283,7 +404,7 @@ def _per_seed_metrics(c: ExperimentConfig, m: evaluate.VictimMetrics, objective,
             "per_class_error": m.per_class_error[i],
             "confusion": m.confusion[i],
         }
-        if c.loss == "squared" or multiclass:  # no false-positive or -negative rate: a regression, or K > 2
+        if model.loss.task == "regression" or multiclass:  # no false-positive or -negative rate
             values.pop("fpr"), values.pop("fnr")
         values = {k: v for k, v in values.items() if k in per_seed}
         bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
@@ -311,32 +432,64 @@ def run_sweep(
     config: ExperimentConfig,
     out_dir,
     *,
+    dataset=None,
+    model: models.Model | None = None,
     resume: bool = False,
     progress: bool = True,
+    callback: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] = print,
     devices=None,
 ) -> list[dict]:
     """Run (or resume) every cell of ``config`` not yet in ``out_dir``'s results; return all records.
+
+    The experiment entry of poison_jax (the ``poison-jax run`` command is a thin layer over it): the
+    config's Λ settings (log λ = -8, large, λ_CLEAN by cross-validation, learned) x its poisoning
+    fractions x its seeds, with the config's attack (the paper's or the strong one).
 
     Writes ``out_dir/results.jsonl`` (one JSON line per finished cell), ``out_dir/config.json`` and
     the attack state and the diagnostics of each cell under ``out_dir/state/`` and
     ``out_dir/diagnostics/`` (``store.DIAGNOSTICS``). A finished sweep does nothing and says
     so; a partly finished one needs ``resume=True``. The seed axis is sharded over ``devices``
     (default: all devices of all processes); in a multi-host run ``out_dir`` must be a folder every
-    process sees, and only process 0 writes to it.
+    process sees, and only process 0 writes to it. Figures: :func:`poison_jax.plots.report`.
+
+    Args:
+      config: the settings (e.g. ``config.preset("digits-lr", num_seeds=3)``).
+      out_dir: the results folder.
+      dataset: your own data instead of the config's source: a :class:`poison_jax.data.Dataset` or a
+        tuple ``(x_pool, y_pool, x_test, y_test)`` of arrays. The config then switches to source
+        ``arrays`` (:func:`poison_jax.config.with_data`: its data fields go back to their
+        defaults, so ``x_box`` becomes the data's range unless the config's source already was
+        ``arrays``).
+      model: your own :class:`poison_jax.models.Model` (e.g. :func:`poison_jax.models.from_flax`)
+        instead of the one the config's ``model``, ``hidden``, ``penalty`` and ``loss`` build.
+      resume: continue a partly finished folder.
+      progress: a tqdm bar over all hyperiterations (the current cell in its description).
+      callback: called as ``callback(done, total)`` after every hyperiteration (e.g. for a notebook
+        widget or a log).
+      log: where the run's messages go.
+      devices: the devices the seeds are sharded over.
+
+    Returns:
+      the finished cells' records, in the order of the config's settings and cells.
     """
     from tqdm.auto import tqdm
 
+    from poison_jax.config import with_data
     from poison_jax.store import ResultsStore
 
+    if dataset is not None and config.source != "arrays":
+        log(f"dataset given: source {config.source!r} -> 'arrays' (the data fields go back to their defaults)")
+        config = with_data(config, "arrays")
     # In a multi-host run every process computes; process 0 alone writes (and holds the lock).
     writer = jax.process_index() == 0
     if not writer:
         log = lambda _: None  # noqa: E731
         progress = False
+        callback = None
     # The data load first: a run that cannot load its data leaves nothing behind in out_dir.
-    sweep = Sweep(config, devices)
-    store = ResultsStore(Path(out_dir), config, writer=writer, log=log)
+    sweep = Sweep(config, devices, dataset=dataset, model=model)
+    store = ResultsStore(Path(out_dir), config, identity=sweep.identity, writer=writer, log=log)
     cells = [(s, c) for s in config.settings for c in range(config.num_batches + 1)]
     todo = [cell for cell in cells if cell not in store.finished]
     if not todo:
@@ -351,9 +504,15 @@ def run_sweep(
     if len(todo) < len(cells):
         log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already finished, {len(todo)} to run")
 
-    log(_device_line(config, sweep.sharding.num_devices, sweep.sharding.platform))
+    log(_device_line(config, sweep.name, sweep.sharding.num_devices, sweep.sharding.platform))
     total = sum(sweep.cell_iters(s, c) for s, c in todo)
     bar = tqdm(total=total, unit="hyperit", disable=not progress, dynamic_ncols=True)
+
+    def advance(k: int) -> None:
+        bar.update(k)
+        if callback is not None:
+            callback(bar.n, total)
+
     template = sweep.fresh_state(config.log_lam_init)
     try:
         for setting in config.settings:
@@ -366,12 +525,11 @@ def run_sweep(
             for cell in range(start, config.num_batches + 1):
                 bar.set_description(f"{setting_label(config, setting)}, {cell * config.poison_batch} poison pts")
                 t0 = time.perf_counter()
-                advance = bar.update
                 twin = _twin(store, setting) if cell > 0 and writer and jax.process_count() == 1 else None
                 if twin is not None and (twin, cell) in store.finished and (setting, cell) not in store.finished:
                     # Same log λ for every seed as a finished fixed setting: the same computation.
                     store.copy_cell(twin, setting, cell, label=setting_label(config, setting))
-                    bar.update(sweep.cell_iters(setting, cell))
+                    advance(sweep.cell_iters(setting, cell))
                     state = None  # loaded from the copied state if a later cell must be computed
                     continue
                 infos: list = []
@@ -387,7 +545,7 @@ def run_sweep(
                         store.save_diagnostics(setting, cell, diagnostics)  # the same computation
                     continue
                 metrics = sweep.evaluate(setting, cell, state)
-                record = _record(config, setting, cell, metrics, time.perf_counter() - t0)
+                record = _record(sweep, store.hash, setting, cell, metrics, time.perf_counter() - t0)
                 saved = sweep.sharding.gather(state)  # a collective: every process takes part
                 if writer:
                     store.save_state(setting, cell, saved)
@@ -422,11 +580,12 @@ def _twin(store, setting: str) -> str | None:
     return None
 
 
-def _device_line(config: ExperimentConfig, num_devices: int, platform: str) -> str:
+def _device_line(config: ExperimentConfig, name: str, num_devices: int, platform: str) -> str:
     """Where the seeds run, what padding costs, and how to use every core (shown when a sweep starts)."""
     n, d = config.num_seeds, num_devices
     padded = -(-n // d) * d
-    line = f"{config.name}: {n} seed(s) on {d} {platform.upper()} device(s)"
+    settings = f" ({config.name} settings)" if name != config.name else ""
+    line = f"{name}{settings}: {n} seed(s) on {d} {platform.upper()} device(s)"
     if padded > n:
         fits = sorted({k for k in ((n // d) * d, padded) if k > 0})
         line += (
@@ -442,11 +601,14 @@ def _device_line(config: ExperimentConfig, num_devices: int, platform: str) -> s
     return line
 
 
-def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, seconds: float) -> dict:
+def _record(sweep: Sweep, config_hash: str, setting: str, cell: int, metrics: dict, seconds: float) -> dict:
+    config = sweep.config
     n_poison = cell * config.poison_batch
+    regression = sweep.model.loss.task == "regression"
     return {
-        "config_hash": config.hash(),
+        "config_hash": config_hash,
         "preset": config.name,
+        "data": sweep.name,
         "setting": setting,
         "label": setting_label(config, setting),
         "cell": cell,
@@ -454,13 +616,13 @@ def _record(config: ExperimentConfig, setting: str, cell: int, metrics: dict, se
         "fraction": n_poison / config.n_train,
         "num_seeds": config.num_seeds,
         "seeds": list(config.seeds),
-        "model": config.model,
+        "model": config.model if "model" not in sweep.identity else sweep.model.name,
         "hypergrad": config.hypergrad,
         "xp_step": config.xp_step,
         "lam_step": config.lam_step,
         "poison_mode": config.poison_mode,
         "victim": config.victim,
-        **({"metric": "test_mse"} if config.loss == "squared" else {}),  # else the test error, as always
+        **({"metric": "test_mse"} if regression else {}),  # else the test error, as always
         "per_seed": metrics["per_seed"],
         "mean": metrics["mean"],
         "failures": metrics["failures"],

@@ -94,10 +94,10 @@ API_CASES = {
         ValueError,
         "1 non-finite feature values (NaN or inf) in the pool set, the first at row 2, column 1",
     ),
-    "non-binary labels": (
-        lambda t: data.load_dataset("npz", path=_npz(t, "lab.npz", y_train=(np.arange(20) % 3) * 1.0)),
+    "labels neither classes nor targets in [0, 1]": (
+        lambda t: data.load_dataset("npz", path=_npz(t, "lab.npz", y_train=(np.arange(20) % 3) * 0.75)),
         ValueError,
-        "pool labels must be 0 or 1, found the values {0, 1, 2}",
+        "lab: pool targets must be finite and in [0, 1] (labels that are not integers 0..K-1 are regression targets)",
     ),
     "npz missing keys": (
         lambda t: data.load_dataset("npz", path=_npz(t, "miss.npz", drop=("X_test",))),

@@ -249,23 +249,40 @@ def features(rng, n, d=5):
     return rng.normal(3.0, 2.0, (n, d)), (np.arange(n) % 2).astype(np.int64)
 
 
-def test_npz_single_file_round_trip_and_standardisation(tmp_path):
+def test_npz_single_file_round_trip_features_as_given(tmp_path):
+    rng = np.random.default_rng(0)
+    (xtr, ytr), (xte, yte) = features(rng, 50), features(rng, 20)
+    f = tmp_path / "feats.npz"
+    np.savez(f, X_train=xtr, y_train=ytr, X_test=xte, y_test=yte)
+    ds = data.load_dataset("npz", path=str(f))
+    assert ds.name == "feats"
+    assert_binary_float32(ds, d=5)
+    np.testing.assert_allclose(ds.x_pool, xtr.astype(np.float32))  # a user's scaling is kept
+    np.testing.assert_allclose(ds.x_test, xte.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_pool, ytr)
+    np.testing.assert_array_equal(ds.y_test, yte)
+
+
+def test_npz_standardisation_on_request(tmp_path):
     rng = np.random.default_rng(0)
     (xtr, ytr), (xte, yte) = features(rng, 50), features(rng, 20)
     xtr[:, 2] = 7.0  # a constant feature: std 0 -> 1
     f = tmp_path / "feats.npz"
     np.savez(f, X_train=xtr, y_train=ytr, X_test=xte, y_test=yte)
-    ds = data.load_dataset("npz", path=str(f))
-    assert ds.name == "npz feats.npz"
-    assert_binary_float32(ds, d=5)
+    ds = data.load_dataset("npz", path=str(f), scale="standardise")
     np.testing.assert_allclose(ds.x_pool.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(np.delete(ds.x_pool.std(0), 2), 1.0, atol=1e-5)
     np.testing.assert_array_equal(ds.x_pool[:, 2], 0.0)
     # the test set uses the training statistics, not its own
     expected = (xte - xtr.mean(0)) / np.where(xtr.std(0) > 0, xtr.std(0), 1.0)
     np.testing.assert_allclose(ds.x_test, expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(ds.y_pool, ytr)
-    np.testing.assert_array_equal(ds.y_test, yte)
+    minmax = data.load_dataset("npz", path=str(f), scale="minmax")
+    np.testing.assert_allclose(np.delete(minmax.x_pool.min(0), 2), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.delete(minmax.x_pool.max(0), 2), 1.0, atol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"scale must be None \(features as given\) or one of standardise, minmax, got 'z'"
+    ):
+        data.load_dataset("npz", path=str(f), scale="z")
 
 
 def test_npz_inception_format(tmp_path):
@@ -273,7 +290,8 @@ def test_npz_inception_format(tmp_path):
     (xtr, ytr), (xte, yte) = features(rng, 30, d=2048), features(rng, 12, d=2048)
     np.savez(tmp_path / "train.npz", inception_features_val=xtr.astype(np.float32), labels=ytr)
     np.savez(tmp_path / "test.npz", inception_features_val=xte.astype(np.float32), labels=yte)
-    ds = data.load_dataset("npz", path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "test.npz"))
+    path, test_path = str(tmp_path / "train.npz"), str(tmp_path / "test.npz")
+    ds = data.load_dataset("npz", path=path, test_path=test_path, scale="standardise")
     assert_binary_float32(ds, d=2048)
     assert ds.x_pool.shape == (30, 2048) and ds.x_test.shape == (12, 2048)
     np.testing.assert_allclose(ds.x_pool.mean(0), 0.0, atol=1e-5)
@@ -313,14 +331,45 @@ def test_npz_single_npy_refused(tmp_path):
         data.npz(str(f))
 
 
-def test_npz_non_binary_labels(tmp_path):
-    f = tmp_path / "labels.npz"
-    np.savez(
-        f, X_train=np.zeros((4, 2)), y_train=np.array([0, 1, 2, 2]), X_test=np.zeros((2, 2)), y_test=np.array([0, 1])
-    )
-    msg = r"pool labels must be 0 or 1, found the values \{0, 1, 2\}"
-    with pytest.raises(ValueError, match=msg):
-        data.npz(str(f))
+def test_npz_targets_binary_multiclass_and_regression(tmp_path):
+    x = np.linspace(0, 1, 16).reshape(8, 2)
+
+    def save(name, y_train, y_test):
+        np.savez(tmp_path / name, X_train=x, y_train=y_train, X_test=x[:4], y_test=y_test)
+        return data.npz(str(tmp_path / name))
+
+    three = save("three.npz", np.array([0, 1, 2, 2, 0, 1, 2, 0]), np.array([0, 1, 2, 1]))
+    assert (three.num_classes, three.task) == (3, "classification")
+    reg = save("reg.npz", np.linspace(0.05, 0.95, 8), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert (reg.num_classes, reg.task) == (2, "regression")
+    np.testing.assert_allclose(reg.y_pool, np.linspace(0.05, 0.95, 8), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"reg2: pool targets must be finite and in \[0, 1\] \(labels that are not integers"):
+        save("reg2.npz", np.linspace(0.5, 4.5, 8), np.array([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(ValueError, match=r"gap: the pool has no example of label\(s\) \[1\]"):
+        save("gap.npz", np.array([0, 2, 2, 0, 0, 2, 2, 0]), np.array([0, 2, 2, 0]))
+    with pytest.raises(ValueError, match=r"neg: class labels must be integers 0..K-1, found -1"):
+        save("neg.npz", np.array([0, 1, -1, 1, 0, 1, 0, 1]), np.array([0, 1, 0, 1]))
+
+
+def test_arrays_as_a_dataset():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(60, 4))
+    y = (x[:, 0] > 0.5).astype(int)
+    ds = data.as_dataset((x[:40], y[:40], jnp.asarray(x[40:]), y[40:]), name="mine")
+    assert ds.name == "mine" and ds.x_pool.shape == (40, 4) and ds.num_classes == 2
+    np.testing.assert_allclose(ds.x_pool, x[:40].astype(np.float32))
+    assert data.as_dataset(ds) is ds
+    with pytest.raises(
+        TypeError,
+        match=r"dataset must be a poison_jax.data.Dataset or a tuple \(x_pool, y_pool, x_test, y_test\) of numpy or JAX arrays, got a tuple of 2 items",
+    ):
+        data.as_dataset((x, y))
+    with pytest.raises(TypeError, match=r"got a dict"):
+        data.as_dataset({"x": x})
+    reg = data.from_arrays(x[:40], x[:40, 1], x[40:], x[40:, 1], task="regression")
+    assert reg.task == "regression"
+    with pytest.raises(ValueError, match=r"task='classification' needs integer labels"):
+        data.from_arrays(x[:40], x[:40, 1], x[40:], x[40:, 1], task="classification")
 
 
 def test_npz_nan_features(tmp_path):
