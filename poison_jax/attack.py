@@ -147,7 +147,11 @@ class AttackSettings:
 
     def __post_init__(self):
         if not isinstance(self.model, models.Model):
-            raise TypeError(f"model must be a poison_jax.models.Model, got {self.model!r}")
+            raise TypeError(
+                f"model must be a poison_jax.models.Model, got {type(self.model).__name__}: wrap a flax module with "
+                "poison_jax.models.from_flax(module, example_x), or build models.Model(name, init, apply, layers, "
+                "random_init)"
+            )
         if not isinstance(self.method, METHODS):
             raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {self.method!r}")
         for name in ("alpha", "beta"):
@@ -611,7 +615,8 @@ def run_attack(
       progress: report hyperiterations as they finish, from inside the compiled loop
         (``jax.debug.callback``): ``True`` draws a tqdm bar, a function is called with the number
         done so far (e.g. to update a notebook widget); ``None`` or ``False`` reports nothing and
-        returns at once (asynchronous dispatch). Changing the function never recompiles.
+        returns at once (asynchronous dispatch). Changing the function never recompiles. What the
+        function raises is raised once the compiled loop has finished.
 
     Returns:
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
@@ -648,24 +653,37 @@ def run_attack(
             update_lam=update_lam,
             report=True,
         )
-        return jax.block_until_ready(out)  # every report has arrived before the sink goes
-    finally:
+        out = jax.block_until_ready(out)  # every report has arrived before the sink goes
         jax.effects_barrier()
+    finally:
         _SINKS.pop(token, None)
+        error = _ERRORS.pop(token, None)
         if bar is not None:
             bar.close()
+    if error is not None:  # raised by the progress function: raised here, once the compiled loop is done
+        raise error
+    return out
 
 
 _SINKS: dict[int, Callable[[int], None]] = {}  # token -> the progress function of a running call
+_ERRORS: dict[int, BaseException] = {}  # token -> what its progress function raised
 _TOKENS = itertools.count(1)
 _NO_TOKEN = np.int32(0)
 
 
 def _report(token, done, _after):
-    """Host side of the progress callback (``_after``: the step's output, so it runs after the step)."""
+    """Host side of the progress callback (``_after``: the step's output, so it runs after the step).
+
+    JAX swallows what a callback raises; the first error is kept and raised by :func:`run_attack`.
+    """
     sink = _SINKS.get(int(token))
-    if sink is not None:
+    if sink is None:
+        return
+    try:
         sink(int(done))
+    except BaseException as err:  # e.g. a notebook's stop request: re-raised after the loop
+        _SINKS.pop(int(token), None)
+        _ERRORS.setdefault(int(token), err)
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam", "report"))

@@ -401,7 +401,7 @@ def _flax_functions(module, example):
 
     if isinstance(module, nnx.Module):
         graph, state, rest = nnx.split(module, nnx.Param, ...)
-        pure = state.to_pure_dict()
+        pure = nnx.to_pure_dict(state)
 
         def init_nnx(key):
             return pure

@@ -508,10 +508,14 @@ def run_sweep(
     total = sum(sweep.cell_iters(s, c) for s, c in todo)
     bar = tqdm(total=total, unit="hyperit", disable=not progress, dynamic_ncols=True)
 
+    done = 0
+
     def advance(k: int) -> None:
+        nonlocal done
+        done += k
         bar.update(k)
-        if callback is not None:
-            callback(bar.n, total)
+        if callback is not None and k:
+            callback(done, total)
 
     template = sweep.fresh_state(config.log_lam_init)
     try:
