@@ -50,6 +50,7 @@ from poison_jax.bilevel import (
     warm_hypergrad,
 )
 from poison_jax.devices import use_cpu_cores
+from poison_jax.sweep import run_sweep
 
 try:
     __version__ = _version("poison-jax")
@@ -81,6 +82,7 @@ __all__ = [
     "outer",
     "penalties",
     "rmd_hypergrad",
+    "run_sweep",
     "seeds",
     "solvers",
     "store",

@@ -256,6 +256,7 @@ class ResultsStore:
             "label": label,
             "reused_from": source,
             "wall_time_s": 0.0,
+            "compile_time_s": 0.0,
         }
         for path in (self._state_path, self.diagnostics_path):
             saved = path(source, cell)

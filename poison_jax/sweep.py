@@ -42,7 +42,32 @@ from poison_jax import attack, data, evaluate, hyperopt, models, seeds
 from poison_jax.config import ConfigError, ExperimentConfig, setting_label
 from poison_jax.devices import SeedSharding, cpu_core_count
 
-__all__ = ["Sweep", "build_model", "load_dataset", "load_splits", "run_sweep", "seed_keys"]
+__all__ = ["Sweep", "build_model", "compile_seconds", "load_dataset", "load_splits", "run_sweep", "seed_keys"]
+
+
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_compiled = [0.0]
+
+
+def _on_event(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        _compiled[0] += duration
+
+
+@functools.cache
+def _listen() -> None:
+    jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent tracing and compiling JAX programs since it first asked (a clock:
+    take differences)."""
+    _listen()
+    return _compiled[0]
 
 
 def build_model(config: ExperimentConfig, d: int, num_classes: int | None = None) -> models.Model:
@@ -506,6 +531,7 @@ def run_sweep(
 
     log(_device_line(config, sweep.name, sweep.sharding.num_devices, sweep.sharding.platform))
     total = sum(sweep.cell_iters(s, c) for s, c in todo)
+    started, compiled_before = time.perf_counter(), compile_seconds()
     bar = tqdm(total=total, unit="hyperit", disable=not progress, dynamic_ncols=True)
 
     done = 0
@@ -528,7 +554,7 @@ def run_sweep(
                 state = sweep.sharding.put(state)
             for cell in range(start, config.num_batches + 1):
                 bar.set_description(f"{setting_label(config, setting)}, {cell * config.poison_batch} poison pts")
-                t0 = time.perf_counter()
+                t0, compiled0 = time.perf_counter(), compile_seconds()
                 twin = _twin(store, setting) if cell > 0 and writer and jax.process_count() == 1 else None
                 if twin is not None and (twin, cell) in store.finished and (setting, cell) not in store.finished:
                     # Same log λ for every seed as a finished fixed setting: the same computation.
@@ -549,7 +575,9 @@ def run_sweep(
                         store.save_diagnostics(setting, cell, diagnostics)  # the same computation
                     continue
                 metrics = sweep.evaluate(setting, cell, state)
-                record = _record(sweep, store.hash, setting, cell, metrics, time.perf_counter() - t0)
+                record = _record(
+                    sweep, store.hash, setting, cell, metrics, time.perf_counter() - t0, compile_seconds() - compiled0
+                )
                 saved = sweep.sharding.gather(state)  # a collective: every process takes part
                 if writer:
                     store.save_state(setting, cell, saved)
@@ -565,6 +593,8 @@ def run_sweep(
     finally:
         bar.close()
         store.release()
+    elapsed, compiled = time.perf_counter() - started, compile_seconds() - compiled_before
+    log(f"{sweep.name}: {len(todo)} cell(s) in {elapsed:.1f} s, of which compiling {compiled:.1f} s")
     return store.records()
 
 
@@ -605,7 +635,9 @@ def _device_line(config: ExperimentConfig, name: str, num_devices: int, platform
     return line
 
 
-def _record(sweep: Sweep, config_hash: str, setting: str, cell: int, metrics: dict, seconds: float) -> dict:
+def _record(
+    sweep: Sweep, config_hash: str, setting: str, cell: int, metrics: dict, seconds: float, compiling: float
+) -> dict:
     config = sweep.config
     n_poison = cell * config.poison_batch
     regression = sweep.model.loss.task == "regression"
@@ -632,4 +664,5 @@ def _record(sweep: Sweep, config_hash: str, setting: str, cell: int, metrics: di
         "failures": metrics["failures"],
         "reused_from": None,
         "wall_time_s": round(seconds, 3),
+        "compile_time_s": round(compiling, 3),  # of wall_time_s: tracing and compiling JAX programs
     }

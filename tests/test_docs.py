@@ -132,13 +132,17 @@ def test_readme_links_every_guide_page_and_each_link_resolves():
 def test_readme_and_home_page_show_the_same_python_example():
     readme = fenced_blocks(README.read_text(encoding="utf-8"), "python")
     home = fenced_blocks(page_text("index.md"), "python")
-    assert len(readme) == 1 and readme == home
+    assert len(readme) == 2 and readme[0] == home[0]
     assert 15 <= len(readme[0].splitlines()) <= 30
+    # the second is a digest of the own-model guide: every call it shows is on that page
+    guide = page_text("own-model-and-data.md")
+    for call in ("data.from_arrays(", "models.from_flax(", "run_sweep(", 'config.preset("digits-lr"'):
+        assert call in readme[1] and call in guide, call
 
 
 @pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path):
-    (code,) = fenced_blocks(README.read_text(encoding="utf-8"), "python")
+    code = fenced_blocks(README.read_text(encoding="utf-8"), "python")[0]
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test error per seed:" in done.stdout

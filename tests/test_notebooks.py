@@ -11,8 +11,8 @@ pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a f
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_both_notebooks_are_there():
-    assert {p.name for p in NOTEBOOKS} == {"quickstart.ipynb", "paper_figures.ipynb"}
+def test_the_notebooks_are_there():
+    assert {p.name for p in NOTEBOOKS} == {"quickstart.ipynb", "paper_figures.ipynb", "own_model_and_data.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
