@@ -237,7 +237,7 @@ _ALLOWED_OUTPUTS = (
 )
 
 
-def output_shape(model: Model, x: ArrayLike) -> tuple[int, ...]:
+def output_shape(model: Model, x: ArrayLike | jax.ShapeDtypeStruct) -> tuple[int, ...]:
     """The shape of ``model.apply(params, x)``, checked against ``model.num_classes``.
 
     Traced only (``jax.eval_shape``): nothing is computed. ``x`` is ``(n, d)`` features, or anything

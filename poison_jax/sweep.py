@@ -53,9 +53,9 @@ _COMPILE_EVENTS = (
 _compiled = [0.0]
 
 
-def _on_event(event: str, duration: float, **_) -> None:
+def _on_event(event: str, duration_secs: float, **_: str | int) -> None:
     if event in _COMPILE_EVENTS:
-        _compiled[0] += duration
+        _compiled[0] += duration_secs
 
 
 @functools.cache

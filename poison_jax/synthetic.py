@@ -41,7 +41,7 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
     blue = int(np.flatnonzero(y_val == 0)[0])
     state = attack.set_poison_count(state._replace(xp=splits.x_val[:, blue : blue + 1], yp=jnp.ones((1, 1))), 1, 1)
 
-    lo, hi = config.x_box
+    lo, hi = sweep.x_box
     axis = jnp.linspace(lo, hi, grid_size)
     positions = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     lam_grid = jnp.linspace(config.log_lam_box[0], config.log_lam_box[1], lam_grid_size)
