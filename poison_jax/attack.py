@@ -37,6 +37,8 @@ import dataclasses
 import functools
 import itertools
 import math
+import time
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -615,8 +617,11 @@ def run_attack(
       progress: report hyperiterations as they finish, from inside the compiled loop
         (``jax.debug.callback``): ``True`` draws a tqdm bar, a function is called with the number
         done so far (e.g. to update a notebook widget); ``None`` or ``False`` reports nothing and
-        returns at once (asynchronous dispatch). Changing the function never recompiles. What the
-        function raises is raised once the compiled loop has finished.
+        returns at once (asynchronous dispatch). Every hyperiteration is reported when they take
+        longer than 50 ms (and on the first call of ``settings``); faster ones every few, about 20
+        reports a second, so a host callback of a few hundred µs never weighs on a millisecond step;
+        the last is always reported. Changing the function never recompiles. What the function
+        raises is raised once the compiled loop has finished.
 
     Returns:
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
@@ -626,6 +631,7 @@ def run_attack(
             settings,
             splits,
             state,
+            _NO_TOKEN,
             _NO_TOKEN,
             num_iters=num_iters,
             update_xp=update_xp,
@@ -642,12 +648,18 @@ def run_attack(
         sink = lambda done: bar.update(done - bar.n)  # noqa: E731
     token = next(_TOKENS)
     _SINKS[token] = sink
+    # At most about one report per _REPORT_SECONDS: a host callback costs a few hundred µs, which
+    # would be felt by a millisecond step; the first call (and every slow step) reports each one.
+    seconds = _SECONDS_PER_ITER.get(settings)
+    every = 1 if seconds is None else max(1, min(num_iters, int(_REPORT_SECONDS / max(seconds, 1e-9))))
+    started = time.perf_counter()
     try:
         out = _run_attack(
             settings,
             splits,
             state,
             jnp.asarray(token, jnp.int32),
+            jnp.asarray(every, jnp.int32),
             num_iters=num_iters,
             update_xp=update_xp,
             update_lam=update_lam,
@@ -655,8 +667,12 @@ def run_attack(
         )
         out = jax.block_until_ready(out)  # every report has arrived before the sink goes
         jax.effects_barrier()
+        _SECONDS_PER_ITER[settings] = (time.perf_counter() - started) / num_iters
+        if _LAST.get(token, 0) < num_iters:  # the last report comes from here: no callback in the loop's end
+            _report(token, num_iters, None)
     finally:
         _SINKS.pop(token, None)
+        _LAST.pop(token, None)
         error = _ERRORS.pop(token, None)
         if bar is not None:
             bar.close()
@@ -666,7 +682,10 @@ def run_attack(
 
 
 _SINKS: dict[int, Callable[[int], None]] = {}  # token -> the progress function of a running call
+_SECONDS_PER_ITER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # settings -> last measured
+_REPORT_SECONDS = 0.05
 _ERRORS: dict[int, BaseException] = {}  # token -> what its progress function raised
+_LAST: dict[int, int] = {}  # token -> the last number reported
 _TOKENS = itertools.count(1)
 _NO_TOKEN = np.int32(0)
 
@@ -679,6 +698,7 @@ def _report(token, done, _after):
     sink = _SINKS.get(int(token))
     if sink is None:
         return
+    _LAST[int(token)] = int(done)
     try:
         sink(int(done))
     except BaseException as err:  # e.g. a notebook's stop request: re-raised after the loop
@@ -687,13 +707,19 @@ def _report(token, done, _after):
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam", "report"))
-def _run_attack(settings, splits, state, token, *, num_iters, update_xp, update_lam, report):
+def _run_attack(settings, splits, state, token, every, *, num_iters, update_xp, update_lam, report):
     def body(carry, i):
         carry, info = _vmapped_step(settings, update_xp, update_lam, splits, carry)
         if report:
+            done = i + 1
             # The step's output as an operand: the report runs after the step. Summed, so a seed axis
             # sharded over devices sends one replicated scalar to the host.
-            jax.debug.callback(_report, token, i + 1, jnp.sum(carry.nonfinite_steps))
+            after = jnp.sum(carry.nonfinite_steps)
+            jax.lax.cond(
+                done % every == 0,
+                lambda: jax.debug.callback(_report, token, done, after),
+                lambda: None,
+            )
         return carry, info
 
     state, info = jax.lax.scan(body, state, jnp.arange(num_iters, dtype=jnp.int32))

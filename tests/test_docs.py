@@ -1,12 +1,11 @@
 """README.md is a front page; the guide lives in hand-written pages of the documentation site.
 
 The checks here read the Markdown files (fast); the last ones run the README's Python example and
-build the site with ``mkdocs build --strict`` (slow; the build needs the ``docs`` extra).
+build the site with ``mkdocs build --strict`` (slow; the ``test`` extra installs the ``docs`` one it needs).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import posixpath
 import re
 import subprocess
@@ -260,7 +259,6 @@ def test_every_results_table_and_figure_comes_with_the_command_that_produced_it(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason='needs pip install -e ".[docs]"')
 def test_the_site_builds_strictly_with_the_guide_and_the_generated_pages(tmp_path):
     site = tmp_path / "site"
     done = subprocess.run(

@@ -182,7 +182,7 @@ def test_poison_points_start_inside_the_box():
 # -- run_attack's progress --------------------------------------------------------------------
 
 
-def test_run_attack_reports_every_hyperiteration_without_changing_results_or_recompiling(trace_counter):
+def test_run_attack_reports_every_hyperiteration_without_changing_results_or_recompiling(trace_counter, monkeypatch):
     x, y = tabular(80)
     splits = data.sample_splits(data.from_arrays(x[:60], y[:60], x[60:], y[60:]), [0, 1], n_train=30, n_val=20)
     lr = models.logistic_regression(6)
@@ -192,12 +192,17 @@ def test_run_attack_reports_every_hyperiteration_without_changing_results_or_rec
     state = attack.init_attack(settings, jax.random.split(jax.random.PRNGKey(0), 2), splits, 4, 0.0)
     state = attack.set_poison_count(state, 4, 4)
     silent, _ = attack.run_attack(settings, splits, state, num_iters=5)
-    first, second = [], []
+    first, second, third = [], [], []
     reported, _ = attack.run_attack(settings, splits, state, num_iters=5, progress=first.append)
     traced = counting_apply.count
     again, _ = attack.run_attack(settings, splits, state, num_iters=5, progress=second.append)
-    assert first == second == [1, 2, 3, 4, 5]
-    assert counting_apply.count == traced  # a new progress function is not a new program
+    assert first == [1, 2, 3, 4, 5]  # the first call of these settings reports every hyperiteration
+    # millisecond steps are reported every few (about 20 reports a second), the last always
+    assert second[-1] == 5 and second == sorted(set(second)) and set(second) <= {1, 2, 3, 4, 5}
+    monkeypatch.setattr(attack, "_REPORT_SECONDS", 0.0)  # as if every step were slow
+    attack.run_attack(settings, splits, state, num_iters=5, progress=third.append)
+    assert third == [1, 2, 3, 4, 5]
+    assert counting_apply.count == traced  # a new progress function or interval is not a new program
     np.testing.assert_array_equal(reported.xp, silent.xp)
     np.testing.assert_array_equal(again.log_lam, silent.log_lam)
 

@@ -73,6 +73,7 @@ BENCHMARKS = {
     "peer": ("Against PyTorch", "python -m benchmarks.peer"),
     "engine_peers": ("Against JAX's bilevel tools", "python -m benchmarks.engine_peers --out docs/benchmarks"),
     "secml_h2h": ("Against secml", "python -m benchmarks.secml_h2h --out docs/benchmarks"),
+    "progress": ("Progress reports", "python -m benchmarks.progress --out docs/benchmarks"),
 }
 
 NOTEBOOK_NOTE = (
