@@ -1,5 +1,38 @@
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+_CACHE_DIR = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """One persistent JAX compilation cache for the test session, in a fresh temporary folder.
+
+    Tests build new closures (settings, losses, sweeps) whose programs are the same as earlier
+    tests' and subprocess runs of the CLI compile the same programs again; with the cache each
+    identical program is compiled once per session, later compiles load it (tracing still runs, so
+    trace counts are unchanged). Subprocesses inherit it through the environment. A cache folder
+    given by the caller (JAX_COMPILATION_CACHE_DIR) is left alone.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="poison_jax-test-jax-cache-")
+    config.stash[_CACHE_DIR] = path
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_unconfigure(config):
+    path = config.stash.get(_CACHE_DIR, None)
+    if path is not None:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
