@@ -401,6 +401,7 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     num_seeds, n_train = splits.x_train.shape[:2]
     n_val = splits.x_val.shape[1]
     models.output_shape(settings.model, jax.ShapeDtypeStruct(splits.x_train.shape[1:], jnp.float32))  # no broadcasting
+    _check_labels(settings.model, splits)
     if isinstance(n_poison, bool) or not isinstance(n_poison, int) or not 0 <= n_poison <= min(n_train, n_val):
         raise ValueError(
             f"n_poison must be an integer in [0, min(n_train, n_val)] = [0, {min(n_train, n_val)}], got {n_poison!r}"
@@ -419,6 +420,24 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     log_lam = jnp.broadcast_to(log_lam, (num_seeds, num_lams))
     log_lam = jnp.clip(log_lam, *settings.lam_box)
     return _init_attack(settings, keys, splits, log_lam, n_poison=n_poison)
+
+
+def _check_labels(model: models.Model, splits) -> None:
+    """Labels a classifier cannot score (e.g. ten classes for one score) are refused, not trained on."""
+    if model.loss.task != "classification":
+        return
+    k = model.num_classes
+    for name in ("y_train", "y_val"):
+        y = getattr(splits, name)
+        if not getattr(y, "is_fully_addressable", True):  # a multi-host array: checked where it was loaded
+            continue
+        values = np.unique(np.asarray(y))
+        if not np.isin(values, np.arange(k)).all():
+            shown = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if len(values) > 10 else "")
+            raise ValueError(
+                f"{model.name} classifies {k} classes (labels 0..{k - 1}), but splits.{name} holds the labels "
+                f"{{{shown}}}: build the model with num_classes={max(int(values.max()) + 1, 2)} or relabel the data"
+            )
 
 
 def check_box(x: ArrayLike, x_box: tuple[float, float], name: str = "the data") -> None:

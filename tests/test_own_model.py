@@ -4,6 +4,7 @@ npz from another preset, and the mistakes a newcomer makes refused with messages
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import flax.linen as nn
@@ -147,6 +148,20 @@ def test_a_hand_built_model_with_a_wrong_shape_is_refused_before_any_nan():
         r"\(20, 1\), but the model must return \(20,\), one score per example",
     ):
         attack.init_attack(settings, jax.random.split(jax.random.PRNGKey(0), 1), splits, 2, 0.0)
+    ten = data.from_arrays(x[:30], np.arange(30) % 3, x[30:], np.arange(10) % 3)  # three classes, one score
+    lr_settings = dataclasses.replace(settings, model=models.logistic_regression(6))
+    with pytest.raises(
+        ValueError,
+        match=r"classifies 2 classes \(labels 0..1\), but splits.y_train holds the labels "
+        r"\{0, 1, 2\}: build the model with num_classes=3",
+    ):
+        attack.init_attack(
+            lr_settings,
+            jax.random.split(jax.random.PRNGKey(0), 1),
+            data.sample_splits(ten, [0], n_train=20, n_val=10),
+            2,
+            0.0,
+        )
     with pytest.raises(TypeError, match=r"got TwoLayer: wrap a flax module with poison_jax.models.from_flax"):
         attack.AttackSettings(module, RMD(steps=5, lr=0.1), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8, 5))
 
