@@ -197,7 +197,7 @@ def test_the_package_ships_its_annotations():
 FLOORS = {  # ../DESIGN.md: each floor imports only the floors below it
     "bilevel": 0, "solvers": 0,
     "data": 1, "penalties": 1, "losses": 1, "models": 1, "attack": 1, "outer": 1, "seeds": 1, "hyperopt": 1,
-    "evaluate": 1,
+    "evaluate": 1, "_flax": 1,
     "config": 2, "sweep": 2, "devices": 2, "store": 2, "synthetic": 2, "experiment": 2,
     "cli": 3, "plots": 3,
 }  # fmt: skip

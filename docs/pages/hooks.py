@@ -474,10 +474,12 @@ class ModuleInfo:
         return [n for n in self.defined if not n.startswith("_")]
 
     def members(self) -> list[str]:
-        return [n for n in self.public() if n not in self.imported]
+        """What the module documents: its own names, and those it takes from a private module
+        (``_flax``), whose public path is this module."""
+        return [n for n in self.public() if n not in self.imported or self.imported[n][0].startswith("_")]
 
     def reexported(self) -> list[str]:
-        return [n for n in self.public() if n in self.imported]
+        return [n for n in self.public() if n in self.imported and not self.imported[n][0].startswith("_")]
 
     def documented(self, name: str) -> bool:
         return name in self.docs
