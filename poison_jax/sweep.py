@@ -172,6 +172,9 @@ def seed_keys(config: ExperimentConfig, purpose: int, seeds=None) -> jax.Array:
 
 
 _INIT, _CV, _EVAL = 1, 2, 3
+#: Hyperiterations per jitted call of a sweep when they are fast, and what "slow" means (seconds per
+#: hyperiteration): slow ones run one per call, so the progress bar moves after each.
+CHUNK, SLOW_SECONDS = 10, 0.2
 
 
 class Sweep:
@@ -225,6 +228,7 @@ class Sweep:
         settings = config.attack_settings(self.model, x_box=self.x_box)
         self.settings = dataclasses.replace(settings, seed_lanes=self.seed_lanes)
         self.victim = config.victim_model()
+        self._seconds_per_iter: dict[tuple[bool, bool], float] = {}  # by (update_xp, update_lam)
 
     @property
     def name(self) -> str:
@@ -275,36 +279,36 @@ class Sweep:
         update_xp: bool,
         update_lam: bool,
         progress,
-        chunk: int = 10,
         infos: list | None = None,
     ):
-        """``num_iters`` hyperiterations in jitted chunks (at most two compiled sizes), reporting progress.
+        """``num_iters`` hyperiterations in jitted chunks, reporting each chunk as it finishes.
+
+        Chunks of :data:`CHUNK` hyperiterations when they are fast, of one when they take longer
+        than :data:`SLOW_SECONDS` (so a slow model reports every hyperiteration): at most two
+        compiled sizes. The programs hold no host callback, so the persistent compilation cache can
+        keep them (``attack.run_attack(progress=...)`` reports from inside the loop instead).
 
         Appends each chunk's :class:`poison_jax.attack.StepInfo` (fields ``(S, n)``, still sharded)
         to ``infos`` when given: :meth:`diagnostics` turns them into a cell's diagnostics.
         """
+        mode = (update_xp, update_lam)
         done = 0
         while done < num_iters:
-            n = min(chunk, num_iters - done)
-            reported = [0]
-
-            def advance(k, reported=reported):  # hyperiterations finished in this chunk, as they finish
-                progress(k - reported[0])
-                reported[0] = k
-
+            seconds = self._seconds_per_iter.get(mode)
+            chunk = CHUNK if seconds is not None and seconds < SLOW_SECONDS else 1
+            n = chunk if num_iters - done >= chunk else 1
+            started = time.perf_counter()
             state, info = attack.run_attack(
-                self.settings,
-                self.splits,
-                state,
-                num_iters=n,
-                update_xp=update_xp,
-                update_lam=update_lam,
-                progress=advance,
+                self.settings, self.splits, state, num_iters=n, update_xp=update_xp, update_lam=update_lam
             )
+            jax.block_until_ready(state.xp)
+            if seconds is None or n == chunk:  # the first (compiling) call measures too much: measure again
+                measured = (time.perf_counter() - started) / n
+                self._seconds_per_iter[mode] = measured if seconds is None else min(seconds, measured)
             if infos is not None:
                 infos.append(info)
             done += n
-            advance(n)  # in case a report was lost (never counted twice)
+            progress(n)
         return state
 
     def attack_cell(
