@@ -71,9 +71,10 @@ def test_solver_under_vmap_solves_each_lane(x64, solver):
     inner, _, w0 = logistic_losses(problems[0][0])  # same data, three thetas
     ws, infos = jax.vmap(lambda th: solver(lambda w: inner(w, th), w0))(thetas)
     assert np.all(np.asarray(infos.converged))
+    solve_one = jax.jit(lambda th: solver(lambda w: inner(w, th), w0))  # one compile for the three lanes
     for i in range(3):
         theta_i = jax.tree_util.tree_map(lambda a: a[i], thetas)
-        w_i, _ = solver(lambda w: inner(w, theta_i), w0)
+        w_i, _ = solve_one(theta_i)
         np.testing.assert_allclose(
             ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], ws))[0], ravel_pytree(w_i)[0], atol=1e-8
         )
@@ -106,11 +107,18 @@ def test_solver_finds_local_minima_of_a_non_convex_network(solver):
     starts = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(1), 8))
     w, info = jax.jit(jax.vmap(lambda w0: solver(loss, w0)))(starts)
     assert np.all(np.asarray(info.converged)) and np.all(np.asarray(info.grad_norm) <= 1e-5)
+    _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda a: a[0], w))
+
+    def min_eigenvalue(p):  # of the Hessian at one lane's point
+        return jnp.linalg.eigvalsh(jax.hessian(lambda v: loss(unravel(v)))(ravel_pytree(p)[0]))[0]
+
+    # Every lane at once, compiled once (eager per-lane Hessians compiled each lane's closure anew).
+    min_eig, lane_losses = jax.jit(jax.vmap(min_eigenvalue)), jax.jit(jax.vmap(loss))
+    eigs, after, before = np.asarray(min_eig(w)), np.asarray(lane_losses(w)), np.asarray(lane_losses(starts))
+    assert eigs.shape == after.shape == before.shape == (8,)
     for lane in range(8):
-        flat, unravel = ravel_pytree(jax.tree_util.tree_map(lambda a: a[lane], w))
-        hessian = jax.hessian(lambda v: loss(unravel(v)))(flat)
-        assert float(jnp.linalg.eigvalsh(hessian)[0]) > 0
-        assert float(loss(unravel(flat))) < float(loss(jax.tree_util.tree_map(lambda a: a[lane], starts)))
+        assert eigs[lane] > 0
+        assert after[lane] < before[lane]
 
 
 def test_newton_on_the_leaky_relu_mlp_reports_what_it_reached():
@@ -123,11 +131,12 @@ def test_newton_on_the_leaky_relu_mlp_reports_what_it_reached():
     f = lambda p: (jnp.sum(models.bce(model.apply(p, x), y)) + models.l2_penalty(model, p, jnp.zeros(3))) / 40
     solver = NewtonCG(tol=1e-4, maxiter=60)
     solve = jax.jit(lambda w0: solver(f, w0))
+    value, grad = jax.jit(f), jax.jit(jax.grad(f))  # compiled once for the three seeds
     for seed in range(3):
         w0 = model.init(jax.random.PRNGKey(seed))
         w, info = solve(w0)
-        grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(f)(w))[0]))
-        assert float(f(w)) < 0.5 * float(f(w0))
+        grad_norm = float(jnp.linalg.norm(ravel_pytree(grad(w))[0]))
+        assert float(value(w)) < 0.5 * float(value(w0))
         assert float(info.grad_norm) == pytest.approx(grad_norm, rel=1e-3)  # float32, jit against eager
         assert bool(info.converged) == (grad_norm <= solver.tol)
         assert bool(info.converged) or int(info.iterations) == solver.maxiter
@@ -210,6 +219,9 @@ def test_implicit_compiles_once_over_repeated_calls(trace_counter):
 
 N_TRAIN, N_VAL, BATCH = 100, 50, 6
 STRONG = Implicit(NewtonCG(tol=1e-5, maxiter=100), cg_iters=100, cg_tol=1e-5, damping=1e-4)
+# One model for every test's settings: models compare by identity, so equal settings are one static
+# argument of the compiled attack and tests with the same settings, steps and modes share its program.
+LR = models.logistic_regression(64)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +231,7 @@ def splits():
 
 def strong_settings(**changes):
     base = attack.AttackSettings(
-        models.logistic_regression(64),
+        LR,
         STRONG,
         alpha=0.5,
         beta=0.5,
@@ -313,7 +325,8 @@ def test_attack_state_carries_the_warm_start(splits):
     settings = strong_settings()
     state = started(settings, splits)
     assert state.warm is not None and np.all(np.asarray(state.warm.w["layer_0"]["kernel"]) == 0)
-    before, _ = attack.run_attack(settings, splits, state, num_iters=2, update_lam=False)
+    # One hyperiteration a call: one compiled program serves both.
+    before, _ = attack.run_attack(settings, splits, state, num_iters=1, update_lam=False)
     after, info = attack.run_attack(settings, splits, before, num_iters=1, update_lam=False)
     assert np.all(np.asarray(info.inner_converged))
     # The carried w is the line search's solution at the poison points the step took (so the next
@@ -321,13 +334,14 @@ def test_attack_state_carries_the_warm_start(splits):
     sp = [a[0] for a in splits[:4]]
     carried = jax.tree_util.tree_map(lambda a: a[0], after.warm.w)
 
-    def grad_norm(state):
-        one = jax.tree_util.tree_map(lambda a: a[0], state)
+    @jax.jit  # one compile for both states (eagerly, every operation of the gradient compiled alone)
+    def grad_norm(one):
         inner, _ = attack.make_losses(settings.model, *sp, one, settings.mode)
-        return float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(carried, {"xp": one.xp, "log_lam": one.log_lam}))[0]))
+        return jnp.linalg.norm(ravel_pytree(jax.grad(inner)(carried, {"xp": one.xp, "log_lam": one.log_lam}))[0])
 
+    first = lambda state: jax.tree_util.tree_map(lambda a: a[0], state)
     assert not np.allclose(after.xp[0], before.xp[0])  # the step was taken
-    assert grad_norm(after) <= 1e-5 < grad_norm(before)
+    assert float(grad_norm(first(after))) <= 1e-5 < float(grad_norm(first(before)))
     # RMD keeps no warm start: the paper restarts from w(0).
     rmd = strong_settings(method=bilevel.RMD(steps=20, lr=0.5), xp_step=outer.Normalised())
     assert started(rmd, splits).warm is None
