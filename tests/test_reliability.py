@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,29 +49,40 @@ def _without_timing(records):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     done = subprocess.run(_command(out), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    return _records(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_folder):
+    return _records(uninterrupted_folder)
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path):
-    """Kill the sweep with SIGKILL at a random moment after its first cell, resume, compare cell for cell.
+    """Kill the sweep with SIGKILL at a random moment, resume, compare cell for cell.
+
+    The moment: a random number of finished cells (at least one, and at least two still to run),
+    then a random fraction of a second. (A fixed delay after the first cell let the sweep finish
+    first once its programs came from the compilation cache: cells take a second or two.)
 
     Every field but the wall time (a measurement of this run) must be equal, values included. The
     three processes involved (uninterrupted, killed, resuming) also show that one config and seed
     give bitwise-identical results across processes.
     """
+    rng = random.Random(os.getpid())
+    finished = rng.randint(1, len(uninterrupted) - 2)
     out = tmp_path / "killed"
     victim = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.jsonl"
     deadline = time.time() + 300
-    while not (results.exists() and results.read_text().count("\n") >= 1):
+    while not (results.exists() and results.read_text().count("\n") >= finished):
         assert victim.poll() is None, "the sweep ended before it could be killed"
         assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 3.0))
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.25))
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     lines = results.read_text().splitlines()
@@ -83,7 +95,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path
     assert not list(out.rglob(".*.tmp"))
 
 
-def test_second_run_on_the_same_folder_is_refused(tmp_path):
+def test_second_run_on_the_same_folder_is_refused(uninterrupted_folder, uninterrupted, tmp_path):
     out = tmp_path / "busy"
     first = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -97,9 +109,20 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
-    # The killed holder's lock died with it: a resume goes through.
+    # The killed holder's lock died with it: a resume goes through. So that it has one cell to run
+    # rather than the whole sweep, the finished cells of the uninterrupted run but its last are put
+    # in the folder (the killed holder's .lock stays as it left it).
+    held_by = (out / ".lock").read_text()
+    shutil.copytree(uninterrupted_folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    last = json.loads(lines[-1])
+    for folder in ("state", "diagnostics"):
+        (out / folder / f"{last['setting']}-{last['cell']}.npz").unlink(missing_ok=True)
+    assert (out / ".lock").read_text() == held_by == str(first.pid)
     again = subprocess.run(_command(out, "--resume"), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
+    assert _without_timing(_records(out)) == _without_timing(uninterrupted)
 
 
 def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
