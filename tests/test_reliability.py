@@ -97,7 +97,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path
 
 def test_second_run_on_the_same_folder_is_refused(uninterrupted_folder, uninterrupted, tmp_path):
     out = tmp_path / "busy"
-    first = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The holder runs for as long as the test needs (killed below): a tiny sweep could end, and let go
+    # of the lock, before the second process has started.
+    holder = _command(out, "--set", "iters_fixed=1000000")
+    first = subprocess.Popen(holder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()):
