@@ -189,9 +189,13 @@ def _free_port():
 
 def test_two_processes_as_two_hosts_equal_one_process(uninterrupted, tmp_path):
     """Two local processes joined by jax.distributed (one CPU device each, seeds sharded across
-    them) give the results of one process; only process 0 writes."""
+    them) give the results of one process; only process 0 writes.
+
+    The λ-learned setting only: its cells move both Xp and λ (the fixed-λ setting moves Xp alone),
+    and each process compiles the attack for two modes of three (learning λ on clean data, then both)."""
     out = tmp_path / "two_hosts"
-    hosts = ["--devices", "1", "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2"]
+    hosts = ["--set", "settings=learned", "--devices", "1", "--coordinator", f"127.0.0.1:{_free_port()}"]
+    hosts += ["--num-processes", "2"]
     procs = [
         subprocess.Popen(
             _command(out, *hosts, "--process-id", str(i)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -202,8 +206,8 @@ def test_two_processes_as_two_hosts_equal_one_process(uninterrupted, tmp_path):
     for p, (_, err) in zip(procs, outputs, strict=False):
         assert p.returncode == 0, err[-2000:]
     assert "| poison (%) |" in outputs[0][0] and "| poison (%) |" not in outputs[1][0]
-    got, want = _records(out), uninterrupted
-    assert [(r["setting"], r["cell"]) for r in got] == [(r["setting"], r["cell"]) for r in want]
+    got, want = _records(out), [r for r in uninterrupted if r["setting"] == "learned"]
+    assert [(r["setting"], r["cell"]) for r in got] == [(r["setting"], r["cell"]) for r in want] and want
     for g, w in zip(got, want, strict=False):
         for metric in ("error", "log_lam", "sq_norm", "val_loss"):
             assert np.allclose(
