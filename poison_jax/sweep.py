@@ -292,6 +292,9 @@ class Sweep:
         to ``infos`` when given: :meth:`diagnostics` turns them into a cell's diagnostics.
         """
         mode = (update_xp, update_lam)
+        # One sharding for every call: set_poison_count's masks come back unsharded, and a chunk whose
+        # inputs are placed differently from the last one's compiles again.
+        state = jax.device_put(state, self.sharding.by_seed)
         done = 0
         while done < num_iters:
             seconds = self._seconds_per_iter.get(mode)
