@@ -314,7 +314,6 @@ class ExperimentConfig:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
 #: The fields that describe the data: they go back to their defaults when the source changes.
 DATA_FIELDS = ("classes", "n_test", "data_path", "test_path", "data_dir", "scale", "x_box", "outside_box")
-_DATA_FIELDS = DATA_FIELDS
 
 # Fields that hold log λ say so in their names; the first names are refused with the new one.
 RENAMED = {
@@ -856,7 +855,7 @@ def preset(name: str, **overrides) -> ExperimentConfig:
     _refuse_unknown_fields(overrides)
     settings = dict(PRESETS[name])
     if overrides.get("source", settings.get("source", _DEFAULTS["source"])) != settings.get("source"):
-        for field in _DATA_FIELDS:  # another source: the preset's data settings do not apply to it
+        for field in DATA_FIELDS:  # another source: the preset's data settings do not apply to it
             settings.pop(field, None)
     return ExperimentConfig(**{**settings, "name": name, **overrides})
 
@@ -874,13 +873,13 @@ def with_data(config: ExperimentConfig, source: str, **fields) -> ExperimentConf
         (None, None, 'my.npz', 200, 'my')
     """
     _refuse_unknown_fields(fields)
-    unknown = sorted(set(fields) - set(_DATA_FIELDS))
+    unknown = sorted(set(fields) - set(DATA_FIELDS))
     if unknown:
         raise ConfigError(
-            f"with_data sets the data fields ({', '.join(_DATA_FIELDS)}), not {', '.join(unknown)}: use "
+            f"with_data sets the data fields ({', '.join(DATA_FIELDS)}), not {', '.join(unknown)}: use "
             "dataclasses.replace or preset(...) for the others"
         )
-    reset = {field: _DEFAULTS[field] for field in _DATA_FIELDS}
+    reset = {field: _DEFAULTS[field] for field in DATA_FIELDS}
     return dataclasses.replace(config, **{**reset, "x_box": None, "source": source, **fields})
 
 
