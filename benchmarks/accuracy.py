@@ -46,7 +46,8 @@ from benchmarks.common import (
     select_device,
     write_results,
 )
-from poison_jax import attack, bilevel, data, models
+from poison_jax import engine
+from poison_jax.poisoning import attack, data, models
 
 TARGET_COSINE = 0.999
 
@@ -156,7 +157,7 @@ class Problem:
         self.model = model
         self.bias_penalty = spec["model"] == "mlp" if bias_penalty is None else bias_penalty
         settings = attack.AttackSettings(
-            model, bilevel.RMD(steps=1, lr=spec["lr"]), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=(-8.0, 12.0)
+            model, engine.RMD(steps=1, lr=spec["lr"]), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=(-8.0, 12.0)
         )
         keys = jax.random.split(jax.random.PRNGKey(spec["seed"]), 1)
         state = attack.init_attack(settings, keys, splits, spec["n_poison"], spec["log_lam"])
@@ -199,7 +200,7 @@ def reference(problem: Problem) -> dict:
     with jax.enable_x64(True):
         inner, outer, w0, theta = problem.losses(jnp.float64)
         start = time.perf_counter()
-        w = bilevel.unroll(inner, w0, theta, steps=spec["ref_steps"], lr=spec["lr"])
+        w = engine.unroll(inner, w0, theta, steps=spec["ref_steps"], lr=spec["lr"])
         flat, unravel = ravel_pytree(w)
         grad = jax.jit(lambda f: ravel_pytree(jax.grad(inner)(unravel(f), theta))[0])
         hessian = jax.jit(jax.hessian(lambda f: inner(unravel(f), theta)))
@@ -217,7 +218,7 @@ def reference(problem: Problem) -> dict:
             newton += 1  # accepted Newton steps
         eig = np.linalg.eigvalsh(np.asarray(hessian(flat)))
         w_star = unravel(flat)
-        value, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+        value, exact, _ = engine.exact_hypergrad(inner, outer, w_star, theta)
         exact = jax.tree_util.tree_map(np.asarray, exact)
         seconds = time.perf_counter() - start
         w_star = jax.tree_util.tree_map(np.asarray, w_star)
@@ -303,14 +304,14 @@ def study(spec: dict, goal: bool) -> dict:
     lr, cg_max, cg_tol = spec["lr"], spec["cg_max"], spec["cg_tol"]
 
     def rmd(t):
-        return lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=lr)
+        return lambda: engine.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=lr)
 
     def ift_train(t):
-        method = bilevel.IFT(steps=t, lr=lr, cg_iters=cg_max, cg_tol=cg_tol)
-        return lambda: bilevel.hypergrad_with_info(method, inner, outer, w0, theta)
+        method = engine.IFT(steps=t, lr=lr, cg_iters=cg_max, cg_tol=cg_tol)
+        return lambda: engine.hypergrad_with_info(method, inner, outer, w0, theta)
 
     def ift_cg(k):
-        return lambda: bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=k, cg_tol=0.0)
+        return lambda: engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=k, cg_tol=0.0)
 
     candidates = {}
     for t in spec["steps"]:
@@ -386,7 +387,7 @@ def paper_activation_diagnostic(spec: dict) -> dict:
     problem = Problem(spec, bias_penalty=False, model=models.mlp(spec["d"], hidden=spec["hidden"]))
     with jax.enable_x64(True):
         inner, outer, w0, theta = problem.losses(jnp.float64)
-        w = bilevel.unroll(inner, w0, theta, steps=spec["ref_steps"], lr=spec["lr"])
+        w = engine.unroll(inner, w0, theta, steps=spec["ref_steps"], lr=spec["lr"])
         flat, unravel = ravel_pytree(w)
         grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(w, theta))[0]))
         eig = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda f: inner(unravel(f), theta))(flat)))

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import add_common_args, default_device, environment, median_times, select_device, write_results
-from poison_jax import attack, data, models
-from poison_jax.bilevel import RMD
+from poison_jax.engine import RMD
+from poison_jax.poisoning import attack, data, models
 
 LR_SIZES = dict(d=784, n_train=512, n_val=171, n_poison=85, steps=150, lr=0.1, seeds=10)
 MLP_SIZES = dict(d=2048, n_train=512, n_val=171, n_poison=17, steps=600, lr=0.01, seeds=1, hidden=(128, 32))

@@ -5,11 +5,11 @@ timings, the projected wall time of the paper's whole MNIST LR sweep.
 
 * Sizes: d = 784, 512 training rows of which 85 poison, 171 validation, T = 150, η = 0.1, random
   data of that shape (:func:`benchmarks.attack_step.random_splits`), 10 seeds. A hyperiteration is
-  :func:`poison_jax.attack.poison_step` with Λ fixed (one hypergradient a seed).
+  :func:`poison_jax.poisoning.attack.poison_step` with Λ fixed (one hypergradient a seed).
 * Loop: the same jitted step called on each seed's slice. vmap: one call on all seeds (one device).
   Sharded: a fresh process that splits the host into one XLA device per core
   (``jax_num_cpu_devices``) and places the seed axis with
-  :class:`poison_jax.experiment.SeedSharding` (a ``Mesh`` axis ``"seed"``, ``NamedSharding``); there
+  :class:`poison_jax.experiments.devices.SeedSharding` (a ``Mesh`` axis ``"seed"``, ``NamedSharding``); there
   the loop and the one-device vmap are timed again, interleaved with it.
 * jit against no jit: one RMD hypergradient at T = 20 (eagerly it is slow) under
   ``jax.disable_jit()`` against the jitted call.
@@ -74,13 +74,13 @@ TARGET_MINUTES = 5.0
 
 def _setup(sizes):
     from benchmarks.attack_step import setup
-    from poison_jax import models
+    from poison_jax.poisoning import models
 
     return setup(sizes, models.logistic_regression(sizes["d"]))
 
 
 def _single_step(settings, splits, state):
-    from poison_jax import attack
+    from poison_jax.poisoning import attack
 
     return attack.poison_step(settings, splits, state, update_xp=True, update_lam=False)
 
@@ -134,14 +134,14 @@ def one_device(quick: bool) -> dict:
 
 def jit_vs_nojit(quick: bool) -> dict:
     from benchmarks.hypergrad import logistic_problem
-    from poison_jax import bilevel
+    from poison_jax import engine
 
     sizes = QUICK if quick else SIZES
     steps = NOJIT_STEPS[quick]
     inner, outer, w0, theta, data = logistic_problem(sizes["d"], sizes["n_train"], sizes["n_poison"], sizes["n_val"])
 
     def call():
-        return bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=sizes["lr"])
+        return engine.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=sizes["lr"])
 
     def eager():
         with jax.disable_jit():
@@ -226,8 +226,8 @@ def profile(quick: bool, loop_ms: float, seeds: int) -> dict:
 
 
 def sharded_case(quick: bool, devices: int) -> dict:
-    from poison_jax import attack, evaluate, hyperopt
-    from poison_jax.experiment import SeedSharding
+    from poison_jax.experiments.config import SeedSharding
+    from poison_jax.poisoning import attack, hyperopt, victims
 
     sizes = QUICK if quick else SIZES
     settings, splits, state = _setup(sizes)
@@ -267,7 +267,7 @@ def sharded_case(quick: bool, devices: int) -> dict:
     epochs = 5 if quick else SWEEP["eval_epochs"]
 
     def victim():
-        return evaluate.evaluate_victim(
+        return victims.evaluate_victim(
             settings.model,
             x,
             y,

@@ -3,9 +3,9 @@
 Problem: L2 logistic regression on real MNIST 0 v 8 (the offline 5,000-image sample), 512 training
 rows of which 85 are poison points (replace mode: cloned from validation with flipped labels, each
 replacing a clean row), 171 validation rows, log λ = 1.6; the losses are
-:func:`poison_jax.attack.make_losses`'s and ``theta = {"xp": (85, 784), "log_lam": (1,)}``.
+:func:`poison_jax.poisoning.attack.make_losses`'s and ``theta = {"xp": (85, 784), "log_lam": (1,)}``.
 
-Reference: the exact hypergradient (dense Hessian solve, :func:`poison_jax.bilevel.exact_hypergrad`)
+Reference: the exact hypergradient (dense Hessian solve, :func:`poison_jax.engine.exact_hypergrad`)
 in float64 at a Newton optimum (``NewtonCG(tol=1e-12)``), computed in a separate process with
 ``jax_enable_x64`` (optimistix's LBFGS fails to trace in a process with x64 on and float32 inputs):
 ``python -m benchmarks.engine_peers --reference-only DIR`` reads ``DIR/problem.npz`` and writes
@@ -127,13 +127,14 @@ _DATA_FIELDS = ("x_train", "y_train", "x_val", "y_val")
 
 def build_problem(spec: dict) -> dict:
     """One split with all poison points active, as numpy arrays (float32 features)."""
-    from poison_jax import attack, bilevel, data, models
+    from poison_jax import engine
+    from poison_jax.poisoning import attack, data, models
 
     ds = data.load_dataset(spec["dataset"], **spec["load"])
     splits = data.sample_splits(ds, [spec["seed"]], spec["n_train"], spec["n_val"])
     model = models.logistic_regression(spec["d"])
     settings = attack.AttackSettings(
-        model, bilevel.RMD(steps=1, lr=spec["lr"]), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=(-8.0, 12.0)
+        model, engine.RMD(steps=1, lr=spec["lr"]), alpha=1.0, beta=1.0, x_box=(0.0, 1.0), lam_box=(-8.0, 12.0)
     )
     keys = jax.random.split(jax.random.PRNGKey(spec["seed"]), 1)
     state = attack.init_attack(settings, keys, splits, spec["n_poison"], spec["log_lam"])
@@ -144,8 +145,8 @@ def build_problem(spec: dict) -> dict:
 
 
 def losses(arrays: dict, d: int, dtype):
-    """``(inner, outer, w0, theta)`` from :func:`poison_jax.attack.make_losses`, floats cast to ``dtype``."""
-    from poison_jax import attack, models
+    """``(inner, outer, w0, theta)`` from :func:`poison_jax.poisoning.attack.make_losses`, floats cast to ``dtype``."""
+    from poison_jax.poisoning import attack, models
 
     def cast(a):
         a = np.asarray(a)
@@ -170,19 +171,19 @@ def _flat(tree) -> np.ndarray:
 def compute_reference(folder: Path) -> None:
     """Read ``folder/problem.npz``, write the exact float64 hypergradient to ``folder/reference.npz``."""
     jax.config.update("jax_enable_x64", True)
-    from poison_jax import bilevel
+    from poison_jax import engine
 
     with np.load(folder / "problem.npz") as f:
         arrays = {k: f[k] for k in f.files if k != "d"}
         d = int(f["d"])
     inner, outer, w0, theta = losses(arrays, d, jnp.float64)
     start = time.perf_counter()
-    solver = bilevel.NewtonCG(tol=1e-12, maxiter=100, cg_iters=1000)
+    solver = engine.NewtonCG(tol=1e-12, maxiter=100, cg_iters=1000)
     w_star, solve = jax.jit(lambda w, th: solver(lambda v: inner(v, th), w))(w0, theta)
     flat, unravel = ravel_pytree(w_star)
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(w_star, theta))[0]))
     eig = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda f: inner(unravel(f), theta))(flat)))
-    value, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+    value, exact, _ = engine.exact_hypergrad(inner, outer, w_star, theta)
     seconds = time.perf_counter() - start
     np.savez(
         folder / "reference.npz",
@@ -233,7 +234,7 @@ class Reference:
         ref.pop("w_star")
         info = {k: v.item() for k, v in ref.items()}
         info["solver"] = "poison_jax NewtonCG(tol=1e-12, maxiter=100, cg_iters=1000) from w = 0, float64"
-        info["hypergradient"] = "poison_jax.bilevel.exact_hypergrad (dense Hessian solve), float64"
+        info["hypergradient"] = "poison_jax.engine.exact_hypergrad (dense Hessian solve), float64"
         return exact, info
 
 
@@ -243,7 +244,7 @@ class Reference:
 
 
 def _poison_jax_candidates(spec, inner, outer, w0, theta, theta_prev):
-    from poison_jax import bilevel
+    from poison_jax import engine
 
     out = []
     lr = spec["lr"]
@@ -262,7 +263,7 @@ def _poison_jax_candidates(spec, inner, outer, w0, theta, theta_prev):
         if warm is None:
             call = lambda: method(inner, outer, w0, theta)
         else:
-            call = lambda: bilevel.warm_hypergrad(method, inner, outer, warm, theta)
+            call = lambda: engine.warm_hypergrad(method, inner, outer, warm, theta)
         out.append(
             dict(
                 library="poison_jax",
@@ -278,35 +279,35 @@ def _poison_jax_candidates(spec, inner, outer, w0, theta, theta_prev):
         add(
             "poison_jax IFT (GD)",
             f"T={t}, η={lr}, CG ≤ {spec['ift_cg_iters']} to {spec['ift_cg_tol']:g}",
-            bilevel.IFT(steps=t, lr=lr, cg_iters=spec["ift_cg_iters"], cg_tol=spec["ift_cg_tol"]),
+            engine.IFT(steps=t, lr=lr, cg_iters=spec["ift_cg_iters"], cg_tol=spec["ift_cg_tol"]),
         )
     for t in spec["rmd_steps"]:
-        add("poison_jax RMD", f"T={t}, η={lr}", bilevel.RMD(steps=t, lr=lr))
+        add("poison_jax RMD", f"T={t}, η={lr}", engine.RMD(steps=t, lr=lr))
     implicit = []
     for tol, ctol in spec["newton"]:
-        solver = bilevel.NewtonCG(tol=tol, maxiter=100, cg_iters=50)
+        solver = engine.NewtonCG(tol=tol, maxiter=100, cg_iters=50)
         implicit.append(
             (
                 "NewtonCG",
                 f"tol={tol:g}, CG tol={ctol:g}",
-                bilevel.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol),
+                engine.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol),
             )
         )
     for tol, ctol in spec["lbfgs"]:
-        solver = bilevel.LBFGS(tol=tol, maxiter=1000)
+        solver = engine.LBFGS(tol=tol, maxiter=1000)
         implicit.append(
             (
                 "LBFGS",
                 f"tol={tol:g}, CG tol={ctol:g}",
-                bilevel.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol),
+                engine.Implicit(solver=solver, cg_iters=spec["implicit_cg_iters"], cg_tol=ctol),
             )
         )
     for name, settings, method in implicit:
         add(f"poison_jax Implicit {name}", settings + ", from w0 = 0", method)
-    cold = bilevel.Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
+    cold = engine.Warm(w0, jax.tree_util.tree_map(jnp.zeros_like, w0))
     for name, settings, method in implicit:
         # The Warm of the previous hyperiteration, at theta_prev (itself solved from w0 = 0).
-        warm = jax.block_until_ready(bilevel.warm_hypergrad(method, inner, outer, cold, theta_prev)[2].warm)
+        warm = jax.block_until_ready(engine.warm_hypergrad(method, inner, outer, cold, theta_prev)[2].warm)
         add(f"poison_jax Implicit {name} warm", settings + ", from the previous Warm", method, warm=warm)
     return out
 
@@ -415,17 +416,17 @@ YARDSTICK = "yardstick: 50 CG steps"
 
 
 def _cg_yardstick(inner, w0, theta):
-    """A call running ``CG_YARDSTICK_STEPS`` steps of :func:`poison_jax.solvers.conjugate_gradient`
+    """A call running ``CG_YARDSTICK_STEPS`` steps of :func:`poison_jax.engine.conjugate_gradient`
     (tolerance 0, so every step runs) on the inner Hessian at ``w0``: one step is a Hessian-vector
     product and the vector updates, the unit every method here pays in (a gradient costs about as
     much). Timed among the candidates, it turns each row's time into CG-step equivalents."""
-    from poison_jax import solvers
+    from poison_jax import engine
 
     w = jax.tree_util.tree_map(lambda a: a + 0.01, w0)  # off the symmetric start, where sigmoid' is flat
     rhs = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(5), a.shape, a.dtype), w0)
     run = jax.jit(
-        lambda w, b, th: solvers.conjugate_gradient(
-            lambda v: solvers.hvp(lambda u: inner(u, th), w, v), b, maxiter=CG_YARDSTICK_STEPS, tol=0.0
+        lambda w, b, th: engine.conjugate_gradient(
+            lambda v: engine.hvp(lambda u: inner(u, th), w, v), b, maxiter=CG_YARDSTICK_STEPS, tol=0.0
         )
     )
     return lambda: run(w, rhs, theta)

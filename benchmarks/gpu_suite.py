@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poison_jax import attack, data, evaluate, experiment
+from poison_jax.experiments import presets, sweep
+from poison_jax.poisoning import attack, data, victims
 
 
 def _timed(fn, repeats: int = 2):
@@ -43,7 +44,7 @@ def _timed(fn, repeats: int = 2):
 
 
 def mlp_paper_setting(num_seeds: int = 10) -> dict:
-    config = experiment.preset("imagenet-mlp", num_seeds=num_seeds, data_path="unused.npz")
+    config = presets.preset("imagenet-mlp", num_seeds=num_seeds, data_path="unused.npz")
     rng = np.random.default_rng(0)
     shape = lambda n: (num_seeds, n, 2048)  # noqa: E731
     splits = data.Splits(
@@ -54,7 +55,7 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
         jnp.asarray(rng.normal(size=(600, 2048)) * 0.3, jnp.float32),
         jnp.asarray(rng.integers(0, 2, 600), jnp.float32),
     )
-    model = experiment.build_model(config, 2048)
+    model = sweep.build_model(config, 2048)
     settings = config.attack_settings(model)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     state = attack.init_attack(settings, keys, splits, config.n_poison, config.log_lam_init)
@@ -70,9 +71,7 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     victim = config.victim_model()
     first, warm, _ = _timed(
         lambda: (
-            evaluate.evaluate_victim(
-                model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim
-            ).error
+            victims.evaluate_victim(model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim).error
         ),
         repeats=1,
     )
@@ -89,9 +88,9 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
 
 
 def strong_sweep(out: Path, preset: str) -> dict:
-    config = experiment.preset(preset)
+    config = presets.preset(preset)
     start = time.perf_counter()
-    records = experiment.run_sweep(config, out / preset, progress=False, log=lambda _: None)
+    records = sweep.run_sweep(config, out / preset, progress=False, log=lambda _: None)
     seconds = time.perf_counter() - start
     table = {
         f"{r['setting']}/{r['cell']}": {

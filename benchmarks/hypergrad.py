@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import add_common_args, environment, median_times, select_device, write_results
-from poison_jax import bilevel
+from poison_jax import engine
 
 
 def logistic_arrays(d: int, n_train: int, n_poison: int, n_val: int, seed: int = 0) -> dict:
@@ -79,19 +79,19 @@ def run(quick: bool = False) -> dict:
     steps, lr = (30, 0.1) if quick else (150, 0.1)
     repeats = 5 if quick else 50
     inner, outer, w0, theta, data = logistic_problem(**sizes)
-    w_star = bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr)
+    w_star = engine.unroll(inner, w0, theta, data, steps=steps, lr=lr)
 
     calls = {
-        "forward unroll": lambda: bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr),
-        "RMD": lambda: bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr),
-        "RMD, checkpointed": lambda: bilevel.rmd_hypergrad(
+        "forward unroll": lambda: engine.unroll(inner, w0, theta, data, steps=steps, lr=lr),
+        "RMD": lambda: engine.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr),
+        "RMD, checkpointed": lambda: engine.rmd_hypergrad(
             inner, outer, w0, theta, data, steps=steps, lr=lr, checkpoint=True
         ),
-        "IFT solve (given w*)": lambda: bilevel.ift_hypergrad(
+        "IFT solve (given w*)": lambda: engine.ift_hypergrad(
             inner, outer, w_star, theta, data, cg_iters=50, cg_tol=1e-6
         ),
-        "IFT incl. training": lambda: bilevel.hypergrad(
-            bilevel.IFT(steps=steps, lr=lr, cg_iters=50, cg_tol=1e-6), inner, outer, w0, theta, data
+        "IFT incl. training": lambda: engine.hypergrad(
+            engine.IFT(steps=steps, lr=lr, cg_iters=50, cg_tol=1e-6), inner, outer, w0, theta, data
         ),
     }
     times = median_times(calls, repeats=repeats)

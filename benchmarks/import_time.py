@@ -22,7 +22,7 @@ from benchmarks.common import add_common_args, environment, write_results
 _PROBE = (
     "import sys, time; t = time.perf_counter(); import poison_jax; t = time.perf_counter() - t; "
     "import json; print(json.dumps({'seconds': t, 'heavy': sorted(m for m in sys.modules "
-    "if m.split('.')[0] in ('matplotlib', 'tensorflow_datasets', 'tensorflow') or m == 'poison_jax.plots')}))"
+    "if m.split('.')[0] in ('matplotlib', 'tensorflow_datasets', 'tensorflow') or m == 'poison_jax.face.plots')}))"
 )
 
 

@@ -1,6 +1,6 @@
 """The peer: the same logistic-regression RMD hypergradient written the way PyTorch research code
 does it (an unrolled loop of ``torch.autograd.grad(..., create_graph=True)``, then one backward
-pass), timed in the same process as poison_jax's ``bilevel.rmd_hypergrad``.
+pass), timed in the same process as poison_jax's ``engine.rmd_hypergrad``.
 
 Problem: :func:`benchmarks.hypergrad.logistic_arrays` (MNIST shape: d = 784, 512 training rows of
 which 85 poison, 171 validation, T = 150 full-batch GD steps, η = 0.1, float32), the same arrays fed
@@ -29,7 +29,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.hypergrad import logistic_arrays, logistic_problem
-from poison_jax import bilevel
+from poison_jax import engine
 
 SIZES = dict(d=784, n_train=512, n_poison=85, n_val=171, steps=150, lr=0.1)
 QUICK = dict(d=64, n_train=96, n_poison=16, n_val=40, steps=20, lr=0.1)
@@ -79,10 +79,10 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     inner, outer, w0, theta, data = logistic_problem(**problem)
 
     def jax_call():
-        return bilevel.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr)
+        return engine.rmd_hypergrad(inner, outer, w0, theta, data, steps=steps, lr=lr)
 
     def jax_forward():
-        return bilevel.unroll(inner, w0, theta, data, steps=steps, lr=lr)
+        return engine.unroll(inner, w0, theta, data, steps=steps, lr=lr)
 
     result = {"benchmark": "peer", "problem": {**sizes, "dtype": "float32", "model": "logistic regression"}}
     try:
@@ -144,7 +144,7 @@ def markdown(result: dict) -> str:
         "",
         "| implementation | median (ms) | per step (ms) |",
         "|---|---:|---:|",
-        f"| poison_jax `bilevel.rmd_hypergrad` (jitted) | {result['poison_jax_ms']:.2f} | "
+        f"| poison_jax `engine.rmd_hypergrad` (jitted) | {result['poison_jax_ms']:.2f} | "
         f"{result['poison_jax_ms'] / p['steps']:.3f} |",
     ]
     t = result["torch"]

@@ -24,8 +24,8 @@ import jax
 
 from benchmarks.attack_step import random_splits
 from benchmarks.common import add_common_args, environment, median_times, select_device, write_results
-from poison_jax import attack, models
-from poison_jax.bilevel import RMD
+from poison_jax.engine import RMD
+from poison_jax.poisoning import attack, models
 
 CASES = {
     "paper LR": dict(d=784, n_train=512, n_val=171, n_poison=85, steps=150, lr=0.1, seeds=10, iters=5),

@@ -35,7 +35,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.hypergrad import logistic_arrays
-from poison_jax import bilevel
+from poison_jax import engine
 
 BASE = dict(d=784, n_train=512, n_val=171, steps=150, lr=0.1, seeds=1)
 GRIDS = dict(
@@ -81,7 +81,7 @@ def _one_seed(data, theta, *, steps, lr, checkpoint):
 
     d = data["x_clean"].shape[-1]
     w0 = {"w": jnp.zeros(d, jnp.float32), "b": jnp.zeros((), jnp.float32)}
-    return bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=lr, checkpoint=checkpoint)
+    return engine.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=lr, checkpoint=checkpoint)
 
 
 _COMPILED = {}

@@ -36,7 +36,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.h2h_splits import load_split
-from poison_jax import attack, bilevel, data, models, outer, solvers
+from poison_jax import engine
+from poison_jax.poisoning import attack, data, models, outer
 
 RUNS = {
     "digits": {"seeds": [0, 1, 2, 3, 4], "counts": [0, 6, 13, 19, 26]},
@@ -46,7 +47,7 @@ C = 100.0
 LOG_LAM = math.log(1.0 / C)  # liblinear's Σℓ + ||w||²/(2C)  <->  (Σℓ + exp(λ)/2 ||w||²)/n
 ITERS = 50  # hyperiterations per attack
 STRONG = dict(
-    method=bilevel.Implicit(solvers.NewtonCG(tol=1e-5, maxiter=100), cg_iters=200, cg_tol=1e-5, damping=1e-4),
+    method=engine.Implicit(engine.NewtonCG(tol=1e-5, maxiter=100), cg_iters=200, cg_tol=1e-5, damping=1e-4),
     alpha=0.99,
     beta=0.1,
     x_box=(0.0, 1.0),

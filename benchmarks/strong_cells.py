@@ -30,7 +30,7 @@ VARIANTS = (
 
 
 def _settings(base, name: str):
-    from poison_jax import outer
+    from poison_jax.poisoning import outer
 
     return {
         "preset": base,
@@ -54,11 +54,11 @@ def main(argv=None):
 
     import poison_jax
 
-    poison_jax.use_cpu_cores()
-    from poison_jax import experiment
-    from poison_jax.sweep import Sweep
+    poison_jax.experiments.devices.use_cpu_cores()
+    from poison_jax.experiments import presets
+    from poison_jax.experiments.sweep import Sweep
 
-    config = experiment.preset("mnist5k-lr-strong", **({} if args.iters is None else {"iters_fixed": args.iters}))
+    config = presets.preset("mnist5k-lr-strong", **({} if args.iters is None else {"iters_fixed": args.iters}))
     sweep = Sweep(config)
     base = sweep.settings
     print("| variant | cell | attack (s) | objective | test error |\n|---|---:|---:|---:|---:|")

@@ -26,10 +26,20 @@ QUICK_SETS = ("num_seeds=2", "num_batches=1", "iters_fixed=1", "iters_clean=1", 
 
 
 def run(quick: bool = False, device: str | None = None) -> dict:
-    from poison_jax import plots
+    from poison_jax.face import plots
 
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "poison_jax.cli", "run", "--preset", PRESET, "--out", tmp, "--no-progress"]
+        command = [
+            sys.executable,
+            "-m",
+            "poison_jax.face.cli",
+            "run",
+            "--preset",
+            PRESET,
+            "--out",
+            tmp,
+            "--no-progress",
+        ]
         for field in QUICK_SETS if quick else ():
             command += ["--set", field]
         start = time.perf_counter()

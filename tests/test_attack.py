@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, data, evaluate, hyperopt, models
-from poison_jax.bilevel import IFT, RMD
+from poison_jax.engine import IFT, RMD
+from poison_jax.poisoning import attack, data, hyperopt, models, victims
 
 N_TRAIN, N_VAL, BATCH = 120, 60, 12
 LAM_BOX = (-8.0, math.log(200.0))
@@ -257,7 +257,7 @@ def test_cv_curve_matches_a_hand_computed_fold_average(splits):
 
 def test_victim_on_clean_digits_is_accurate(splits):
     model = models.logistic_regression(64)
-    m = evaluate.evaluate_victim(
+    m = victims.evaluate_victim(
         model,
         splits.x_train,
         splits.y_train,
@@ -276,7 +276,7 @@ def test_victim_on_clean_digits_is_accurate(splits):
 
 def test_stronger_lambda_shrinks_victim_weights(splits):
     model = models.mlp(64, hidden=(8, 4))
-    run = lambda lam: evaluate.evaluate_victim(
+    run = lambda lam: victims.evaluate_victim(
         model,
         splits.x_train,
         splits.y_train,
@@ -294,6 +294,6 @@ def test_stronger_lambda_shrinks_victim_weights(splits):
 def test_classification_metrics_by_hand():
     logits = jnp.asarray([2.0, -1.0, 0.5, -3.0, 1.0])
     y = jnp.asarray([1.0, 1.0, 0.0, 0.0, 0.0])  # predictions 1, 0, 1, 0, 1
-    error, fpr, fnr = evaluate.classification_metrics(logits, y)
+    error, fpr, fnr = victims.classification_metrics(logits, y)
     assert float(error) == pytest.approx(3 / 5)
     assert float(fpr) == pytest.approx(2 / 3) and float(fnr) == pytest.approx(1 / 2)

@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, bilevel, data, experiment, models, store
-from poison_jax.bilevel import RMD
+from poison_jax import engine
+from poison_jax.engine import RMD
+from poison_jax.experiments import presets, store
+from poison_jax.poisoning import attack, data, models
 
 
 def _losses():
@@ -39,32 +41,32 @@ def _nan_features():
 API_CASES = {
     # bilevel engine
     "steps zero": (
-        lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), steps=0, lr=0.1),
+        lambda t: engine.rmd_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), steps=0, lr=0.1),
         ValueError,
         "steps must be a positive integer, got 0",
     ),
     "lr nan": (
-        lambda t: bilevel.unroll(_losses()[0], jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=float("nan")),
+        lambda t: engine.unroll(_losses()[0], jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=float("nan")),
         ValueError,
         "lr must be a finite number > 0, got nan",
     ),
     "cg_iters negative": (
-        lambda t: bilevel.ift_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), cg_iters=-2),
+        lambda t: engine.ift_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), cg_iters=-2),
         ValueError,
         "cg_iters must be a positive integer, got -2",
     ),
     "non-scalar loss": (
-        lambda t: bilevel.rmd_hypergrad(_losses()[0], lambda w, th: w, jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=0.1),
+        lambda t: engine.rmd_hypergrad(_losses()[0], lambda w, th: w, jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=0.1),
         ValueError,
         "outer_loss must return a scalar (shape ()), got (2,)",
     ),
     "integer weights (dtype)": (
-        lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(2, jnp.int32), jnp.asarray(0.0), steps=3, lr=0.1),
+        lambda t: engine.rmd_hypergrad(*_losses(), jnp.zeros(2, jnp.int32), jnp.asarray(0.0), steps=3, lr=0.1),
         TypeError,
         "w0 must have a floating dtype, got int32",
     ),
     "weights of the wrong shape": (
-        lambda t: bilevel.rmd_hypergrad(*_losses(), jnp.zeros(3), jnp.asarray(0.0), steps=3, lr=0.1),
+        lambda t: engine.rmd_hypergrad(*_losses(), jnp.zeros(3), jnp.asarray(0.0), steps=3, lr=0.1),
         ValueError,
         "inner_loss(w, theta) failed for w with structure",
     ),
@@ -137,29 +139,29 @@ API_CASES = {
         "x_box must be a pair (low, high) of finite numbers with low < high, got (1.0, 0.0)",
     ),
     # config
-    "unknown preset": (lambda t: experiment.preset("cifar-lr"), ValueError, "unknown preset 'cifar-lr': choose one of"),
+    "unknown preset": (lambda t: presets.preset("cifar-lr"), ValueError, "unknown preset 'cifar-lr': choose one of"),
     "unknown field": (
-        lambda t: experiment.preset("digits-lr", epochs=3),
+        lambda t: presets.preset("digits-lr", epochs=3),
         ValueError,
         "unknown config field(s) 'epochs'",
     ),
     "negative count": (
-        lambda t: experiment.preset("digits-lr", n_val=-1),
+        lambda t: presets.preset("digits-lr", n_val=-1),
         ValueError,
         "'n_val' = -1 is not allowed: a positive integer",
     ),
     "fraction above 1": (
-        lambda t: experiment.preset("digits-lr", poison_batch=60, num_batches=4),
+        lambda t: presets.preset("digits-lr", poison_batch=60, num_batches=4),
         ValueError,
         "poison_batch * num_batches = 240 must not exceed n_train (200)",
     ),
     "inverted λ bounds": (
-        lambda t: experiment.preset("digits-lr", log_lam_box=(3.0, -8.0)),
+        lambda t: presets.preset("digits-lr", log_lam_box=(3.0, -8.0)),
         ValueError,
         "'log_lam_box' = (3.0, -8.0) is not allowed: low < high",
     ),
     "non-positive step": (
-        lambda t: experiment.preset("digits-lr", beta=-0.1),
+        lambda t: presets.preset("digits-lr", beta=-0.1),
         ValueError,
         "'beta' = -0.1 is not allowed: a finite number > 0 (a step size)",
     ),
@@ -167,7 +169,7 @@ API_CASES = {
     "unwritable output folder": (
         lambda t: (
             Path(t / "a_file").write_text("x"),
-            store.ResultsStore(t / "a_file" / "out", experiment.preset("digits-lr")),
+            store.ResultsStore(t / "a_file" / "out", presets.preset("digits-lr")),
         ),
         PermissionError,
         "cannot create the output folder",

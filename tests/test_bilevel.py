@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from poison_jax import bilevel
-from poison_jax.bilevel import IFT, RMD
+from poison_jax import engine
+from poison_jax.engine import IFT, RMD
 
 N_CLEAN, N_POISON, N_VAL, D = 12, 3, 10, 4
 
@@ -117,7 +117,7 @@ def cosine(a, b):
 
 
 def converged_w(inner, w0, theta):
-    return bilevel.unroll(inner, w0, theta, **CONVERGED)
+    return engine.unroll(inner, w0, theta, **CONVERGED)
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
@@ -127,9 +127,9 @@ def test_all_hypergradients_match_finite_differences(x64, name):
     fd = central_differences(objective, theta)
     w_star = converged_w(inner, w0, theta)
 
-    _, g_rmd, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, **CONVERGED)
-    _, g_ift, info = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12)
-    _, g_exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+    _, g_rmd, _ = engine.rmd_hypergrad(inner, outer, w0, theta, **CONVERGED)
+    _, g_ift, info = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12)
+    _, g_exact, _ = engine.exact_hypergrad(inner, outer, w_star, theta)
 
     assert bool(info.cg.converged) and float(info.inner_grad_norm) < 1e-10
     for g in (g_rmd, g_ift, g_exact):
@@ -140,9 +140,9 @@ def test_all_hypergradients_match_finite_differences(x64, name):
 @pytest.mark.parametrize("name", ["ridge", "logistic"])
 def test_rmd_error_falls_with_steps(x64, name):
     inner, outer, w0, theta = problem(name)
-    _, exact, _ = bilevel.exact_hypergrad(inner, outer, converged_w(inner, w0, theta), theta)
+    _, exact, _ = engine.exact_hypergrad(inner, outer, converged_w(inner, w0, theta), theta)
     errors = [
-        rel_err(bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=0.5)[1], exact) for t in (5, 20, 80, 320)
+        rel_err(engine.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=0.5)[1], exact) for t in (5, 20, 80, 320)
     ]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 1e-3 * errors[0]
@@ -152,13 +152,13 @@ def test_rmd_error_falls_with_steps(x64, name):
 def test_ift_matches_exact_and_reports_unconverged_cg(x64, name):
     inner, outer, w0, theta = problem(name)
     w_star = converged_w(inner, w0, theta)
-    _, exact, _ = bilevel.exact_hypergrad(inner, outer, w_star, theta)
+    _, exact, _ = engine.exact_hypergrad(inner, outer, w_star, theta)
 
-    _, tight, info = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=100, cg_tol=1e-10)
+    _, tight, info = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=100, cg_tol=1e-10)
     assert cosine(tight, exact) > 0.99999
     assert bool(info.cg.converged) and float(info.cg.residual) <= 1e-10
 
-    _, loose, info = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=1, cg_tol=1e-10)
+    _, loose, info = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=1, cg_tol=1e-10)
     assert int(info.cg.iterations) == 1
     assert not bool(info.cg.converged) and float(info.cg.residual) > 1e-3
 
@@ -167,7 +167,7 @@ def test_ift_damping_solves_the_damped_system(x64):
     inner, outer, w0, theta = problem("ridge")
     w_star = converged_w(inner, w0, theta)
     damped_inner = lambda w, th: inner(w, th) + 0.5 * 0.3 * jnp.sum(w**2)
-    _, with_damping, _ = bilevel.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12, damping=0.3)
+    _, with_damping, _ = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12, damping=0.3)
     # Damping adds 0.3·I to the Hessian only, not to the mixed derivative.
     _, g_w = jax.value_and_grad(outer)(w_star, theta)
     H = jax.hessian(damped_inner)(w_star, theta)
@@ -181,8 +181,8 @@ def test_ift_damping_solves_the_damped_system(x64):
 @pytest.mark.parametrize("name", ["logistic", "two_block"])
 def test_checkpointed_rmd_equals_plain(x64, name, checkpoint):
     inner, outer, w0, theta = problem(name)
-    v_plain, g_plain, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5)
-    v_ckpt, g_ckpt, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5, checkpoint=checkpoint)
+    v_plain, g_plain, _ = engine.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5)
+    v_ckpt, g_ckpt, _ = engine.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5, checkpoint=checkpoint)
     assert abs(float(v_plain - v_ckpt)) < 1e-10
     diff = ravel_pytree(g_plain)[0] - ravel_pytree(g_ckpt)[0]
     assert float(jnp.max(jnp.abs(diff))) < 1e-10
@@ -190,14 +190,14 @@ def test_checkpointed_rmd_equals_plain(x64, name, checkpoint):
 
 def test_strategies_dispatch_to_the_functions(x64):
     inner, outer, w0, theta = problem("logistic")
-    v1, g1, _ = bilevel.hypergrad(RMD(steps=30, lr=0.5, checkpoint=5), inner, outer, w0, theta)
-    v2, g2, _ = bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)
+    v1, g1, _ = engine.hypergrad(RMD(steps=30, lr=0.5, checkpoint=5), inner, outer, w0, theta)
+    v2, g2, _ = engine.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)
     assert rel_err(g1, g2) < 1e-12 and abs(float(v1 - v2)) < 1e-12
 
     method = IFT(steps=30, lr=0.5, cg_iters=40, cg_tol=1e-12)
-    v3, g3, info = bilevel.hypergrad_with_info(method, inner, outer, w0, theta)
-    w_t = bilevel.unroll(inner, w0, theta, steps=30, lr=0.5)
-    v4, g4, _ = bilevel.ift_hypergrad(inner, outer, w_t, theta, cg_iters=40, cg_tol=1e-12)
+    v3, g3, info = engine.hypergrad(method, inner, outer, w0, theta)
+    w_t = engine.unroll(inner, w0, theta, steps=30, lr=0.5)
+    v4, g4, _ = engine.ift_hypergrad(inner, outer, w_t, theta, cg_iters=40, cg_tol=1e-12)
     assert rel_err(g3, g4) < 1e-10 and abs(float(v3 - v4)) < 1e-12
     # 30 steps are far from converged: the diagnostics say so.
     assert float(info.inner_grad_norm) > 1e-4
@@ -214,15 +214,15 @@ def _batched_data(batch):
 def _all_functions(data, theta):
     """Every public function of the engine on the logistic problem of ``data``."""
     inner, outer, w0 = logistic_losses(data)
-    w_t = bilevel.unroll(inner, w0, theta, steps=30, lr=0.5)
+    w_t = engine.unroll(inner, w0, theta, steps=30, lr=0.5)
     return {
         "unroll": w_t,
-        "rmd": bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)[:2],
-        "rmd_ckpt": bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5, checkpoint=4)[:2],
-        "ift": bilevel.ift_hypergrad(inner, outer, w_t, theta, cg_iters=20, cg_tol=1e-8)[:2],
-        "exact": bilevel.exact_hypergrad(inner, outer, w_t, theta)[:2],
-        "hvp": bilevel.hvp(lambda w: inner(w, theta), w_t, jax.tree_util.tree_map(jnp.ones_like, w_t)),
-        "strategy": bilevel.hypergrad(IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8), inner, outer, w0, theta)[:2],
+        "rmd": engine.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)[:2],
+        "rmd_ckpt": engine.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5, checkpoint=4)[:2],
+        "ift": engine.ift_hypergrad(inner, outer, w_t, theta, cg_iters=20, cg_tol=1e-8)[:2],
+        "exact": engine.exact_hypergrad(inner, outer, w_t, theta)[:2],
+        "hvp": engine.hvp(lambda w: inner(w, theta), w_t, jax.tree_util.tree_map(jnp.ones_like, w_t)),
+        "strategy": engine.hypergrad(IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8), inner, outer, w0, theta)[:2],
     }
 
 
@@ -253,9 +253,9 @@ def test_vmap_over_theta_batch(x64):
     """A batch of hyperparameters (e.g. several poison sets) through one vmapped call."""
     inner, outer, w0, theta = problem("two_block")
     thetas = jax.tree_util.tree_map(lambda a: jnp.stack([a, a + 0.1]), theta)
-    batched = jax.vmap(lambda th: bilevel.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=0.5)[:2])(thetas)
+    batched = jax.vmap(lambda th: engine.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=0.5)[:2])(thetas)
     for i in range(2):
-        single = bilevel.rmd_hypergrad(
+        single = engine.rmd_hypergrad(
             inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas), steps=20, lr=0.5
         )[:2]
         for b, s in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single), strict=False):
@@ -266,15 +266,15 @@ def test_repeated_calls_do_not_retrace(trace_counter):
     data, theta = make_data(0, dtype=jnp.float32)
     inner, outer, w0 = logistic_losses(data)
     inner, outer = trace_counter(inner), trace_counter(outer)
-    w_t = bilevel.unroll(inner, w0, theta, steps=20, lr=0.5)
+    w_t = engine.unroll(inner, w0, theta, steps=20, lr=0.5)
     calls = [
-        lambda th, lr: bilevel.unroll(inner, w0, th, steps=20, lr=lr),
-        lambda th, lr: bilevel.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=lr),
-        lambda th, lr: bilevel.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=lr, checkpoint=True),
-        lambda th, lr: bilevel.ift_hypergrad(inner, outer, w_t, th, cg_iters=10, cg_tol=1e-6),
-        lambda th, lr: bilevel.exact_hypergrad(inner, outer, w_t, th),
-        lambda th, lr: bilevel.hypergrad(RMD(steps=20, lr=lr), inner, outer, w0, th),
-        lambda th, lr: bilevel.hypergrad(IFT(steps=20, lr=lr, cg_iters=10), inner, outer, w0, th),
+        lambda th, lr: engine.unroll(inner, w0, th, steps=20, lr=lr),
+        lambda th, lr: engine.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=lr),
+        lambda th, lr: engine.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=lr, checkpoint=True),
+        lambda th, lr: engine.ift_hypergrad(inner, outer, w_t, th, cg_iters=10, cg_tol=1e-6),
+        lambda th, lr: engine.exact_hypergrad(inner, outer, w_t, th),
+        lambda th, lr: engine.hypergrad(RMD(steps=20, lr=lr), inner, outer, w0, th),
+        lambda th, lr: engine.hypergrad(IFT(steps=20, lr=lr, cg_iters=10), inner, outer, w0, th),
     ]
     for call in calls:
         call(theta, 0.5)  # compiles
@@ -292,7 +292,7 @@ def test_hvp_matches_dense_hessian(x64):
     v = jax.tree_util.tree_map(lambda a: jnp.linspace(-1.0, 1.0, a.size).reshape(a.shape), w)
     flat_w, unravel = ravel_pytree(w)
     H = jax.hessian(lambda fw: inner(unravel(fw), theta))(flat_w)
-    got = ravel_pytree(bilevel.hvp(lambda w_: inner(w_, theta), w, v))[0]
+    got = ravel_pytree(engine.hvp(lambda w_: inner(w_, theta), w, v))[0]
     np.testing.assert_allclose(got, H @ ravel_pytree(v)[0], rtol=1e-10, atol=1e-12)
 
 
@@ -302,7 +302,7 @@ def test_checkpoint_reduces_stored_residuals():
     inner, outer, w0 = logistic_losses(data)
 
     def saved_bytes(checkpoint):
-        f = lambda th: outer(bilevel.unroll(inner, w0, th, steps=400, lr=0.5, checkpoint=checkpoint), th)
+        f = lambda th: outer(engine.unroll(inner, w0, th, steps=400, lr=0.5, checkpoint=checkpoint), th)
         _, pullback = jax.vjp(f, theta)
         return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(pullback))
 
@@ -323,7 +323,7 @@ def lr_problem():
 def test_bad_steps(lr_problem, steps):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=rf"steps must be a positive integer, got {steps!r}"):
-        bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=0.1)
+        engine.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=0.1)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         RMD(steps=steps, lr=0.1)
 
@@ -332,7 +332,7 @@ def test_bad_steps(lr_problem, steps):
 def test_bad_lr(lr_problem, lr):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got"):
-        bilevel.unroll(inner, w0, theta, steps=5, lr=lr)
+        engine.unroll(inner, w0, theta, steps=5, lr=lr)
     with pytest.raises(ValueError, match=r"lr must be a finite number > 0"):
         IFT(steps=5, lr=lr)
 
@@ -341,7 +341,7 @@ def test_bad_lr(lr_problem, lr):
 def test_bad_cg_iters(lr_problem, cg_iters):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=rf"cg_iters must be a positive integer, got {cg_iters}"):
-        bilevel.ift_hypergrad(inner, outer, w0, theta, cg_iters=cg_iters)
+        engine.ift_hypergrad(inner, outer, w0, theta, cg_iters=cg_iters)
     with pytest.raises(ValueError, match="cg_iters must be a positive integer"):
         IFT(steps=5, lr=0.1, cg_iters=cg_iters)
 
@@ -349,21 +349,21 @@ def test_bad_cg_iters(lr_problem, cg_iters):
 def test_bad_checkpoint(lr_problem):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=r"checkpoint must be a positive integer, got 0"):
-        bilevel.rmd_hypergrad(inner, outer, w0, theta, steps=5, lr=0.1, checkpoint=0)
+        engine.rmd_hypergrad(inner, outer, w0, theta, steps=5, lr=0.1, checkpoint=0)
 
 
 def test_negative_cg_tol_and_damping(lr_problem):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=r"cg_tol must be a finite number >= 0, got -1"):
-        bilevel.ift_hypergrad(inner, outer, w0, theta, cg_iters=3, cg_tol=-1)
+        engine.ift_hypergrad(inner, outer, w0, theta, cg_iters=3, cg_tol=-1)
     with pytest.raises(ValueError, match=r"damping must be a finite number >= 0, got nan"):
-        bilevel.ift_hypergrad(inner, outer, w0, theta, cg_iters=3, damping=float("nan"))
+        engine.ift_hypergrad(inner, outer, w0, theta, cg_iters=3, damping=float("nan"))
 
 
 def test_w0_structure_that_the_loss_cannot_use(lr_problem):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=r"inner_loss\(w, theta\) failed for w with structure"):
-        bilevel.rmd_hypergrad(inner, outer, w0["w"], theta, steps=5, lr=0.1)
+        engine.rmd_hypergrad(inner, outer, w0["w"], theta, steps=5, lr=0.1)
 
 
 def test_gradient_structure_differs_from_w0(lr_problem):
@@ -379,32 +379,32 @@ def test_gradient_structure_differs_from_w0(lr_problem):
     with pytest.raises(
         ValueError, match=r"grad_w inner_loss\(w0, theta\) failed; its gradient must have the pytree structure"
     ):
-        bilevel.rmd_hypergrad(bad_inner, outer, w0, theta, steps=5, lr=0.1)
+        engine.rmd_hypergrad(bad_inner, outer, w0, theta, steps=5, lr=0.1)
 
 
 def test_hvp_direction_must_match_point(lr_problem):
     inner, _, w0, theta = lr_problem
     with pytest.raises(ValueError, match=r"v has pytree structure .* but w has"):
-        bilevel.hvp(lambda w: inner(w, theta), w0, w0["w"])
+        engine.hvp(lambda w: inner(w, theta), w0, w0["w"])
 
 
 def test_non_scalar_loss(lr_problem):
     inner, outer, w0, theta = lr_problem
     vector_outer = lambda w, th: jnp.stack([outer(w, th), outer(w, th)])
     with pytest.raises(ValueError, match=r"outer_loss must return a scalar \(shape \(\)\), got \(2,\)"):
-        bilevel.rmd_hypergrad(inner, vector_outer, w0, theta, steps=5, lr=0.1)
+        engine.rmd_hypergrad(inner, vector_outer, w0, theta, steps=5, lr=0.1)
     with pytest.raises(ValueError, match=r"outer_loss must return a scalar"):
-        bilevel.ift_hypergrad(inner, vector_outer, w0, theta, cg_iters=3)
+        engine.ift_hypergrad(inner, vector_outer, w0, theta, cg_iters=3)
 
 
 def test_integer_weights_are_refused(lr_problem):
     inner, outer, w0, theta = lr_problem
     int_w0 = {"w": jnp.zeros(D, jnp.int32), "b": jnp.zeros((), jnp.float32)}
     with pytest.raises(TypeError, match=r"w0\['w'\] must have a floating dtype, got int32"):
-        bilevel.rmd_hypergrad(inner, outer, int_w0, theta, steps=5, lr=0.1)
+        engine.rmd_hypergrad(inner, outer, int_w0, theta, steps=5, lr=0.1)
 
 
 def test_unknown_method(lr_problem):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(TypeError, match=r"method must be RMD\(...\), IFT\(...\) or Implicit\(...\), got 'rmd'"):
-        bilevel.hypergrad("rmd", inner, outer, w0, theta)
+        engine.hypergrad("rmd", inner, outer, w0, theta)

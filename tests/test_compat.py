@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from poison_jax import config, sweep
+from poison_jax.experiments import presets, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HASHES = json.loads((FIXTURES / "preset_hashes_v0.1.0.json").read_text())
@@ -17,7 +17,7 @@ VARIANTS = {
 
 
 def _fixture_config():
-    return config.preset(
+    return presets.preset(
         "digits-lr", num_seeds=2, num_batches=1, poison_batch=4, n_train=40, n_val=20, iters_fixed=2,
         iters_clean=2, iters_multi=2, inner_steps=10, eval_epochs=2, cv_folds=2,
         cv_log_lam_grid=(-4.0, 0.0, 3), settings=("small", "learned"),
@@ -27,7 +27,7 @@ def _fixture_config():
 @pytest.mark.parametrize("name", sorted(HASHES))
 def test_config_hashes_of_0_1_0_are_unchanged(name):
     preset, overrides = VARIANTS.get(name, (name, {}))
-    assert config.preset(preset, **overrides).hash() == HASHES[name]
+    assert presets.preset(preset, **overrides).hash() == HASHES[name]
 
 
 def test_a_results_folder_written_by_0_1_0_resumes(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of poison_jax.data: sources, checks at the boundary, and seed-stacked splits."""
+"""Tests of poison_jax.poisoning.data: sources, checks at the boundary, and seed-stacked splits."""
 
 import re
 import sys
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import data
+from poison_jax.poisoning import data
 
 
 def assert_binary_float32(ds: data.Dataset, d: int):
@@ -360,7 +360,9 @@ def test_arrays_as_a_dataset():
     assert ds.name == "mine" and ds.x_pool.shape == (40, 4) and ds.num_classes == 2
     np.testing.assert_allclose(ds.x_pool, x[:40].astype(np.float32))
     assert data.as_dataset(ds) is ds
-    accepted = r"a poison_jax.data.Dataset or a tuple \(x_pool, y_pool, x_test, y_test\) of numpy or JAX arrays"
+    accepted = (
+        r"a poison_jax.poisoning.data.Dataset or a tuple \(x_pool, y_pool, x_test, y_test\) of numpy or JAX arrays"
+    )
     with pytest.raises(TypeError, match=rf"dataset must be {accepted}, got a tuple of 2 items"):
         data.as_dataset((x, y))
     with pytest.raises(TypeError, match=r"got a dict"):

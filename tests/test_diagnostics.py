@@ -7,7 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from poison_jax import attack, cli, experiment, plots, store
+from poison_jax.experiments import presets, store, sweep
+from poison_jax.face import cli, plots
+from poison_jax.poisoning import attack
 
 # A tiny digits sweep; its cross-validation picks log λ = -8, so λ_CLEAN's
 # attack cell is a copy of log λ = -8's (reused_from).
@@ -25,11 +27,11 @@ TINY = dict(
 
 
 def tiny(**overrides):
-    return experiment.preset("digits-lr", **{**TINY, **overrides})
+    return presets.preset("digits-lr", **{**TINY, **overrides})
 
 
 def _run(config, out):
-    return experiment.run_sweep(config, out, progress=False, log=lambda _: None)
+    return sweep.run_sweep(config, out, progress=False, log=lambda _: None)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +81,9 @@ def test_every_finished_cell_has_its_diagnostics(rmd):
 def test_first_objective_is_the_attacks(rmd):
     """learned's cell 0 starts from the fresh state: its first objective is attack_objective of it."""
     config, out, _ = rmd
-    sweep = experiment.Sweep(config)
-    state = attack.set_poison_count(sweep.fresh_state(config.log_lam_init), 0, 0)
-    expected = sweep.sharding.gather(attack.attack_objective(sweep.settings, sweep.splits, state))
+    runner = sweep.Sweep(config)
+    state = attack.set_poison_count(runner.fresh_state(config.log_lam_init), 0, 0)
+    expected = runner.sharding.gather(attack.attack_objective(runner.settings, runner.splits, state))
     objective = store.read_diagnostics(out)[("learned", 0)]["objective"]
     np.testing.assert_allclose(objective[:, 0], expected, rtol=1e-5)
     # Later hyperiterations of the attack move the objective (the poison points were optimised).
@@ -104,7 +106,7 @@ def test_resume_writes_the_diagnostics_of_the_cells_it_runs(rmd, tmp_path):
     shutil.rmtree(folder / "diagnostics")  # a folder written before diagnostics existed ...
     lines = (folder / "results.jsonl").read_text().splitlines()
     (folder / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # ... and interrupted
-    resumed = experiment.run_sweep(config, folder, resume=True, progress=False, log=lambda _: None)
+    resumed = sweep.run_sweep(config, folder, resume=True, progress=False, log=lambda _: None)
     assert len(resumed) == len(records)
     found = store.read_diagnostics(folder)
     assert set(found) == {("learned", 1)}

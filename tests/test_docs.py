@@ -135,7 +135,7 @@ def test_readme_and_home_page_show_the_same_python_example():
     assert 15 <= len(readme[0].splitlines()) <= 30
     # the second is a digest of the own-model guide: every call it shows is on that page
     guide = page_text("own-model-and-data.md")
-    for call in ("data.from_arrays(", "models.from_flax(", "run_sweep(", 'config.preset("digits-lr"'):
+    for call in ("data.from_arrays(", "models.from_flax(", "run_sweep(", 'presets.preset("digits-lr"'):
         assert call in readme[1] and call in guide, call
 
 

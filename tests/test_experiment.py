@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from poison_jax import experiment, store
-from poison_jax.experiment import ConfigError
+from poison_jax.experiments import config, presets, store, sweep, synthetic
+from poison_jax.experiments.config import ConfigError
 
 TINY = dict(
     num_seeds=2,
@@ -23,14 +23,14 @@ TINY = dict(
 
 
 def tiny(**overrides):
-    return experiment.preset("digits-lr", **{**TINY, **overrides})
+    return presets.preset("digits-lr", **{**TINY, **overrides})
 
 
 # -- configs ---------------------------------------------------------------------------------
 
 
 def test_presets_hold_the_papers_settings():
-    mnist = experiment.preset("mnist-lr")
+    mnist = presets.preset("mnist-lr")
     assert (mnist.n_train, mnist.n_val, mnist.inner_steps, mnist.inner_lr) == (512, 171, 150, 0.1)
     assert (mnist.iters_fixed, mnist.iters_clean, mnist.iters_multi, mnist.alpha, mnist.beta) == (
         100,
@@ -41,11 +41,11 @@ def test_presets_hold_the_papers_settings():
     )
     assert mnist.log_lam_box == (-8.0, math.log(200)) and mnist.eval_epochs == 200 and mnist.eval_batch == 64
     assert [round(100 * f, 1) for f in mnist.fractions] == [0.0, 3.3, 6.6, 10.0, 13.3, 16.6]
-    mlp = experiment.preset("imagenet-mlp")
+    mlp = presets.preset("imagenet-mlp")
     assert (mlp.model, mlp.inner_steps, mlp.iters_multi, mlp.beta, mlp.eval_epochs) == ("mlp", 600, 150, 0.03, 4000)
     assert "clean" not in mlp.settings  # the paper omits CV for the DNN
-    assert experiment.preset("mnist5k-lr").source == "mnist5k"
-    assert set(experiment.PRESETS) == {
+    assert presets.preset("mnist5k-lr").source == "mnist5k"
+    assert set(presets.PRESETS) == {
         "mnist-lr",
         "mnist5k-lr",
         "mnist5k-lr-strong",
@@ -83,18 +83,18 @@ def test_presets_hold_the_papers_settings():
 )
 def test_config_validation_names_field_and_value(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        experiment.preset("digits-lr", **overrides)
+        presets.preset("digits-lr", **overrides)
 
 
 def test_unknown_preset_and_field():
     with pytest.raises(ConfigError, match=r"unknown preset 'mnist-dnn': choose one of mnist-lr, "):
-        experiment.preset("mnist-dnn")
+        presets.preset("mnist-dnn")
     with pytest.raises(ConfigError, match=r"unknown config field\(s\) 'learning_rate': the fields are "):
-        experiment.preset("digits-lr", learning_rate=0.1)
+        presets.preset("digits-lr", learning_rate=0.1)
 
 
 def test_parse_overrides():
-    parsed = experiment.parse_overrides(
+    parsed = config.parse_overrides(
         [
             "num_seeds=3",
             "log_lam_box=(-8, log(200))",
@@ -113,7 +113,7 @@ def test_parse_overrides():
         "n_test": None,
     }
     with pytest.raises(ConfigError, match=r"--set takes field=value, got 'num_seeds'"):
-        experiment.parse_overrides(["num_seeds"])
+        config.parse_overrides(["num_seeds"])
 
 
 def test_config_hash_ignores_name_and_settings_only():
@@ -129,7 +129,7 @@ def test_config_hash_ignores_name_and_settings_only():
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     config = tiny()
-    records = experiment.run_sweep(config, out, progress=False, log=lambda _: None)
+    records = sweep.run_sweep(config, out, progress=False, log=lambda _: None)
     return config, out, records
 
 
@@ -139,7 +139,7 @@ def test_results_file_has_one_line_per_cell(finished):
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(records) == 4 * 3
     cells = {(r["setting"], r["cell"]) for r in map(json.loads, lines)}
-    assert cells == {(s, c) for s in experiment.SETTINGS for c in range(3)}
+    assert cells == {(s, c) for s in config.SETTINGS for c in range(3)}
     for r in records:
         assert r["config_hash"] == config.hash() and r["hypergrad"] == "rmd" and r["num_seeds"] == 2
         assert r["n_poison"] == 7 * r["cell"] and r["fraction"] == pytest.approx(7 * r["cell"] / 200)
@@ -155,7 +155,7 @@ def test_finished_sweep_does_nothing_and_says_so(finished):
     config, out, records = finished
     before = (out / "results.jsonl").read_bytes()
     said = []
-    again = experiment.run_sweep(config, out, resume=True, progress=False, log=said.append)
+    again = sweep.run_sweep(config, out, resume=True, progress=False, log=said.append)
     assert said == [f"all 12 cells of {out / 'results.jsonl'} are already finished: nothing to do"]
     assert (out / "results.jsonl").read_bytes() == before and again == records
 
@@ -164,12 +164,12 @@ def test_finished_sweep_does_nothing_and_says_so(finished):
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(finished, tmp_path):
     config, _, records = finished
     # Interrupt: run only two settings, then drop the last finished cell as if killed before writing it.
-    experiment.run_sweep(tiny(settings=("small", "learned")), tmp_path, progress=False, log=lambda _: None)
+    sweep.run_sweep(tiny(settings=("small", "learned")), tmp_path, progress=False, log=lambda _: None)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     (tmp_path / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(FileExistsError, match=r"already holds 5 of 12 finished cells of this config: pass --resume"):
-        experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
-    resumed = experiment.run_sweep(config, tmp_path, resume=True, progress=False, log=lambda _: None)
+        sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    resumed = sweep.run_sweep(config, tmp_path, resume=True, progress=False, log=lambda _: None)
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_time_s", "compile_time_s")} for r in rs]
     assert strip(resumed) == strip(records)
 
@@ -178,7 +178,7 @@ def test_results_of_another_config_are_refused(finished):
     _, out, _ = finished
     before = (out / "results.jsonl").read_bytes()
     with pytest.raises(ValueError, match=r"holds results of another config .* alpha: 0.99 there, 0.5 here"):
-        experiment.run_sweep(tiny(alpha=0.5), out, progress=False, log=lambda _: None)
+        sweep.run_sweep(tiny(alpha=0.5), out, progress=False, log=lambda _: None)
     assert (out / "results.jsonl").read_bytes() == before
 
 
@@ -205,7 +205,7 @@ def test_damaged_results_line_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_maps():
-    maps = experiment.synthetic_maps(grid_size=6, seed=0, lam_grid_size=4)
+    maps = synthetic.synthetic_maps(grid_size=6, seed=0, lam_grid_size=4)
     noreg, reg = np.asarray(maps["val_error_noreg"]), np.asarray(maps["val_error_reg"])
     assert noreg.shape == reg.shape == (6, 6)
     assert noreg.max() >= reg.max()  # regularisation limits what one point can do
@@ -219,7 +219,7 @@ def test_synthetic_maps():
 def test_the_offline_mnist_mlp_preset_learns_a_lambda_per_layer(tmp_path):
     """mnist5k-mlp: the paper's 784x128x32x1 network on the offline MNIST sample, one log λ per layer,
     and its figure of per-layer log λ and ||W_l||² per weight against the fraction."""
-    config = experiment.preset(
+    config = presets.preset(
         "mnist5k-mlp",
         num_seeds=2,
         num_batches=1,
@@ -230,16 +230,16 @@ def test_the_offline_mnist_mlp_preset_learns_a_lambda_per_layer(tmp_path):
         eval_epochs=2,
         settings=("small", "learned"),
     )
-    assert experiment.build_model(config, 784).name == "mlp 784x128x32x1"
-    assert "clean" not in experiment.preset("mnist5k-mlp").settings  # as the paper's DNN experiment
-    records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    assert sweep.build_model(config, 784).name == "mlp 784x128x32x1"
+    assert "clean" not in presets.preset("mnist5k-mlp").settings  # as the paper's DNN experiment
+    records = sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     assert len(records) == 4 and not any(r["failures"] for r in records)
     learned = [r for r in records if r["setting"] == "learned"]
     for r in records:
         assert len(r["mean"]["log_lam"]) == 3 and len(r["mean"]["sq_norm_per_weight"]) == 3
     lams = np.asarray(learned[-1]["mean"]["log_lam"])
     assert np.all(lams != config.log_lam_init) and len(set(lams.round(6).tolist())) == 3  # each layer its own λ
-    from poison_jax import plots
+    from poison_jax.face import plots
 
     fig = plots.lambda_norm_figure(records)
     ax_lam, ax_norm = fig.axes

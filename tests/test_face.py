@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import poison_jax
-from poison_jax import cli
+from poison_jax.face import cli
 
 
 def test_version_and_help(capsys):

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import poison_jax
-from poison_jax import cli, devices, experiment, sweep
-from poison_jax.experiment import ConfigError
-from poison_jax.store import ResultsStore
+from poison_jax.experiments import config, devices, presets, sweep
+from poison_jax.experiments.config import ConfigError
+from poison_jax.experiments.store import ResultsStore
+from poison_jax.face import cli
 
 TINY = dict(
     num_seeds=2,
@@ -58,27 +59,27 @@ def test_failed_run_leaves_nothing_and_the_next_preset_runs(tmp_path, monkeypatc
 
 
 def test_folder_without_finished_cell_is_taken_over(tmp_path):
-    other = experiment.preset("digits-lr", **TINY, alpha=0.5)
+    other = presets.preset("digits-lr", **TINY, alpha=0.5)
     ResultsStore(tmp_path, other).release()  # config.json of another config, no finished cell
     (tmp_path / "state" / "small-0.npz").write_bytes(b"left over")
     lines = []
-    config = experiment.preset("digits-lr", **TINY, settings=("small",))
-    records = experiment.run_sweep(config, tmp_path, progress=False, log=lines.append)
+    config = presets.preset("digits-lr", **TINY, settings=("small",))
+    records = sweep.run_sweep(config, tmp_path, progress=False, log=lines.append)
     assert len(records) == 3
     assert any("taken over" in line and other.hash() in line for line in lines)
     assert json.loads((tmp_path / "config.json").read_text())["hash"] == config.hash()
 
 
 def test_folder_with_finished_cells_of_another_config_is_refused(tmp_path):
-    experiment.run_sweep(
-        experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, settings=("small",)),
+    sweep.run_sweep(
+        presets.preset("digits-lr", **{**TINY, "num_batches": 1}, settings=("small",)),
         tmp_path,
         progress=False,
         log=lambda _: None,
     )
     with pytest.raises(ValueError, match="holds results of another config.*alpha: 0.99 there, 0.5 here"):
-        experiment.run_sweep(
-            experiment.preset("digits-lr", **{**TINY, "num_batches": 1}, alpha=0.5, settings=("small",)),
+        sweep.run_sweep(
+            presets.preset("digits-lr", **{**TINY, "num_batches": 1}, alpha=0.5, settings=("small",)),
             tmp_path,
             progress=False,
             log=lambda _: None,
@@ -110,15 +111,15 @@ def test_a_setting_the_choices_ignore_is_refused(overrides, field, choice):
     with pytest.raises(
         ConfigError, match=re.escape(f"'{field}' = {overrides[field]!r} would be ignored: it is not read by {choice}")
     ):
-        experiment.preset("digits-lr", **overrides)
+        presets.preset("digits-lr", **overrides)
 
 
 def test_changing_a_choice_keeps_the_presets_values():
     """Only a value set away from the preset's counts: switching the method of a paper preset works."""
-    config = experiment.preset("digits-lr", hypergrad="implicit", solver_tol=1e-4, victim="converged")
-    assert {"inner_steps", "inner_lr", "eval_lr"} <= set(experiment.unused_fields(config))
-    experiment.preset("mnist5k-lr-strong")  # its inherited, unread inner_steps is the preset's own value
-    assert "checkpoint" not in experiment.unused_fields(experiment.preset("imagenet-mlp"))
+    config = presets.preset("digits-lr", hypergrad="implicit", solver_tol=1e-4, victim="converged")
+    assert {"inner_steps", "inner_lr", "eval_lr"} <= set(config.unused_fields(config))
+    presets.preset("mnist5k-lr-strong")  # its inherited, unread inner_steps is the preset's own value
+    assert "checkpoint" not in config.unused_fields(presets.preset("imagenet-mlp"))
 
 
 def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsys):
@@ -136,8 +137,8 @@ def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsy
 def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
     same = dict(TINY, log_lam_large=-8.0)  # large λ = small λ for every seed: the same computation
     log = []
-    records = experiment.run_sweep(
-        experiment.preset("digits-lr", **same, settings=("small", "large")),
+    records = sweep.run_sweep(
+        presets.preset("digits-lr", **same, settings=("small", "large")),
         tmp_path / "both",
         progress=False,
         log=log.append,
@@ -149,8 +150,8 @@ def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
         assert by_cell[("large", cell)]["per_seed"] == by_cell[("small", cell)]["per_seed"]
         assert (tmp_path / "both" / "state" / f"large-{cell}.npz").exists()
 
-    computed = experiment.run_sweep(
-        experiment.preset("digits-lr", **same, settings=("large",)),
+    computed = sweep.run_sweep(
+        presets.preset("digits-lr", **same, settings=("large",)),
         tmp_path / "alone",
         progress=False,
         log=lambda _: None,
@@ -167,11 +168,11 @@ def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
 @pytest.mark.slow
 def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
     same = dict(TINY, log_lam_large=-8.0)
-    experiment.run_sweep(
-        experiment.preset("digits-lr", **same, settings=("small",)), tmp_path, progress=False, log=lambda _: None
+    sweep.run_sweep(
+        presets.preset("digits-lr", **same, settings=("small",)), tmp_path, progress=False, log=lambda _: None
     )
-    records = experiment.run_sweep(
-        experiment.preset("digits-lr", **same, settings=("small", "large")),
+    records = sweep.run_sweep(
+        presets.preset("digits-lr", **same, settings=("small", "large")),
         tmp_path,
         resume=True,
         progress=False,
@@ -181,8 +182,8 @@ def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
 
 
 def test_different_lambdas_are_computed(tmp_path):
-    records = experiment.run_sweep(
-        experiment.preset("digits-lr", **TINY, settings=("small", "large")),
+    records = sweep.run_sweep(
+        presets.preset("digits-lr", **TINY, settings=("small", "large")),
         tmp_path,
         progress=False,
         log=lambda _: None,
@@ -193,11 +194,11 @@ def test_different_lambdas_are_computed(tmp_path):
 # -- 4. names say log λ -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("old, new", sorted(experiment.RENAMED.items()))
+@pytest.mark.parametrize("old, new", sorted(config.RENAMED.items()))
 def test_old_log_lambda_names_are_refused_naming_the_new_one(old, new):
     for make in (
-        lambda: experiment.preset("digits-lr", **{old: 1.0}),
-        lambda: experiment.ExperimentConfig(**{old: 1.0}),
+        lambda: presets.preset("digits-lr", **{old: 1.0}),
+        lambda: config.ExperimentConfig(**{old: 1.0}),
     ):
         with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
             make()
@@ -205,14 +206,14 @@ def test_old_log_lambda_names_are_refused_naming_the_new_one(old, new):
 
 def test_renamed_fields_keep_the_config_hash_of_existing_folders():
     # The hash the mnist5k-lr preset had before the renames (folders written then still resume).
-    assert experiment.preset("mnist5k-lr").hash() == "49df2a2d9b7f1d8e"
+    assert presets.preset("mnist5k-lr").hash() == "49df2a2d9b7f1d8e"
 
 
 def test_labels_and_tables_say_log_lambda():
-    from poison_jax import plots
+    from poison_jax.face import plots
 
-    config = experiment.preset("digits-lr", log_lam_small=-6.0)
-    assert experiment.setting_label(config, "small") == "log λ = -6"
+    config = presets.preset("digits-lr", log_lam_small=-6.0)
+    assert config.setting_label(config, "small") == "log λ = -6"
     record = {
         "setting": "small",
         "label": "log λ = -6",
@@ -230,14 +231,14 @@ def test_labels_and_tables_say_log_lambda():
 def test_presets_lists_every_preset_in_one_line_each(capsys):
     assert cli.main(["presets"]) == 0
     out = capsys.readouterr().out.splitlines()
-    for name in experiment.PRESETS:
+    for name in presets.PRESETS:
         assert sum(line.startswith(name + " ") for line in out) == 1
 
 
 def test_presets_name_shows_every_field_with_value_and_meaning(capsys):
     assert cli.main(["presets", "mnist5k-lr-strong"]) == 0
     out = capsys.readouterr().out
-    for field in experiment.FIELDS:
+    for field in config.FIELDS:
         assert f"  {field} " in out
     assert "'implicit'" in out and "[not read here]" in out
     line = next(line for line in out.splitlines() if line.startswith("  inner_steps "))
@@ -247,8 +248,8 @@ def test_presets_name_shows_every_field_with_value_and_meaning(capsys):
 def test_every_field_and_preset_is_explained():
     import dataclasses
 
-    assert list(experiment.FIELDS) == [f.name for f in dataclasses.fields(experiment.ExperimentConfig)]
-    assert set(experiment.PRESET_SUMMARIES) == set(experiment.PRESETS)
+    assert list(config.FIELDS) == [f.name for f in dataclasses.fields(config.ExperimentConfig)]
+    assert set(presets.PRESET_SUMMARIES) == set(presets.PRESETS)
 
 
 def test_readme_first_screen_mentions_the_example():
@@ -275,9 +276,9 @@ def test_core_count_respects_affinity_and_the_container_quota(monkeypatch, tmp_p
 
 def test_use_cpu_cores_splits_the_host_from_python():
     script = (
-        "import poison_jax, jax; n = poison_jax.use_cpu_cores(3); "
+        "import poison_jax, jax; n = poison_jax.experiments.devices.use_cpu_cores(3); "
         "assert n == 3 and len(jax.devices()) == 3, jax.devices(); "
-        "assert poison_jax.use_cpu_cores(2) == 3  # too late: the backend has started"
+        "assert poison_jax.experiments.devices.use_cpu_cores(2) == 3  # too late: the backend has started"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -285,12 +286,12 @@ def test_use_cpu_cores_splits_the_host_from_python():
 
 def test_use_cpu_cores_refuses_a_bad_count():
     with pytest.raises(ValueError, match="count must be a positive integer"):
-        poison_jax.use_cpu_cores(0)
+        poison_jax.experiments.devices.use_cpu_cores(0)
 
 
 def test_sweep_start_states_padding_and_suggests_counts(monkeypatch):
     monkeypatch.setattr(sweep, "cpu_core_count", lambda: 4)
-    line = sweep._device_line(experiment.preset("digits-lr", num_seeds=5), "digits-lr", 2, "cpu")
+    line = sweep._device_line(presets.preset("digits-lr", num_seeds=5), "digits-lr", 2, "cpu")
     assert "5 seed(s) on 2 CPU device(s), padded to 6" in line and "num_seeds=4 or 6" in line
-    assert "4 usable cores but 2 CPU device(s): call poison_jax.use_cpu_cores()" in line
-    assert "padded" not in sweep._device_line(experiment.preset("digits-lr", num_seeds=4), "digits-lr", 2, "gpu")
+    assert "4 usable cores but 2 CPU device(s): call poison_jax.experiments.devices.use_cpu_cores()" in line
+    assert "padded" not in sweep._device_line(presets.preset("digits-lr", num_seeds=4), "digits-lr", 2, "gpu")

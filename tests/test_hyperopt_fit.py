@@ -13,7 +13,8 @@ import pytest
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
-from poison_jax import bilevel, hyperopt, solvers
+from poison_jax import engine
+from poison_jax.poisoning import hyperopt
 
 # -- ridge regression on diabetes: exactly sklearn Ridge's objective, α = exp(log_lam) --------
 
@@ -43,7 +44,7 @@ def sklearn_grid_alpha(x, y, xv, yv, grid):
 
 
 RIDGE_W0 = {"coef": np.zeros(10), "intercept": np.zeros(())}
-IMPLICIT64 = bilevel.Implicit(solver=solvers.NewtonCG(tol=1e-8), cg_tol=1e-10)
+IMPLICIT64 = engine.Implicit(solver=engine.NewtonCG(tol=1e-8), cg_tol=1e-10)
 SGD = optax.sgd(0.01)  # one object: the jitted loop is keyed on it
 WIDE_BOX = (np.log(1e-6), np.log(1e3))  # inactive; the box test's narrow box then reuses the compiled loop
 
@@ -69,7 +70,7 @@ def test_learned_ridge_alpha_matches_sklearns_validation_grid(x64):
     # Implicit warm-starts: the inner Newton solves get short (a cold solve at the final α takes 15).
     iterations = np.asarray(result.iterations)
     assert iterations[0] >= 10 and iterations[-10:].max() <= 3, iterations
-    cold = bilevel.hypergrad(IMPLICIT64, ridge_inner, ridge_outer, w0, result.theta, x, y, xv, yv)[2]
+    cold = engine.hypergrad(IMPLICIT64, ridge_inner, ridge_outer, w0, result.theta, x, y, xv, yv)[2]
     assert int(cold.solve.iterations) >= 10
 
 
@@ -124,9 +125,9 @@ def synthetic_best_log_lam(x, y, xv, yv):
 
 ADAM = optax.adam(0.1)
 METHODS = {
-    "RMD": bilevel.RMD(steps=200, lr=0.4),
-    "IFT": bilevel.IFT(steps=200, lr=0.4, cg_iters=50),
-    "Implicit": bilevel.Implicit(solver=solvers.NewtonCG(tol=1e-5)),
+    "RMD": engine.RMD(steps=200, lr=0.4),
+    "IFT": engine.IFT(steps=200, lr=0.4, cg_iters=50),
+    "Implicit": engine.Implicit(solver=engine.NewtonCG(tol=1e-5)),
 }
 
 
@@ -146,7 +147,7 @@ def test_a_pytree_theta_with_a_pytree_box():
     data = synthetic()
     theta0 = {"log_lam": jnp.zeros(8)}  # one λ per weight
     box = ({"log_lam": jnp.full(8, -1.0)}, {"log_lam": jnp.full(8, 2.0)})
-    result = hyperopt.fit(bilevel.Implicit(), mean_inner, mean_outer, jnp.zeros(8), theta0, *data,
+    result = hyperopt.fit(engine.Implicit(), mean_inner, mean_outer, jnp.zeros(8), theta0, *data,
                           optimizer=ADAM, steps=30, box=box)  # fmt: skip
     log_lam = np.asarray(result.theta["log_lam"])
     assert log_lam.shape == (8,) and np.all(log_lam >= -1.0) and np.all(log_lam <= 2.0)
@@ -164,7 +165,7 @@ def nan_below(w, theta, x, y, xv, yv):
 
 def test_a_loss_that_turns_nan_does_not_corrupt_theta():
     data = synthetic()
-    method = bilevel.Implicit()
+    method = engine.Implicit()
     run = hyperopt.fit(method, mean_inner, nan_below, jnp.zeros(8), jnp.array(1.0), *data, optimizer=ADAM, steps=40)
     finite = np.asarray(run.finite)
     first_bad = int(np.argmin(finite))
@@ -180,7 +181,7 @@ def test_a_loss_that_turns_nan_does_not_corrupt_theta():
 
 def test_nan_data_leave_theta_at_its_start():
     x, y, xv, yv = synthetic()
-    result = hyperopt.fit(bilevel.RMD(steps=20, lr=0.4), mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.3),
+    result = hyperopt.fit(engine.RMD(steps=20, lr=0.4), mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.3),
                           x, y, xv.at[0, 0].set(jnp.nan), yv, optimizer=ADAM, steps=5)  # fmt: skip
     assert float(result.theta) == np.float32(0.3) and int(result.skipped) == 5
     assert not np.asarray(result.finite).any()
@@ -191,7 +192,7 @@ def test_nan_data_leave_theta_at_its_start():
 
 def test_new_data_of_the_same_shapes_do_not_recompile(trace_counter):
     inner, outer = trace_counter(mean_inner), trace_counter(mean_outer)
-    method = bilevel.Implicit()
+    method = engine.Implicit()
 
     def run(seed, box):
         return hyperopt.fit(method, inner, outer, jnp.zeros(8), jnp.array(0.0), *synthetic(seed),
@@ -210,8 +211,8 @@ def test_bad_arguments_name_the_field():
     with pytest.raises(TypeError, match="method must be"):
         hyperopt.fit("implicit", mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.0), *data, optimizer=ADAM, steps=1)
     with pytest.raises(ValueError, match="steps"):
-        hyperopt.fit(bilevel.Implicit(), mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.0), *data,
+        hyperopt.fit(engine.Implicit(), mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.0), *data,
                      optimizer=ADAM, steps=0)  # fmt: skip
     with pytest.raises(TypeError, match="optimizer must be"):
-        hyperopt.fit(bilevel.Implicit(), mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.0), *data,
+        hyperopt.fit(engine.Implicit(), mean_inner, mean_outer, jnp.zeros(8), jnp.array(0.0), *data,
                      optimizer=0.1, steps=1)  # fmt: skip

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, bilevel, data, models, solvers
-from poison_jax.bilevel import IFT, RMD, HypergradInfo, Implicit, Warm
+from poison_jax import engine
+from poison_jax.engine import IFT, RMD, HypergradInfo, Implicit, Warm
+from poison_jax.poisoning import attack, data, models
 
 
 def _bce(logits, y):
@@ -46,28 +47,28 @@ METHODS = {
     "rmd": RMD(steps=30, lr=0.5),
     "rmd_ckpt": RMD(steps=30, lr=0.5, checkpoint=True),
     "ift": IFT(steps=30, lr=0.5, cg_iters=20),
-    "implicit_newton": Implicit(solvers.NewtonCG(tol=1e-5, maxiter=50)),
-    "implicit_lbfgs": Implicit(solvers.LBFGS(tol=1e-5, maxiter=200)),
+    "implicit_newton": Implicit(engine.NewtonCG(tol=1e-5, maxiter=50)),
+    "implicit_lbfgs": Implicit(engine.LBFGS(tol=1e-5, maxiter=200)),
 }
 
 
 def _calls(inner, outer):
     """Every public hypergradient entry point, as ``f(w0, theta, x, y)``."""
-    w_star = lambda w0, th, x, y: bilevel.unroll(inner, w0, th, x, y, steps=50, lr=0.5)  # noqa: E731
+    w_star = lambda w0, th, x, y: engine.unroll(inner, w0, th, x, y, steps=50, lr=0.5)  # noqa: E731
     calls = {
-        "unroll": lambda w0, th, x, y: bilevel.unroll(inner, w0, th, x, y, steps=30, lr=0.5),
-        "rmd_hypergrad": lambda w0, th, x, y: bilevel.rmd_hypergrad(inner, outer, w0, th, x, y, steps=30, lr=0.5),
-        "ift_hypergrad": lambda w0, th, x, y: bilevel.ift_hypergrad(
+        "unroll": lambda w0, th, x, y: engine.unroll(inner, w0, th, x, y, steps=30, lr=0.5),
+        "rmd_hypergrad": lambda w0, th, x, y: engine.rmd_hypergrad(inner, outer, w0, th, x, y, steps=30, lr=0.5),
+        "ift_hypergrad": lambda w0, th, x, y: engine.ift_hypergrad(
             inner, outer, w_star(w0, th, x, y), th, x, y, cg_iters=20
         ),
-        "exact_hypergrad": lambda w0, th, x, y: bilevel.exact_hypergrad(inner, outer, w_star(w0, th, x, y), th, x, y),
+        "exact_hypergrad": lambda w0, th, x, y: engine.exact_hypergrad(inner, outer, w_star(w0, th, x, y), th, x, y),
     }
     for name, method in METHODS.items():
-        calls[f"hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: bilevel.hypergrad(m, inner, outer, w0, th, x, y))(
+        calls[f"hypergrad[{name}]"] = (lambda m: lambda w0, th, x, y: engine.hypergrad(m, inner, outer, w0, th, x, y))(
             method
         )
         calls[f"warm_hypergrad[{name}]"] = (
-            lambda m: lambda w0, th, x, y: bilevel.warm_hypergrad(m, inner, outer, Warm(w0, None), th, x, y)
+            lambda m: lambda w0, th, x, y: engine.warm_hypergrad(m, inner, outer, Warm(w0, None), th, x, y)
         )(method)
     return calls
 
@@ -92,8 +93,8 @@ def test_data_as_arguments_equals_data_by_closure(x64, name):
     theta, w0 = _theta(x, dtype=jnp.float64), _w0(dtype=jnp.float64)
     closed_inner = lambda w, th: inner_loss(w, th, x, y)  # noqa: E731
     closed_outer = lambda w, th: outer_loss(w, th, x, y)  # noqa: E731
-    v1, g1, _ = bilevel.hypergrad(METHODS[name], inner_loss, outer_loss, w0, theta, x, y)
-    v2, g2, _ = bilevel.hypergrad(METHODS[name], closed_inner, closed_outer, w0, theta)
+    v1, g1, _ = engine.hypergrad(METHODS[name], inner_loss, outer_loss, w0, theta, x, y)
+    v2, g2, _ = engine.hypergrad(METHODS[name], closed_inner, closed_outer, w0, theta)
     np.testing.assert_allclose(v1, v2, rtol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -103,13 +104,13 @@ def test_data_arguments_are_differentiated_against_central_differences(x64):
     """The hypergradient with data as arguments is the derivative of the objective (float64)."""
     x, y = _data_set(7, dtype=jnp.float64)
     theta, w0 = _theta(x, dtype=jnp.float64), _w0(dtype=jnp.float64)
-    solve = solvers.NewtonCG(tol=1e-12, maxiter=100)
+    solve = engine.NewtonCG(tol=1e-12, maxiter=100)
 
     def objective(log_lam):
         th = {**theta, "log_lam": log_lam}
         return outer_loss(solve(lambda w: inner_loss(w, th, x, y), w0)[0], th, x, y)
 
-    _, g, info = bilevel.hypergrad(Implicit(solve, cg_tol=1e-12), inner_loss, outer_loss, w0, theta, x, y)
+    _, g, info = engine.hypergrad(Implicit(solve, cg_tol=1e-12), inner_loss, outer_loss, w0, theta, x, y)
     eps = 1e-5
     fd = (objective(theta["log_lam"] + eps) - objective(theta["log_lam"] - eps)) / (2 * eps)
     assert bool(info.solve.converged)
@@ -131,20 +132,12 @@ def test_every_hypergradient_returns_value_dtheta_info(name):
 
 def test_rmd_info_says_what_is_known():
     x, y = _data_set(0)
-    _, _, info = bilevel.rmd_hypergrad(inner_loss, outer_loss, _w0(), _theta(x), x, y, steps=30, lr=0.5)
+    _, _, info = engine.rmd_hypergrad(inner_loss, outer_loss, _w0(), _theta(x), x, y, steps=30, lr=0.5)
     expected = jnp.sqrt(
         sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(jax.grad(inner_loss)(info.warm.w, _theta(x), x, y)))
     )
     np.testing.assert_allclose(info.inner_grad_norm, expected, rtol=1e-5)
     assert int(info.solve.iterations) == 30 and int(info.cg.iterations) == 0
-
-
-def test_hypergrad_with_info_is_hypergrad():
-    x, y = _data_set(0)
-    a = bilevel.hypergrad(RMD(steps=10, lr=0.5), inner_loss, outer_loss, _w0(), _theta(x), x, y)
-    b = bilevel.hypergrad_with_info(RMD(steps=10, lr=0.5), inner_loss, outer_loss, _w0(), _theta(x), x, y)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=False):
-        np.testing.assert_array_equal(u, v)
 
 
 @pytest.mark.slow
@@ -163,9 +156,9 @@ def test_the_attack_passes_data_as_arguments(trace_counter):
         one = jax.tree_util.tree_map(lambda a: a[0], attack.set_poison_count(state, 3, 3))
         d = attack.poison_data(splits.x_train[0], splits.y_train[0], splits.x_val[0], splits.y_val[0], one)
         theta = {"xp": one.xp, "log_lam": one.log_lam}
-        value, _, _ = bilevel.hypergrad(method, counted_inner, counted_outer, model.init(one.key), theta, d)
+        value, _, _ = engine.hypergrad(method, counted_inner, counted_outer, model.init(one.key), theta, d)
         closed = attack.make_losses(model, splits.x_train[0], splits.y_train[0], splits.x_val[0], splits.y_val[0], one)
-        np.testing.assert_allclose(value, bilevel.hypergrad(method, *closed, model.init(one.key), theta)[0], rtol=1e-6)
+        np.testing.assert_allclose(value, engine.hypergrad(method, *closed, model.init(one.key), theta)[0], rtol=1e-6)
         if seed == 0:
             counts = (counted_inner.count, counted_outer.count)
     assert (counted_inner.count, counted_outer.count) == counts
@@ -174,11 +167,10 @@ def test_the_attack_passes_data_as_arguments(trace_counter):
 def test_import_poison_jax_exports_the_floors_without_plots_or_tfds():
     script = (
         "import sys, poison_jax as pj\n"
-        "for name in ('bilevel', 'solvers', 'attack', 'data', 'models', 'evaluate', 'hyperopt', 'outer', "
-        "'config', 'sweep', 'experiment', 'devices', 'store', 'synthetic', 'penalties', 'losses'):\n"
-        "    assert hasattr(pj, name), name\n"
-        "assert callable(pj.attack.run_attack) and callable(pj.experiment.run_sweep)\n"
-        "heavy = [m for m in sys.modules if m.startswith(('matplotlib', 'tensorflow_datasets', 'poison_jax.plots'))]\n"
+        "assert callable(pj.engine.hypergrad) and callable(pj.poisoning.attack.run_attack)\n"
+        "assert callable(pj.experiments.sweep.run_sweep)\n"
+        "heavy = ('matplotlib', 'tensorflow_datasets', 'poison_jax.face')\n"
+        "heavy = [m for m in sys.modules if m.startswith(heavy)]\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -194,13 +186,21 @@ def test_the_package_ships_its_annotations():
     assert '[tool.setuptools.package-data]\npoison_jax = ["py.typed"]' in pyproject
 
 
-FLOORS = {  # ../DESIGN.md: each floor imports only the floors below it
-    "bilevel": 0, "solvers": 0,
-    "data": 1, "penalties": 1, "losses": 1, "models": 1, "attack": 1, "outer": 1, "seeds": 1, "hyperopt": 1,
-    "evaluate": 1, "_flax": 1,
-    "config": 2, "sweep": 2, "devices": 2, "store": 2, "synthetic": 2, "experiment": 2,
-    "cli": 3, "plots": 3,
-}  # fmt: skip
+FLOORS = {"engine": 0, "poisoning": 1, "experiments": 2, "face": 3}  # DESIGN.md: a folder per floor
+
+
+def _imported_floors(tree) -> set[str]:
+    import ast
+
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "poison_jax":
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("poison_jax."):
+            imported.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[1] for a in node.names if a.name.startswith("poison_jax.")}
+    return imported
 
 
 def test_no_module_imports_a_floor_above_its_own():
@@ -208,14 +208,9 @@ def test_no_module_imports_a_floor_above_its_own():
     from pathlib import Path
 
     package = Path(__file__).parent.parent / "poison_jax"
-    assert {p.stem for p in package.glob("*.py")} - {"__init__"} == set(FLOORS), "a module without a floor"
-    for name, floor in FLOORS.items():
-        tree = ast.parse((package / f"{name}.py").read_text())
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "poison_jax":
-                imported |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("poison_jax."):
-                imported.add(node.module.split(".")[1])
-        above = {m for m in imported if FLOORS.get(m, -1) > floor}
-        assert not above, f"poison_jax.{name} (floor {floor}) imports {above}"
+    assert {p.parent.name for p in package.glob("*/*.py")} == set(FLOORS), "a folder without a floor"
+    assert {p.name for p in package.glob("*.py")} == {"__init__.py"}, "a module outside the floors' folders"
+    for path in package.glob("*/*.py"):
+        floor = FLOORS[path.parent.name]
+        above = {m for m in _imported_floors(ast.parse(path.read_text())) if FLOORS.get(m, -1) > floor}
+        assert not above, f"{path.relative_to(package)} (floor {floor}) imports {above}"

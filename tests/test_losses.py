@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, data, evaluate, experiment, losses, models, penalties
-from poison_jax.bilevel import RMD
-from poison_jax.solvers import NewtonCG
+from poison_jax.engine import RMD, NewtonCG
+from poison_jax.experiments import config, presets, sweep
+from poison_jax.poisoning import attack, data, losses, models, penalties, victims
 from tests.test_penalties import METHODS, assert_matches_central_difference, random_direction, smoothed_problem
 
 
@@ -39,7 +39,7 @@ def test_smoothed_hinge_has_three_pieces_joined_smoothly(x64):
 def test_bad_hinge_smoothing_is_refused(bad):
     with pytest.raises(ValueError, match="SmoothedHinge smoothing must be a finite number > 0"):
         losses.SmoothedHinge(smoothing=bad)
-    with pytest.raises(TypeError, match="loss must be a poison_jax.losses value"):
+    with pytest.raises(TypeError, match="loss must be a poison_jax.poisoning.losses value"):
         models.logistic_regression(3, loss="hinge")
 
 
@@ -64,7 +64,7 @@ def test_the_attack_raises_the_svms_validation_hinge_loss_and_the_victim_learns(
     before = attack.attack_objective(settings, splits, state)
     state, _ = attack.run_attack(settings, splits, state, num_iters=10, update_lam=False)
     assert np.all(np.asarray(attack.attack_objective(settings, splits, state)) > 1.1 * np.asarray(before))
-    clean = evaluate.evaluate_victim(
+    clean = victims.evaluate_victim(
         model,
         splits.x_train,
         splits.y_train,
@@ -72,27 +72,25 @@ def test_the_attack_raises_the_svms_validation_hinge_loss_and_the_victim_learns(
         keys,
         splits.x_test,
         splits.y_test,
-        victim=evaluate.ConvergedVictim(NewtonCG(tol=1e-4)),
+        victim=victims.ConvergedVictim(NewtonCG(tol=1e-4)),
     )
     assert np.all(np.asarray(clean.converged)) and float(np.max(clean.error)) < 0.05
 
 
 def test_config_loss_builds_the_svm_and_refuses_bad_values():
-    from poison_jax.sweep import build_model
+    from poison_jax.experiments.sweep import build_model
 
-    model = build_model(experiment.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0.25), 64)
+    model = build_model(presets.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0.25), 64)
     assert model.loss == losses.SmoothedHinge(smoothing=0.25) and model.penalty == penalties.L2()
+    with pytest.raises(config.ConfigError, match=r"'loss' = 'hinge' is not allowed: one of logistic, smoothed-hinge"):
+        presets.preset("digits-lr", loss="hinge")
+    with pytest.raises(config.ConfigError, match=r"'hinge_smoothing' = 0 is not allowed: a finite number > 0"):
+        presets.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0)
     with pytest.raises(
-        experiment.ConfigError, match=r"'loss' = 'hinge' is not allowed: one of logistic, smoothed-hinge"
+        config.ConfigError, match=r"'hinge_smoothing' = 0.1 would be ignored: it is not read by loss 'logistic'"
     ):
-        experiment.preset("digits-lr", loss="hinge")
-    with pytest.raises(experiment.ConfigError, match=r"'hinge_smoothing' = 0 is not allowed: a finite number > 0"):
-        experiment.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0)
-    with pytest.raises(
-        experiment.ConfigError, match=r"'hinge_smoothing' = 0.1 would be ignored: it is not read by loss 'logistic'"
-    ):
-        experiment.preset("digits-lr", hinge_smoothing=0.1)
-    assert experiment.preset("digits-lr").hash() == experiment.preset("digits-lr", loss="logistic").hash()
+        presets.preset("digits-lr", hinge_smoothing=0.1)
+    assert presets.preset("digits-lr").hash() == presets.preset("digits-lr", loss="logistic").hash()
 
 
 # -- ridge regression: the squared loss on the diabetes regression -------------------------------
@@ -120,8 +118,8 @@ def test_a_regression_victim_is_judged_by_test_mse():
     splits = data.sample_splits(ds, seeds=[0, 1], n_train=200, n_val=100)
     model = models.logistic_regression(10, loss=losses.Squared())
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    victim = evaluate.ConvergedVictim(NewtonCG(tol=1e-5))
-    m = evaluate.evaluate_victim(
+    victim = victims.ConvergedVictim(NewtonCG(tol=1e-5))
+    m = victims.evaluate_victim(
         model, splits.x_train, splits.y_train, jnp.full((2, 1), -2.0), keys, splits.x_test, splits.y_test, victim=victim
     )
     params, _ = victim.train(model, splits.x_train[0], splits.y_train[0], None, jnp.array([-2.0]), keys[0])
@@ -133,15 +131,15 @@ def test_a_regression_victim_is_judged_by_test_mse():
 
 @pytest.mark.slow
 def test_the_ridge_preset_sweeps_and_reports_test_mse(tmp_path):
-    config = experiment.preset(
+    config = presets.preset(
         "diabetes-ridge", num_seeds=2, num_batches=2, iters_fixed=3, iters_clean=3, iters_multi=3, eval_epochs=5
     )
-    records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    records = sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     assert len(records) == 12 and all(r["metric"] == "test_mse" and not r["failures"] for r in records)
     assert all(r["per_seed"]["fpr"] == [None, None] and r["mean"]["error"] > 0 for r in records)
     small = [r["mean"]["error"] for r in records if r["setting"] == "small"]
     assert small[-1] > small[0]  # the poison raises the test MSE
-    from poison_jax import plots
+    from poison_jax.face import plots
 
     table = plots.summary_table(records)
     assert "log λ = -8: test MSE | log λ" in table and "%" not in table.splitlines()[2]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import models
+from poison_jax.poisoning import models
 
 
 def test_paper_mlp_shape_and_init():

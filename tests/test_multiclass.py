@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, cli, config, data, evaluate, experiment, losses, models, penalties, plots
-from poison_jax.bilevel import IFT, RMD
+from poison_jax.engine import IFT, RMD
+from poison_jax.experiments import config, presets, sweep
+from poison_jax.face import cli, plots
+from poison_jax.poisoning import attack, data, losses, models, penalties, victims
 from tests.test_penalties import METHODS, assert_matches_central_difference, random_direction, smoothed_problem
 
 
@@ -86,11 +88,11 @@ def test_softmax_hypergradient_matches_central_differences(x64, method):
 def test_confusion_matrix_and_per_class_error_by_hand():
     scores = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [0.0, 5.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     y = jnp.array([0.0, 1.0, 1.0, 2.0, 2.0])
-    confusion = evaluate.confusion_matrix(scores, y, 3)
+    confusion = victims.confusion_matrix(scores, y, 3)
     np.testing.assert_array_equal(confusion, [[1, 0, 0], [0, 1, 1], [1, 0, 1]])
     # binary: one score, class 1 where it is > 0
     np.testing.assert_array_equal(
-        evaluate.confusion_matrix(jnp.array([-1.0, 2.0, 0.5]), jnp.array([0.0, 0.0, 1.0]), 2), [[1, 1], [0, 1]]
+        victims.confusion_matrix(jnp.array([-1.0, 2.0, 0.5]), jnp.array([0.0, 0.0, 1.0]), 2), [[1, 1], [0, 1]]
     )
 
 
@@ -101,7 +103,7 @@ def test_victim_metrics_per_class(num_classes):
     splits = data.sample_splits(ds, seeds=[0, 1], n_train=200, n_val=20)
     model = models.logistic_regression(64, num_classes=num_classes)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    m = evaluate.evaluate_victim(
+    m = victims.evaluate_victim(
         model, splits.x_train, splits.y_train, jnp.full((2, 1), -4.0), keys, splits.x_test, splits.y_test,
         lr=0.5, epochs=20,
     )  # fmt: skip
@@ -120,20 +122,20 @@ def test_victim_metrics_per_class(num_classes):
 
 def test_config_refuses_repeated_classes_and_binary_losses():
     with pytest.raises(config.ConfigError, match=r"'classes' = \(0, 1, 2, 1\) .* 1 appear\(s\) more than once"):
-        config.preset("digits10-lr", classes=(0, 1, 2, 1))
+        presets.preset("digits10-lr", classes=(0, 1, 2, 1))
     with pytest.raises(config.ConfigError, match=r"'loss' = 'smoothed-hinge' .* logistic .* with 10 classes"):
-        config.preset("digits10-lr", loss="smoothed-hinge")
+        presets.preset("digits10-lr", loss="smoothed-hinge")
     with pytest.raises(config.ConfigError, match=r"'classes' = \(3,\) is not allowed: a tuple of two or more"):
-        config.preset("digits10-lr", classes=(3,))
+        presets.preset("digits10-lr", classes=(3,))
     with pytest.raises(ValueError, match=r"class 12 is outside the range 0\.\.9"):
-        experiment.load_splits(config.preset("digits10-lr", classes=(0, 1, 12)))
-    c = config.preset("mnist5k10-lr")
-    assert c.num_classes == 10 and config.preset("mnist5k-lr").num_classes == 2
+        sweep.load_splits(presets.preset("digits10-lr", classes=(0, 1, 12)))
+    c = presets.preset("mnist5k10-lr")
+    assert c.num_classes == 10 and presets.preset("mnist5k-lr").num_classes == 2
 
 
 @pytest.mark.parametrize("method", ["rmd", "ift"])
 def test_a_multiclass_sweep_records_per_class_metrics_and_resumes(tmp_path, method):
-    c = config.preset(
+    c = presets.preset(
         "digits10-lr",
         hypergrad=method,
         num_seeds=2,
@@ -146,9 +148,9 @@ def test_a_multiclass_sweep_records_per_class_metrics_and_resumes(tmp_path, meth
         settings=("small", "learned"),
     )
     # Interrupted after the first setting's cells: resuming runs the learned setting's cells only.
-    experiment.run_sweep(dataclasses.replace(c, settings=("small",)), tmp_path, progress=False, log=lambda _: None)
+    sweep.run_sweep(dataclasses.replace(c, settings=("small",)), tmp_path, progress=False, log=lambda _: None)
     said = []
-    records = experiment.run_sweep(c, tmp_path, resume=True, progress=False, log=said.append)
+    records = sweep.run_sweep(c, tmp_path, resume=True, progress=False, log=said.append)
     assert any("3 of 6" in line for line in said), said
     assert len(records) == 6 and not any(r["failures"] for r in records)
     for r in records:
@@ -164,7 +166,17 @@ def test_a_multiclass_sweep_records_per_class_metrics_and_resumes(tmp_path, meth
 def test_cli_runs_and_plots_a_multiclass_preset_without_flags(tmp_path):
     out = tmp_path / "d10"
     overrides = ["num_seeds=2", "num_batches=1", "iters_fixed=2", "iters_clean=2", "iters_multi=2", "eval_epochs=5"]
-    run = [sys.executable, "-m", "poison_jax.cli", "run", "--preset", "digits10-lr", "--out", str(out), "--no-progress"]
+    run = [
+        sys.executable,
+        "-m",
+        "poison_jax.face.cli",
+        "run",
+        "--preset",
+        "digits10-lr",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     for item in overrides:
         run += ["--set", item]
     done = subprocess.run(run, capture_output=True, text=True, timeout=600)

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from poison_jax import attack, cli, config, data, losses, models, store, sweep
-from poison_jax.bilevel import RMD
+from poison_jax.engine import RMD
+from poison_jax.experiments import config, presets, store, sweep
+from poison_jax.face import cli
+from poison_jax.poisoning import attack, data, losses, models
 
 
 class TwoLayer(nn.Module):
@@ -162,7 +164,7 @@ def test_a_hand_built_model_with_a_wrong_shape_is_refused_before_any_nan():
             2,
             0.0,
         )
-    with pytest.raises(TypeError, match=r"got TwoLayer: wrap a flax module with poison_jax.models.from_flax"):
+    with pytest.raises(TypeError, match=r"got TwoLayer: wrap a flax module with poison_jax.poisoning.models.from_flax"):
         attack.AttackSettings(module, RMD(steps=5, lr=0.1), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8, 5))
 
 
@@ -253,7 +255,7 @@ def own():
     x, y = tabular()
     dataset = data.from_arrays(x[:200], y[:200], x[200:], y[200:], name="my table")
     model = models.from_flax(TwoLayer(), x[:4])
-    return dataset, model, config.preset("digits-lr", **TINY)
+    return dataset, model, presets.preset("digits-lr", **TINY)
 
 
 def test_run_sweep_with_own_model_and_arrays_resumes_to_the_same_records(own, tmp_path):
@@ -339,8 +341,8 @@ def test_mismatched_model_and_data_are_refused_naming_the_fix(own, tmp_path):
         match=r"n_train = 200 and n_val = 70 ask for 270 points, but the pool of "
         r"'my table' holds 200",
     ):
-        sweep.run_sweep(config.preset("digits-lr"), tmp_path, dataset=dataset, progress=False)
-    with pytest.raises(TypeError, match=r"dataset must be a poison_jax.data.Dataset or a tuple"):
+        sweep.run_sweep(presets.preset("digits-lr"), tmp_path, dataset=dataset, progress=False)
+    with pytest.raises(TypeError, match=r"dataset must be a poison_jax.poisoning.data.Dataset or a tuple"):
         sweep.run_sweep(cfg, tmp_path, dataset={"x": 1}, progress=False)
     assert not (tmp_path / "results.jsonl").exists()
 
@@ -368,7 +370,7 @@ def test_cli_runs_a_users_npz_from_another_preset(tmp_path, monkeypatch, capsys)
     assert (tmp_path / "results" / "mine" / "figures" / "error_vs_fraction.png").exists()
 
     # --set source=npz on a preset of another source works the same way (the preset's classes reset)
-    config_via_set = config.preset("digits-lr", source="npz", data_path="mine.npz")
+    config_via_set = presets.preset("digits-lr", source="npz", data_path="mine.npz")
     assert config_via_set.classes is None and config_via_set.run_name == "mine"
 
     # A box the data lie outside of is refused, naming the feature and the fix.

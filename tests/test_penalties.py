@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import attack, bilevel, data, experiment, losses, models, penalties
-from poison_jax.bilevel import RMD, Implicit
-from poison_jax.solvers import NewtonCG
+from poison_jax import engine
+from poison_jax.engine import RMD, Implicit, NewtonCG
+from poison_jax.experiments import config, presets
+from poison_jax.poisoning import attack, data, losses, models, penalties
 from tests.test_bilevel import rel_err
 
 KERNELS = [jnp.array([[0.5, -2.0], [0.0, 1e-4]]), jnp.array([[3.0], [-1.0]])]
@@ -50,7 +51,7 @@ def test_bad_smoothing_is_refused(rule, bad):
 
 
 def test_a_model_refuses_what_is_not_a_penalty():
-    with pytest.raises(TypeError, match="penalty must be a poison_jax.penalties value"):
+    with pytest.raises(TypeError, match="penalty must be a poison_jax.poisoning.penalties value"):
         models.logistic_regression(3, penalty="l1")
 
 
@@ -90,7 +91,7 @@ def smoothed_problem(penalty, method, loss=losses.Logistic(), num_classes=2):
     inner, outer, w0, theta, pdata = _digits_problem(penalty, loss=loss, num_classes=num_classes)
     m = METHODS[method]
     objective = jax.jit(lambda th: outer(m.fit(inner, w0, th, pdata), th, pdata))
-    _, dtheta, info = bilevel.hypergrad(m, inner, outer, w0, theta, pdata)
+    _, dtheta, info = engine.hypergrad(m, inner, outer, w0, theta, pdata)
     return objective, theta, dtheta, info
 
 
@@ -126,7 +127,7 @@ def test_l1_hypergradient_differs_from_the_l2_one(x64):
     grads = []
     for penalty in (penalties.L2(), penalties.L1(smoothing=1e-2)):
         inner, outer, w0, theta, pdata = _digits_problem(penalty)
-        grads.append(bilevel.hypergrad(METHODS["implicit"], inner, outer, w0, theta, pdata)[1])
+        grads.append(engine.hypergrad(METHODS["implicit"], inner, outer, w0, theta, pdata)[1])
     assert rel_err(grads[0], grads[1]) > 0.1
 
 
@@ -160,30 +161,30 @@ def test_init_attack_refuses_a_log_lambda_of_the_wrong_length():
 
 
 def test_config_penalty_builds_the_model_and_refuses_bad_values():
-    from poison_jax.sweep import build_model
+    from poison_jax.experiments.sweep import build_model
 
-    config = experiment.preset("digits-lr", penalty="elastic-net", l1_smoothing=0.3)
+    config = presets.preset("digits-lr", penalty="elastic-net", l1_smoothing=0.3)
     model = build_model(config, 64)
     assert model.penalty == penalties.ElasticNet(smoothing=0.3) and model.num_lams == 2
-    assert build_model(experiment.preset("digits-lr"), 64).penalty == penalties.L2()
-    with pytest.raises(experiment.ConfigError, match=r"'penalty' = 'l0' is not allowed: one of l2, l1, elastic-net"):
-        experiment.preset("digits-lr", penalty="l0")
-    with pytest.raises(experiment.ConfigError, match=r"'l1_smoothing' = 0.0 is not allowed: a finite number > 0"):
-        experiment.preset("digits-lr", penalty="l1", l1_smoothing=0.0)
+    assert build_model(presets.preset("digits-lr"), 64).penalty == penalties.L2()
+    with pytest.raises(config.ConfigError, match=r"'penalty' = 'l0' is not allowed: one of l2, l1, elastic-net"):
+        presets.preset("digits-lr", penalty="l0")
+    with pytest.raises(config.ConfigError, match=r"'l1_smoothing' = 0.0 is not allowed: a finite number > 0"):
+        presets.preset("digits-lr", penalty="l1", l1_smoothing=0.0)
     with pytest.raises(
-        experiment.ConfigError, match=r"'l1_smoothing' = 0.01 would be ignored: it is not read by penalty 'l2'"
+        config.ConfigError, match=r"'l1_smoothing' = 0.01 would be ignored: it is not read by penalty 'l2'"
     ):
-        experiment.preset("digits-lr", l1_smoothing=1e-2)
-    assert experiment.preset("digits-lr").hash() == experiment.preset("digits-lr", penalty="l2").hash()
+        presets.preset("digits-lr", l1_smoothing=1e-2)
+    assert presets.preset("digits-lr").hash() == presets.preset("digits-lr", penalty="l2").hash()
 
 
 def test_a_smoothing_too_stiff_for_the_gradient_steps_is_refused():
     """digits-lr: η = 0.5, log λ up to log 200, 200 rows: ε must exceed 0.5 * 200 / 400 = 0.25."""
-    with pytest.raises(experiment.ConfigError, match=r"'l1_smoothing' = 0.1 is not allowed: > inner_lr \* .* = 0.25"):
-        experiment.preset("digits-lr", penalty="l1", l1_smoothing=0.1)
-    experiment.preset("digits-lr", penalty="l1", l1_smoothing=0.1, log_lam_box=(-8.0, 3.0))  # a lower box: stable
+    with pytest.raises(config.ConfigError, match=r"'l1_smoothing' = 0.1 is not allowed: > inner_lr \* .* = 0.25"):
+        presets.preset("digits-lr", penalty="l1", l1_smoothing=0.1)
+    presets.preset("digits-lr", penalty="l1", l1_smoothing=0.1, log_lam_box=(-8.0, 3.0))  # a lower box: stable
     converged = dict(hypergrad="implicit", victim="converged", solver_tol=1e-4)
-    assert experiment.preset("digits-lr", penalty="l1", **converged).l1_smoothing == 1e-3  # no gradient steps
+    assert presets.preset("digits-lr", penalty="l1", **converged).l1_smoothing == 1e-3  # no gradient steps
 
 
 @pytest.mark.slow
@@ -191,7 +192,7 @@ def test_an_elastic_net_svm_sweep_runs_resumes_and_plots_from_the_cli(tmp_path):
     """The new values compose with the sweep: CLI --set, seed lanes, resume after an interruption, plots."""
     import json
 
-    from poison_jax import cli
+    from poison_jax.face import cli
     from tests.test_experiment import TINY
 
     sets = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]

@@ -7,14 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from poison_jax import plots
+from poison_jax.face import plots
 
 # One seed of four far above the others (the digits run that reached 43 %): mean ± std would dip below 0.
 ERRORS = {0: [0.02, 0.0, 0.01, 0.03], 1: [0.05, 0.43, 0.02, 0.1], 2: [0.08, 0.1, None, 0.06]}
 
 
 def _record(setting, cell, errors):
-    """A sweep record as :func:`poison_jax.experiment.run_sweep` writes it (the fields the figures read)."""
+    """A sweep record as :func:`poison_jax.experiments.sweep.run_sweep` writes it (the fields the figures read)."""
     ok = [e for e in errors if e is not None]
     per_seed = {
         "error": list(errors),
@@ -46,7 +46,7 @@ def _plotted_y(ax):
 
 
 def test_importing_plots_keeps_the_backend():
-    code = "import matplotlib; matplotlib.use('svg'); import poison_jax.plots; print(matplotlib.get_backend())"
+    code = "import matplotlib; matplotlib.use('svg'); import poison_jax.face.plots; print(matplotlib.get_backend())"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poison_jax import experiment
+from poison_jax.experiments import presets, sweep
 
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
@@ -129,7 +129,7 @@ def test_second_run_on_the_same_folder_is_refused(uninterrupted_folder, uninterr
 
 
 def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
-    config = experiment.preset(
+    config = presets.preset(
         "digits-lr",
         num_seeds=2,
         iters_fixed=2,
@@ -143,7 +143,7 @@ def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
         log_lam_large=12.0,
         settings=("small", "large"),
     )
-    records = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    records = sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     text = (tmp_path / "results.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert len(records) == 4  # the sweep went on through every cell
@@ -159,7 +159,7 @@ def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
 
 
 def test_victim_divergence_is_reported(tmp_path):
-    config = experiment.preset(
+    config = presets.preset(
         "digits-lr",
         num_seeds=2,
         iters_fixed=2,
@@ -171,7 +171,7 @@ def test_victim_divergence_is_reported(tmp_path):
         log_lam_box=(-8.0, 16.0),
         settings=("large",),
     )
-    (record,) = experiment.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
+    (record,) = sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     assert (
         record["failures"]
         and "victim training diverged (lower eval_lr=1000000000000.0)" in record["failures"][0]["reason"]

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax import seeds
+from poison_jax.poisoning import seeds
 
 
 def _newton_sqrt(a):
@@ -54,9 +54,9 @@ def test_one_lane_per_device_runs_a_program_per_device():
     script = textwrap.dedent(
         """
         import poison_jax
-        assert poison_jax.use_cpu_cores(2) == 2
+        assert poison_jax.experiments.devices.use_cpu_cores(2) == 2
         import jax, jax.numpy as jnp, numpy as np
-        from poison_jax import seeds
+        from poison_jax.poisoning import seeds
         from tests.test_seeds import _newton_sqrt
         a = jnp.array([1.0, 4.0, 9.0, 1e4, 2.0, 1e-2, 3.0, 5.0])
         fn = jax.jit(lambda a: seeds.over_seeds(_newton_sqrt, a, lanes=2))
@@ -79,10 +79,10 @@ def test_the_strong_attack_on_two_devices_matches_one_vmap():
     script = textwrap.dedent(
         """
         import poison_jax
-        assert poison_jax.use_cpu_cores(2) == 2
+        assert poison_jax.experiments.devices.use_cpu_cores(2) == 2
         import dataclasses, jax, numpy as np
-        from poison_jax import attack, data
-        from poison_jax.devices import SeedSharding
+        from poison_jax.poisoning import attack, data
+        from poison_jax.experiments.devices import SeedSharding
         from tests.test_strong import BATCH, N_TRAIN, N_VAL, started, strong_settings
         splits = data.sample_splits(data.load_dataset("digits"), seeds=[0, 1, 2, 3], n_train=N_TRAIN, n_val=N_VAL)
         results = []

@@ -17,9 +17,10 @@ import optax.tree_utils as otu
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from poison_jax import attack, bilevel, data, evaluate, experiment, models, outer, solvers
-from poison_jax.bilevel import Implicit, Warm
-from poison_jax.solvers import LBFGS, NewtonCG
+from poison_jax import engine
+from poison_jax.engine import LBFGS, Implicit, NewtonCG, Warm
+from poison_jax.experiments import config, presets, sweep
+from poison_jax.poisoning import attack, data, models, outer, victims
 from tests.test_bilevel import central_differences, logistic_losses, make_data, problem
 
 SOLVERS = [NewtonCG(tol=1e-10, maxiter=100), LBFGS(tol=1e-10, maxiter=2000)]
@@ -146,8 +147,8 @@ def test_cg_warm_start_from_the_solution_needs_no_iteration(x64):
     a = jnp.array([[4.0, 1.0], [1.0, 3.0]])
     b = jnp.array([1.0, 2.0])
     x_star = jnp.linalg.solve(a, b)
-    _, cold = solvers.conjugate_gradient(lambda v: a @ v, b, maxiter=10, tol=1e-12)
-    x, warm = solvers.conjugate_gradient(lambda v: a @ v, b, maxiter=10, tol=1e-12, x0=x_star)
+    _, cold = engine.conjugate_gradient(lambda v: a @ v, b, maxiter=10, tol=1e-12)
+    x, warm = engine.conjugate_gradient(lambda v: a @ v, b, maxiter=10, tol=1e-12, x0=x_star)
     assert int(cold.iterations) == 2 and int(warm.iterations) == 0
     np.testing.assert_allclose(x, x_star, rtol=1e-12)
 
@@ -179,7 +180,7 @@ def test_implicit_hypergradient_against_exact_and_finite_differences(x64, solver
     value, dtheta, info = method(inner, outer_loss, w0, theta)
     assert bool(info.solve.converged) and bool(info.cg.converged)
     w_star = method.fit(inner, w0, theta)
-    _, exact, _ = bilevel.exact_hypergrad(inner, outer_loss, w_star, theta)
+    _, exact, _ = engine.exact_hypergrad(inner, outer_loss, w_star, theta)
     np.testing.assert_allclose(ravel_pytree(dtheta)[0], ravel_pytree(exact)[0], rtol=1e-7, atol=1e-10)
     objective = jax.jit(lambda th: outer_loss(method.fit(inner, w0, th), th))  # one compile for every difference
     fd = central_differences(objective, theta)
@@ -192,8 +193,8 @@ def test_warm_and_cold_started_hypergradients_agree(x64):
     inner, outer_loss, w0 = logistic_losses(data_)
     method = Implicit(NewtonCG(tol=1e-11, maxiter=100), cg_iters=100, cg_tol=1e-11)
     moved = {"xp": theta["xp"] + 0.05, "log_lam": theta["log_lam"]}
-    warm = bilevel.warm_hypergrad(method, inner, outer_loss, Warm(w0, zeros_like(w0)), theta)[2].warm
-    _, warm_grad, warm_info = bilevel.warm_hypergrad(method, inner, outer_loss, warm, moved)
+    warm = engine.warm_hypergrad(method, inner, outer_loss, Warm(w0, zeros_like(w0)), theta)[2].warm
+    _, warm_grad, warm_info = engine.warm_hypergrad(method, inner, outer_loss, warm, moved)
     _, cold_grad, cold_info = method(inner, outer_loss, w0, moved)
     np.testing.assert_allclose(ravel_pytree(warm_grad)[0], ravel_pytree(cold_grad)[0], rtol=1e-8, atol=1e-12)
     # The warm start pays: fewer solver and CG iterations than from zero.
@@ -207,11 +208,11 @@ def test_implicit_compiles_once_over_repeated_calls(trace_counter):
     counting_inner = trace_counter(inner)
     method = Implicit(NewtonCG(tol=1e-5))
     warm = Warm(w0, zeros_like(w0))
-    warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, theta)[2].warm
+    warm = engine.warm_hypergrad(method, counting_inner, outer_loss, warm, theta)[2].warm
     traced = counting_inner.count
     for shift in (0.1, 0.2, 0.3):
         moved = {"xp": theta["xp"] + shift, "log_lam": theta["log_lam"]}
-        warm = bilevel.warm_hypergrad(method, counting_inner, outer_loss, warm, moved)[2].warm
+        warm = engine.warm_hypergrad(method, counting_inner, outer_loss, warm, moved)[2].warm
     assert counting_inner.count == traced
 
 
@@ -275,7 +276,7 @@ def test_each_outer_rule_raises_the_attackers_objective(splits, rule, alpha):
 _LAMBDA_RULES_SCRIPT = """
 import json, sys
 import numpy as np
-from poison_jax import attack, data, outer
+from poison_jax.poisoning import attack, data, outer
 from tests.test_strong import started, strong_settings
 splits = data.sample_splits(data.load_dataset("digits"), seeds=[0, 1, 2], n_train=100, n_val=50)
 out = {}
@@ -343,7 +344,7 @@ def test_attack_state_carries_the_warm_start(splits):
     assert not np.allclose(after.xp[0], before.xp[0])  # the step was taken
     assert float(grad_norm(first(after))) <= 1e-5 < float(grad_norm(first(before)))
     # RMD keeps no warm start: the paper restarts from w(0).
-    rmd = strong_settings(method=bilevel.RMD(steps=20, lr=0.5), xp_step=outer.Normalised())
+    rmd = strong_settings(method=engine.RMD(steps=20, lr=0.5), xp_step=outer.Normalised())
     assert started(rmd, splits).warm is None
 
 
@@ -421,14 +422,14 @@ def test_converged_victim_reaches_its_tolerance_and_learns(splits):
     settings = strong_settings()
     state = started(settings, splits, n_active=0)
     x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
-    victim = evaluate.ConvergedVictim(NewtonCG(tol=1e-5, maxiter=200))
+    victim = victims.ConvergedVictim(NewtonCG(tol=1e-5, maxiter=200))
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    m = evaluate.evaluate_victim(
+    m = victims.evaluate_victim(
         settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim, weights=weights
     )
     assert np.all(np.asarray(m.converged)) and float(np.max(m.error)) < 0.05
     with pytest.raises(ValueError, match="give one or the other"):
-        evaluate.evaluate_victim(
+        victims.evaluate_victim(
             settings.model, x, y, state.log_lam, keys, splits.x_test, splits.y_test, victim=victim, lr=0.1, epochs=2
         )
 
@@ -439,7 +440,7 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
     state = state._replace(xp=jnp.full_like(state.xp, jnp.nan))  # would poison any step that used them
     x, y, weights = attack.poisoned_training_set(splits, state, attack.Add())
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    m = evaluate.evaluate_victim(
+    m = victims.evaluate_victim(
         settings.model,
         x,
         y,
@@ -447,7 +448,7 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
         keys,
         splits.x_test,
         splits.y_test,
-        victim=evaluate.SGDVictim(lr=0.5, epochs=20, batch_size=32),
+        victim=victims.SGDVictim(lr=0.5, epochs=20, batch_size=32),
         weights=weights,
     )
     assert np.all(np.asarray(m.finite)) and float(np.max(m.error)) < 0.1
@@ -473,25 +474,25 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
     ],
 )
 def test_bad_strong_settings_are_refused_naming_the_field(field, value, allowed):
-    with pytest.raises(experiment.ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
-        experiment.preset("digits-lr", **{field: value})
+    with pytest.raises(config.ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
+        presets.preset("digits-lr", **{field: value})
 
 
 def test_xp_min_scale_reaches_the_armijo_rule_on_xp_only():
-    config = experiment.preset("digits-lr", xp_step="armijo", lam_step="armijo", xp_min_scale=0.25)
+    config = presets.preset("digits-lr", xp_step="armijo", lam_step="armijo", xp_min_scale=0.25)
     settings = config.attack_settings(models.logistic_regression(64))
     assert settings.xp_step == outer.Armijo(min_scale=0.25) and settings.lam_step == outer.Armijo()
 
 
 def test_new_fields_at_their_defaults_keep_the_config_hash():
-    config = experiment.preset("digits-lr")
-    assert config.hash() == experiment.preset("digits-lr", poison_mode="replace", victim="sgd").hash()
-    assert config.hash() != experiment.preset("digits-lr", poison_mode="add").hash()
+    config = presets.preset("digits-lr")
+    assert config.hash() == presets.preset("digits-lr", poison_mode="replace", victim="sgd").hash()
+    assert config.hash() != presets.preset("digits-lr", poison_mode="add").hash()
 
 
 @pytest.mark.slow
 def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
-    config = experiment.preset(
+    config = presets.preset(
         "mnist5k-lr-strong",
         source="digits",
         classes=(0, 8),
@@ -506,7 +507,7 @@ def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
         iters_multi=3,
         settings=("small", "learned"),
     )
-    full = experiment.run_sweep(config, tmp_path / "full", progress=False, log=lambda _: None)
+    full = sweep.run_sweep(config, tmp_path / "full", progress=False, log=lambda _: None)
     assert {r["victim"] for r in full} == {"converged"} and {r["hypergrad"] for r in full} == {"implicit"}
     assert all(all(r["per_seed"]["victim_converged"]) for r in full)
     # Kill after two cells (simulated by removing the later lines of a copy), then resume.
@@ -516,7 +517,7 @@ def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
     (part / "results.jsonl").write_text("\n".join(lines[:4]) + "\n")
     for name in ("learned-1", "learned-2"):
         (part / "state" / f"{name}.npz").unlink(missing_ok=True)
-    resumed = experiment.run_sweep(config, part, resume=True, progress=False, log=lambda _: None)
+    resumed = sweep.run_sweep(config, part, resume=True, progress=False, log=lambda _: None)
     for a, b in zip(full, resumed, strict=False):
         assert (a["setting"], a["cell"]) == (b["setting"], b["cell"])
         np.testing.assert_allclose(a["per_seed"]["error"], b["per_seed"]["error"])

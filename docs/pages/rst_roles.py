@@ -1,11 +1,11 @@
 """Griffe extension for the API reference: turns the docstrings' reST roles into Markdown.
 
 poison_jax's docstrings are Google style with a little reST: ``:func:`unroll```,
-``:class:`~poison_jax.solvers.NewtonCG```, ``:mod:`poison_jax.store```, ... Rendered as they are
+``:class:`~poison_jax.engine.NewtonCG```, ``:mod:`poison_jax.experiments.store```, ... Rendered as they are
 they would show ``:func:`` in front of a code span. This extension rewrites each role, before the
 docstrings are parsed, into
 
-* a cross-reference ``[`unroll`][poison_jax.bilevel.unroll]`` when the target resolves (from the
+* a cross-reference ``[`unroll`][poison_jax.engine.unroll]`` when the target resolves (from the
   object's own scope outwards, then from the package root) to a public object that the reference
   renders, so the link is checked by ``mkdocs build --strict``;
 * a plain code span otherwise (a private name, an object without a docstring, or a name outside

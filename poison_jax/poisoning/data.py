@@ -27,7 +27,7 @@ in the pool), matching shapes. ``classes=tuple(range(10))`` gives all ten classe
 
 Example::
 
-    >>> from poison_jax import data
+    >>> from poison_jax.poisoning import data
     >>> ds = data.load_dataset("digits", classes=(0, 8))
     >>> ds.x_pool.shape, ds.x_test.shape
     ((282, 64), (70, 64))
@@ -274,7 +274,7 @@ def diabetes(n_test: int = 92, seed: int = 0) -> Dataset:
 
     Returns:
       a :class:`Dataset` with ``d = 10`` and targets in [0, 1] (for a regression loss, e.g.
-      :class:`poison_jax.losses.Squared`).
+      :class:`poison_jax.poisoning.losses.Squared`).
     """
     from sklearn.datasets import load_diabetes
 
@@ -509,7 +509,7 @@ def from_arrays(
     Example::
 
         >>> import numpy as np
-        >>> from poison_jax import data
+        >>> from poison_jax.poisoning import data
         >>> rng = np.random.default_rng(0)
         >>> x = rng.uniform(size=(120, 5)); y = (x[:, 0] > 0.5).astype(int)
         >>> ds = data.from_arrays(x[:100], y[:100], x[100:], y[100:], name="mine")
@@ -543,8 +543,8 @@ def as_dataset(value: Any, *, name: str = "arrays") -> Dataset:
         return from_arrays(*value, name=name)
     what = f"a {type(value).__name__}" + (f" of {len(value)} items" if isinstance(value, (tuple, list)) else "")
     raise TypeError(
-        f"dataset must be a poison_jax.data.Dataset or a tuple (x_pool, y_pool, x_test, y_test) of numpy or JAX "
-        f"arrays, got {what}"
+        f"dataset must be a poison_jax.poisoning.data.Dataset or a tuple (x_pool, y_pool, x_test, y_test) of "
+        f"numpy or JAX arrays, got {what}"
     )
 
 

@@ -1,4 +1,4 @@
-"""The flax adapter behind :func:`poison_jax.models.from_flax`, its one public path."""
+"""The flax adapter behind :func:`poison_jax.poisoning.models.from_flax`, its one public path."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from poison_jax.losses import Logistic, Loss
-from poison_jax.models import Model, _kernel_leaves, output_shape
-from poison_jax.penalties import L2, Penalty
+from poison_jax.poisoning.losses import Logistic, Loss
+from poison_jax.poisoning.models import Model, _kernel_leaves, output_shape
+from poison_jax.poisoning.penalties import L2, Penalty
 
 _ALLOWED_OUTPUTS = (
     "(n,) or (n, 1): one score (two classes, or a regression); (n, 2): two classes' logits; "
@@ -66,7 +66,7 @@ def from_flax(
     Example::
 
         >>> import flax.linen as nn, jax.numpy as jnp
-        >>> from poison_jax import models
+        >>> from poison_jax.poisoning import models
         >>> class Net(nn.Module):
         ...     @nn.compact
         ...     def __call__(self, x):
@@ -79,11 +79,12 @@ def from_flax(
     """
     if not isinstance(penalty, Penalty):
         raise TypeError(
-            f"penalty must be a poison_jax.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
+            f"penalty must be a poison_jax.poisoning.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
         )
     if not isinstance(loss, Loss):
         raise TypeError(
-            f"loss must be a poison_jax.losses value (Logistic(), SmoothedHinge(...), Squared()), got {loss!r}"
+            f"loss must be a poison_jax.poisoning.losses value (Logistic(), SmoothedHinge(...), Squared()), "
+            f"got {loss!r}"
         )
     example = jnp.asarray(example_x, jnp.float32)
     if example.ndim != 2 or example.shape[0] == 0:
@@ -167,7 +168,7 @@ def _flax_functions(module, example):
         return init_nnx, apply_nnx
     raise TypeError(
         f"from_flax takes a flax.linen.Module or a flax.nnx.Module, got {type(module).__name__}; for plain "
-        "functions build poison_jax.models.Model(name, init, apply, layers, random_init) directly"
+        "functions build poison_jax.poisoning.models.Model(name, init, apply, layers, random_init) directly"
     )
 
 

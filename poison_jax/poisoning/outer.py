@@ -28,7 +28,7 @@ hypergradient starts from a solved inner problem instead of solving it again.
 Example::
 
     >>> import jax.numpy as jnp
-    >>> from poison_jax import outer
+    >>> from poison_jax.poisoning import outer
     >>> f = lambda x: -jnp.sum((x - 0.7) ** 2)
     >>> rule, x = outer.Armijo(), jnp.zeros(3)
     >>> state = rule.init(x)

@@ -6,7 +6,7 @@ features ``Xp`` live in a box; the defender's regularisation ``Λ`` (one log-λ 
 is learned on the validation set at the same time (the multiobjective attack), kept fixed (the
 classical attack), or learned on clean data (no poison active).
 
-Everything here works on a leading *seed* axis: ``Splits`` from :mod:`poison_jax.data` stacks the
+Everything here works on a leading *seed* axis: ``Splits`` from :mod:`poison_jax.poisoning.data` stacks the
 random train/validation splits, :class:`AttackState` stacks one attack per split, and
 :func:`poison_step` / :func:`run_attack` advance all of them in one jitted, vmapped call.
 
@@ -17,8 +17,8 @@ masks say which are in the training set (``active``) and which are being optimis
 Example (digits 0 v 8, 2 seeds, one batch of 5 points)::
 
     >>> import jax
-    >>> from poison_jax import attack, data, models
-    >>> from poison_jax.bilevel import RMD
+    >>> from poison_jax.poisoning import attack, data, models
+    >>> from poison_jax.engine import RMD
     >>> ds = data.load_dataset("digits")
     >>> splits = data.sample_splits(ds, seeds=[0, 1], n_train=100, n_val=50)
     >>> settings = attack.AttackSettings(models.logistic_regression(64), RMD(steps=50, lr=0.5),
@@ -47,8 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from poison_jax import bilevel, models, outer, seeds
-from poison_jax.bilevel import METHODS, Warm
+from poison_jax import engine
+from poison_jax.engine import Warm
+from poison_jax.poisoning import models, outer, seeds
 
 __all__ = [
     "Add",
@@ -119,25 +120,25 @@ class AttackSettings:
     """Static settings of Algorithm 1 (hashable: a static argument of the jitted steps).
 
     Attributes:
-      model: the learner (:func:`poison_jax.models.logistic_regression` or ``mlp``).
+      model: the learner (:func:`poison_jax.poisoning.models.logistic_regression` or ``mlp``).
       method: how hypergradients are computed: ``RMD(steps, lr)`` (the paper), ``IFT(...)`` or
         ``Implicit(...)`` (a converged, warm-started inner solve: the strong attack).
       alpha: step size of the rule on ``Xp`` (> 0).
       beta: step size of the rule on log-λ (> 0).
       x_box: ``(low, high)`` box Φ(Dp) of the poison features.
       lam_box: ``(low, high)`` box Φ(Λ) of log-λ.
-      xp_step: the rule moving ``Xp`` (ascent), a value from :mod:`poison_jax.outer`; the paper's
-        :class:`~poison_jax.outer.Normalised` by default.
-      lam_step: the rule moving log-λ (descent); the paper's :class:`~poison_jax.outer.SGD` by default.
+      xp_step: the rule moving ``Xp`` (ascent), a value from :mod:`poison_jax.poisoning.outer`; the paper's
+        :class:`~poison_jax.poisoning.outer.Normalised` by default.
+      lam_step: the rule moving log-λ (descent); the paper's :class:`~poison_jax.poisoning.outer.SGD` by default.
       mode: :class:`Replace` (the paper, default) or :class:`Add` (secml).
-      seed_lanes: how the seed axis runs (:func:`poison_jax.seeds.over_seeds`): ``None`` vmaps all
+      seed_lanes: how the seed axis runs (:func:`poison_jax.poisoning.seeds.over_seeds`): ``None`` vmaps all
         seeds (the default; what a GPU wants); ``L`` runs ``L`` lanes that each loop over their
         seeds, so a converged solver's iterations are not paid for the slowest seed by all (on a
         CPU, one lane per device). Results are the same either way.
     """
 
     model: models.Model
-    method: bilevel.Method
+    method: engine.Method
     alpha: float
     beta: float
     x_box: tuple[float, float]
@@ -150,11 +151,12 @@ class AttackSettings:
     def __post_init__(self):
         if not isinstance(self.model, models.Model):
             raise TypeError(
-                f"model must be a poison_jax.models.Model, got {type(self.model).__name__}: wrap a flax module with "
-                "poison_jax.models.from_flax(module, example_x), or build models.Model(name, init, apply, layers, "
+                f"model must be a poison_jax.poisoning.models.Model, got {type(self.model).__name__}: wrap a flax "
+                "module with poison_jax.poisoning.models.from_flax(module, example_x), or build "
+                "models.Model(name, init, apply, layers, "
                 "random_init)"
             )
-        if not isinstance(self.method, METHODS):
+        if not isinstance(self.method, (engine.RMD, engine.IFT, engine.Implicit)):
             raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {self.method!r}")
         for name in ("alpha", "beta"):
             value = getattr(self, name)
@@ -169,7 +171,7 @@ class AttackSettings:
         for name in ("xp_step", "lam_step"):
             if not isinstance(getattr(self, name), _STEP_RULES):
                 raise TypeError(
-                    f"{name} must be one of poison_jax.outer's rules "
+                    f"{name} must be one of poison_jax.poisoning.outer's rules "
                     f"({', '.join(r.__name__ + '()' for r in _STEP_RULES)}), got {getattr(self, name)!r}"
                 )
         if not isinstance(self.mode, (Replace, Add)):
@@ -194,7 +196,7 @@ class AttackState(NamedTuple):
       key: PRNG key for the random inner initialisation (MLP).
       nonfinite_steps: int32, hyperiterations whose hypergradient was not finite; their update was
         skipped, so a positive count means the inner training diverged.
-      warm: the :class:`~poison_jax.bilevel.Warm` start (inner solution and adjoint) carried from
+      warm: the :class:`~poison_jax.engine.Warm` start (inner solution and adjoint) carried from
         one hyperiteration to the next when the method warm-starts (``Implicit``); ``None`` otherwise.
       xp_opt, lam_opt: the states of the outer rules on ``Xp`` and log-λ (e.g. Adam's moments, the
         line search's last step length).
@@ -289,7 +291,7 @@ def poisoning_losses(model: models.Model):
     inner: ``(Σ model.loss + the model's penalty) / n`` over the poisoned training set of ``n`` rows:
     in :class:`Replace` mode the clean rows that active poison points replace are left out, so
     ``n = n_train``; in :class:`Add` mode ``n = n_train + n_active``. See
-    :func:`poison_jax.models.l2_penalty` for the scaling.
+    :func:`poison_jax.poisoning.models.l2_penalty` for the scaling.
     outer: mean ``model.loss`` on the validation set (no penalty; cross-entropy for the paper's model).
     """
 
@@ -391,7 +393,7 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     Args:
       settings: the attack settings (for the model's number of layers and the boxes).
       keys: ``(S, 2)`` PRNG keys, one per split (derive them from the seeds for reproducibility).
-      splits: :class:`poison_jax.data.Splits` with ``S`` stacked splits.
+      splits: :class:`poison_jax.poisoning.data.Splits` with ``S`` stacked splits.
       n_poison: the largest number of poison points (static: fixes the shapes).
       log_lam: initial log-λ: a scalar, ``(model.num_lams,)`` or ``(S, model.num_lams)``; clipped into
         ``settings.lam_box``.
@@ -499,7 +501,7 @@ def _step_one(
     warm = state.warm if method.warm_starts else Warm(w0, None)
 
     def hypergrad(xp, log_lam, warm):
-        value, dtheta, info = bilevel.warm_hypergrad(
+        value, dtheta, info = engine.warm_hypergrad(
             method, inner_loss, outer_loss, warm, {"xp": xp, "log_lam": log_lam}, data
         )
         return value, dtheta, info, info.warm if method.warm_starts else warm

@@ -6,7 +6,7 @@ split; it must run before JAX's first computation (the ``poison-jax`` command ca
 Python or a notebook call it first)::
 
     >>> import poison_jax
-    >>> poison_jax.use_cpu_cores()  # doctest: +SKIP
+    >>> poison_jax.experiments.devices.use_cpu_cores()  # doctest: +SKIP
     2
 
 A GPU or TPU backend is not affected. :class:`SeedSharding` spreads a sweep's seed axis over the
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 if TYPE_CHECKING:
-    from poison_jax import data
+    from poison_jax.poisoning import data
 
 __all__ = ["SeedSharding", "cpu_core_count", "use_cpu_cores"]
 

@@ -7,7 +7,7 @@
 * :func:`class_figure` -- for more than two classes: the test error of each class without poison
   and at the largest fraction, and the confusion matrix there, per Λ setting;
 * :func:`objective_figure` -- the attacker's objective against hyperiteration, one panel per Λ
-  setting, cells concatenated (from the sweep's diagnostics, :func:`poison_jax.store.read_diagnostics`);
+  setting, cells concatenated (from the sweep's diagnostics, :func:`poison_jax.experiments.store.read_diagnostics`);
 * :func:`synthetic_figure` -- the maps of Fig. 1.
 
 :func:`diagnostics_check` says, from the same diagnostics, whether the inner problem converged (IFT's
@@ -249,7 +249,7 @@ def synthetic_figure(maps: dict):
     """The paper's Fig. 1: validation error over the poison point's position, without and with
     regularisation, and the λ chosen by grid search at each position.
 
-    ``maps`` is what :func:`poison_jax.experiment.synthetic_maps` returns.
+    ``maps`` is what :func:`poison_jax.experiments.synthetic.synthetic_maps` returns.
     """
     xs, ys = maps["grid_x"], maps["grid_y"]
     extent = (xs[0], xs[-1], ys[0], ys[-1])
@@ -349,7 +349,7 @@ def objective_figure(records, diagnostics: dict, title: str = ""):
     data); a dotted line marks where a cell starts, labelled with its poisoning fraction. Each
     seed is a faint line and the mean over seeds a bold one, as the figure's footnote says.
     ``diagnostics`` map ``(setting, cell)`` to a cell's arrays
-    (:func:`poison_jax.store.read_diagnostics`), or, for records of several folders
+    (:func:`poison_jax.experiments.store.read_diagnostics`), or, for records of several folders
     (:func:`label_source`), ``(folder index, setting, cell)``: then each panel has one bold line per
     folder, labelled by it. Cells without diagnostics or hyperiterations are left out.
     """

@@ -27,9 +27,9 @@ Also here, because the solvers and the hypergradients share them: :func:`hvp` an
 Example::
 
     >>> import jax.numpy as jnp
-    >>> from poison_jax import solvers
+    >>> from poison_jax import engine
     >>> f = lambda w: jnp.sum(jnp.logaddexp(0.0, -w)) + 0.5 * jnp.sum(w ** 2)
-    >>> w, info = solvers.NewtonCG(tol=1e-6, maxiter=20)(f, jnp.zeros(3))
+    >>> w, info = engine.NewtonCG(tol=1e-6, maxiter=20)(f, jnp.zeros(3))
     >>> bool(info.converged), int(info.iterations) <= 6
     (True, True)
 """

@@ -9,14 +9,14 @@ A :class:`Model` is a pair of pure functions plus the names of the layers the pe
 Example::
 
     >>> import jax, jax.numpy as jnp
-    >>> from poison_jax import models
+    >>> from poison_jax.poisoning import models
     >>> model = models.mlp(4, hidden=(8, 3))
     >>> params = model.init(jax.random.PRNGKey(0))
     >>> model.apply(params, jnp.ones((5, 4))).shape
     (5,)
     >>> models.l2_penalty(model, params, jnp.zeros(model.num_layers)).shape
     ()
-    >>> from poison_jax import penalties
+    >>> from poison_jax.poisoning import penalties
     >>> models.logistic_regression(4, penalty=penalties.ElasticNet()).num_lams  # two λ per layer
     2
     >>> softmax = models.logistic_regression(4, num_classes=10)  # multinomial logistic regression
@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from poison_jax.losses import Logistic, Loss, bce
-from poison_jax.penalties import L2, Penalty
+from poison_jax.poisoning.losses import Logistic, Loss, bce
+from poison_jax.poisoning.penalties import L2, Penalty
 
 Params = Any
 
@@ -68,9 +68,9 @@ class Model:
       layers: names of the layers in input-to-output order; the penalty has one λ per layer.
       random_init: whether ``init`` depends on its key (the MLP) or is all zeros (logistic
         regression, w(0) = 0 as in the paper).
-      penalty: the regularisation, a value from :mod:`poison_jax.penalties` (``L2()``, the paper's,
+      penalty: the regularisation, a value from :mod:`poison_jax.poisoning.penalties` (``L2()``, the paper's,
         by default); it has ``penalty.lams_per_layer`` log-λ per layer.
-      loss: the per-example loss on the scores, a value from :mod:`poison_jax.losses`
+      loss: the per-example loss on the scores, a value from :mod:`poison_jax.poisoning.losses`
         (``Logistic()``, the paper's, by default; ``SmoothedHinge()`` makes the linear model an SVM).
         With ``num_classes > 2`` only ``Logistic()`` (then the softmax cross-entropy) is allowed.
       num_classes: ``K``: labels are 0..K-1; 2 for a binary classifier (one score, class 1 where it
@@ -129,10 +129,12 @@ def _from_module(
     layers = tuple(f"layer_{i}" for i in range(len(module.features)))
     if not isinstance(penalty, Penalty):
         raise TypeError(
-            f"penalty must be a poison_jax.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
+            f"penalty must be a poison_jax.poisoning.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
         )
     if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a poison_jax.losses value (Logistic(), SmoothedHinge(...)), got {loss!r}")
+        raise TypeError(
+            f"loss must be a poison_jax.poisoning.losses value (Logistic(), SmoothedHinge(...)), got {loss!r}"
+        )
     if num_classes > 2 and loss != Logistic():
         raise ValueError(
             f"loss {loss!r} has no multiclass form here: with num_classes={num_classes} use Logistic() "
@@ -304,4 +306,4 @@ def penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
     return model.penalty(kernels(model, params), log_lam)
 
 
-from poison_jax._flax import from_flax  # noqa: E402  (the adapter builds on the definitions above)
+from poison_jax.poisoning._flax import from_flax  # noqa: E402  (the adapter builds on the definitions above)

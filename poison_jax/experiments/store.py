@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poison_jax import attack
+from poison_jax.poisoning import attack
 
 __all__ = [
     "DIAGNOSTICS",
@@ -318,8 +318,9 @@ def save_attack_state(path, state: attack.AttackState) -> None:
     Example::
 
         >>> import jax, tempfile, pathlib
-        >>> from poison_jax import attack, data, models, store
-        >>> from poison_jax.bilevel import RMD
+        >>> from poison_jax.experiments import store
+        >>> from poison_jax.poisoning import attack, data, models
+        >>> from poison_jax.engine import RMD
         >>> splits = data.sample_splits(data.load_dataset("digits"), seeds=[0], n_train=50, n_val=20)
         >>> settings = attack.AttackSettings(models.logistic_regression(64), RMD(steps=5, lr=0.5),
         ...                                  alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=(-8.0, 5.0))
@@ -336,7 +337,7 @@ def save_attack_state(path, state: attack.AttackState) -> None:
 
 def load_attack_state(path, template: attack.AttackState) -> attack.AttackState:
     """The attack state saved at ``path`` by :func:`save_attack_state`, structured like ``template``
-    (a state of the same settings and shapes, e.g. a fresh :func:`poison_jax.attack.init_attack`).
+    (a state of the same settings and shapes, e.g. a fresh :func:`poison_jax.poisoning.attack.init_attack`).
 
     Raises:
       FileNotFoundError: no file at ``path``.

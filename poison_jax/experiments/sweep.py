@@ -10,16 +10,16 @@ A sweep crosses Λ settings × poisoning fractions, with all seeds of a cell in 
 
 Fractions are built cumulatively (Algorithm 1): batch ``b`` of ``poison_batch`` points is
 optimised, then frozen, and the next batch replaces further clean points. Every finished cell is
-written at once as one JSON line (:mod:`poison_jax.store`) with the attack's state, so an
+written at once as one JSON line (:mod:`poison_jax.experiments.store`) with the attack's state, so an
 interrupted sweep resumes where it stopped, and with its diagnostics (the attacker's objective,
 the inner gradient norm and the CG residual of every hyperiteration, per seed:
 ``store.DIAGNOSTICS``). The seed axis is sharded over devices
-(:class:`poison_jax.devices.SeedSharding`).
+(:class:`poison_jax.experiments.devices.SeedSharding`).
 
 Example::
 
-    >>> from poison_jax import config, sweep
-    >>> c = config.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2,
+    >>> from poison_jax.experiments import config, presets, sweep
+    >>> c = presets.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2,
     ...                   num_batches=1, eval_epochs=2, settings=("small", "learned"))
     >>> records = sweep.run_sweep(c, "/tmp/poison_jax_doctest", progress=False)  # doctest: +SKIP
 """
@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax.tree_utils as otu
 
-from poison_jax import attack, data, evaluate, hyperopt, models, seeds
-from poison_jax.config import ConfigError, ExperimentConfig, setting_label
-from poison_jax.devices import SeedSharding, cpu_core_count
+from poison_jax.experiments.config import ConfigError, ExperimentConfig, setting_label
+from poison_jax.experiments.devices import SeedSharding, cpu_core_count
+from poison_jax.poisoning import attack, data, hyperopt, models, seeds, victims
 
 __all__ = ["Sweep", "build_model", "compile_seconds", "load_dataset", "load_splits", "run_sweep", "seed_keys"]
 
@@ -139,7 +139,8 @@ def _check_model_fits(model: models.Model, ds: data.Dataset) -> None:
     if model.loss.task != ds.task:
         raise ConfigError(
             f"the model {model.name!r} has a {model.loss.task} loss ({model.loss}) but the data {ds.name!r} are a "
-            f"{ds.task} problem" + (": use loss=poison_jax.losses.Squared()" if ds.task == "regression" else "")
+            f"{ds.task} problem"
+            + (": use loss=poison_jax.poisoning.losses.Squared()" if ds.task == "regression" else "")
         )
     if ds.task == "classification" and model.num_classes != ds.num_classes:
         outputs = "one score" if model.num_classes == 2 else f"{model.num_classes} scores"
@@ -180,8 +181,9 @@ CHUNK, SLOW_SECONDS = 10, 0.2
 class Sweep:
     """Everything the cells of one config share: data, model, attack settings, compiled steps.
 
-    ``dataset`` (a :class:`poison_jax.data.Dataset` or a tuple of arrays, for ``source='arrays'``)
-    and ``model`` (any :class:`poison_jax.models.Model`, e.g. from :func:`poison_jax.models.from_flax`)
+    ``dataset`` (a :class:`poison_jax.poisoning.data.Dataset` or a tuple of arrays, for ``source='arrays'``)
+    and ``model`` (any :class:`poison_jax.poisoning.models.Model`, e.g. from
+    :func:`poison_jax.poisoning.models.from_flax`)
     replace what the config would load and build; :attr:`identity` then records them.
     """
 
@@ -202,8 +204,8 @@ class Sweep:
         else:
             if not isinstance(model, models.Model):
                 raise TypeError(
-                    f"model must be a poison_jax.models.Model, got {type(model).__name__}: wrap a flax module with "
-                    "poison_jax.models.from_flax(module, example_x)"
+                    f"model must be a poison_jax.poisoning.models.Model, got {type(model).__name__}: wrap a "
+                    "flax module with poison_jax.poisoning.models.from_flax(module, example_x)"
                 )
             self.identity["model"] = _model_identity(model)
         _check_model_fits(model, dataset)
@@ -221,7 +223,7 @@ class Sweep:
         self.seeds = self.sharding.pad_seeds(config.seeds)
         self.splits = self.sharding.put_splits(_splits(config, dataset))
         # Converged solvers loop a data-dependent number of times: on a CPU each device loops over its
-        # own seeds rather than vmapping them in lock-step (see poison_jax.seeds).
+        # own seeds rather than vmapping them in lock-step (see poison_jax.poisoning.seeds).
         iterative = config.hypergrad == "implicit" or config.victim == "converged"
         on_cpu = self.sharding.platform == "cpu"
         self.seed_lanes = self.sharding.num_devices if iterative and on_cpu else None
@@ -288,7 +290,7 @@ class Sweep:
         compiled sizes. The programs hold no host callback, so the persistent compilation cache can
         keep them (``attack.run_attack(progress=...)`` reports from inside the loop instead).
 
-        Appends each chunk's :class:`poison_jax.attack.StepInfo` (fields ``(S, n)``, still sharded)
+        Appends each chunk's :class:`poison_jax.poisoning.attack.StepInfo` (fields ``(S, n)``, still sharded)
         to ``infos`` when given: :meth:`diagnostics` turns them into a cell's diagnostics.
         """
         mode = (update_xp, update_lam)
@@ -358,7 +360,7 @@ class Sweep:
         c = self.config
         x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, _EVAL, self.seeds))
-        m = evaluate.evaluate_victim(
+        m = victims.evaluate_victim(
             self.model,
             x,
             y,
@@ -404,7 +406,7 @@ def _init_grad_norm(settings, splits, state):
 _METRICS = ("error", "fpr", "fnr", "log_lam", "sq_norm", "sq_norm_per_weight", "val_loss")
 
 
-def _per_seed_metrics(c: ExperimentConfig, model: models.Model, m: evaluate.VictimMetrics, objective, nonfinite):
+def _per_seed_metrics(c: ExperimentConfig, model: models.Model, m: victims.VictimMetrics, objective, nonfinite):
     # More than two classes: no false-positive or -negative rate, but the error per class and the
     # confusion matrix (rows: true class, columns: predicted).
     multiclass = model.num_classes > 2
@@ -483,17 +485,17 @@ def run_sweep(
     ``out_dir/diagnostics/`` (``store.DIAGNOSTICS``). A finished sweep does nothing and says
     so; a partly finished one needs ``resume=True``. The seed axis is sharded over ``devices``
     (default: all devices of all processes); in a multi-host run ``out_dir`` must be a folder every
-    process sees, and only process 0 writes to it. Figures: :func:`poison_jax.plots.report`.
+    process sees, and only process 0 writes to it. Figures: :func:`poison_jax.face.plots.report`.
 
     Args:
-      config: the settings (e.g. ``config.preset("digits-lr", num_seeds=3)``).
+      config: the settings (e.g. ``presets.preset("digits-lr", num_seeds=3)``).
       out_dir: the results folder.
-      dataset: your own data instead of the config's source: a :class:`poison_jax.data.Dataset` or a
+      dataset: your own data instead of the config's source: a :class:`poison_jax.poisoning.data.Dataset` or a
         tuple ``(x_pool, y_pool, x_test, y_test)`` of arrays. The config then switches to source
-        ``arrays`` (:func:`poison_jax.config.with_data`: its data fields go back to their
+        ``arrays`` (:func:`poison_jax.experiments.config.with_data`: its data fields go back to their
         defaults, so ``x_box`` becomes the data's range unless the config's source already was
         ``arrays``).
-      model: your own :class:`poison_jax.models.Model` (e.g. :func:`poison_jax.models.from_flax`)
+      model: your own :class:`poison_jax.poisoning.models.Model` (e.g. :func:`poison_jax.poisoning.models.from_flax`)
         instead of the one the config's ``model``, ``hidden``, ``penalty`` and ``loss`` build.
       resume: continue a partly finished folder.
       progress: a tqdm bar over all hyperiterations (the current cell in its description).
@@ -507,8 +509,8 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from poison_jax.config import with_data
-    from poison_jax.store import ResultsStore
+    from poison_jax.experiments.config import with_data
+    from poison_jax.experiments.store import ResultsStore
 
     if dataset is not None and config.source != "arrays":
         log(f"dataset given: source {config.source!r} -> 'arrays' (the data fields go back to their defaults)")
@@ -636,7 +638,8 @@ def _device_line(config: ExperimentConfig, name: str, num_devices: int, platform
     cores = cpu_core_count()
     if platform == "cpu" and d < cores and jax.process_count() == 1:
         line += (
-            f". This host has {cores} usable cores but {d} CPU device(s): call poison_jax.use_cpu_cores() "
+            f". This host has {cores} usable cores but {d} CPU device(s): call "
+            "poison_jax.experiments.devices.use_cpu_cores() "
             f"before any JAX work (the poison-jax command does) to run seeds in parallel"
         )
     return line

@@ -4,13 +4,13 @@
   (vmapped over seeds × grid × folds).
 * :func:`learn_lambda_clean` -- λ learned by the attack's hypergradient loop with no poison.
 * :func:`fit` -- the general outer loop on the engine alone: any bilevel problem, any strategy of
-  :mod:`poison_jax.bilevel`, any optax optimiser, a box, warm starts; one ``lax.scan`` under
+  :mod:`poison_jax.engine`, any optax optimiser, a box, warm starts; one ``lax.scan`` under
   ``jax.jit``. See the docs page "Learning hyperparameters with the engine".
 
 Example::
 
     >>> import jax, jax.numpy as jnp
-    >>> from poison_jax import hyperopt, models
+    >>> from poison_jax.poisoning import hyperopt, models
     >>> model = models.logistic_regression(3)
     >>> x = jax.random.uniform(jax.random.PRNGKey(0), (2, 60, 3)); y = (x[..., 0] > 0.5).astype(jnp.float32)
     >>> best, curve = hyperopt.cv_log_lambda(model, x, y, jax.random.split(jax.random.PRNGKey(1), 2),
@@ -31,7 +31,8 @@ import optax
 import optax.tree_utils as otu
 from jax.typing import ArrayLike
 
-from poison_jax import attack, bilevel, models, seeds, solvers
+from poison_jax import engine
+from poison_jax.poisoning import attack, models, seeds
 
 __all__ = ["FitResult", "cv_log_lambda", "fit", "learn_lambda_clean"]
 
@@ -76,7 +77,7 @@ def cv_log_lambda(
     folds: int = 5,
     steps: int | None = None,
     lr=None,
-    method: bilevel.Method | None = None,
+    method: engine.Method | None = None,
     seed_lanes: int | None = None,
 ):
     """λ_CLEAN: k-fold cross-validation of log-λ (one value for all layers) on the clean training set.
@@ -94,8 +95,8 @@ def cv_log_lambda(
       grid: ``(G,)`` candidate log-λ (the paper: over [-8, 1]).
       folds: number of folds (the paper: 5).
       steps, lr: inner gradient descent (give these or ``method``).
-      method: a strategy of :mod:`poison_jax.bilevel` whose ``fit`` trains the model.
-      seed_lanes: how the seed axis runs, see :func:`poison_jax.seeds.over_seeds`.
+      method: a strategy of :mod:`poison_jax.engine` whose ``fit`` trains the model.
+      seed_lanes: how the seed axis runs, see :func:`poison_jax.poisoning.seeds.over_seeds`.
     Returns:
       ``(best, curve)``: the chosen log-λ ``(S,)`` and the mean held-out loss ``(S, G)``.
     """
@@ -105,7 +106,7 @@ def cv_log_lambda(
         raise ValueError("cv_log_lambda trains with steps and lr (gradient descent) or with method=...: give one")
     if method is None:
         assert steps is not None and lr is not None  # checked above
-        method = bilevel.RMD(steps=steps, lr=float(lr))
+        method = engine.RMD(steps=steps, lr=float(lr))
     x_train = jnp.asarray(x_train)
     return _cv(
         model,
@@ -129,7 +130,7 @@ def learn_lambda_clean(settings: attack.AttackSettings, splits, state: attack.At
     """λ learned by hypergradient descent on the validation loss with no poison point active (T_λ).
 
     Starts from ``state.log_lam`` (the paper warm-starts at log 5) and returns ``(state, info)`` as
-    :func:`poison_jax.attack.run_attack`, with every poison point inactive.
+    :func:`poison_jax.poisoning.attack.run_attack`, with every poison point inactive.
     """
     clean = attack.set_poison_count(state, 0, 0)
     return attack.run_attack(settings, splits, clean, num_iters=num_iters, update_xp=False, update_lam=True)
@@ -147,11 +148,11 @@ class FitResult(NamedTuple):
       theta: the final hyperparameters (structured like ``theta0``), after the last update and its
         projection onto the box.
       w: the inner solution at the final ``theta`` (structured like ``w0``): the converged solve of
-        :class:`~poison_jax.bilevel.Implicit` (warm-started), ``w_T`` trained from ``w0`` for
-        :class:`~poison_jax.bilevel.RMD` and :class:`~poison_jax.bilevel.IFT`.
+        :class:`~poison_jax.engine.Implicit` (warm-started), ``w_T`` trained from ``w0`` for
+        :class:`~poison_jax.engine.RMD` and :class:`~poison_jax.engine.IFT`.
       value: scalar, the outer loss at the final ``(w, theta)``.
       grad: the hypergradient at the final ``theta`` (structured like ``theta``).
-      info: the :class:`~poison_jax.bilevel.HypergradInfo` of that final evaluation (its ``warm``
+      info: the :class:`~poison_jax.engine.HypergradInfo` of that final evaluation (its ``warm``
         holds the final inner solution and adjoint).
       values: ``(K,)``, the outer loss at the ``theta`` each step started from (``values[0]`` at
         ``theta0``, projected).
@@ -159,7 +160,7 @@ class FitResult(NamedTuple):
       converged: ``(K,)`` bool, each step's inner solve and adjoint (CG) solve converged (for
         fixed-step training, which has no tolerance: ``w_T`` was finite).
       iterations: ``(K,)`` int32, each step's inner-solver iterations (fixed-step training: its steps);
-        with :class:`~poison_jax.bilevel.Implicit` the warm starts show here.
+        with :class:`~poison_jax.engine.Implicit` the warm starts show here.
       cg_iterations: ``(K,)`` int32, each step's adjoint CG iterations (0 for RMD).
       finite: ``(K,)`` bool, each step's outer value and hypergradient were finite; a step where
         they were not was skipped: ``theta``, the optimiser state and the warm start kept.
@@ -170,7 +171,7 @@ class FitResult(NamedTuple):
     w: PyTree
     value: jax.Array
     grad: PyTree
-    info: bilevel.HypergradInfo
+    info: engine.HypergradInfo
     values: jax.Array
     grad_norms: jax.Array
     converged: jax.Array
@@ -237,9 +238,9 @@ def _check_box(box: Any, theta: PyTree) -> tuple[PyTree, PyTree] | None:
 
 
 def fit(
-    method: bilevel.Method,
-    inner_loss: bilevel.Loss,
-    outer_loss: bilevel.Loss,
+    method: engine.Method,
+    inner_loss: engine.Loss,
+    outer_loss: engine.Loss,
     w0: PyTree,
     theta0: PyTree,
     *args: Any,
@@ -249,11 +250,11 @@ def fit(
 ) -> FitResult:
     """Learn ``theta``: ``steps`` steps of ``optimizer`` descending ``A(theta) = outer_loss(w*(theta), theta, *args)``.
 
-    Each step computes ``(value, dtheta, info)`` with ``method`` (:func:`poison_jax.bilevel.warm_hypergrad`),
+    Each step computes ``(value, dtheta, info)`` with ``method`` (:func:`poison_jax.engine.warm_hypergrad`),
     applies ``optimizer.update(dtheta, state, theta)`` and projects ``theta`` onto ``box``
-    (``optax.projections.projection_box``). :class:`~poison_jax.bilevel.Implicit` starts each inner
+    (``optax.projections.projection_box``). :class:`~poison_jax.engine.Implicit` starts each inner
     solve and each adjoint CG from the previous step's solutions (``info.warm``);
-    :class:`~poison_jax.bilevel.RMD` and :class:`~poison_jax.bilevel.IFT` train from ``w0`` at every
+    :class:`~poison_jax.engine.RMD` and :class:`~poison_jax.engine.IFT` train from ``w0`` at every
     step, which is what they define. A step whose outer value or hypergradient is not finite is
     skipped -- ``theta``, the optimiser state and the warm start stay as they were -- and reported
     in ``finite`` and ``skipped`` (on a deterministic problem the next step then meets the same
@@ -267,8 +268,8 @@ def fit(
     is pure and may itself be called under ``jax.jit`` or ``jax.vmap``.
 
     Args:
-      method: :class:`~poison_jax.bilevel.RMD`, :class:`~poison_jax.bilevel.IFT` or
-        :class:`~poison_jax.bilevel.Implicit` with its settings.
+      method: :class:`~poison_jax.engine.RMD`, :class:`~poison_jax.engine.IFT` or
+        :class:`~poison_jax.engine.Implicit` with its settings.
       inner_loss: ``(w, theta, *args) -> scalar``, the training loss.
       outer_loss: ``(w, theta, *args) -> scalar``, the objective of ``theta`` (e.g. a validation loss).
       w0: initial inner weights, any pytree of float arrays.
@@ -288,23 +289,24 @@ def fit(
     Example (ridge regression's log-λ against a validation set)::
 
         >>> import jax.numpy as jnp, optax
-        >>> from poison_jax import bilevel, hyperopt
+        >>> from poison_jax import engine
+        >>> from poison_jax.poisoning import hyperopt
         >>> def inner(w, log_lam, x, y, xv, yv):
         ...     return jnp.sum((x @ w - y) ** 2) + jnp.exp(log_lam) * jnp.sum(w ** 2)
         >>> def outer(w, log_lam, x, y, xv, yv):
         ...     return jnp.mean((xv @ w - yv) ** 2)
         >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.], [1., -1.]]); y = jnp.array([1., 0., 1.5, 0.])
         >>> xv = jnp.array([[1., 1.], [2., 0.]]); yv = jnp.array([0.8, 1.2])
-        >>> result = hyperopt.fit(bilevel.Implicit(), inner, outer, jnp.zeros(2), jnp.array(0.0),
+        >>> result = hyperopt.fit(engine.Implicit(), inner, outer, jnp.zeros(2), jnp.array(0.0),
         ...                       x, y, xv, yv, optimizer=optax.adam(0.1), steps=50, box=(-3.0, 3.0))
         >>> result.values.shape, bool(result.values[-1] < result.values[0]), int(result.skipped)
         ((50,), True, 0)
         >>> bool(jnp.all(result.converged)), bool(-3.0 <= result.theta <= 3.0)
         (True, True)
     """
-    if not isinstance(method, bilevel.METHODS):
+    if not isinstance(method, engine.METHODS):
         raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {method!r}")
-    steps = solvers.check_positive_int("steps", steps)
+    steps = engine.check_positive_int("steps", steps)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"optimizer must be an optax.GradientTransformation (init, update), got {optimizer!r}")
     try:
@@ -324,7 +326,7 @@ def _fit(method, inner_loss, outer_loss, optimizer, steps, w0, theta0, bounds, a
         return _cast_like(optax.projections.projection_box(theta, *bounds), theta)
 
     def start(warm):  # Implicit continues from the last solutions; RMD and IFT restart from w0
-        return warm if method.warm_starts else bilevel.Warm(w0, None)
+        return warm if method.warm_starts else engine.Warm(w0, None)
 
     def step(carry, _):
         theta, opt_state, warm = carry
@@ -342,7 +344,7 @@ def _fit(method, inner_loss, outer_loss, optimizer, steps, w0, theta0, bounds, a
 
     theta0 = project(theta0)
     # The carried warm start has a fixed structure: a zero adjoint (CG from zero, as ``None``).
-    warm0 = bilevel.Warm(w0, otu.tree_zeros_like(w0)) if method.warm_starts else None
+    warm0 = engine.Warm(w0, otu.tree_zeros_like(w0)) if method.warm_starts else None
     (theta, _, warm), (values, grad_norms, converged, iterations, cg_iterations, finite) = jax.lax.scan(
         step, (theta0, optimizer.init(theta0), warm0), None, length=steps
     )

@@ -1,5 +1,5 @@
 """The paper's Fig. 1 maps on two 2-D Gaussians (the ``synthetic`` preset; drawn by
-:func:`poison_jax.plots.synthetic_figure`)."""
+:func:`poison_jax.face.plots.synthetic_figure`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poison_jax import attack, bilevel, evaluate
-from poison_jax.config import ConfigError, _is_int, preset
-from poison_jax.sweep import _INIT, Sweep, seed_keys
+from poison_jax import engine
+from poison_jax.experiments.config import ConfigError, _is_int
+from poison_jax.experiments.presets import preset
+from poison_jax.experiments.sweep import _INIT, Sweep, seed_keys
+from poison_jax.poisoning import attack, victims
 
 __all__ = ["synthetic_maps"]
 
@@ -53,8 +55,8 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
         s = one._replace(xp=position[None, :])
         inner, outer = attack.make_losses(sweep.model, x_tr, y_tr, x_v, y_v, s)
         theta = {"xp": s.xp, "log_lam": jnp.full((1,), log_lam)}
-        w = bilevel.unroll(inner, sweep.model.init(one.key), theta, steps=config.inner_steps, lr=config.inner_lr)
-        error, _, _ = evaluate.classification_metrics(sweep.model.apply(w, x_v), y_v)
+        w = engine.unroll(inner, sweep.model.init(one.key), theta, steps=config.inner_steps, lr=config.inner_lr)
+        error, _, _ = victims.classification_metrics(sweep.model.apply(w, x_v), y_v)
         return error, outer(w, theta)
 
     per_position = jax.jit(jax.vmap(losses_at, in_axes=(0, None)))

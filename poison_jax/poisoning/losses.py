@@ -20,7 +20,7 @@ squared error).
 Example::
 
     >>> import jax.numpy as jnp
-    >>> from poison_jax import losses
+    >>> from poison_jax.poisoning import losses
     >>> s, y = jnp.array([2.0, 0.8, -3.0]), jnp.array([1.0, 1.0, 1.0])
     >>> [round(v, 4) for v in losses.SmoothedHinge(smoothing=0.5)(s, y).tolist()]
     [0.0, 0.04, 3.75]

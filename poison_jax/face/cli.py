@@ -72,7 +72,8 @@ def _report(sources, out_dir: Path, title: str) -> None:
     under ``out_dir/figures``; per folder its summary table and IFT assumption check."""
     import jax
 
-    from poison_jax import plots, store
+    from poison_jax.experiments import store
+    from poison_jax.face import plots
 
     if jax.process_index() != 0:  # in a multi-host run process 0 reports
         return
@@ -99,10 +100,10 @@ def _report(sources, out_dir: Path, title: str) -> None:
 
 
 def _run_config(config, args) -> int:
-    from poison_jax import experiment
+    from poison_jax.experiments import sweep
 
     out_dir = Path(args.out) if args.out is not None else Path("results") / config.run_name
-    records = experiment.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
+    records = sweep.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
     _finish(
         records,
         out_dir / "results.jsonl",
@@ -115,9 +116,9 @@ def _run_config(config, args) -> int:
 
 def _demo(args) -> int:
     """Run the paper's MNIST setting (mnist5k-lr: real MNIST 0 v 8, 512/171/317) with 5 seeds, offline."""
-    from poison_jax import experiment
+    from poison_jax.experiments import presets
 
-    config = experiment.preset("mnist5k-lr", num_seeds=args.seeds, hypergrad=args.hypergrad)
+    config = presets.preset("mnist5k-lr", num_seeds=args.seeds, hypergrad=args.hypergrad)
     print(
         f"demo: {config.name}, {config.num_seeds} seeds, settings {', '.join(config.settings)}, "
         f"fractions {', '.join(f'{100 * f:.1f}%' for f in config.fractions)}"
@@ -133,37 +134,38 @@ def _run(args) -> int:
     no scaling (--set scale=standardise or minmax to scale), the poison box the data's range
     (--set x_box='(0, 1)' to choose one). The results go to results/FILE-STEM.
     """
-    from poison_jax import experiment
+    from poison_jax.experiments import config as configs
+    from poison_jax.experiments import presets
 
-    overrides = experiment.parse_overrides(args.set or [])
+    overrides = configs.parse_overrides(args.set or [])
     if args.hypergrad is not None:
         overrides["hypergrad"] = args.hypergrad
     if args.data is not None:
-        given = {k: overrides.pop(k) for k in list(overrides) if k in experiment.DATA_FIELDS}
+        given = {k: overrides.pop(k) for k in list(overrides) if k in configs.DATA_FIELDS}
         if overrides.get("source", "npz") != "npz":
             raise ValueError(
                 f"--data reads an .npz file, but --set source={overrides['source']} asks for another source"
             )
         overrides.pop("source", None)
-        base = experiment.preset(args.preset or "digits-lr", **overrides)
-        config = experiment.with_data(base, "npz", **{"data_path": args.data, **given})
+        base = presets.preset(args.preset or "digits-lr", **overrides)
+        config = configs.with_data(base, "npz", **{"data_path": args.data, **given})
     else:
         if args.preset is None:
             raise ValueError("run needs --preset NAME (poison-jax presets lists them) or --data FILE.npz")
-        config = experiment.preset(args.preset, **overrides)
+        config = presets.preset(args.preset, **overrides)
     return _run_config(config, args)
 
 
 def _presets(args) -> int:
     """The presets, one line each; with a NAME, every field of that preset with its value and meaning."""
-    from poison_jax import experiment
+    from poison_jax.experiments import presets
 
     if args.name is not None:
-        print(experiment.describe_preset(args.name))
+        print(presets.describe_preset(args.name))
         return 0
-    width = max(map(len, experiment.PRESETS))
-    for name in experiment.PRESETS:
-        print(f"{name:<{width}}  {experiment.PRESET_SUMMARIES[name]}")
+    width = max(map(len, presets.PRESETS))
+    for name in presets.PRESETS:
+        print(f"{name:<{width}}  {presets.PRESET_SUMMARIES[name]}")
     print("\npoison-jax presets NAME: every field of NAME; poison-jax run --preset NAME: run its sweep")
     return 0
 
@@ -205,9 +207,10 @@ def _plot(args) -> int:
 def _synthetic(args) -> int:
     """The paper's Fig. 1: validation error over the position of one poison point, with and
     without regularisation, and the λ chosen by grid search at each position."""
-    from poison_jax import experiment, plots
+    from poison_jax.experiments import synthetic
+    from poison_jax.face import plots
 
-    maps = experiment.synthetic_maps(grid_size=args.grid, seed=args.seed)
+    maps = synthetic.synthetic_maps(grid_size=args.grid, seed=args.seed)
     out_dir = Path(args.out)
     paths = plots.save(plots.synthetic_figure(maps), out_dir / "synthetic_maps")
     (out_dir / "synthetic_maps.json").write_text(json.dumps(maps, indent=1) + "\n")
@@ -226,7 +229,7 @@ def _example(args) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from poison_jax import bilevel
+    from poison_jax import engine
 
     rng = np.random.default_rng(args.seed)
     d, n, n_p, n_val = 10, 60, 6, 40
@@ -249,8 +252,8 @@ def _example(args) -> int:
     theta = {"xp": x[:n_p], "log_lam": jnp.asarray(np.log(0.1), jnp.float32)}
     w0 = jnp.zeros(d, jnp.float32)
     print("Validation loss of logistic regression and its gradient w.r.t. 6 poison points and log-λ\n")
-    for method in (bilevel.RMD(steps=args.steps, lr=1.0), bilevel.IFT(steps=args.steps, lr=1.0, cg_iters=50)):
-        value, dtheta, info = bilevel.hypergrad(method, inner_loss, outer_loss, w0, theta)
+    for method in (engine.RMD(steps=args.steps, lr=1.0), engine.IFT(steps=args.steps, lr=1.0, cg_iters=50)):
+        value, dtheta, info = engine.hypergrad(method, inner_loss, outer_loss, w0, theta)
         print(f"{method}")
         print(f"  validation loss        {float(value):.6f}")
         print(f"  d loss / d log-λ       {float(dtheta['log_lam']):+.6f}")
@@ -291,7 +294,8 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from poison_jax.experiment import HYPERGRADS, PRESETS
+    from poison_jax.experiments.config import HYPERGRADS
+    from poison_jax.experiments.presets import PRESETS
 
     parser = argparse.ArgumentParser(
         prog="poison-jax",
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "devices", None) is not None and args.devices < 1:
         parser.error(f"--devices must be a positive integer, got {args.devices}")
     if args.command in ("demo", "run"):
-        from poison_jax.devices import use_cpu_cores
+        from poison_jax.experiments.devices import use_cpu_cores
 
         use_cpu_cores(args.devices)
     if args.command in ("demo", "run", "plot", "synthetic"):

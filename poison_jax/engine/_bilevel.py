@@ -34,13 +34,13 @@ functions are pure and may be used inside ``jax.jit`` and ``jax.vmap``.
 Example::
 
     >>> import jax, jax.numpy as jnp
-    >>> from poison_jax import bilevel
+    >>> from poison_jax import engine
     >>> def inner(w, theta, x, y):  # ridge regression, log-scale penalty, data as arguments
     ...     return jnp.mean((x @ w - y) ** 2) / 2 + jnp.exp(theta) / 2 * jnp.sum(w ** 2)
     >>> def outer(w, theta, x, y):
     ...     return jnp.mean((x @ w - y + 0.1) ** 2)
     >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.]]); y = jnp.array([1., 0., 1.])
-    >>> value, dtheta, info = bilevel.hypergrad(bilevel.RMD(steps=500, lr=0.5), inner, outer,
+    >>> value, dtheta, info = engine.hypergrad(engine.RMD(steps=500, lr=0.5), inner, outer,
     ...                                         jnp.zeros(2), jnp.array(-1.0), x, y)
     >>> info.inner_grad_norm < 1e-3
     Array(True, dtype=bool)
@@ -60,7 +60,7 @@ import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
-from poison_jax.solvers import (
+from poison_jax.engine._solvers import (
     LBFGS,
     CGInfo,
     NewtonCG,
@@ -69,8 +69,8 @@ from poison_jax.solvers import (
     conjugate_gradient,
     hvp,
 )
-from poison_jax.solvers import check_positive_finite as _check_positive_finite
-from poison_jax.solvers import check_positive_int as _check_positive_int
+from poison_jax.engine._solvers import check_positive_finite as _check_positive_finite
+from poison_jax.engine._solvers import check_positive_int as _check_positive_int
 
 PyTree = Any
 Loss = Callable[..., jax.Array]  # (w, theta, *args) -> scalar
@@ -90,7 +90,6 @@ __all__ = [
     "exact_hypergrad",
     "hvp",
     "hypergrad",
-    "hypergrad_with_info",
     "ift_hypergrad",
     "rmd_hypergrad",
     "unroll",
@@ -547,7 +546,7 @@ class Implicit:
     Whether the solve converged is reported in ``info.solve``.
 
     Attributes:
-      solver: :class:`~poison_jax.solvers.NewtonCG` (default) or :class:`~poison_jax.solvers.LBFGS`.
+      solver: :class:`~poison_jax.engine.NewtonCG` (default) or :class:`~poison_jax.engine.LBFGS`.
       cg_iters: maximum CG iterations of the adjoint solve (> 0).
       cg_tol: relative residual at which CG stops (>= 0); float32 reaches about 1e-6.
       damping: added to the Hessian's diagonal in the adjoint solve (>= 0).
@@ -555,10 +554,10 @@ class Implicit:
     Example::
 
         >>> import jax.numpy as jnp
-        >>> from poison_jax import bilevel
+        >>> from poison_jax import engine
         >>> inner = lambda w, th: jnp.sum((w - th) ** 2) / 2 + jnp.sum(w ** 2) / 2
         >>> outer = lambda w, th: jnp.sum(w)
-        >>> value, dtheta, info = bilevel.Implicit()(inner, outer, jnp.zeros(2), jnp.ones(2))
+        >>> value, dtheta, info = engine.Implicit()(inner, outer, jnp.zeros(2), jnp.ones(2))
         >>> dtheta.tolist(), bool(info.solve.converged)
         ([0.5, 0.5], True)
     """
@@ -639,13 +638,6 @@ def hypergrad(
     """
     _check_method(method)
     return method(inner_loss, outer_loss, w0, theta, *args)
-
-
-def hypergrad_with_info(
-    method: Method, inner_loss: Loss, outer_loss: Loss, w0: PyTree, theta: PyTree, *args
-) -> tuple[jax.Array, PyTree, HypergradInfo]:
-    """The same as :func:`hypergrad` (kept for code written when ``hypergrad`` returned two values)."""
-    return hypergrad(method, inner_loss, outer_loss, w0, theta, *args)
 
 
 def warm_hypergrad(

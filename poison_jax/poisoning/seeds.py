@@ -11,7 +11,7 @@ devices would agree on every loop's stopping test across devices, iteration by i
 Example::
 
     >>> import jax.numpy as jnp
-    >>> from poison_jax import seeds
+    >>> from poison_jax.poisoning import seeds
     >>> seeds.over_seeds(lambda x, y: x * y, jnp.arange(6.0), jnp.ones(6), lanes=2).tolist()
     [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
 """
@@ -37,7 +37,7 @@ def over_seeds(fn: Callable[..., Any], *args, lanes: int | None = None):
       lanes: ``None`` vmaps all ``S`` seeds; an integer ``L`` dividing ``S`` runs ``L`` lanes, each
         looping over ``S / L`` consecutive seeds: lane ``i`` on device ``i`` of ``jax.devices()``
         when there are at least ``L`` devices (the blocks of a seed axis sharded over them, as
-        :class:`poison_jax.devices.SeedSharding` does), else ``L`` vmapped lanes on one device.
+        :class:`poison_jax.experiments.devices.SeedSharding` does), else ``L`` vmapped lanes on one device.
     Returns:
       ``fn``'s outputs stacked on the seed axis, as ``jax.vmap(fn)(*args)`` would.
     """

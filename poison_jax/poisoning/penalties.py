@@ -26,7 +26,7 @@ curvature bounded for the converged solvers.
 Example::
 
     >>> import jax.numpy as jnp
-    >>> from poison_jax import penalties
+    >>> from poison_jax.poisoning import penalties
     >>> kernels = [jnp.array([[3.0], [-4.0]])]
     >>> float(penalties.L2()(kernels, jnp.zeros(1)))
     12.5

@@ -3,10 +3,10 @@
 Example::
 
     >>> import jax, jax.numpy as jnp
-    >>> from poison_jax import evaluate, models
+    >>> from poison_jax.poisoning import models, victims
     >>> model = models.logistic_regression(3)
     >>> x = jax.random.uniform(jax.random.PRNGKey(0), (2, 100, 3)); y = (x[..., 0] > 0.5).astype(jnp.float32)
-    >>> m = evaluate.evaluate_victim(model, x, y, jnp.full((2, 1), -4.0), jax.random.split(jax.random.PRNGKey(1), 2),
+    >>> m = victims.evaluate_victim(model, x, y, jnp.full((2, 1), -4.0), jax.random.split(jax.random.PRNGKey(1), 2),
     ...                              x[0], y[0], lr=0.5, epochs=20)
     >>> m.error.shape, m.sq_norm.shape
     ((2,), (2, 1))
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from poison_jax import models, seeds, solvers
+from poison_jax import engine
+from poison_jax.poisoning import models, seeds
 
 __all__ = [
     "ConvergedVictim",
@@ -89,7 +90,7 @@ def train_victim(
     One split (no seed axis): ``x (n, d)``, ``y (n,)``, ``log_lam (L,)``. The last batch of an epoch
     holds the ``n mod batch_size`` remaining points (padding carries zero weight). ``weights``
     ``(n,)`` in {0, 1} (optional) leaves out the rows of weight 0 (e.g. poison points of
-    :class:`~poison_jax.attack.Add` mode not yet active): every epoch shuffles the rows of weight
+    :class:`~poison_jax.poisoning.attack.Add` mode not yet active): every epoch shuffles the rows of weight
     1 into the first batches, and batches with no such row make no step.
 
     Returns:
@@ -171,16 +172,16 @@ class SGDVictim:
 
 @dataclasses.dataclass(frozen=True)
 class ConvergedVictim:
-    """A victim trained to convergence: ``solver`` (e.g. :class:`~poison_jax.solvers.NewtonCG`) on
+    """A victim trained to convergence: ``solver`` (e.g. :class:`~poison_jax.engine.NewtonCG`) on
     the full objective ``(Σ_i ℓ_i + penalty) / n`` (``ℓ = model.loss``) from the model's
     initialisation. Whether it reached the solver's tolerance is reported in
     :attr:`VictimMetrics.converged`."""
 
-    solver: solvers.NewtonCG | solvers.LBFGS = solvers.NewtonCG(tol=1e-5, maxiter=200)
+    solver: engine.NewtonCG | engine.LBFGS = engine.NewtonCG(tol=1e-5, maxiter=200)
     name = "converged"
 
     def __post_init__(self):
-        if not isinstance(self.solver, (solvers.NewtonCG, solvers.LBFGS)):
+        if not isinstance(self.solver, (engine.NewtonCG, engine.LBFGS)):
             raise TypeError(f"ConvergedVictim solver must be NewtonCG(...) or LBFGS(...), got {self.solver!r}")
 
     def train(self, model, x, y, weights, log_lam, key):
@@ -246,7 +247,7 @@ def evaluate_victim(
       lr, epochs, batch_size: the paper's SGD victim (batch 64), when ``victim`` is None.
       victim: :class:`SGDVictim` or :class:`ConvergedVictim` (give this or ``lr`` and ``epochs``).
       weights: ``(S, n)`` row weights in {0, 1}, or None (every row counts).
-      seed_lanes: how the seed axis runs, see :func:`poison_jax.seeds.over_seeds`.
+      seed_lanes: how the seed axis runs, see :func:`poison_jax.poisoning.seeds.over_seeds`.
     Returns:
       :class:`VictimMetrics` with a leading seed axis.
     """
