@@ -67,7 +67,8 @@ def same_shapes(name: str, tree: Any, reference_name: str, reference: Any) -> No
             f"{name} has pytree structure {structure}, but {reference_name} has {expected}; they must match"
         )
     shapes, reference_shapes = jax.tree_util.tree_map(jnp.shape, tree), jax.tree_util.tree_map(jnp.shape, reference)
-    if jax.tree_util.tree_leaves(shapes) != jax.tree_util.tree_leaves(reference_shapes):
+    leaf_shapes = [jnp.shape(a) for a in jax.tree_util.tree_leaves(tree)]
+    if leaf_shapes != [jnp.shape(a) for a in jax.tree_util.tree_leaves(reference)]:
         raise ValueError(
             f"{name} has leaf shapes {shapes}, but {reference_name} has {reference_shapes}; they must match"
         )
