@@ -16,13 +16,49 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import operator
+from collections.abc import Callable, Collection
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["float_tree", "positive_finite", "positive_int", "same_shapes"]
+__all__ = [
+    "box",
+    "fail",
+    "finite",
+    "float_tree",
+    "integer",
+    "is_int",
+    "is_real",
+    "one_of",
+    "positive_finite",
+    "positive_int",
+    "same_shapes",
+]
+
+Error = Callable[[str], Exception]
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is a Python or numpy integer (``bool`` is not one)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a finite Python or numpy real number (``bool`` is not one)."""
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
+
+
+def fail(name: str, value: Any, allowed: str, *, error: Error = ValueError) -> NoReturn:
+    """Raise ``error(f"{name} must be {allowed}, got {value!r}")``: the message form of every check."""
+    raise error(f"{name} must be {allowed}, got {value!r}")
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -72,3 +108,48 @@ def same_shapes(name: str, tree: Any, reference_name: str, reference: Any) -> No
         raise ValueError(
             f"{name} has leaf shapes {shapes}, but {reference_name} has {reference_shapes}; they must match"
         )
+
+
+def integer(
+    name: str, value: Any, *, low: int | None = None, high: int | None = None, error: Error = ValueError
+) -> int:
+    """``value`` as an ``int`` in ``low..high`` (inclusive; ``None``: no bound on that side).
+
+    Anything with ``__index__`` is an integer (a numpy integer, a 0-d integer array), ``bool`` is not.
+    """
+    try:
+        n = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or (low is not None and n < low) or (high is not None and n > high):
+        if low is not None and high is not None:
+            allowed = f"an integer in {low}..{high}"
+        elif low is not None:
+            allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+        else:
+            allowed = "an integer" if high is None else f"an integer <= {high}"
+        fail(name, value, allowed, error=error)
+    return n
+
+
+def finite(name: str, value: Any, *, error: Error = ValueError) -> float:
+    """``value`` as a finite ``float`` (a Python or numpy real number, not ``bool``)."""
+    if not is_real(value):
+        fail(name, value, "a finite number", error=error)
+    return float(value)
+
+
+def one_of(name: str, value: Any, allowed: Collection[Any], *, error: Error = ValueError) -> Any:
+    """``value`` if it is one of ``allowed``, whose items the message lists."""
+    if value not in allowed:
+        fail(name, value, "one of " + ", ".join(map(str, allowed)), error=error)
+    return value
+
+
+def box(name: str, value: Any, *, error: Error = ValueError) -> tuple[float, float]:
+    """``value`` as a pair ``(low, high)`` of finite floats with ``low < high``."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_real(b) for b in value)):
+        fail(name, value, "a pair (low, high) of finite numbers with low < high", error=error)
+    if value[0] >= value[1]:
+        fail(name, value, "a pair (low, high) of finite numbers with low < high", error=error)
+    return float(value[0]), float(value[1])
