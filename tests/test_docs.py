@@ -161,7 +161,10 @@ def test_the_site_navigation_lists_the_guide_in_order():
     assert not (PAGES / "changelog.md").exists()  # the site's changelog is CHANGELOG.md
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## (.+)$", changelog, flags=re.M)
-    assert headings[:2] == ["Unreleased", "0.1.0"]
+    assert headings[:2] == ["0.2.0 (unreleased)", "0.1.0"]
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), flags=re.M)
+    assert headings[0].split()[0] == version.group(1), "the changelog's first section is pyproject.toml's version"
+    assert f"\nversion: {version.group(1)}\n" in (ROOT / "CITATION.cff").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("page", sorted(p.relative_to(PAGES).as_posix() for p in PAGES.rglob("*.md")))
@@ -278,6 +281,18 @@ def test_the_site_builds_strictly_with_the_guide_and_the_generated_pages(tmp_pat
         assert (site / "benchmarks" / table.stem / "index.html").is_file(), table.name
     for notebook in (ROOT / "notebooks").glob("*.ipynb"):
         assert (site / "notebooks" / notebook.stem / "index.html").is_file(), notebook.name
-    for module in (ROOT / "poison_jax").glob("*.py"):
-        if not module.stem.startswith("_"):
-            assert (site / "api" / module.stem / "index.html").is_file(), module.name
+    modules = [p.relative_to(ROOT / "poison_jax").with_suffix("") for p in (ROOT / "poison_jax").rglob("*.py")]
+    public = [m for m in modules if not any(part.startswith("_") for part in m.parts)]
+    assert {m.parts[0] for m in public} >= {"poisoning", "experiments", "face"}, public
+    for module in public:  # poison_jax/poisoning/attack.py -> api/poisoning/attack/
+        assert (site / "api" / module / "index.html").is_file(), module
+    engine = (site / "api" / "engine" / "index.html").read_text(encoding="utf-8")
+    assert 'id="poison_jax.engine.hypergrad"' in engine  # the engine's flat names, on one page
+    # a name is documented once: each object's heading is on one page of the reference
+    seen: dict[str, str] = {}
+    for page in sorted((site / "api").rglob("index.html")):
+        for anchor in set(re.findall(r'<h\d id="(poison_jax\.[\w.]+)"', page.read_text(encoding="utf-8"))):
+            where = page.relative_to(site).as_posix()
+            assert anchor not in seen, f"{anchor} is documented on {seen[anchor]} and {where}"
+            seen[anchor] = where
+    assert "poison_jax.poisoning.attack.run_attack" in seen and "poison_jax.experiments.sweep.run_sweep" in seen

@@ -41,26 +41,14 @@ log = logging.getLogger("mkdocs.hooks.poison_jax")
 
 PACKAGE = "poison_jax"
 
-# The floors of poison_jax (its design: each floor imports only the floors below it).
-FLOORS = [
-    (
-        "Floor 0: bilevel engine",
-        "generic bilevel hypergradients and converged inner solvers; knows nothing about poisoning",
-        ["bilevel", "solvers"],
-    ),
-    (
-        "Floor 1: poisoning",
-        "the paper's poisoning problem on top of the engine: data, models, the attack, λ, the victim",
-        ["data", "models", "penalties", "losses", "attack", "outer", "seeds", "hyperopt", "evaluate"],
-    ),
-    (
-        "Floor 2: experiments",
-        "configs and presets, the sweep runner, seed sharding, the results store",
-        ["config", "sweep", "synthetic", "devices", "store", "experiment"],
-    ),
-    ("Floor 3: face", "the poison-jax command and the figures", ["cli", "plots"]),
-]
-OTHER_FLOOR = ("Other modules", "modules not yet placed on a floor", [])
+# The floors of poison_jax, one folder each (its design: each floor imports only the floors below it).
+FLOORS = {
+    "engine": "Floor 0: engine",
+    "poisoning": "Floor 1: poisoning",
+    "experiments": "Floor 2: experiments",
+    "face": "Floor 3: face",
+}
+OTHER_FLOOR = "Other modules"
 
 # Titles and producing commands of the committed benchmark tables (docs/benchmarks/NAME.md).
 BENCHMARKS = {
@@ -336,90 +324,140 @@ class Builder:
         return nav
 
     def api(self) -> list:
+        """The API reference: a page for each public module that documents names, grouped by floor folder.
+
+        A module is public when no component of its dotted name starts with ``_``. Its page renders
+        the names of its ``__all__`` that it defines or takes from a private module (whose public
+        path it is, e.g. ``poison_jax.engine.hypergrad`` from ``engine/_bilevel.py``); a floor folder
+        that only gathers modules (``poison_jax.poisoning``) is rendered on the overview, above the
+        table of its modules. A name documented on two pages is a warning (so --strict fails).
+        """
         pkg_dir = self.root / PACKAGE
-        modules = sorted(p.stem for p in pkg_dir.glob("*.py") if not p.stem.startswith("_"))
-        self._modules = {m: ModuleInfo(pkg_dir / f"{m}.py") for m in modules}
-        init = pkg_dir / "__init__.py"
-        self._modules["__init__"] = ModuleInfo(init) if init.is_file() else None
-        placed = {m for _, _, mods in FLOORS for m in mods}
-        floors = [(t, d, [m for m in mods if m in modules]) for t, d, mods in FLOORS]
-        other = [m for m in modules if m not in placed]
-        if other:
-            log.info("API reference: modules on no floor, listed under '%s': %s", OTHER_FLOOR[0], ", ".join(other))
-            floors.append((OTHER_FLOOR[0], OTHER_FLOOR[1], other))
-        nav: list = [{"Overview": "api/index.md"}]
+        self._modules = {}
+        for path in sorted(pkg_dir.rglob("*.py")):
+            parts = path.relative_to(self.root).with_suffix("").parts
+            dotted = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            self._modules[dotted] = ModuleInfo(path, dotted)
+        for info in self._modules.values():
+            info.resolve(self._modules)
+        public = [m for m in self._modules if m != PACKAGE and is_public(m)]
+        self._pages = {m: api_uri(m) for m in public if self._modules[m].members() or not self._modules[m].package}
+        self._homes: dict[tuple[str, str], str] = {}  # (defining module, name) -> module whose page documents it
+        for m in self._pages:
+            for name in self._modules[m].members():
+                origin = self.origin(m, name)
+                if origin in self._homes:
+                    log.warning(
+                        "API reference: %s.%s is documented twice, as %s.%s and %s.%s: give it one public path",
+                        origin[0], origin[1], self._homes[origin], origin[1], m, name,
+                    )  # fmt: skip
+                self._homes[origin] = m
+        groups: dict[str, list[str]] = {}
+        for m in public:
+            top = m.split(".")[1]
+            groups.setdefault(top if top in FLOORS else "", []).append(m)
+        if groups.get(""):
+            log.info(
+                "API reference: modules in no floor folder, listed under '%s': %s", OTHER_FLOOR, ", ".join(groups[""])
+            )
         about = (
-            f"Built from the docstrings of `{PACKAGE}`, one page a public module, grouped by the floors "
-            "of the design: each floor imports only the floors below it. A page documents what its "
-            "module defines; names it only re-exports are listed at its end, linked to their docs."
+            f"Built from the docstrings of `{PACKAGE}`, one page a public module, grouped by the floor "
+            "folders of the design: each floor imports only the floors below it. A page documents what "
+            "its module defines, and the names it takes from private modules (`_name.py`), whose public "
+            "path it is: every name has one."
         )
-        package = (
-            f"::: {PACKAGE}\n    options:\n      members: false\n      show_root_heading: false\n"
-            "      show_root_toc_entry: false"
-        )
-        index = ["# API reference", about, f"## The package `{PACKAGE}`", package]
-        if self._modules["__init__"] is not None:
-            index.append(self.reexports("__init__", "api/index.md", f"`import {PACKAGE}` also gives"))
-        for title, desc, mods in floors:
+        index = ["# API reference", about, f"## The package `{PACKAGE}`", render(PACKAGE, None, heading=False)]
+        nav: list = [{"Overview": "api/index.md"}]
+        for top in [*FLOORS, ""]:
+            mods = groups.get(top, [])
             if not mods:
                 continue
-            table = "\n".join(
-                f"| [`{PACKAGE}.{m}`]({m}.md) | {self._modules[m].summary.replace('|', '&#124;')} |" for m in mods
-            )
-            index.append(f"## {title}\n\n{desc[0].upper() + desc[1:]}.\n\n| module | summary |\n|---|---|\n{table}")
+            title = FLOORS.get(top, OTHER_FLOOR)
+            section = [f"## {title}"]
+            folder = f"{PACKAGE}.{top}"
+            if folder in mods and folder not in self._pages:  # a folder of modules: its docstring here
+                section.append(render(folder, None, heading_level=3))
+            rows = [
+                f"| [`{m}`]({posixpath.relpath(uri, 'api')}) | {self._modules[m].summary.replace('|', '&#124;')} |"
+                for m in mods
+                if (uri := self._pages.get(m))
+            ]
+            section.append("| module | summary |\n|---|---|\n" + "\n".join(rows))
+            index.append("\n\n".join(section))
             group = []
-            for m in mods:
-                uri = f"api/{m}.md"
+            for m in (m for m in mods if m in self._pages):
                 info = self._modules[m]
-                members = info.members()
-                options = (
-                    "\n    options:\n      members:\n" + "".join(f"        - {n}\n" for n in members)
-                    if members
-                    else "\n    options:\n      members: false\n"
-                )
-                page = f"::: {PACKAGE}.{m}{options}"
+                page = render(m, info.members())
                 if info.reexported():
-                    page += "\n" + self.reexports(m, uri, "Also exported by this module") + "\n"
-                self.pages[uri] = page
-                group.append({m: uri})
+                    page += "\n" + self.reexports(m, "Also exported by this module") + "\n"
+                self.pages[self._pages[m]] = page
+                label = m.removeprefix(folder + ".") if m != folder else top
+                group.append({label: self._pages[m]})
             nav.append({title: group})
+        if self._modules[PACKAGE].reexported():
+            index.append(self.reexports(PACKAGE, f"`import {PACKAGE}` also gives"))
         self.pages["api/index.md"] = "\n\n".join(index) + "\n"
         return nav
 
-    def reexports(self, module: str, page: str, heading: str) -> str:
-        """A table of the names ``module`` re-exports from other modules, linked to their docs."""
+    def origin(self, module: str, name: str, depth: int = 0) -> tuple[str, str]:
+        """Where ``module.name`` is defined: its imports followed to the module that defines it."""
+        info = self._modules.get(module)
+        if info is None or depth > 10 or name not in info.imported:
+            return module, name
+        source, original = info.imported[name]
+        return (source, "") if original is None else self.origin(source, original, depth + 1)
+
+    def reexports(self, module: str, heading: str) -> str:
+        """A table of the names ``module`` re-exports from other public modules, linked to their docs."""
         info = self._modules[module]
+        page = self._pages.get(module, "api/index.md")
         rows = []
         for name in info.reexported():
-            source, original = info.imported[name]
-            if original is None:  # a module
-                target = posixpath.relpath(f"api/{source}.md", posixpath.dirname(page))
-                rows.append(f"| [`{name}`]({target}) | module | [`{PACKAGE}.{source}`]({target}) |")
+            source, original = self.origin(module, name)
+            if not original:  # a module
+                where = self._pages.get(source)
+                link = f"[`{source}`]({posixpath.relpath(where, posixpath.dirname(page))})" if where else f"`{source}`"
+                rows.append(f"| `{name}` | module | {link} |")
                 continue
-            home, documented = self.home_of(source, original)
-            where = f"[`{PACKAGE}.{home}`]({posixpath.relpath(f'api/{home}.md', posixpath.dirname(page))})"
-            label = f"[`{name}`][{PACKAGE}.{home}.{original}]" if documented else f"`{name}`"
-            rows.append(f"| {label} | {self._modules[home].kind(original)} | {where} |")
+            home = self._homes.get((source, original))
+            if home is None:
+                rows.append(f"| `{name}` | {self._modules[source].kind(original)} | `{source}` |")
+                continue
+            target = posixpath.relpath(self._pages[home], posixpath.dirname(page))
+            label = f"[`{name}`][{home}.{original}]" if self._modules[source].documented(original) else f"`{name}`"
+            rows.append(f"| {label} | {self._modules[source].kind(original)} | [`{home}`]({target}) |")
         return (
             (f"## {heading}\n\n" if heading.startswith("Also") else f"{heading}:\n\n")
             + "| name | kind | documented in |\n|---|---|---|\n"
             + "\n".join(rows)
         )
 
-    def home_of(self, module: str, name: str, depth: int = 0) -> tuple[str, bool]:
-        """Where ``module.name`` is defined (following re-exports) and whether it has a docstring."""
-        info = self._modules.get(module)
-        if info is None or depth > 10:
-            return module, False
-        if name in info.imported and info.imported[name][1] is not None:
-            return self.home_of(*info.imported[name], depth + 1)
-        return module, name in info.members() and info.documented(name)  # rendered on its page
+
+def is_public(module: str) -> bool:
+    return not any(part.startswith("_") for part in module.split("."))
+
+
+def api_uri(module: str) -> str:
+    """``poison_jax.poisoning.attack`` -> ``api/poisoning/attack.md``."""
+    return "api/" + "/".join(module.split(".")[1:]) + ".md"
+
+
+def render(module: str, members: list[str] | None, heading: bool = True, heading_level: int | None = None) -> str:
+    """A mkdocstrings block rendering ``module`` with ``members`` (``None``: the module's docstring only)."""
+    options = ["members:", *(f"  - {n}" for n in members)] if members else ["members: false"]
+    if not heading:
+        options += ["show_root_heading: false", "show_root_toc_entry: false"]
+    if heading_level is not None:
+        options.append(f"heading_level: {heading_level}")
+    return f"::: {module}\n    options:\n" + "".join(f"      {o}\n" for o in options)
 
 
 class ModuleInfo:
     """What a module of the package defines, imports from the package and exports (read with ast)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, dotted: str):
+        self.name = dotted
+        self.package = path.name == "__init__.py"
         self.tree = ast.parse(path.read_text(encoding="utf-8"))
         doc = ast.get_docstring(self.tree) or ""
         summary = " ".join(doc.strip().split("\n\n")[0].split())
@@ -431,8 +469,10 @@ class ModuleInfo:
         )
         self.defined: dict[str, ast.AST] = {}
         self.docs: set[str] = set()
+        self._from: dict[str, tuple[str, str]] = {}  # local name -> (module, imported name)
         self.imported: dict[str, tuple[str, str | None]] = {}  # name -> (module, name or None: a module)
         self.all: list[str] | None = None
+        base = dotted.split(".") if self.package else dotted.split(".")[:-1]
         body = self.tree.body
         for i, node in enumerate(body):
             names = []
@@ -456,17 +496,21 @@ class ModuleInfo:
                     except ValueError:
                         self.all = None
             elif isinstance(node, ast.ImportFrom):
-                mod = node.module or ""
-                if node.level == 1:
-                    mod = f"{PACKAGE}.{mod}" if mod else PACKAGE
-                for alias in node.names:
-                    local = alias.asname or alias.name
-                    if mod == PACKAGE:
-                        self.imported[local] = (alias.name, None)
-                    elif mod.startswith(PACKAGE + "."):
-                        self.imported[local] = (mod.split(".")[1], alias.name)
+                parts = (base[: len(base) - node.level + 1] if node.level else []) + (
+                    node.module.split(".") if node.module else []
+                )
+                mod = ".".join(parts)
+                if mod == PACKAGE or mod.startswith(PACKAGE + "."):
+                    for alias in node.names:
+                        self._from[alias.asname or alias.name] = (mod, alias.name)
             for name in names:
                 self.defined.setdefault(name, node)
+
+    def resolve(self, modules: dict[str, ModuleInfo]) -> None:
+        """Tell the imported modules from the imported names, knowing every module of the package."""
+        for local, (mod, name) in self._from.items():
+            sub = f"{mod}.{name}"
+            self.imported[local] = (sub, None) if sub in modules else (mod, name)
 
     def public(self) -> list[str]:
         if self.all is not None:
@@ -474,12 +518,25 @@ class ModuleInfo:
         return [n for n in self.defined if not n.startswith("_")]
 
     def members(self) -> list[str]:
-        """What the module documents: its own names, and those it takes from a private module
-        (``_flax``), whose public path is this module."""
-        return [n for n in self.public() if n not in self.imported or self.imported[n][0].startswith("_")]
+        """What the module's page documents: its own names, and those it takes from a private module
+        (``engine/_bilevel.py``), whose public path is this module. Not its submodules."""
+        out = []
+        for n in self.public():
+            source = self.imported.get(n)
+            if source is None or (source[1] is not None and not is_public(source[0])):
+                out.append(n)
+        return out
 
     def reexported(self) -> list[str]:
-        return [n for n in self.public() if n in self.imported and not self.imported[n][0].startswith("_")]
+        """The names of ``__all__`` it imports from other public modules (none is an alias: a module)."""
+        out = []
+        for n in self.public():
+            source = self.imported.get(n)
+            if source is not None and (source[1] is None or is_public(source[0])):
+                if source[1] is None and source[0] == f"{self.name}.{n}":
+                    continue  # a floor folder's own submodule: in the navigation
+                out.append(n)
+        return out
 
     def documented(self, name: str) -> bool:
         return name in self.docs

@@ -149,26 +149,54 @@ def _final(obj: griffe.Object | griffe.Alias | None) -> griffe.Object | None:
     return obj
 
 
-def _rendered(obj: griffe.Object, package: str) -> bool:
-    """Whether the reference renders ``obj``, so that a link to it resolves.
+def _public_modules(pkg: griffe.Module):
+    """The package's public modules (no component of the path starting with ``_``), the package too."""
+    yield pkg
+    for member in pkg.members.values():
+        if not member.is_alias and member.is_module and not member.name.startswith("_"):
+            yield from _public_modules(member)
 
-    It renders each public module of the package (not the package's own members), in each the
-    names of its ``__all__`` that it defines (all its public names without ``__all__``), and in
-    those every public member; never an object without a docstring.
+
+def _public_paths(pkg: griffe.Module) -> dict[str, str]:
+    """Where the reference renders each object: its path -> the path of its heading.
+
+    The reference (docs/pages/hooks.py) renders every public module, and on each module's page the
+    names of its ``__all__`` (all its public names without one) that it defines or takes from a
+    private module -- whose public path it is (``poison_jax.engine.hypergrad`` for an object
+    defined in ``poison_jax.engine._bilevel``) -- never an object without a docstring.
     """
-    parts = obj.path.split(".")
-    if parts[0] != package or any(part.startswith("_") for part in parts[1:]):
-        return False
-    if obj.is_module:
-        return len(parts) == 2
-    node: griffe.Object = obj
-    while not node.parent.is_module:
-        if not node.docstring:
-            return False
-        node = node.parent
-    module = node.parent
-    exports = None if module.exports is None else {str(name) for name in module.exports}
-    return bool(node.docstring) and len(module.path.split(".")) == 2 and (exports is None or node.name in exports)
+    paths: dict[str, str] = {}
+    for module in _public_modules(pkg):
+        paths[module.path] = module.path
+        exports = (
+            [str(name) for name in module.exports]
+            if module.exports is not None
+            else [n for n in module.members if not n.startswith("_")]
+        )
+        for name in exports:
+            member = module.members.get(name)
+            if member is None:
+                continue
+            if member.is_alias:
+                target = _final(member)
+                private = target is not None and any(part.startswith("_") for part in target.path.split(".")[1:])
+                if target is None or target.is_module or not private:
+                    continue  # a submodule, or a name documented on its own module's page
+            else:
+                target = member
+            if target.docstring:
+                paths[target.path] = f"{module.path}.{name}"
+    return paths
+
+
+def _public_path(obj: griffe.Object, paths: dict[str, str]) -> str | None:
+    """The path of ``obj``'s heading in the reference, or ``None`` if it is not rendered."""
+    if obj.path in paths:
+        return paths[obj.path]
+    if obj.parent is None or obj.parent.is_module or not obj.docstring:
+        return None
+    parent = _public_path(obj.parent, paths)  # a documented member of a rendered class
+    return None if parent is None else f"{parent}.{obj.name}"
 
 
 class RstRoles(griffe.Extension):
@@ -182,15 +210,16 @@ class RstRoles(griffe.Extension):
         if pkg.path in self._done:
             return
         self._done.add(pkg.path)
+        paths = _public_paths(pkg)
         for obj in _walk(pkg):
             if obj.docstring is not None:
                 text = _outside_code(obj.docstring.value, lambda part: REF_LINK.sub(r"]\\[", part))
                 text = _literal_markers(text)
                 params = frozenset(p.name.lstrip("*") for p in obj.parameters) if obj.is_function else frozenset()
                 text = _split_joint_params(text, params)
-                obj.docstring.value = ROLE.sub(lambda m, obj=obj: self._replace(m, obj, pkg), text)
+                obj.docstring.value = ROLE.sub(lambda m, obj=obj: self._replace(m, obj, pkg, paths), text)
 
-    def _replace(self, match: re.Match, obj: griffe.Object, pkg: griffe.Module) -> str:
+    def _replace(self, match: re.Match, obj: griffe.Object, pkg: griffe.Module, paths: dict[str, str]) -> str:
         text = match.group("target").strip()
         short = text.startswith("~")
         target = text.lstrip("~.").removesuffix("()")
@@ -205,8 +234,9 @@ class RstRoles(griffe.Extension):
             while scope is not None and resolved is None:
                 resolved = _final(_lookup(scope, target))
                 scope = scope.parent
-        if resolved is not None and _rendered(resolved, pkg.name):
-            return f"[`{label}`][{resolved.path}]"
+        public = None if resolved is None else _public_path(resolved, paths)
+        if public is not None:
+            return f"[`{label}`][{public}]"
         return f"`{label}`"
 
     # Older Griffe versions name this event so (newer ones call on_package only).
