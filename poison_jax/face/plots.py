@@ -25,6 +25,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from poison_jax.face._records import by_setting, diagnostics_of, is_regression, label_source, seed_values
+from poison_jax.face._report import diagnostics_check, summary_table
+
 __all__ = [
     "class_figure",
     "diagnostics_check",
@@ -45,38 +48,6 @@ _ERROR_LEGEND = "line: mean over seeds; dots: each seed"
 _SOURCE_DASHES = ("--", ":", "-.")
 
 
-def label_source(records, index: int, name: str) -> list[dict]:
-    """Copies of one results folder's records, ready to be drawn with other folders' in one figure.
-
-    Each copy's label gains `` — name`` (e.g. ``"λ learned — rmd (results/a)"``) and the copies carry
-    the folder's ``index``: the figures draw one curve per (folder, Λ setting), the first folder
-    as usual and the others dashed with open markers, so records of different folders are never
-    merged. Diagnostics of folder ``index`` are keyed ``(index, setting, cell)`` for
-    :func:`objective_figure`.
-    """
-    return [
-        {**r, "_source": index, "_base_label": r.get("_base_label", r["label"]), "label": f"{r['label']} — {name}"}
-        for r in records
-    ]
-
-
-def _source(record) -> int:
-    return record.get("_source", 0)
-
-
-def _is_regression(records) -> bool:
-    """Whether the records measure a regression (test MSE, as is) rather than a test error (in %)."""
-    return any(r.get("metric") == "test_mse" for r in records)
-
-
-def _by_setting(records):
-    """Records per curve, ``(folder index, setting)``, in first-seen order, each sorted by cell."""
-    out = {}
-    for r in records:
-        out.setdefault((_source(r), r["setting"]), []).append(r)
-    return {key: sorted(rs, key=lambda r: r["cell"]) for key, rs in out.items()}
-
-
 def _line_style(setting: str, source: int = 0) -> dict:
     """Colour, marker and dashes of a curve: the colour says the setting, the dashes the folder."""
     style = _STYLES.get(setting, "o-")
@@ -86,11 +57,6 @@ def _line_style(setting: str, source: int = 0) -> dict:
         out["linestyle"] = dashes[(source - 1) % len(dashes)]
         out["markerfacecolor"] = "none"
     return out
-
-
-def _seed_values(record, metric):
-    values = [v for v in record["per_seed"][metric] if v is not None]
-    return np.asarray(values, np.float64)
 
 
 def _seed_offsets(x, num_seeds: int) -> np.ndarray:
@@ -113,8 +79,8 @@ def error_figure(records, title: str = ""):
     error's range [0, 100], and an outlying seed shows as itself instead of widening a band.
     """
     fig, ax = plt.subplots(figsize=(6.8, 3.6))
-    scale = 1.0 if _is_regression(records) else 100.0
-    for (source, setting), rs in _by_setting(records).items():
+    scale = 1.0 if is_regression(records) else 100.0
+    for (source, setting), rs in by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
         line = _line_style(setting, source)
         colour, marker = line["color"], line["marker"]
@@ -137,7 +103,7 @@ def error_figure(records, title: str = ""):
             clip_on=False,
             **({"facecolors": "none", "edgecolors": colour} if hollow else {"color": colour}),
         )
-        errs = [scale * _seed_values(r, "error") for r in rs]
+        errs = [scale * seed_values(r, "error") for r in rs]
         mean = np.array([e.mean() if e.size else np.nan for e in errs])
         ax.plot(x, mean, label=rs[0]["label"], clip_on=False, **line)
     ax.set_xlabel("poisoning points (%)")
@@ -167,7 +133,7 @@ def lambda_norm_figure(records, title: str = ""):
     mean over the seeds that did not fail, as the legend's title says.
     """
     fig, (ax_lam, ax_norm) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for (source, setting), rs in _by_setting(records).items():
+    for (source, setting), rs in by_setting(records).items():
         x = np.array([100 * r["fraction"] for r in rs])
         lam = np.array([r["mean"]["log_lam"] or [np.nan] for r in rs], np.float64)
         num_layers = max(len(r["mean"]["sq_norm"] or [0]) for r in rs)
@@ -214,7 +180,7 @@ def class_figure(records, title: str = ""):
     setting; top, the test error (%) of each true class at fraction 0 and at the largest fraction;
     bottom, the confusion matrix at the largest fraction, each row (true class) in % of its test
     points. Means over the seeds that did not fail. Returns the figure."""
-    curves = {key: rs for key, rs in _by_setting(records).items() if rs[-1]["mean"].get("confusion") is not None}
+    curves = {key: rs for key, rs in by_setting(records).items() if rs[-1]["mean"].get("confusion") is not None}
     fig, axes = plt.subplots(2, len(curves), figsize=(3.4 * len(curves), 6.4), squeeze=False)
     for column, rs in enumerate(curves.values()):
         first, last = rs[0], rs[-1]
@@ -301,24 +267,14 @@ def write_figures(records, out_dir: Path, title: str = "", diagnostics: dict | N
     return paths
 
 
-def _diagnostics_of(diagnostics: dict, record) -> dict | None:
-    """A record's diagnostics: keyed ``(setting, cell)`` (one folder, as ``store.read_diagnostics``
-    gives them) or ``(folder index, setting, cell)`` (records from :func:`label_source`)."""
-    key = (record["setting"], record["cell"])
-    found = diagnostics.get((_source(record), *key))
-    if found is None and "_source" not in record:
-        found = diagnostics.get(key)
-    return found
-
-
 def _objective_curves(records, diagnostics: dict) -> dict:
     """``{(folder index, setting): [(record, objective (num_seeds, T)), ...]}`` for the cells that have
     hyperiterations and diagnostics, in cell order."""
     curves = {}
-    for key, rs in _by_setting(records).items():
+    for key, rs in by_setting(records).items():
         cells = []
         for r in rs:
-            d = _diagnostics_of(diagnostics, r)
+            d = diagnostics_of(diagnostics, r)
             objective = None if d is None else d.get("objective")
             if objective is not None and np.ndim(objective) == 2 and np.shape(objective)[1] > 0:
                 cells.append((r, np.asarray(objective, np.float64)))
@@ -353,49 +309,11 @@ def objective_figure(records, diagnostics: dict, title: str = ""):
     (:func:`label_source`), ``(folder index, setting, cell)``: then each panel has one bold line per
     folder, labelled by it. Cells without diagnostics or hyperiterations are left out.
     """
-    from matplotlib.ticker import MaxNLocator
-
     curves = _objective_curves(records, diagnostics)
     settings = list(dict.fromkeys(setting for _, setting in curves))
     fig, axes = plt.subplots(1, max(len(settings), 1), figsize=(max(4.8, 3.6 * len(settings)), 3.9), squeeze=False)
     for ax, setting in zip(axes[0], settings, strict=False):  # no axes left over
-        boundaries: dict[float, float] = {}
-        mine = {key: cells for key, cells in curves.items() if key[1] == setting}
-        for (source, _), cells in mine.items():
-            line = _line_style(setting, source)
-            line.pop("marker")
-            xs, start = [], 0
-            for r, objective in cells:
-                boundaries.setdefault(start + 0.5, r["fraction"])
-                xs.append(np.arange(start + 1, start + objective.shape[1] + 1))
-                start += objective.shape[1]
-            x = np.concatenate(xs)
-            num_seeds = min(objective.shape[0] for _, objective in cells)
-            y = np.concatenate([objective[:num_seeds] for _, objective in cells], axis=1)
-            for row in y:
-                ax.plot(x, row, color=line["color"], linestyle=line["linestyle"], alpha=0.3, lw=0.7, label="_nolegend_")
-            first = cells[0][0]
-            label = first["label"] if "_source" in first else "mean over seeds"
-            ax.plot(x, _finite_mean(y), lw=1.8, label=label, **line)
-        for x0, fraction in sorted(boundaries.items()):
-            ax.axvline(x0, color="grey", linestyle=":", lw=0.8, label="_nolegend_")
-            ax.text(
-                x0,
-                0.02,
-                f" {100 * fraction:.1f}%",
-                transform=ax.get_xaxis_transform(),
-                fontsize=6,
-                color="grey",
-                ha="left",
-                va="bottom",
-            )
-        first = next(iter(mine.values()))[0][0]
-        ax.set_title(first.get("_base_label", first["label"]), fontsize="medium")
-        ax.set_xlabel("hyperiteration (cells in order)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if len(mine) > 1 or "_source" in first:  # several folders: say which line is which
-            ax.legend(fontsize="x-small")
+        _objective_panel(ax, setting, {key: cells for key, cells in curves.items() if key[1] == setting})
     axes[0][0].set_ylabel("attacker's objective (validation loss)")
     if not settings:
         axes[0][0].text(0.5, 0.5, "no diagnostics", ha="center", va="center", transform=axes[0][0].transAxes)
@@ -405,106 +323,36 @@ def objective_figure(records, diagnostics: dict, title: str = ""):
     return fig
 
 
-def diagnostics_check(records, diagnostics: dict, config: dict | None = None) -> list[str]:
-    """Lines saying whether the inner problem was solved (IFT's assumption ``grad_w L(w*) = 0``).
+def _objective_panel(ax, setting: str, mine: dict) -> None:
+    """One setting's panel: per folder of ``mine`` (``{(folder, setting): cells}``) a faint line per
+    seed and a bold mean, cells concatenated; a dotted line where a cell starts."""
+    from matplotlib.ticker import MaxNLocator
 
-    Per Λ setting, over its cells and seeds, the worst ``||grad_w inner||`` at the last
-    hyperiteration of a cell, also as a fraction of its value at ``w(0)`` (``inner_grad_norm_init``),
-    and the worst CG residual there against ``cg_tol`` (IFT and implicit; RMD solves no linear
-    system). ``records`` of one folder, ``diagnostics`` keyed ``(setting, cell)``, ``config`` its
-    ``config.json``'s ``"config"`` (for the tolerances and method). Without diagnostics the lines say so.
-    """
-    config = config or {}
-    method = config.get("hypergrad") or next((r.get("hypergrad") for r in records if r.get("hypergrad")), "?")
-    with_iters = [(r, d) for r in records if (d := _diagnostics_of(diagnostics, r)) is not None]
-    if not with_iters:
-        return [
-            "IFT assumption check: no diagnostics in this folder (written before poison-jax kept them, or no "
-            "cell finished since): the attack_objective figure and this check are skipped"
-        ]
-    missing = len(records) - len(with_iters)
-    head = (
-        "IFT assumption check (∇_w L ≈ 0 at w*)"
-        if method != "rmd"
-        else "Inner convergence check (RMD does not assume ∇_w L ≈ 0)"
-    )
-    head += ", from diagnostics/: last hyperiteration of each cell, worst seed and cell" + (
-        f"; {missing} of {len(records)} finished cells have no diagnostics" if missing else ""
-    )
-    lines = [head]
-    cg_tol, solver_tol = config.get("cg_tol"), config.get("solver_tol")
-    found = {id(r): d for r, d in with_iters}
-    for rs in _by_setting([r for r, _ in with_iters]).values():
-        grad: list[np.ndarray] = []
-        ratios: list[np.ndarray] = []
-        cg: list[np.ndarray] = []
-        unconverged = 0
-        for r in rs:
-            d = found[id(r)]
-            norms = np.asarray(d["inner_grad_norm"], np.float64)
-            if norms.ndim != 2 or norms.shape[1] == 0:
-                continue  # a cell without hyperiterations (cell 0 of a fixed λ)
-            last = norms[:, -1]
-            grad.append(last)
-            init = np.asarray(d.get("inner_grad_norm_init", np.full(len(last), np.nan)), np.float64)
-            ratios.append(last / np.where(init > 0, init, np.nan))
-            cg.append(np.asarray(d["cg_residual"], np.float64)[:, -1])
-            if "inner_converged" in d:
-                unconverged += int(np.logical_not(d["inner_converged"]).sum())
-        label = rs[0].get("_base_label", rs[0]["label"])
-        if not grad:
-            lines.append(f"  {label}: no hyperiteration")
-            continue
-        grad_max, ratio = _worst(np.concatenate(grad)), np.concatenate(ratios)
-        ratio_max = _worst(ratio[np.isfinite(ratio)]) if np.isfinite(grad_max) else float("nan")
-        text = f"  {label}: inner gradient norm max {grad_max:.1e}"
-        if np.isfinite(ratio_max):
-            text += f" ({100 * ratio_max:.2g} % of its value at w(0))"
-        if method == "implicit" and solver_tol is not None:
-            text += f", solver_tol {solver_tol:g}: " + ("met" if grad_max <= solver_tol else "NOT met")
-        if method == "rmd":
-            text += "; CG residual: none (RMD solves no linear system)"
-        else:
-            cg_max = _worst(np.concatenate(cg))
-            text += f"; CG residual max {cg_max:.1e}"
-            if cg_tol is not None:
-                met = cg_max <= cg_tol
-                text += f" {'≤' if met else '>'} cg_tol {cg_tol:g}" + ("" if met else " (NOT met)")
-        if unconverged:
-            text += f"; {unconverged} unconverged inner solve(s)"
-        lines.append(text)
-    return lines
-
-
-def _worst(values) -> float:
-    """The largest value, a non-finite one (a diverged seed) counting as inf; NaN when there is none."""
-    values = np.asarray(values, np.float64)
-    return float(np.max(np.where(np.isfinite(values), values, np.inf))) if values.size else float("nan")
-
-
-def summary_table(records) -> str:
-    """Markdown table: one row per fraction, per setting the mean test error ± std (%) and mean log-λ
-    (for a regression's records the test MSE ± std)."""
-    by_setting = _by_setting(records)
-    regression = _is_regression(records)
-    metric = "test MSE" if regression else "error (%)"
-    settings = list(by_setting)
-    fractions = sorted({(r["cell"], r["fraction"]) for r in records})
-    head = "| poison (%) | " + " | ".join(f"{by_setting[s][0]['label']}: {metric} | log λ" for s in settings) + " |"
-    rule = "|---:|" + "---:|---:|" * len(settings)
-    rows = [head, rule]
-    for cell, fraction in fractions:
-        cols = []
-        for s in settings:
-            r = next((r for r in by_setting[s] if r["cell"] == cell), None)
-            err = _seed_values(r, "error") if r else np.array([])
-            lam = r["mean"]["log_lam"] if r else None
-            if not err.size:
-                cols.append("–")
-            elif regression:
-                cols.append(f"{err.mean():.4f} ± {err.std():.4f}")
-            else:
-                cols.append(f"{100 * err.mean():.1f} ± {100 * err.std():.1f}")
-            cols.append(", ".join(f"{v:.2f}" for v in lam) if lam else "–")
-        rows.append(f"| {100 * fraction:.1f} | " + " | ".join(cols) + " |")
-    return "\n".join(rows)
+    boundaries: dict[float, float] = {}
+    for (source, _), cells in mine.items():
+        line = _line_style(setting, source)
+        line.pop("marker")
+        xs, start = [], 0
+        for r, objective in cells:
+            boundaries.setdefault(start + 0.5, r["fraction"])
+            xs.append(np.arange(start + 1, start + objective.shape[1] + 1))
+            start += objective.shape[1]
+        x = np.concatenate(xs)
+        num_seeds = min(objective.shape[0] for _, objective in cells)
+        y = np.concatenate([objective[:num_seeds] for _, objective in cells], axis=1)
+        for row in y:
+            ax.plot(x, row, color=line["color"], linestyle=line["linestyle"], alpha=0.3, lw=0.7, label="_nolegend_")
+        first = cells[0][0]
+        label = first["label"] if "_source" in first else "mean over seeds"
+        ax.plot(x, _finite_mean(y), lw=1.8, label=label, **line)
+    for x0, fraction in sorted(boundaries.items()):
+        ax.axvline(x0, color="grey", linestyle=":", lw=0.8, label="_nolegend_")
+        transform = ax.get_xaxis_transform()
+        ax.text(x0, 0.02, f" {100 * fraction:.1f}%", transform=transform, fontsize=6, color="grey", va="bottom")
+    first = next(iter(mine.values()))[0][0]
+    ax.set_title(first.get("_base_label", first["label"]), fontsize="medium")
+    ax.set_xlabel("hyperiteration (cells in order)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if len(mine) > 1 or "_source" in first:  # several folders: say which line is which
+        ax.legend(fontsize="x-small")
