@@ -44,3 +44,18 @@ def test_finite_one_of_box():
     for bad in [(1.0, 0.0), (0.0, float("inf")), (0.0,), "01", (True, 2)]:
         with pytest.raises(Custom, match=r"^x_box must be a pair \(low, high\) of finite numbers with low < high"):
             checks.box("x_box", bad, error=Custom)
+
+
+def test_positive_checks_take_an_error_class():
+    assert checks.positive_int("n", np.int64(2)) == 2
+    with pytest.raises(Custom, match=r"^n must be a positive integer, got 0$"):
+        checks.positive_int("n", 0, error=Custom)
+    with pytest.raises(ValueError, match=r"^lr must be a finite number > 0, got True$"):
+        checks.positive_finite("lr", True)
+    with pytest.raises(TypeError, match=r"^lr must be a real number, got 'a'$"):
+        checks.positive_finite("lr", "a")
+    with pytest.raises(Custom, match=r"^lr must be a real number, got 'a'$"):
+        checks.positive_finite("lr", "a", error=Custom)
+    with pytest.raises(Custom, match=r"^tol must be a finite number >= 0, got -1\.0$"):
+        checks.positive_finite("tol", -1.0, allow_zero=True, error=Custom)
+    assert checks.positive_finite("tol", 0.0, allow_zero=True) is None

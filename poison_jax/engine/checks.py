@@ -61,27 +61,30 @@ def fail(name: str, value: Any, allowed: str, *, error: Error = ValueError) -> N
     raise error(f"{name} must be {allowed}, got {value!r}")
 
 
-def positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any, *, error: Error = ValueError) -> int:
     """``value`` as an ``int`` if it is an integer > 0 (``bool`` is refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        fail(name, value, "a positive integer", error=error)
     return int(value)
 
 
-def positive_finite(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    """A finite real scalar > 0 (>= 0 with ``allow_zero``); a traced value passes unchecked."""
+def positive_finite(name: str, value: Any, *, allow_zero: bool = False, error: Error | None = None) -> None:
+    """A finite real scalar > 0 (>= 0 with ``allow_zero``; ``bool`` is refused); a traced value passes
+    unchecked. Raises ``error`` when given, else ``TypeError`` for what is not a number and
+    ``ValueError`` for a number out of range."""
+    allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    if isinstance(value, (bool, np.bool_)):
+        fail(name, value, allowed, error=error or ValueError)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except jax.errors.TracerArrayConversionError:
         return  # a traced value cannot be inspected; the caller vouches for it
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+        raise (error or TypeError)(f"{name} must be a real number, got {value!r}") from None
     if arr.shape != ():
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
-    low_ok = arr >= 0 if allow_zero else arr > 0
-    if not (np.isfinite(arr) and low_ok):
-        allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        raise (error or ValueError)(f"{name} must be a scalar, got shape {arr.shape}")
+    if not (np.isfinite(arr) and (arr >= 0 if allow_zero else arr > 0)):
+        fail(name, value, allowed, error=error or ValueError)
 
 
 def float_tree(name: str, tree: Any) -> None:
