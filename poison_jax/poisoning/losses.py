@@ -31,11 +31,12 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from poison_jax.engine import checks
 
 __all__ = ["LOSSES", "Logistic", "Loss", "SmoothedHinge", "Squared", "bce"]
 
@@ -66,9 +67,8 @@ class SmoothedHinge:
     task = "classification"
 
     def __post_init__(self):
-        h = self.smoothing
-        if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
-            raise ValueError(f"SmoothedHinge smoothing must be a finite number > 0 (the band's width), got {h!r}")
+        if not checks.is_real(self.smoothing) or self.smoothing <= 0:
+            checks.fail("SmoothedHinge smoothing", self.smoothing, "a finite number > 0 (the band's width)")
 
     def __call__(self, scores: jax.Array, y: jax.Array) -> jax.Array:
         h = self.smoothing

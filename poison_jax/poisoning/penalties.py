@@ -39,11 +39,12 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from poison_jax.engine import checks
 
 __all__ = ["ElasticNet", "L1", "L2", "PENALTIES", "Penalty"]
 
@@ -54,13 +55,6 @@ def _sum_squares(kernels: Sequence[jax.Array]) -> jax.Array:
 
 def _smoothed_abs_sums(kernels: Sequence[jax.Array], eps: float) -> jax.Array:
     return jnp.stack([jnp.sum(jnp.sqrt(k**2 + eps**2) - eps) for k in kernels])
-
-
-def _check_smoothing(name: str, smoothing) -> None:
-    if not (
-        isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and math.isfinite(smoothing)
-    ) or not (smoothing > 0):
-        raise ValueError(f"{name} smoothing must be a finite number > 0 (the pseudo-Huber ε), got {smoothing!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,33 +68,35 @@ class L2:
 
 
 @dataclasses.dataclass(frozen=True)
-class L1:
-    """``Σ_l exp(λ_l) · Σ_j (sqrt(W_lj² + ε²) − ε)``, a smoothed L1 (``ε = smoothing`` > 0)."""
+class _Smoothed:
+    """A penalty with the pseudo-Huber ``ε = smoothing`` (> 0) of a smoothed ``|w|``."""
 
     smoothing: float = 1e-3
-    lams_per_layer = 1
 
     def __post_init__(self):
-        _check_smoothing("L1", self.smoothing)
+        if not checks.is_real(self.smoothing) or self.smoothing <= 0:
+            checks.fail(f"{type(self).__name__} smoothing", self.smoothing, "a finite number > 0 (the pseudo-Huber ε)")
+
+
+@dataclasses.dataclass(frozen=True)
+class L1(_Smoothed):
+    """``Σ_l exp(λ_l) · Σ_j (sqrt(W_lj² + ε²) − ε)``, a smoothed L1 (``ε = smoothing`` > 0)."""
+
+    lams_per_layer = 1
 
     def __call__(self, kernels: Sequence[jax.Array], log_lam: jax.Array) -> jax.Array:
         return jnp.sum(jnp.exp(log_lam) * _smoothed_abs_sums(kernels, self.smoothing))
 
 
 @dataclasses.dataclass(frozen=True)
-class ElasticNet:
+class ElasticNet(_Smoothed):
     """The smoothed L1 with ``log_lam[:L]`` plus the L2 with ``log_lam[L:]`` (two λ per layer)."""
 
-    smoothing: float = 1e-3
     lams_per_layer = 2
-
-    def __post_init__(self):
-        _check_smoothing("ElasticNet", self.smoothing)
 
     def __call__(self, kernels: Sequence[jax.Array], log_lam: jax.Array) -> jax.Array:
         num_layers = len(kernels)
-        l1 = L1(self.smoothing)(kernels, log_lam[:num_layers])
-        return l1 + L2()(kernels, log_lam[num_layers:])
+        return L1(self.smoothing)(kernels, log_lam[:num_layers]) + L2()(kernels, log_lam[num_layers:])
 
 
 Penalty = L2 | L1 | ElasticNet
