@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from poison_jax import engine
-from poison_jax.experiments.config import ConfigError, _is_int
+from poison_jax.engine import checks
+from poison_jax.experiments.config import ConfigError
 from poison_jax.experiments.presets import preset
-from poison_jax.experiments.sweep import _INIT, Sweep, seed_keys
+from poison_jax.experiments.sweep import Sweep
 from poison_jax.poisoning import attack, victims
 
 __all__ = ["synthetic_maps"]
@@ -31,47 +32,23 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
       ``best_log_lam`` (grid_size x grid_size, indexed ``[x][y]``), ``path_noreg``, ``path_reg``
       (T_Dp + 1 positions), ``x_val``, ``y_val``, ``log_lam_noreg``, ``log_lam_reg``.
     """
-    if not _is_int(grid_size) or grid_size < 2:
-        raise ConfigError(f"grid_size must be an integer >= 2, got {grid_size!r}")
-    config = preset("synthetic", seed=seed, num_seeds=1)
+    grid_size = checks.integer("grid_size", grid_size, low=2, error=ConfigError)
+    config = preset(
+        "synthetic",
+        {"sweep.seed": seed, "sweep.num_seeds": 1, "attack.poison_batch": 1, "attack.num_batches": 1},
+    )
     sweep = Sweep(config, devices=jax.devices()[:1])
-    settings, splits = sweep.settings, sweep.splits
-    keys = seed_keys(config, _INIT)
-    state = attack.init_attack(settings, keys, splits, 1, config.log_lam_small)
-    # Clone from class 0 of the validation set: flipped, the poison point is labelled 1.
-    y_val = np.asarray(splits.y_val[0])
-    blue = int(np.flatnonzero(y_val == 0)[0])
-    state = attack.set_poison_count(state._replace(xp=splits.x_val[:, blue : blue + 1], yp=jnp.ones((1, 1))), 1, 1)
-
+    small, large = config.sweep.log_lam_small, config.sweep.log_lam_large
+    state = _one_poison_point(sweep, small)
     lo, hi = sweep.x_box
     axis = jnp.linspace(lo, hi, grid_size)
     positions = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-    lam_grid = jnp.linspace(config.log_lam_box[0], config.log_lam_box[1], lam_grid_size)
-    one = jax.tree_util.tree_map(lambda a: a[0], state)
-    x_tr, y_tr, x_v, y_v = (a[0] for a in (splits.x_train, splits.y_train, splits.x_val, splits.y_val))
-
-    @jax.jit
-    def losses_at(position, log_lam):
-        s = one._replace(xp=position[None, :])
-        inner, outer = attack.make_losses(sweep.model, x_tr, y_tr, x_v, y_v, s)
-        theta = {"xp": s.xp, "log_lam": jnp.full((1,), log_lam)}
-        w = engine.unroll(inner, sweep.model.init(one.key), theta, steps=config.inner_steps, lr=config.inner_lr)
-        error, _, _ = victims.classification_metrics(sweep.model.apply(w, x_v), y_v)
-        return error, outer(w, theta)
-
-    per_position = jax.jit(jax.vmap(losses_at, in_axes=(0, None)))
-    err_noreg, _ = per_position(positions, config.log_lam_small)
-    err_reg, _ = per_position(positions, config.log_lam_large)
+    per_position = jax.jit(jax.vmap(_position_losses(sweep, state), in_axes=(0, None)))
+    err_noreg, _ = per_position(positions, small)
+    err_reg, _ = per_position(positions, large)
+    lam_grid = jnp.linspace(*config.attack.log_lam_box, lam_grid_size)
     _, loss_grid = jax.jit(jax.vmap(per_position, in_axes=(None, 0)))(positions, lam_grid)
     best = lam_grid[jnp.argmin(loss_grid, axis=0)]
-
-    def path(log_lam):
-        s = state._replace(log_lam=jnp.full_like(state.log_lam, log_lam))
-        points = [np.asarray(s.xp[0, 0])]
-        for _ in range(config.iters_fixed):
-            s, _ = attack.poison_step(settings, splits, s, update_xp=True, update_lam=False)
-            points.append(np.asarray(s.xp[0, 0]))
-        return np.stack(points)
 
     grid = lambda a: np.asarray(a).reshape(grid_size, grid_size).tolist()
     return {
@@ -80,10 +57,49 @@ def synthetic_maps(grid_size: int = 60, seed: int = 0, lam_grid_size: int = 15) 
         "val_error_noreg": grid(err_noreg),
         "val_error_reg": grid(err_reg),
         "best_log_lam": grid(best),
-        "path_noreg": path(config.log_lam_small).tolist(),
-        "path_reg": path(config.log_lam_large).tolist(),
-        "x_val": np.asarray(x_v).tolist(),
-        "y_val": y_val.tolist(),
-        "log_lam_noreg": config.log_lam_small,
-        "log_lam_reg": config.log_lam_large,
+        "path_noreg": _attack_path(sweep, state, small).tolist(),
+        "path_reg": _attack_path(sweep, state, large).tolist(),
+        "x_val": np.asarray(sweep.splits.x_val[0]).tolist(),
+        "y_val": np.asarray(sweep.splits.y_val[0]).tolist(),
+        "log_lam_noreg": small,
+        "log_lam_reg": large,
     }
+
+
+def _one_poison_point(sweep: Sweep, log_lam: float) -> attack.AttackState:
+    """The sweep's attack state (one seed, one poison point) with the point cloned from the first
+    validation point of class 0, flipped: the poison point is labelled 1."""
+    state = sweep.fresh_state(log_lam)
+    blue = int(np.flatnonzero(np.asarray(sweep.splits.y_val[0]) == 0)[0])
+    clone = state._replace(xp=sweep.splits.x_val[:, blue : blue + 1], yp=jnp.ones((1, 1)))
+    return attack.set_poison_count(clone, 1, 1)
+
+
+def _position_losses(sweep: Sweep, state: attack.AttackState):
+    """``(position, log_lam) -> (validation error, validation loss)`` of logistic regression trained
+    with the poison point at ``position`` (the first seed's split)."""
+    splits, model, method = sweep.splits, sweep.model, sweep.config.method
+    one = jax.tree_util.tree_map(lambda a: a[0], state)
+    x_tr, y_tr, x_v, y_v = (a[0] for a in (splits.x_train, splits.y_train, splits.x_val, splits.y_val))
+    inner_solver = engine.GradientDescent(steps=method.steps, lr=method.lr)
+
+    @jax.jit
+    def losses_at(position, log_lam):
+        s = one._replace(xp=position[None, :])
+        inner, outer = attack.make_losses(model, x_tr, y_tr, x_v, y_v, s)
+        theta = {"xp": s.xp, "log_lam": jnp.full((1,), log_lam)}
+        w = inner_solver.solve(lambda w: inner(w, theta), model.init(one.key)).w
+        error, _, _ = victims.classification_metrics(model.apply(w, x_v), y_v)
+        return error, outer(w, theta)
+
+    return losses_at
+
+
+def _attack_path(sweep: Sweep, state: attack.AttackState, log_lam: float) -> np.ndarray:
+    """The poison point's positions over ``attack.iters_fixed`` hyperiterations at fixed ``log_lam``."""
+    s = state._replace(log_lam=jnp.full_like(state.log_lam, log_lam))
+    points = [np.asarray(s.xp[0, 0])]
+    for _ in range(sweep.config.attack.iters_fixed):
+        s, _ = attack.poison_step(sweep.settings, sweep.splits, s, update_xp=True, update_lam=False)
+        points.append(np.asarray(s.xp[0, 0]))
+    return np.stack(points)
