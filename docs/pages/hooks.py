@@ -15,8 +15,11 @@ This hook adds what is generated from the repository, and writes nothing into it
   when there are), and an overview listing every committed file.
 * **Notebooks** -- ``notebooks/*.ipynb`` rendered by mkdocs-jupyter *without executing them*
   (they are committed without outputs); a note saying so is put under each rendered page's title.
-* **API reference** -- one page ``::: poison_jax.MODULE`` for every public module in
-  ``poison_jax/`` (found at build time), grouped by the project's floors.
+* **API reference** -- one page ``::: poison_jax.FOLDER.MODULE`` for every public module of
+  ``poison_jax/`` (found at build time; no component of its name starts with ``_``), grouped by
+  floor folder (``engine/``, ``poisoning/``, ``experiments/``, ``face/``). The engine is one page of
+  flat names, kept in private modules; a name is documented on the page of the public module that
+  exports it, once (a name documented twice is a warning, so the strict build fails).
 
 The navigation of the generated sections is built here too and appended to mkdocs.yml's ``nav``,
 so a new benchmark table, notebook or module appears without editing mkdocs.yml.
