@@ -52,8 +52,9 @@ def test_positive_checks_take_an_error_class():
         checks.positive_int("n", 0, error=Custom)
     with pytest.raises(ValueError, match=r"^lr must be a finite number > 0, got True$"):
         checks.positive_finite("lr", True)
-    with pytest.raises(TypeError, match=r"^lr must be a real number, got 'a'$"):
-        checks.positive_finite("lr", "a")
+    for text in ("a", "0.1"):
+        with pytest.raises(TypeError, match=rf"^lr must be a real number, got '{text}'$"):
+            checks.positive_finite("lr", text)
     with pytest.raises(Custom, match=r"^lr must be a real number, got 'a'$"):
         checks.positive_finite("lr", "a", error=Custom)
     with pytest.raises(Custom, match=r"^tol must be a finite number >= 0, got -1\.0$"):

@@ -76,6 +76,8 @@ def positive_finite(name: str, value: Any, *, allow_zero: bool = False, error: E
     if isinstance(value, (bool, np.bool_)):
         fail(name, value, allowed, error=error or ValueError)
     try:
+        if isinstance(value, (str, bytes)):  # numpy would read "0.1" as a number
+            raise TypeError(value)
         arr = np.asarray(value, dtype=np.float64)
     except jax.errors.TracerArrayConversionError:
         return  # a traced value cannot be inspected; the caller vouches for it

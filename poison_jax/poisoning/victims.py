@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -25,6 +24,7 @@ import optax
 from jax.typing import ArrayLike
 
 from poison_jax import engine
+from poison_jax.engine import checks
 from poison_jax.poisoning import models, seeds
 
 __all__ = [
@@ -100,15 +100,10 @@ def train_victim(
     n = x.shape[0]
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
+    row_weights, n_used = _row_weights(weights, n, pad, x.dtype)
     init_key, key = jax.random.split(key)
     params = model.init(init_key)
     tx = optax.sgd(lr)
-    if weights is None:
-        row_weights, n_used = jnp.ones(n, x.dtype), jnp.asarray(n, x.dtype)
-    else:
-        weights = jnp.asarray(weights)
-        row_weights, n_used = weights.astype(x.dtype), jnp.sum(weights).astype(x.dtype)
-    row_weights = jnp.concatenate([row_weights, jnp.zeros(pad, x.dtype)])
 
     def batch_loss(p, idx, wts):
         # A row of weight 0 never contributes, even a non-finite one (zeroed before the model sees it).
@@ -126,16 +121,33 @@ def train_victim(
         return jax.tree_util.tree_map(lambda a, b: jnp.where(jnp.sum(wts) > 0, a, b), stepped, carry), None
 
     def epoch(carry, epoch_key):
-        if weights is None:
-            order = jax.random.permutation(epoch_key, n)
-        else:  # rows of weight 1 first, in random order
-            order = jnp.argsort(jnp.where(weights > 0, jax.random.uniform(epoch_key, (n,)), 2.0))
-        order = jnp.concatenate([order, jnp.full(pad, n, jnp.int32)])  # index n: a padding row of weight 0
+        order = _epoch_order(epoch_key, weights, n, pad)
         carry, _ = jax.lax.scan(batch_step, carry, order.reshape(num_batches, batch_size))
         return carry, None
 
     (params, _), _ = jax.lax.scan(epoch, (params, tx.init(params)), jax.random.split(key, epochs))
     return params
+
+
+def _row_weights(weights, n: int, pad: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """``(per-row weights (n + pad,), the number of rows that count)``: every row 1 when ``weights`` is
+    None, else ``weights``; the ``pad`` padding rows 0."""
+    if weights is None:
+        row_weights, n_used = jnp.ones(n, dtype), jnp.asarray(n, dtype)
+    else:
+        weights = jnp.asarray(weights)
+        row_weights, n_used = weights.astype(dtype), jnp.sum(weights).astype(dtype)
+    return jnp.concatenate([row_weights, jnp.zeros(pad, dtype)]), n_used
+
+
+def _epoch_order(key, weights, n: int, pad: int) -> jax.Array:
+    """One epoch's order of the rows, ``(n + pad,)``: a permutation, the rows of weight 1 first (in
+    random order) when ``weights`` are given, then ``pad`` times index ``n`` (a padding row of weight 0)."""
+    if weights is None:
+        order = jax.random.permutation(key, n)
+    else:
+        order = jnp.argsort(jnp.where(jnp.asarray(weights) > 0, jax.random.uniform(key, (n,)), 2.0))
+    return jnp.concatenate([order, jnp.full(pad, n, jnp.int32)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +160,9 @@ class SGDVictim:
     name = "sgd"
 
     def __post_init__(self):
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"SGDVictim lr must be a finite number > 0, got {self.lr!r}")
+        checks.positive_finite("SGDVictim lr", self.lr, error=ValueError)
         for field in ("epochs", "batch_size"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"SGDVictim {field} must be a positive integer, got {value!r}")
+            checks.positive_int(f"SGDVictim {field}", getattr(self, field))
 
     def train(self, model, x, y, weights, log_lam, key):
         params = train_victim(
@@ -192,8 +201,8 @@ class ConvergedVictim:
             total = jnp.sum(weights * model.loss(model.apply(p, x), y)) + models.penalty(model, p, log_lam)
             return total / jnp.sum(weights)
 
-        params, info = self.solver(objective, model.init(key))
-        return params, info.converged
+        solution = self.solver.solve(objective, model.init(key))
+        return solution.w, solution.status == engine.RESULTS.successful
 
 
 def predicted_classes(scores: ArrayLike) -> jax.Array:
