@@ -208,7 +208,7 @@ class ResultsStore:
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")  # settings may grow between runs
 
     # -- records ---------------------------------------------------------------------------
-    def _read_records(self, check_hash: bool = True) -> list[dict]:
+    def _read_records(self, *, check_hash: bool = True) -> list[dict]:
         if not self.results_path.exists():
             return []
         records = []
