@@ -1,4 +1,4 @@
-"""Time of ``import poison_jax`` in a fresh interpreter (goal: under 2 s), and what it loads.
+"""Time of ``import poison_jax`` in a fresh interpreter (goal ``import_seconds``: under 2 s), and what it loads.
 
 Each sample is a new ``python -c "import poison_jax"`` process; the import is timed inside it
 (``time.perf_counter`` around the import), so interpreter start-up is not counted. The first
@@ -6,18 +6,17 @@ sample warms the file-system cache and is dropped.
 
     python -m benchmarks.import_time [--quick] [--out benchmarks/results]
 
-Writes ``import_time.json`` and prints a Markdown table.
+Writes ``import_time.json`` and ``import_time.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 
-from benchmarks.common import add_common_args, environment, write_results
+from benchmarks import harness
 
 _PROBE = (
     "import sys, time; t = time.perf_counter(); import poison_jax; t = time.perf_counter() - t; "
@@ -26,22 +25,19 @@ _PROBE = (
 )
 
 
-def run(quick: bool = False) -> dict:
+def run(args) -> dict:
     samples = []
-    for _ in range(4 if quick else 11):
+    for _ in range(4 if args.quick else 11):
         done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
         samples.append(json.loads(done.stdout))
     seconds = [s["seconds"] for s in samples[1:]]
     median = statistics.median(seconds)
     return {
-        "benchmark": "import_time",
-        "quick": quick,
         "median_s": median,
         "min_s": min(seconds),
         "max_s": max(seconds),
         "heavy_modules_loaded": samples[-1]["heavy"],
-        "goals": {"import poison_jax seconds <= 2": median},
-        **environment(),
+        "goals": {"import_seconds": median},
     }
 
 
@@ -56,13 +52,8 @@ def markdown(result: dict) -> str:
     )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, "import_time")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick)
-    write_results(args.out, "import_time", result, markdown(result))
-    return result
+def main(argv=None) -> dict:
+    return harness.main("import_time", __doc__, run, markdown, argv)
 
 
 if __name__ == "__main__":

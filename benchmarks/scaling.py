@@ -1,7 +1,7 @@
 """Scaling of one RMD hypergradient (logistic regression): time and memory as T, d, n_train and the
 number of seeds grow; RMD plain against checkpointed (``checkpoint=True``: segments of isqrt(T)).
 
-The problem is :func:`benchmarks.hypergrad.logistic_problem`'s (random data of MNIST shape, 1/6 of
+The problem is :func:`benchmarks.problems.logistic_problem`'s (random data of MNIST shape, 1/6 of
 the training rows poison, float32); one axis varies at a time from the base point d = 784,
 n_train = 512, n_val = 171, T = 150, one seed. Seeds are batched with ``jax.vmap`` (one device).
 
@@ -17,25 +17,16 @@ does not depend on T).
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import (
-    add_common_args,
-    environment,
-    jsonable,
-    loglog_slope,
-    median_times,
-    memory_stats,
-    select_device,
-    write_results,
-)
-from benchmarks.hypergrad import logistic_arrays
-from poison_jax import engine
+from benchmarks import engine_calls as ec
+from benchmarks import harness
+from benchmarks.harness import loglog_slope
+from benchmarks.problems import DATA_KEYS, inner_loss, logistic_arrays, outer_loss, zeros_w
 
 BASE = dict(d=784, n_train=512, n_val=171, steps=150, lr=0.1, seeds=1)
 GRIDS = dict(
@@ -52,77 +43,42 @@ def _data(d, n_train, n_val, seeds, **_):
     """Stacked random problems (leading seed axis), as jnp arrays."""
     n_poison = max(1, n_train // 6)
     per_seed = [logistic_arrays(d, n_train, n_poison, n_val, seed=s) for s in range(seeds)]
-    keys = ("x_clean", "y_clean", "y_poison", "x_val", "y_val")
-    data = {k: jnp.asarray(np.stack([a[k] for a in per_seed])) for k in keys}
-    theta = {
-        "xp": jnp.asarray(np.stack([a["xp"] for a in per_seed])),
-        "log_lam": jnp.asarray(np.stack([a["log_lam"] for a in per_seed])),
-    }
+    data = {k: jnp.asarray(np.stack([a[k] for a in per_seed])) for k in DATA_KEYS}
+    theta = {k: jnp.asarray(np.stack([a[k] for a in per_seed])) for k in ("xp", "log_lam")}
     return data, theta
 
 
-def _bce_sum(logits, y):
-    return jnp.sum(jax.nn.softplus(logits) - y * logits)
-
-
 def _one_seed(data, theta, *, steps, lr, checkpoint):
-    n_train = data["x_clean"].shape[0] + data["y_poison"].shape[0]
-    n_val = data["x_val"].shape[0]
-
-    def inner(w, th):
-        data_term = (
-            _bce_sum(data["x_clean"] @ w["w"] + w["b"], data["y_clean"])
-            + _bce_sum(th["xp"] @ w["w"] + w["b"], data["y_poison"])
-        ) / n_train
-        return data_term + 0.5 * jnp.exp(th["log_lam"]) * jnp.sum(w["w"] ** 2)
-
-    def outer(w, th):
-        return _bce_sum(data["x_val"] @ w["w"] + w["b"], data["y_val"]) / n_val
-
-    d = data["x_clean"].shape[-1]
-    w0 = {"w": jnp.zeros(d, jnp.float32), "b": jnp.zeros((), jnp.float32)}
-    return engine.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=lr, checkpoint=checkpoint)
+    w0 = zeros_w(data["x_clean"].shape[-1])
+    return ec.rmd(inner_loss, outer_loss, w0, theta, data, steps=steps, lr=lr, checkpoint=checkpoint)
 
 
-_COMPILED = {}
+_COMPILED: dict = {}
 
 
 def compiled_point(point: dict, checkpoint):
     """``(compiled, args)``: one RMD hypergradient per seed (vmapped over the seed axis); cached."""
     key = (tuple(sorted(point.items())), checkpoint)
     if key not in _COMPILED:
-        _COMPILED[key] = _compile_point(point, checkpoint)
+        data, theta = _data(**point)
+        fn = jax.vmap(functools.partial(_one_seed, steps=point["steps"], lr=point["lr"], checkpoint=checkpoint))
+        _COMPILED[key] = jax.jit(fn).lower(data, theta).compile(), (data, theta)
     return _COMPILED[key]
-
-
-def _compile_point(point: dict, checkpoint):
-    data, theta = _data(**point)
-    fn = jax.vmap(functools.partial(_one_seed, steps=point["steps"], lr=point["lr"], checkpoint=checkpoint))
-    compiled = jax.jit(fn).lower(data, theta).compile()
-    return compiled, (data, theta)
 
 
 def measure(points: dict, repeats: int) -> dict:
     """Time (median, interleaved) and XLA memory of each named ``(point, checkpoint)``."""
     compiled = {name: compiled_point(point, ck) for name, (point, ck) in points.items()}
     calls = {name: functools.partial(c, *args) for name, (c, args) in compiled.items()}
-    times = median_times(calls, repeats=repeats, warmup=1)
-    return {name: {"median_ms": 1e3 * times[name], **memory_stats(compiled[name][0])} for name in points}
+    times = harness.median_times(calls, repeats=repeats, warmup=1)
+    return {name: {"median_ms": 1e3 * times[name], **harness.memory_stats(compiled[name][0])} for name in points}
 
 
-def run(quick: bool = False) -> dict:
-    base, grids = (QUICK_BASE, QUICK_GRIDS) if quick else (BASE, GRIDS)
-    repeats = 2 if quick else 5
-    result = {"benchmark": "scaling", "base": dict(base), "grids": {k: list(v) for k, v in grids.items()}}
-
-    # T: plain against checkpointed, plus T = 1 for the T-independent buffers.
-    points = {}
-    for t in (1, *grids["steps"]):
-        for ck in (None, True):
-            points[(t, ck)] = (dict(base, steps=t), ck)
-    m = measure(points, repeats)
+def over_steps(base: dict, grid, repeats: int) -> dict:
+    """Plain against checkpointed over T, plus T = 1 for the T-independent buffers."""
+    m = measure({(t, ck): (dict(base, steps=t), ck) for t in (1, *grid) for ck in (None, True)}, repeats)
     rows = []
-    for t in grids["steps"]:
+    for t in grid:
         plain, ckpt = m[(t, None)], m[(t, True)]
         rows.append(
             {
@@ -137,42 +93,51 @@ def run(quick: bool = False) -> dict:
             }
         )
     ts = [r["T"] for r in rows]
-    base_plain, base_ckpt = m[(1, None)]["temp_size_in_bytes"], m[(1, True)]["temp_size_in_bytes"]
-    grown = lambda key, b: [max(r[key] - b, 1) for r in rows]
-    result["over_T"] = {
+    at1 = {"plain": m[(1, None)]["temp_size_in_bytes"], "checkpointed": m[(1, True)]["temp_size_in_bytes"]}
+    slope = lambda key: loglog_slope(ts, [r[key] for r in rows])
+    grown = lambda kind: loglog_slope(ts, [max(r[f"{kind}_temp_bytes"] - at1[kind], 1) for r in rows])
+    return {
         "rows": rows,
-        "temp_bytes_at_T1": {"plain": base_plain, "checkpointed": base_ckpt},
-        "slope_time_plain": loglog_slope(ts, [r["plain_ms"] for r in rows]),
-        "slope_time_checkpointed": loglog_slope(ts, [r["checkpointed_ms"] for r in rows]),
-        "slope_temp_plain": loglog_slope(ts, grown("plain_temp_bytes", base_plain)),
-        "slope_temp_checkpointed": loglog_slope(ts, grown("checkpointed_temp_bytes", base_ckpt)),
-        "slope_temp_plain_raw": loglog_slope(ts, [r["plain_temp_bytes"] for r in rows]),
-        "slope_temp_checkpointed_raw": loglog_slope(ts, [r["checkpointed_temp_bytes"] for r in rows]),
+        "temp_bytes_at_T1": at1,
+        "slope_time_plain": slope("plain_ms"),
+        "slope_time_checkpointed": slope("checkpointed_ms"),
+        "slope_temp_plain": grown("plain"),
+        "slope_temp_checkpointed": grown("checkpointed"),
+        "slope_temp_plain_raw": slope("plain_temp_bytes"),
+        "slope_temp_checkpointed_raw": slope("checkpointed_temp_bytes"),
         "checkpointed_over_plain_temp_at_max_T": rows[-1]["checkpointed_temp_bytes"] / rows[-1]["plain_temp_bytes"],
         "checkpointed_over_plain_time_at_max_T": rows[-1]["checkpointed_ms"] / rows[-1]["plain_ms"],
     }
 
-    for axis in ("d", "n_train", "seeds"):
-        points = {v: (dict(base, **{axis: v}), None) for v in grids[axis]}
-        m = measure(points, repeats)
-        rows = [
-            {
-                axis: v,
-                "median_ms": m[v]["median_ms"],
-                "temp_bytes": m[v]["temp_size_in_bytes"],
-                "peak_bytes": m[v].get("peak_memory_in_bytes"),
-                "argument_bytes": m[v]["argument_size_in_bytes"],
-            }
-            for v in grids[axis]
-        ]
-        xs = [r[axis] for r in rows]
-        result[f"over_{axis}"] = {
-            "rows": rows,
-            "slope_time": loglog_slope(xs, [r["median_ms"] for r in rows]),
-            "slope_temp": loglog_slope(xs, [r["temp_bytes"] for r in rows]),
+
+def over_axis(base: dict, axis: str, grid, repeats: int) -> dict:
+    m = measure({v: (dict(base, **{axis: v}), None) for v in grid}, repeats)
+    rows = [
+        {
+            axis: v,
+            "median_ms": m[v]["median_ms"],
+            "temp_bytes": m[v]["temp_size_in_bytes"],
+            "peak_bytes": m[v].get("peak_memory_in_bytes"),
+            "argument_bytes": m[v]["argument_size_in_bytes"],
         }
-    result.update(environment())
-    return jsonable(result)
+        for v in grid
+    ]
+    xs = [r[axis] for r in rows]
+    return {
+        "rows": rows,
+        "slope_time": loglog_slope(xs, [r["median_ms"] for r in rows]),
+        "slope_temp": loglog_slope(xs, [r["temp_bytes"] for r in rows]),
+    }
+
+
+def run(args) -> dict:
+    base, grids = (QUICK_BASE, QUICK_GRIDS) if args.quick else (BASE, GRIDS)
+    repeats = 2 if args.quick else 5
+    result = {"base": dict(base), "grids": {k: list(v) for k, v in grids.items()}}
+    result["over_T"] = over_steps(base, grids["steps"], repeats)
+    for axis in ("d", "n_train", "seeds"):
+        result[f"over_{axis}"] = over_axis(base, axis, grids[axis], repeats)
+    return result
 
 
 def markdown(result: dict) -> str:
@@ -204,14 +169,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, "scaling")
-    args = parser.parse_args(argv)
-    select_device(args.device)
-    result = run(quick=args.quick)
-    write_results(args.out, "scaling", result, markdown(result))
-    return result
+def main(argv=None) -> dict:
+    return harness.main("scaling", __doc__, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,26 @@ def _release_compiled_programs():
     """
     yield
     jax.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def quick_benchmarks(tmp_path_factory):
+    """One ``python -m benchmarks --quick`` run of the suite (engine_peers aside) for the whole session,
+    two benchmarks at a time: ``(folder, {name: its JSON})``. test_benchmarks and test_face read it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    names = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "import_time", "strong_sweep")
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--out", str(out), "--only", *names],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = {name: (out / f"{name}.log").read_text()[-2000:] for name in names if (out / f"{name}.log").exists()}
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
+    return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}

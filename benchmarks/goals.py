@@ -1,0 +1,132 @@
+"""The suite's goals, by id: what each measures, its target, the benchmark whose JSON holds the figure
+(under ``goals``, keyed by the id) and, for a goal missed, what that benchmark's profile says about why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from benchmarks.harness import Goal
+
+
+def get(result: dict | None, *path):
+    """``result[path[0]][path[1]]...``, or ``None`` where a key is missing."""
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+GOALS = (
+    Goal("rmd_over_forward", "hypergrad", 2.5, "RMD hypergradient / forward unroll (LR, MNIST shape, T = 150)"),
+    Goal(
+        "ift_over_rmd_to_0.999",
+        "accuracy",
+        0.5,
+        "IFT (training w* included) / RMD cost to reach cosine >= 0.999 against the exact hypergradient "
+        "(LR, MNIST shape, same η)",
+    ),
+    Goal(
+        "vmap_over_loop",
+        "batching",
+        0.5,
+        "10 seeds in one vmapped call (seed axis sharded over the CPU cores) / Python loop (LR, 2 CPU cores)",
+    ),
+    Goal(
+        "jax_over_torch",
+        "peer",
+        0.2,
+        "poison_jax / PyTorch peer (create_graph=True unrolled loop), LR RMD hypergradient, T = 150",
+    ),
+    Goal(
+        "checkpoint_memory",
+        "attack_step",
+        0.25,
+        "checkpointed / plain RMD peak memory above the process baseline (MLP 2048x128x32x1, T = 600)",
+    ),
+    Goal(
+        "import_seconds",
+        "import_time",
+        2.0,
+        "import poison_jax in a fresh interpreter (seconds; no matplotlib or TensorFlow Datasets loaded)",
+    ),
+    Goal(
+        "strong_sweep_minutes",
+        "strong_sweep",
+        2.0,
+        "the strong mnist5k sweep, poison-jax run --preset mnist5k-lr-strong, 4 Λ settings x 6 fractions "
+        "x 10 seeds, compilation included (minutes, 2 CPU cores)",
+    ),
+    Goal(
+        "sweep_minutes",
+        "batching",
+        5.0,
+        "projected MNIST LR sweep, 4 Λ settings x 6 fractions x 10 seeds x 100 hyperiterations, T = 150 "
+        "(minutes, 2 CPU cores)",
+    ),
+)
+BY_ID = {g.id: g for g in GOALS}
+
+
+def _accuracy(r: dict) -> str | None:
+    g = get(r, "lr", "goal")
+    if not g or g.get("ift_over_rmd") is None:
+        return get(g, "note")
+    rmd_t, ift_t = g["rmd"]["steps"], g["ift"]["steps"]
+    return (
+        f"RMD first reaches cosine {g['target_cosine']} at T = {rmd_t} ({g['rmd_ms']:.1f} ms, "
+        f"{g['rmd_ms'] / rmd_t:.3f} ms a step, forward and reverse); IFT needs w* trained T_train = {ift_t} "
+        f"steps ({g['ift_ms']:.1f} ms incl. CG, {g['ift_ms'] / ift_t:.3f} ms a step): the saving is the reverse "
+        f"pass and the {100 * (1 - ift_t / rmd_t):.0f} % fewer steps."
+    )
+
+
+def _peer(r: dict) -> str | None:
+    t = get(r, "torch")
+    if not t:
+        return None
+    if "skipped" in t:
+        return t["skipped"]
+    return (
+        f"per inner step: poison_jax {r['poison_jax_per_step_ms']:.3f} ms (RMD, fwd + reverse), torch "
+        f"{t['per_step_ms']:.3f} ms; poison_jax's forward unroll alone {r['poison_jax_forward_ms']:.2f} ms."
+    )
+
+
+def _hypergrad(r: dict) -> str | None:
+    rows = {row["method"]: row for row in get(r, "rows") or []}
+    if "RMD" not in rows:
+        return None
+    return (
+        f"forward unroll {rows['forward unroll']['median_ms']:.2f} ms, RMD {rows['RMD']['median_ms']:.2f} ms: the "
+        "reverse pass redoes a Hessian-vector product and the poison-feature gradient each step."
+    )
+
+
+def _memory(r: dict) -> str | None:
+    m = get(r, "mlp_checkpointing")
+    if not m:
+        return None
+    return (
+        f"XLA temp buffers {m['plain']['xla_temp_mb']:.0f} -> {m['checkpointed']['xla_temp_mb']:.0f} MB, "
+        f"peak RSS above baseline {m['plain']['peak_rss_above_baseline_mb']:.0f} -> "
+        f"{m['checkpointed']['peak_rss_above_baseline_mb']:.0f} MB, "
+        f"time x{m['time_ratio']:.2f}."
+    )
+
+
+def _strong_sweep(r: dict) -> str:
+    cells = get(r, "cell_seconds") or {}
+    return "seconds per setting: " + ", ".join(f"{k} {sum(v):.0f}" for k, v in cells.items())
+
+
+NOTES: dict[str, Callable[[dict], str | None]] = {
+    "rmd_over_forward": _hypergrad,
+    "ift_over_rmd_to_0.999": _accuracy,
+    "vmap_over_loop": lambda r: get(r, "diagnosis"),
+    "jax_over_torch": _peer,
+    "checkpoint_memory": _memory,
+    "import_seconds": lambda r: f"modules loaded: {', '.join(r.get('heavy_modules_loaded') or []) or 'no heavy ones'}",
+    "strong_sweep_minutes": _strong_sweep,
+    "sweep_minutes": lambda r: get(r, "sweep_diagnosis"),
+}
