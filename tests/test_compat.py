@@ -11,23 +11,27 @@ from poison_jax.experiments import presets, sweep
 FIXTURES = Path(__file__).parent / "fixtures"
 HASHES = json.loads((FIXTURES / "preset_hashes_v0.1.0.json").read_text())
 VARIANTS = {
-    "digits-lr+implicit": ("digits-lr", dict(hypergrad="implicit", solver="lbfgs")),
-    "digits-lr+svm-add": ("digits-lr", dict(loss="smoothed-hinge", poison_mode="add", victim="converged")),
+    "digits-lr+implicit": ("digits-lr", {"method": "implicit", "method.solver": "lbfgs"}),
+    "digits-lr+svm-add": ("digits-lr", {"loss": "smoothed-hinge", "attack.poison_mode": "add", "victim": "converged"}),
 }
 
 
 def _fixture_config():
     return presets.preset(
-        "digits-lr", num_seeds=2, num_batches=1, poison_batch=4, n_train=40, n_val=20, iters_fixed=2,
-        iters_clean=2, iters_multi=2, inner_steps=10, eval_epochs=2, cv_folds=2,
-        cv_log_lam_grid=(-4.0, 0.0, 3), settings=("small", "learned"),
+        "digits-lr",
+        {
+            "sweep.num_seeds": 2, "attack.num_batches": 1, "attack.poison_batch": 4, "sweep.n_train": 40,
+            "sweep.n_val": 20, "attack.iters_fixed": 2, "attack.iters_clean": 2, "attack.iters_multi": 2,
+            "method.steps": 10, "victim.epochs": 2, "sweep.cv_folds": 2, "sweep.cv_log_lam_grid": (-4.0, 0.0, 3),
+            "sweep.settings": ("small", "learned"),
+        },
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(HASHES))
 def test_config_hashes_of_0_1_0_are_unchanged(name):
     preset, overrides = VARIANTS.get(name, (name, {}))
-    assert presets.preset(preset, **overrides).hash() == HASHES[name]
+    assert presets.preset(preset, overrides).hash() == HASHES[name]
 
 
 def test_a_results_folder_written_by_0_1_0_resumes(tmp_path):

@@ -240,10 +240,10 @@ def test_check_flags_a_diverged_seed_and_an_unmet_cg_tolerance():
         "inner_grad_norm_init": np.array([1.0, 1.0]),
         "inner_converged": np.ones((2, 2), bool),
     }
-    lines = plots.diagnostics_check([record], {("learned", 1): d}, {"hypergrad": "ift", "cg_tol": 1e-6})
+    lines = plots.diagnostics_check([record], {("learned", 1): d}, {"method": "ift", "method.cg_tol": 1e-6})
     assert "inner gradient norm max inf" in lines[1] and "NOT met" in lines[1]
     d["inner_grad_norm"][1, 1] = 2e-3
     d["cg_residual"][1, 1] = 5e-7
-    lines = plots.diagnostics_check([record], {("learned", 1): d}, {"hypergrad": "ift", "cg_tol": 1e-6})
+    lines = plots.diagnostics_check([record], {("learned", 1): d}, {"method": "ift", "method.cg_tol": 1e-6})
     assert "max 2.0e-03 (0.2 % of its value at w(0))" in lines[1] and "≤ cg_tol 1e-06" in lines[1]
     assert "NOT" not in lines[1]

@@ -1,662 +1,387 @@
-"""Experiment configs and the paper's presets (floor 2): one frozen, validated dataclass.
+"""Experiment configs (floor 2): one frozen config of sections, each a choice holding only what it reads.
 
-:class:`ExperimentConfig` holds every setting of one experiment (the paper's Tables 1–3),
-validated at construction with errors that name the field, its value and what is allowed;
-:data:`FIELDS` says what each field means and :func:`parse_overrides` reads ``--set FIELD=VALUE``;
-the presets are in :mod:`poison_jax.experiments.presets`.
+An :class:`ExperimentConfig` has a name and eight sections; each section is a frozen dataclass
+checked at construction, its fields documented where they are defined, and a field the chosen
+alternative does not read does not exist (``RMD`` has no ``solver``)::
+
+    data     digits(classes, n_test) | diabetes(n_test) | mnist5k(classes, n_test)      + x_box,
+             | mnist(classes, data_dir) | fashion_mnist(classes, data_dir)                 outside_box
+             | npz(path, test_path, scale) | arrays(scale) | synthetic(n_test)           (every source)
+    model    lr | mlp(hidden)
+    penalty  l2 | l1(smoothing) | elastic-net(smoothing)
+    loss     logistic | smoothed-hinge(smoothing) | squared
+    method   rmd(steps, lr, checkpoint) | ift(steps, lr, cg_iters, cg_tol, damping)
+             | implicit(solver, cg_iters, cg_tol, damping);  solver: newton-cg(tol, iters) | lbfgs(tol, iters)
+    attack   alpha, beta, xp_step, lam_step (normalised | sgd | adam | optimistic | armijo(min_scale)),
+             poison_mode, log_lam_box, poison_batch, num_batches, iters_fixed, iters_clean,
+             iters_multi, log_lam_init
+    victim   sgd(lr, epochs, batch) | converged(solver)
+    sweep    seed, num_seeds, n_train, n_val, settings, log_lam_small, log_lam_large,
+             cv_log_lam_grid, cv_folds
+
+The choices are in :mod:`~poison_jax.experiments.sections` and :mod:`~poison_jax.experiments.sources`.
+:func:`override` changes a config by dotted paths (``{"method.steps": 50}``; ``{"method":
+"implicit"}`` switches the choice, keeping the fields the new alternative shares with the old one,
+except the data source, which starts from its defaults); ``--set`` reads its values with
+:func:`poison_jax.experiments.overrides.parse_overrides`. The hash that files results keeps
+0.1.0's (:mod:`poison_jax.experiments.legacy`), so results folders written before still resume.
 
 Example::
 
     >>> from poison_jax.experiments import config, presets
-    >>> c = presets.preset("digits-lr", num_seeds=2, num_batches=1)
-    >>> c.fractions
-    (0.0, 0.035)
+    >>> c = presets.preset("digits-lr", {"sweep.num_seeds": 2, "attack.num_batches": 1})
+    >>> c.fractions, c.method.steps
+    ((0.0, 0.035), 100)
+    >>> config.override(c, {"method": "implicit"}).method.solver.kind
+    'newton-cg'
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
+from poison_jax.engine import checks
+from poison_jax.experiments import sections as s
+from poison_jax.experiments.sections import ConfigError, Section, option
+from poison_jax.experiments.sources import SOURCES, Digits, Npz, Source
+from poison_jax.poisoning import attack as attacks
+from poison_jax.poisoning import models, victims
 
-from poison_jax import engine
-from poison_jax.engine import IFT, RMD, Implicit
-from poison_jax.poisoning import attack, data, losses, models, outer, penalties, victims
-
-__all__ = [
-    "FIELDS",
-    "HYPERGRADS",
-    "RENAMED",
-    "SETTINGS",
-    "ConfigError",
-    "DATA_FIELDS",
-    "ExperimentConfig",
-    "parse_overrides",
-    "setting_label",
-    "unused_fields",
-    "with_data",
-]
+__all__ = ["SETTINGS", "Attack", "ConfigError", "ExperimentConfig", "Sweep", "describe", "override", "setting_label"]
 
 SETTINGS = ("small", "large", "clean", "learned")
 
 
-FIELDS: dict[str, str] = {
-    "name": "the preset the config came from (labels only; not part of the config hash)",
-    "source": "data source: " + ", ".join(data.SOURCES) + " (a file of your own: npz), or arrays (Python only: "
-    "run_sweep(config, dataset=...))",
-    "classes": "the classes, each labelled by its position: a pair (first -> label 0, second -> label 1) is "
-    "binary, more are multiclass (softmax; e.g. (0,1,2,3,4,5,6,7,8,9)); None: the source's default pair",
-    "data_path": "npz source: the features file",
-    "test_path": "npz source: a separate test file",
-    "data_dir": "TFDS sources (mnist, fashion_mnist): folder of the prepared data",
-    "scale": "npz and arrays sources: None (features as given), standardise (by the pool's mean and std, the paper's "
-    "ImageNet features) or minmax (the pool's range of each feature to [0, 1])",
-    "n_train": "training points per split",
-    "n_val": "validation points per split (the attacker's and Λ's objective)",
-    "n_test": "test points (the victim's error); None: the source's default",
-    "num_seeds": "random train/validation splits, one per seed, run together",
-    "seed": "the first split seed (seeds seed .. seed + num_seeds - 1)",
-    "model": "learner: lr (logistic regression) or mlp",
-    "hidden": "mlp: hidden layer sizes",
-    "penalty": "regularisation: l2 (the paper), l1 (smoothed) or elastic-net (smoothed l1 + l2, two log λ per "
-    "layer), one log λ per layer each",
-    "l1_smoothing": "l1/elastic-net: ε of the smoothed |w| = sqrt(w² + ε²) − ε (> 0)",
-    "loss": "per-example loss: logistic (the paper: logistic regression / cross-entropy), smoothed-hinge "
-    "(a linear SVM for model lr) or squared (a regression: ridge for model lr; judged by test MSE)",
-    "hinge_smoothing": "smoothed-hinge: width h of the quadratic band below margin 1 (> 0)",
-    "inner_steps": "rmd/ift: T, full-batch gradient-descent steps of the inner training",
-    "inner_lr": "rmd/ift: η, step size of the inner training",
-    "hypergrad": "hypergradient: rmd (the paper: reverse mode through T steps), ift (implicit function theorem "
-    "at w_T), implicit (converged warm-started solver, then IFT: the strong attack)",
-    "cg_iters": "ift/implicit: conjugate-gradient iterations at most for the adjoint",
-    "cg_tol": "ift/implicit: relative CG residual to stop at",
-    "damping": "ift/implicit: added to the Hessian's diagonal in the adjoint system",
-    "solver": "implicit or converged victim: inner solver, newton-cg or lbfgs",
-    "solver_tol": "implicit or converged victim: stop when ||grad_w inner|| <= solver_tol",
-    "solver_iters": "implicit or converged victim: solver iterations at most",
-    "checkpoint": "rmd: rematerialise the inner loop in segments (memory for time)",
-    "xp_step": "rule moving Xp (ascent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: normalised)",
-    "xp_min_scale": "armijo xp_step: floor of each line search's first trial length, as a multiple of "
-    "alpha, in [0, 1] (1: every search starts at alpha or longer)",
-    "lam_step": "rule moving log λ (descent): " + ", ".join(outer.OUTER_STEPS) + " (the paper: sgd)",
-    "poison_mode": "replace (the paper: poison points take training rows' places) or add (secml: appended)",
-    "victim": "victim judged on the poisoned set: sgd (the paper: eval_lr, eval_epochs, eval_batch) or "
-    "converged (the inner solver to convergence)",
-    "alpha": "α, step size of the Xp rule",
-    "beta": "β, step size of the log λ rule",
-    "iters_fixed": "T_Dp, hyperiterations per batch with Λ fixed (small, large, clean)",
-    "iters_clean": "T_λ, hyperiterations learning log λ on clean data (learned, fraction 0)",
-    "iters_multi": "T_mul, hyperiterations per batch of the multiobjective attack (learned)",
-    "x_box": "Φ(Dp), the (low, high) box of the poison features; None: the data's range (min and max over the pool)",
-    "outside_box": "data lying outside x_box: refuse (naming the features) or clip (the paper's ImageNet setting; "
-    "poison points start at their clones clipped into the box)",
-    "log_lam_box": "Φ(Λ), the (low, high) box of log λ",
-    "poison_batch": "poison points per batch (cumulative: batch b adds its points to the earlier ones)",
-    "num_batches": "batches; fractions are b * poison_batch / n_train for b = 0 .. num_batches",
-    "log_lam_init": "log λ where learned starts (learned on clean data from there)",
-    "log_lam_small": "log λ of the small setting (about no regularisation)",
-    "log_lam_large": "log λ of the large setting",
-    "cv_log_lam_grid": "clean: (low, high, count) grid of log λ searched by cross-validation",
-    "cv_folds": "clean: cross-validation folds",
-    "settings": "Λ settings to run: small, large, clean (λ_CLEAN by CV), learned (under attack)",
-    "eval_lr": "sgd victim: learning rate η_tr",
-    "eval_epochs": "sgd victim: epochs",
-    "eval_batch": "sgd victim: mini-batch size",
-}
+def _grid(path: str, value: Any) -> None:
+    ok = isinstance(value, tuple) and len(value) == 3 and checks.is_real(value[0]) and checks.is_real(value[1])
+    if not (ok and value[0] < value[1] and checks.is_int(value[2]) and value[2] >= 2):
+        checks.fail(path, value, "(low, high, count) with low < high and an integer count >= 2", error=ConfigError)
 
 
-def setting_label(config: ExperimentConfig, setting: str) -> str:
-    """The label of a Λ setting in tables and figures (``"log λ = -8"``, ``"large λ"``, ...)."""
-    return {
-        "small": f"log λ = {config.log_lam_small:g}",
-        "large": "large λ",
-        "clean": "λ_CLEAN",
-        "learned": "λ learned",
-    }[setting]
+def _settings(path: str, value: Any) -> None:
+    ok = isinstance(value, tuple) and value and set(value) <= set(SETTINGS) and len(set(value)) == len(value)
+    if not ok:
+        checks.fail(path, value, f"a non-empty tuple of distinct names from {', '.join(SETTINGS)}", error=ConfigError)
 
 
-MODELS = ("lr", "mlp")
-HYPERGRADS = ("rmd", "ift", "implicit")
-SOURCES = (*data.SOURCES, "arrays")
-OUTSIDE_BOX = ("refuse", "clip")
-SOLVERS = {"newton-cg": engine.NewtonCG, "lbfgs": engine.LBFGS}
-VICTIMS = ("sgd", "converged")
+def _name(path: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        checks.fail(path, value, "a non-empty name", error=ConfigError)
 
 
-class ConfigError(ValueError):
-    """A config field has a value that is not allowed; the message names both."""
+_ITERS = "hyperiterations"
 
 
 @dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """Every setting of one experiment (the paper's Tables 1–3). Validated at construction.
+class Attack(Section):
+    """Algorithm 1: the outer steps on the poison points Xp (ascent) and log λ (descent), the batches."""
 
-    :data:`FIELDS` says what each field means (``poison-jax presets NAME`` prints them with a
-    preset's values). Fields holding log λ say so in their names (``log_lam_small``, ...). A field
-    that the chosen ``source``, ``model``, ``hypergrad`` or ``victim`` does not read must stay at
-    its default (:func:`unused_fields`).
+    at: ClassVar[str] = "attack"
+    alpha: float = option(0.99, "α, step size of the Xp rule", s.positive)
+    beta: float = option(0.8, "β, step size of the log λ rule", s.positive)
+    xp_step: s.StepRule = option(
+        s.NormalisedStep(), "rule moving Xp (ascent; the paper: normalised)", s.is_a(s.STEP_RULES)
+    )
+    lam_step: s.StepRule = option(s.SGDStep(), "rule moving log λ (descent; the paper: sgd)", s.is_a(s.STEP_RULES))
+    poison_mode: str = option(
+        "replace",
+        "replace (the paper: poison points take training rows' places) or add (secml: appended)",
+        s.one_of(*attacks.MODES),
+    )
+    log_lam_box: tuple[float, float] = option((-8.0, math.log(200.0)), "Φ(Λ), the (low, high) box of log λ", s.box)
+    poison_batch: int = option(
+        7, "poison points per batch (cumulative: batch b adds to the earlier ones)", s.positive_int
+    )
+    num_batches: int = option(5, "batches; fractions are b * poison_batch / n_train for b = 0 .. num_batches", s.count)
+    iters_fixed: int = option(100, f"T_Dp, {_ITERS} per batch with Λ fixed (small, large, clean)", s.positive_int)
+    iters_clean: int = option(50, f"T_λ, {_ITERS} learning log λ on clean data (learned, fraction 0)", s.positive_int)
+    iters_multi: int = option(100, f"T_mul, {_ITERS} per batch of the multiobjective attack (learned)", s.positive_int)
+    log_lam_init: float = option(
+        math.log(5.0), "log λ where learned starts (learned on clean data from there)", s.finite
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep(Section):
+    """The sweep: seeds and split sizes, the Λ settings and their log λ."""
+
+    at: ClassVar[str] = "sweep"
+    seed: int = option(0, "the first split seed (seeds seed .. seed + num_seeds - 1)", s.count)
+    num_seeds: int = option(10, "random train/validation splits, one per seed, run together", s.positive_int)
+    n_train: int = option(200, "training points per split", s.positive_int)
+    n_val: int = option(70, "validation points per split (the attacker's and Λ's objective)", s.positive_int)
+    settings: tuple[str, ...] = option(
+        SETTINGS, "Λ settings to run: small, large, clean (λ_CLEAN by CV), learned (under attack)", _settings
+    )
+    log_lam_small: float = option(-8.0, "log λ of the small setting (about no regularisation)", s.finite)
+    log_lam_large: float = option(math.log(200.0), "log λ of the large setting", s.finite)
+    cv_log_lam_grid: tuple[float, float, int] = option(
+        (-8.0, 1.0, 19), "clean: (low, high, count) grid of log λ searched by cross-validation", _grid
+    )
+    cv_folds: int = option(
+        5, "clean: cross-validation folds (>= 2)", lambda p, v: checks.integer(p, v, low=2, error=ConfigError)
+    )
+
+
+#: ``{field name: its alternatives}`` for the fields that are choices, and the sections without alternatives.
+CHOICES: dict[str, Mapping[str, type[Section]]] = {
+    "data": SOURCES,
+    "model": s.MODELS,
+    "penalty": s.PENALTIES,
+    "loss": s.LOSSES,
+    "method": s.METHODS,
+    "victim": s.VICTIMS,
+    "solver": s.SOLVERS,
+    "xp_step": s.STEP_RULES,
+    "lam_step": s.STEP_RULES,
+}
+PLAIN = {"attack": Attack, "sweep": Sweep}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig(Section):
+    """Every setting of one experiment (the paper's Tables 1–3), in sections; checked at construction.
+
+    ``poison-jax presets NAME`` prints every field with a preset's value and meaning (:func:`describe`).
     """
 
-    name: str = "custom"
-    source: str = "digits"
-    classes: tuple[int, ...] | None = None
-    data_path: str | None = None
-    test_path: str | None = None
-    data_dir: str | None = None
-    scale: str | None = None
-    n_train: int = 200
-    n_val: int = 70
-    n_test: int | None = None
-    num_seeds: int = 10
-    seed: int = 0
-    model: str = "lr"
-    hidden: tuple[int, ...] = (128, 32)
-    penalty: str = "l2"
-    l1_smoothing: float = 1e-3
-    loss: str = "logistic"
-    hinge_smoothing: float = 0.5
-    inner_steps: int = 150
-    inner_lr: float = 0.1
-    hypergrad: str = "rmd"
-    cg_iters: int = 100
-    cg_tol: float = 1e-6
-    damping: float = 0.0
-    solver: str = "newton-cg"
-    solver_tol: float = 1e-5
-    solver_iters: int = 100
-    checkpoint: bool = False
-    xp_step: str = "normalised"
-    xp_min_scale: float = 1.0
-    lam_step: str = "sgd"
-    poison_mode: str = "replace"
-    victim: str = "sgd"
-    alpha: float = 0.99
-    beta: float = 0.8
-    iters_fixed: int = 100
-    iters_clean: int = 50
-    iters_multi: int = 100
-    x_box: tuple[float, float] | None = None
-    outside_box: str = "refuse"
-    log_lam_box: tuple[float, float] = (-8.0, math.log(200.0))
-    poison_batch: int = 17
-    num_batches: int = 5
-    log_lam_init: float = math.log(5.0)
-    log_lam_small: float = -8.0
-    log_lam_large: float = math.log(200.0)
-    cv_log_lam_grid: tuple[float, float, int] = (-8.0, 1.0, 19)
-    cv_folds: int = 5
-    settings: tuple[str, ...] = SETTINGS
-    eval_lr: float = 1e-2
-    eval_epochs: int = 200
-    eval_batch: int = 64
+    name: str = option("custom", "the preset the config came from (labels only; not part of the config hash)", _name)
+    data: Source = option(Digits(), "data source", s.is_a(SOURCES))
+    model: s.LR | s.MLP = option(s.LR(), "learner", s.is_a(s.MODELS))
+    penalty: s.L2 | s.L1 | s.ElasticNet = option(
+        s.L2(), "regularisation, one log λ per layer each", s.is_a(s.PENALTIES)
+    )
+    loss: s.Logistic | s.SmoothedHinge | s.Squared = option(s.Logistic(), "per-example loss", s.is_a(s.LOSSES))
+    method: s.RMD | s.IFT | s.Implicit = option(s.RMD(), "hypergradient", s.is_a(s.METHODS))
+    attack: Attack = option(Attack(), "the attack", s.is_a({"": Attack}))
+    victim: s.SGD | s.Converged = option(s.SGD(), "victim judged on the poisoned set", s.is_a(s.VICTIMS))
+    sweep: Sweep = option(Sweep(), "the sweep", s.is_a({"": Sweep}))
 
-    def __post_init__(self):
-        _validate(self)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_together(self)
 
     # -- derived values ------------------------------------------------------------------
     @property
     def run_name(self) -> str:
         """What a run of this config is called (its default output folder): the name of a user's
         data file (``npz``: the file's stem), else the preset's name."""
-        if self.source == "npz" and self.data_path is not None:
-            return Path(self.data_path).stem
+        if isinstance(self.data, Npz) and self.data.path is not None:
+            return Path(self.data.path).stem
         return self.name
 
     @property
     def fractions(self) -> tuple[float, ...]:
         """Poisoning fraction of each cell: ``b * poison_batch / n_train`` for b = 0..num_batches."""
-        return tuple(b * self.poison_batch / self.n_train for b in range(self.num_batches + 1))
+        return tuple(b * self.attack.poison_batch / self.sweep.n_train for b in range(self.attack.num_batches + 1))
 
     @property
     def num_classes(self) -> int:
         """``K``: the number of classes (2 for the source's default pair and for a regression)."""
-        return len(self.classes) if self.classes is not None else 2
+        classes = getattr(self.data, "classes", None)
+        return len(classes) if classes is not None else 2
 
     @property
     def n_poison(self) -> int:
-        return self.poison_batch * self.num_batches
+        return self.attack.poison_batch * self.attack.num_batches
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        return tuple(range(self.seed, self.seed + self.num_seeds))
+        return tuple(range(self.sweep.seed, self.sweep.seed + self.sweep.num_seeds))
 
-    def penalty_value(self) -> penalties.Penalty:
-        """The penalty the config names (``penalty``, ``l1_smoothing``)."""
-        if self.penalty == "l2":
-            return penalties.L2()
-        return penalties.PENALTIES[self.penalty](smoothing=float(self.l1_smoothing))  # type: ignore[call-arg]
-
-    def loss_value(self) -> losses.Loss:
-        """The per-example loss the config names (``loss``, ``hinge_smoothing``)."""
-        if self.loss == "smoothed-hinge":
-            return losses.SmoothedHinge(smoothing=float(self.hinge_smoothing))
-        return losses.LOSSES[self.loss]()
-
-    def inner_solver(self) -> engine.NewtonCG | engine.LBFGS:
-        """The converged inner solver the config names (``solver``, ``solver_tol``, ``solver_iters``)."""
-        return SOLVERS[self.solver](tol=self.solver_tol, maxiter=self.solver_iters)
-
-    def method(self) -> engine.Method:
-        """The hypergradient strategy the config names."""
-        builders: dict[str, Callable[[], engine.Method]] = {
-            "rmd": lambda: RMD(steps=self.inner_steps, lr=self.inner_lr, checkpoint=True if self.checkpoint else None),
-            "ift": lambda: IFT(
-                steps=self.inner_steps,
-                lr=self.inner_lr,
-                cg_iters=self.cg_iters,
-                cg_tol=self.cg_tol,
-                damping=self.damping,
-            ),
-            "implicit": lambda: Implicit(
-                solver=self.inner_solver(), cg_iters=self.cg_iters, cg_tol=self.cg_tol, damping=self.damping
-            ),
-        }
-        return builders[self.hypergrad]()
-
-    def attack_settings(self, model: models.Model, x_box: tuple[float, float] | None = None) -> attack.AttackSettings:
-        """The :class:`~poison_jax.poisoning.attack.AttackSettings` of this config for ``model``; ``x_box``: the
+    def attack_settings(self, model: models.Model, x_box: tuple[float, float] | None = None) -> attacks.AttackSettings:
+        """The :class:`~poison_jax.poisoning.attacks.AttackSettings` of this config for ``model``; ``x_box``: the
         poison box when the config's is None (the data's range, which the config cannot know)."""
-        box = self.x_box if self.x_box is not None else x_box
+        box = self.data.x_box if self.data.x_box is not None else x_box
         if box is None:
-            raise ConfigError("config field 'x_box' is None (the data's range): pass the data's range as x_box")
-        mode: attack.Replace | attack.Add = attack.MODES[self.poison_mode]()
-        return attack.AttackSettings(
+            raise ConfigError("data.x_box is None (the data's range): pass the data's range as x_box")
+        a = self.attack
+        return attacks.AttackSettings(
             model,
-            self.method(),
-            alpha=self.alpha,
-            beta=self.beta,
+            self.method.build(),
+            alpha=a.alpha,
+            beta=a.beta,
             x_box=(float(box[0]), float(box[1])),
-            lam_box=(float(self.log_lam_box[0]), float(self.log_lam_box[1])),
-            xp_step=outer.Armijo(min_scale=float(self.xp_min_scale))
-            if self.xp_step == "armijo"
-            else outer.OUTER_STEPS[self.xp_step](),
-            lam_step=outer.OUTER_STEPS[self.lam_step](),
-            mode=mode,
+            lam_box=(float(a.log_lam_box[0]), float(a.log_lam_box[1])),
+            xp_step=a.xp_step.build(),
+            lam_step=a.lam_step.build(),
+            mode=attacks.MODES[a.poison_mode](),
         )
 
     def victim_model(self) -> victims.SGDVictim | victims.ConvergedVictim:
         """The victim the attack is judged on."""
-        if self.victim == "converged":
-            return victims.ConvergedVictim(self.inner_solver())
-        return victims.SGDVictim(
-            lr=float(self.eval_lr), epochs=self.eval_epochs, batch_size=min(self.eval_batch, self.n_train)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return self.victim.build(self.sweep.n_train)
 
     def hash(self) -> str:
-        """Hash of every field that changes results (``name`` and ``settings`` excluded).
+        """The hash results are filed under: 0.1.0's, of every field that changes results (``name``
+        and ``settings`` excluded; :func:`poison_jax.experiments.legacy.config_hash`)."""
+        from poison_jax.experiments import legacy  # the 0.1.0 view reads the presets, which build configs
 
-        Fields added after the first release count only when they differ from their default, so a
-        results folder written before they existed still resumes under the same hash.
-        """
-        defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(self)}
-        legacy = {new: old for old, new in RENAMED.items()}  # renamed fields hash under their first names
-        fields = {
-            legacy.get(k, k): v
-            for k, v in self.to_dict().items()
-            if k not in ("name", "settings") and not (k in _LATER_FIELDS and v == defaults[k])
-        }
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return legacy.config_hash(self)
+
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any]) -> ExperimentConfig:
+        """The config of :meth:`to_dict`'s dict (``config.json``'s ``"config"``)."""
+        return _build(cls, tree, "")  # type: ignore[return-value]
 
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
-#: The fields that describe the data: they go back to their defaults when the source changes.
-DATA_FIELDS = ("classes", "n_test", "data_path", "test_path", "data_dir", "scale", "x_box", "outside_box")
-
-# Fields that hold log λ say so in their names; the first names are refused with the new one.
-RENAMED = {
-    "lam_small": "log_lam_small",
-    "lam_large": "log_lam_large",
-    "lam_box": "log_lam_box",
-    "lam_init": "log_lam_init",
-    "cv_grid": "cv_log_lam_grid",
-}
-
-_dataclass_init = ExperimentConfig.__init__
-
-
-@functools.wraps(_dataclass_init)
-def _init_refusing_renamed(self, *args, **kwargs):
-    _refuse_unknown_fields(kwargs)
-    _dataclass_init(self, *args, **kwargs)
-
-
-ExperimentConfig.__init__ = _init_refusing_renamed  # type: ignore[method-assign]
-
-_LATER_FIELDS = (
-    "scale",
-    "outside_box",
-    "penalty",
-    "l1_smoothing",
-    "loss",
-    "hinge_smoothing",
-    "damping",
-    "solver",
-    "solver_tol",
-    "solver_iters",
-    "xp_step",
-    "xp_min_scale",
-    "lam_step",
-    "poison_mode",
-    "victim",
-)
-
-
-def _jsonable(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-# -- validation ------------------------------------------------------------------------------
-
-
-def _fail(field: str, value, allowed: str):
-    raise ConfigError(f"config field {field!r} = {value!r} is not allowed: {allowed}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _validate(c: ExperimentConfig) -> None:
-    choices = {
-        "source": SOURCES,
-        "outside_box": OUTSIDE_BOX,
-        "model": MODELS,
-        "penalty": tuple(penalties.PENALTIES),
-        "loss": tuple(losses.LOSSES),
-        "hypergrad": HYPERGRADS,
-        "solver": tuple(SOLVERS),
-        "xp_step": tuple(outer.OUTER_STEPS),
-        "lam_step": tuple(outer.OUTER_STEPS),
-        "poison_mode": tuple(attack.MODES),
-        "victim": VICTIMS,
-    }
-    for field, allowed in choices.items():
-        if getattr(c, field) not in allowed:
-            _fail(field, getattr(c, field), f"one of {', '.join(allowed)}")
-    positive_ints = (
-        "n_train",
-        "n_val",
-        "num_seeds",
-        "inner_steps",
-        "cg_iters",
-        "iters_fixed",
-        "iters_clean",
-        "iters_multi",
-        "poison_batch",
-        "eval_epochs",
-        "eval_batch",
-        "solver_iters",
-    )
-    for field in positive_ints:
-        value = getattr(c, field)
-        if not _is_int(value) or value <= 0:
-            _fail(field, value, "a positive integer")
-    for field in ("num_batches", "seed"):
-        value = getattr(c, field)
-        if not _is_int(value) or value < 0:
-            _fail(field, value, "an integer >= 0")
-    if c.n_test is not None and (not _is_int(c.n_test) or c.n_test <= 0):
-        _fail("n_test", c.n_test, "a positive integer, or None for the source's default")
-    if not _is_int(c.cv_folds) or c.cv_folds < 2:
-        _fail("cv_folds", c.cv_folds, "an integer >= 2")
-    for field in ("inner_lr", "alpha", "beta", "eval_lr"):
-        value = getattr(c, field)
-        if not _is_real(value) or value <= 0:
-            _fail(field, value, "a finite number > 0 (a step size)")
-    for field in ("cg_tol", "damping"):
-        if not _is_real(getattr(c, field)) or getattr(c, field) < 0:
-            _fail(field, getattr(c, field), "a finite number >= 0")
-    if not _is_real(c.l1_smoothing) or c.l1_smoothing <= 0:
-        _fail("l1_smoothing", c.l1_smoothing, "a finite number > 0 (ε of the smoothed |w|)")
-    if not _is_real(c.hinge_smoothing) or c.hinge_smoothing <= 0:
-        _fail("hinge_smoothing", c.hinge_smoothing, "a finite number > 0 (the width of the smoothed band)")
-    if not _is_real(c.xp_min_scale) or not 0 <= c.xp_min_scale <= 1:
-        _fail("xp_min_scale", c.xp_min_scale, "a number in [0, 1] (a multiple of alpha)")
-    if not _is_real(c.solver_tol) or c.solver_tol <= 0:
-        _fail("solver_tol", c.solver_tol, "a finite number > 0 (a tolerance on the inner gradient norm)")
-    for field in ("log_lam_init", "log_lam_small", "log_lam_large"):
-        if not _is_real(getattr(c, field)):
-            _fail(field, getattr(c, field), "a finite number (log-λ)")
-    for field in ("x_box", "log_lam_box"):
-        box = getattr(c, field)
-        if field == "x_box" and box is None:
-            continue
-        if not (isinstance(box, tuple) and len(box) == 2 and all(_is_real(b) for b in box)):
-            _fail(
-                field,
-                box,
-                "a pair (low, high) of finite numbers" + (", or None (the data's range)" if field == "x_box" else ""),
-            )
-        if box[0] >= box[1]:
-            _fail(field, box, "low < high (the bounds are inverted or equal)")
-    if not (
-        isinstance(c.cv_log_lam_grid, tuple)
-        and len(c.cv_log_lam_grid) == 3
-        and _is_real(c.cv_log_lam_grid[0])
-        and _is_real(c.cv_log_lam_grid[1])
-        and c.cv_log_lam_grid[0] < c.cv_log_lam_grid[1]
-        and _is_int(c.cv_log_lam_grid[2])
-        and c.cv_log_lam_grid[2] >= 2
-    ):
-        _fail("cv_log_lam_grid", c.cv_log_lam_grid, "(low, high, count) with low < high and an integer count >= 2")
-    if not (isinstance(c.hidden, tuple) and c.hidden and all(_is_int(h) and h > 0 for h in c.hidden)):
-        _fail("hidden", c.hidden, "a non-empty tuple of positive integers")
-    if not (
-        isinstance(c.settings, tuple)
-        and c.settings
-        and set(c.settings) <= set(SETTINGS)
-        and len(set(c.settings)) == len(c.settings)
-    ):
-        _fail("settings", c.settings, f"a non-empty tuple of distinct names from {', '.join(SETTINGS)}")
-    if c.classes is not None:
-        if not (isinstance(c.classes, tuple) and len(c.classes) >= 2 and all(_is_int(k) for k in c.classes)):
-            _fail(
-                "classes", c.classes, "a tuple of two or more class labels (integers), or None for the source's default"
-            )
-        repeated = sorted({k for k in c.classes if c.classes.count(k) > 1})
-        if repeated:
-            _fail(
-                "classes", c.classes, f"distinct classes, but {', '.join(map(str, repeated))} appear(s) more than once"
-            )
-        if len(c.classes) > 2 and c.loss != "logistic":
-            _fail(
-                "loss",
-                c.loss,
-                f"logistic (the softmax cross-entropy) with {len(c.classes)} classes: {c.loss} is binary-only here",
-            )
-    if c.scale is not None and c.scale not in data.SCALES:
-        _fail("scale", c.scale, f"None (features as given) or one of {', '.join(data.SCALES)}")
-    if c.checkpoint not in (True, False):
-        _fail("checkpoint", c.checkpoint, "true or false")
-    if c.n_poison > min(c.n_train, c.n_val):
-        _fail(
-            "num_batches",
-            c.num_batches,
-            f"poison_batch * num_batches = {c.n_poison} must not exceed n_train ({c.n_train}) nor n_val ({c.n_val})",
+def _check_together(c: ExperimentConfig) -> None:
+    """The checks that read several sections."""
+    classes = getattr(c.data, "classes", None)
+    if classes is not None and len(classes) > 2 and not isinstance(c.loss, s.Logistic):
+        checks.fail(
+            "loss", c.loss.kind, f"logistic (softmax cross-entropy) with {len(classes)} classes (binary-only here)",
+            error=ConfigError,
+        )  # fmt: skip
+    if c.n_poison > min(c.sweep.n_train, c.sweep.n_val):
+        checks.fail(
+            "attack.num_batches",
+            c.attack.num_batches,
+            f"such that attack.poison_batch * attack.num_batches = {c.n_poison} does not exceed sweep.n_train "
+            f"({c.sweep.n_train}) nor sweep.n_val ({c.sweep.n_val})",
+            error=ConfigError,
         )
-    if c.n_poison > c.n_train:  # pragma: no cover - implied above, kept for the fraction <= 1 guarantee
-        _fail("num_batches", c.num_batches, "a poisoning fraction <= 1")
-    _refuse_ignored(c)
     _refuse_unstable_smoothing(c)
 
 
 def _refuse_unstable_smoothing(c: ExperimentConfig) -> None:
     """A smoothed L1 has curvature up to exp(λ)/ε per weight (over n): gradient steps of size η
     diverge once η·exp(λ)/(ε·n) >= 2, at the top of the λ box (learned λ climbs there)."""
-    if c.penalty == "l2":
+    if isinstance(c.penalty, s.L2):
         return
     steps = {}
-    if c.hypergrad in ("rmd", "ift"):
-        steps["inner_lr"] = c.inner_lr
-    if c.victim == "sgd":
-        steps["eval_lr"] = c.eval_lr
+    if isinstance(c.method, (s.RMD, s.IFT)):
+        steps["method.lr"] = c.method.lr
+    if isinstance(c.victim, s.SGD):
+        steps["victim.lr"] = c.victim.lr
     if not steps:
         return
-    field = max(steps, key=lambda f: steps[f])
-    need = steps[field] * math.exp(c.log_lam_box[1]) / (2 * c.n_train)
-    if c.l1_smoothing <= need:
-        _fail(
-            "l1_smoothing",
-            c.l1_smoothing,
-            f"> {field} * exp(log_lam_box[1]) / (2 * n_train) = {need:.3g}, or the gradient steps diverge at the "
-            f"top of the λ box (the smoothed |w| has curvature up to 1/l1_smoothing); lower {field} or "
-            "log_lam_box, or use hypergrad=implicit with victim=converged",
+    path = max(steps, key=lambda p: steps[p])
+    need = steps[path] * math.exp(c.attack.log_lam_box[1]) / (2 * c.sweep.n_train)
+    if c.penalty.smoothing <= need:
+        checks.fail(
+            "penalty.smoothing",
+            c.penalty.smoothing,
+            f"> {path} * exp(attack.log_lam_box[1]) / (2 * sweep.n_train) = {need:.3g}, or the gradient steps "
+            f"diverge at the top of the λ box (the smoothed |w| has curvature up to 1/smoothing); lower {path} or "
+            "attack.log_lam_box, or use method=implicit with victim=converged",
+            error=ConfigError,
         )
 
 
-# -- no silently ignored settings -------------------------------------------------------------
-# Seven choices decide which other fields are read: the data source, the model, the penalty, the
-# loss, the hypergradient method, the Xp step rule and the victim. One rule: a field that none of the choices
-# in force reads, set away from its default (the preset's value for a preset, else the dataclass
-# default), is refused.
-
-_SOURCE_OPTIONS = {
-    "classes": "classes",
-    "n_test": "n_test",
-    "data_path": "path",
-    "test_path": "test_path",
-    "data_dir": "data_dir",
-    "scale": "scale",
-}  # config field -> option of data.load_dataset
-
-
-def _fields_used_by() -> dict[str, dict[str, tuple[str, ...]]]:
-    """``{choice field: {choice: the fields it reads}}`` for the fields only some choices read."""
+def setting_label(config: ExperimentConfig, setting: str) -> str:
+    """The label of a Λ setting in tables and figures (``"log λ = -8"``, ``"large λ"``, ...)."""
     return {
-        "source": {
-            **{
-                source: tuple(f for f, option in _SOURCE_OPTIONS.items() if option in data.source_options(source))
-                for source in data.SOURCES
-            },
-            "arrays": ("scale",),
-        },
-        "model": {"lr": (), "mlp": ("hidden",)},
-        "penalty": {"l2": (), "l1": ("l1_smoothing",), "elastic-net": ("l1_smoothing",)},
-        "loss": {"logistic": (), "smoothed-hinge": ("hinge_smoothing",), "squared": ()},
-        "hypergrad": {
-            "rmd": ("inner_steps", "inner_lr", "checkpoint"),
-            "ift": ("inner_steps", "inner_lr", "cg_iters", "cg_tol", "damping"),
-            "implicit": ("solver", "solver_tol", "solver_iters", "cg_iters", "cg_tol", "damping"),
-        },
-        "xp_step": {rule: ("xp_min_scale",) if rule == "armijo" else () for rule in outer.OUTER_STEPS},
-        "victim": {
-            "sgd": ("eval_lr", "eval_epochs", "eval_batch"),
-            "converged": ("solver", "solver_tol", "solver_iters"),
-        },
-    }
+        "small": f"log λ = {config.sweep.log_lam_small:g}",
+        "large": "large λ",
+        "clean": "λ_CLEAN",
+        "learned": "λ learned",
+    }[setting]
 
 
-def unused_fields(c: ExperimentConfig) -> dict[str, str]:
-    """``{field: why}`` for every field that the config's source, model, penalty, loss, method, Xp
-    rule and victim do not read."""
-    groups = _fields_used_by()
-    unused = {}
-    for field in {f for used in groups.values() for fields in used.values() for f in fields}:
-        owners = [g for g, used in groups.items() if any(field in fields for fields in used.values())]
-        if not any(field in groups[g][getattr(c, g)] for g in owners):
-            unused[field] = " and ".join(
-                f"{g} {getattr(c, g)!r} (which reads {', '.join(groups[g][getattr(c, g)]) or 'none of them'})"
-                for g in owners
-            )
-    return unused
+# -- dicts and paths ---------------------------------------------------------------------------
 
 
-def _refuse_ignored(c: ExperimentConfig) -> None:
-    baseline = {f.name: f.default for f in dataclasses.fields(c)}
-    from poison_jax.experiments.presets import PRESETS  # presets are built from configs
-
-    baseline.update(PRESETS.get(c.name, {}))
-    if c.source != baseline["source"]:  # on other data the preset's data settings do not apply
-        baseline.update({field: _DEFAULTS[field] for field in DATA_FIELDS})
-    for field, why in sorted(unused_fields(c).items()):
-        value = getattr(c, field)
-        if _jsonable(value) != _jsonable(baseline[field]):
-            hint = " (your own data file: --data FILE.npz, or --set source=npz)" if field == "data_path" else ""
-            raise ConfigError(
-                f"config field {field!r} = {value!r} would be ignored: it is not read by {why}; "
-                f"leave it at {baseline[field]!r} or change that choice{hint}"
-            )
+def _class_of(field: str, node: Any, at: str) -> type[Section]:
+    if field in PLAIN:
+        return PLAIN[field]
+    kind = node.get("kind") if isinstance(node, Mapping) else node
+    if not isinstance(kind, str) or kind not in CHOICES[field]:
+        checks.fail(at, kind, f"one of {', '.join(CHOICES[field])}", error=ConfigError)
+    return CHOICES[field][kind]
 
 
-def with_data(config: ExperimentConfig, source: str, **fields) -> ExperimentConfig:
-    """``config`` on another data source: the data fields (:data:`DATA_FIELDS`: ``classes``,
-    ``n_test``, ``data_path``, ``test_path``, ``data_dir``, ``scale``, ``x_box``, ``outside_box``) go
-    back to their defaults -- ``x_box`` to None, the new data's range -- then take ``fields``.
+def _fields(cls: type[Section]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
-    Example::
 
-        >>> from poison_jax.experiments import config, presets
-        >>> c = config.with_data(presets.preset("digits-lr"), "npz", data_path="my.npz")
-        >>> c.classes, c.x_box, c.data_path, c.n_train, c.run_name
-        (None, None, 'my.npz', 200, 'my')
+def _build(cls: type[Section], tree: Mapping[str, Any], at: str) -> Section:
+    unknown = sorted(set(tree) - set(_fields(cls)) - {"kind"})
+    if unknown:
+        raise ConfigError(
+            f"{_what(cls, at)} has no field(s) {', '.join(unknown)}; its fields: {', '.join(_fields(cls)) or 'none'}"
+        )
+    kwargs = {}
+    for field, value in tree.items():
+        path = f"{at}.{field}" if at else field
+        if field != "kind" and (field in CHOICES or field in PLAIN) and not isinstance(value, Section):
+            value = _build(_class_of(field, value, path), value if isinstance(value, Mapping) else {}, path)
+        if field != "kind":
+            kwargs[field] = value
+    return cls(**kwargs)
+
+
+def _what(cls: type[Section], at: str) -> str:
+    if not at:
+        return "the config"
+    return f"{at} {cls.kind!r}" if cls.kind else at
+
+
+def override(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """``config`` with the fields at dotted paths set: ``{"sweep.num_seeds": 2, "method": "implicit",
+    "method.cg_iters": 50, "data": sources.Npz(path="my.npz")}``.
+
+    A choice set by its kind (``"method": "implicit"``) switches to that alternative, keeping the
+    fields it shares with the old one (the data source starts from its defaults); a section value
+    replaces the section. Choices are switched before their fields are set, whatever the order.
+
+    Raises:
+      ConfigError: naming the path or value and what is allowed.
     """
-    _refuse_unknown_fields(fields)
-    unknown = sorted(set(fields) - set(DATA_FIELDS))
-    if unknown:
-        raise ConfigError(
-            f"with_data sets the data fields ({', '.join(DATA_FIELDS)}), not {', '.join(unknown)}: use "
-            "dataclasses.replace or preset(...) for the others"
-        )
-    reset = {field: _DEFAULTS[field] for field in DATA_FIELDS}
-    return dataclasses.replace(config, **{**reset, "x_box": None, "source": source, **fields})
+    tree = config.to_dict()
+    for path, value in sorted(overrides.items(), key=lambda item: item[0].count(".")):
+        _set(tree, path, value)
+    return ExperimentConfig.from_dict(tree)
 
 
-def _refuse_unknown_fields(given) -> None:
-    renamed = [f"{old!r} is now {RENAMED[old]!r}" for old in given if old in RENAMED]
-    if renamed:
-        raise ConfigError(f"renamed config field(s): {'; '.join(renamed)} (the field holds log λ)")
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = sorted(set(given) - fields)
-    if unknown:
-        raise ConfigError(
-            f"unknown config field(s) {', '.join(map(repr, unknown))}: the fields are {', '.join(sorted(fields))}"
-        )
+def _set(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node, at = tree, ""
+    cls: type[Section] = ExperimentConfig
+    for part in parents:
+        if part not in _fields(cls) or not (part in CHOICES or part in PLAIN):
+            raise ConfigError(f"config path {path!r}: {_what(cls, at)} has no section {part!r}{_hint(cls)}")
+        at = f"{at}.{part}" if at else part
+        if part not in node:  # a choice just switched: its section at its defaults
+            node[part] = getattr(cls(), part).to_dict()
+        node, cls = node[part], _class_of(part, node[part], at)
+    at_last = f"{at}.{last}" if at else last
+    if last not in _fields(cls):
+        switch = f"; switch {at} first (its kinds: {', '.join(CHOICES[at.rsplit('.', 1)[-1]])})" if cls.kind else ""
+        raise ConfigError(f"config path {path!r}: {_what(cls, at)} has no field {last!r}{_hint(cls)}{switch}")
+    if isinstance(value, Section):
+        value = value.to_dict()
+    if last in CHOICES and isinstance(value, str):
+        new = _class_of(last, value, at_last)
+        keep = {} if last == "data" else {k: v for k, v in node.get(last, {}).items() if k in _fields(new)}
+        value = {"kind": value, **keep}
+    elif isinstance(node.get(last), list) and isinstance(value, str):
+        value = [value]  # one name for a tuple of names, e.g. sweep.settings=learned
+    node[last] = value
 
 
-def _parse_value(text: str):
-    """A command-line value: a Python literal, ``log(x)``/``exp(x)`` arithmetic, or else a string."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        value = eval(text, {"__builtins__": {}}, {"log": math.log, "exp": math.exp})  # noqa: S307 - no builtins
-    except Exception:
-        return text
-    if isinstance(value, list):
-        value = tuple(value)
-    return value
+def _hint(cls: type[Section]) -> str:
+    return f" (its fields: {', '.join(_fields(cls)) or 'none'})"
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["field=value", ...]`` from ``--set`` into a dict of typed values."""
-    overrides = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set takes field=value, got {item!r}")
-        field, text = item.split("=", 1)
-        value = _parse_value(text)
-        # A one-element string override of a tuple field, e.g. settings=learned.
-        if field.strip() == "settings" and isinstance(value, str):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
-        overrides[field.strip()] = value
-    return overrides
+def describe(section: Section, at: str = "") -> list[tuple[str, Any, str]]:
+    """``(path, value, meaning)`` of every field of ``section`` (a config), choices as their kind."""
+    rows = []
+    for f in dataclasses.fields(section):
+        value, path = getattr(section, f.name), f"{at}.{f.name}" if at else f.name
+        if isinstance(value, Section):
+            if value.kind:
+                alternatives = ", ".join(CHOICES[f.name])
+                rows.append((path, value.kind, f"{f.metadata['help']}: {alternatives} -- {_doc(value)}"))
+            rows += describe(value, path)
+        else:
+            rows.append((path, value, f.metadata["help"]))
+    return rows
+
+
+def _doc(section: Section) -> str:
+    return (type(section).__doc__ or "").strip().splitlines()[0]

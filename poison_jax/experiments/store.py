@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from poison_jax.experiments import legacy
 from poison_jax.poisoning import attack
 
 __all__ = [
@@ -189,11 +190,12 @@ class ResultsStore:
                 f"taken over for this config ({mine['hash']})"
             )
             return
+        theirs_flat, mine_flat = legacy.flatten(their_config), legacy.flatten(mine["config"])
         if their_hash != mine["hash"]:
             differ = sorted(
-                k for k in mine["config"] if k not in ("name", "settings") and their_config.get(k) != mine["config"][k]
+                k for k in mine_flat if k not in ("name", "sweep.settings") and theirs_flat.get(k) != mine_flat[k]
             )
-            detail = ", ".join(f"{k}: {their_config.get(k)!r} there, {mine['config'][k]!r} here" for k in differ[:6])
+            detail = ", ".join(f"{k}: {theirs_flat.get(k)!r} there, {mine_flat[k]!r} here" for k in differ[:6])
             theirs_id = theirs.get("identity", {})
             detail += "".join(
                 f", the {k}: {theirs_id.get(k)!r} there, {v!r} here"
@@ -204,7 +206,7 @@ class ResultsStore:
                 f"{str(self.out_dir)!r} holds results of another config (hash {their_hash}, this one "
                 f"{mine['hash']}; {detail}): choose another --out"
             )
-        if their_config.get("settings") != mine["config"]["settings"]:
+        if theirs_flat.get("sweep.settings") != mine_flat["sweep.settings"]:
             atomic_write_text(path, json.dumps(mine, indent=2) + "\n")  # settings may grow between runs
 
     # -- records ---------------------------------------------------------------------------

@@ -19,8 +19,8 @@ the inner gradient norm and the CG residual of every hyperiteration, per seed:
 Example::
 
     >>> from poison_jax.experiments import config, presets, sweep
-    >>> c = presets.preset("digits-lr", num_seeds=2, iters_fixed=2, iters_clean=2, iters_multi=2,
-    ...                   num_batches=1, eval_epochs=2, settings=("small", "learned"))
+    >>> c = presets.preset("digits-lr", {"sweep.num_seeds": 2, "attack.iters_fixed": 2, "attack.iters_clean": 2,
+    ...     "attack.iters_multi": 2, "attack.num_batches": 1, "victim.epochs": 2, "sweep.settings": ("small", "learned")})
     >>> records = sweep.run_sweep(c, "/tmp/poison_jax_doctest", progress=False)  # doctest: +SKIP
 """
 
@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax.tree_utils as otu
 
-from poison_jax.experiments.config import ConfigError, ExperimentConfig, setting_label
+from poison_jax.experiments import sections, sources
+from poison_jax.experiments.config import ConfigError, ExperimentConfig, override, setting_label
 from poison_jax.experiments.devices import SeedSharding, cpu_core_count
 from poison_jax.poisoning import attack, data, hyperopt, models, seeds, victims
 
@@ -71,49 +72,37 @@ def compile_seconds() -> float:
 
 
 def build_model(config: ExperimentConfig, d: int, num_classes: int | None = None) -> models.Model:
-    """The model ``config`` names (``model``, ``hidden``, ``penalty``, ``loss``) on ``d`` features, with
+    """The model ``config`` names (sections ``model``, ``penalty``, ``loss``) on ``d`` features, with
     ``num_classes`` outputs (default: the config's classes)."""
-    kwargs = dict(
-        penalty=config.penalty_value(),
-        loss=config.loss_value(),
+    return config.model.build(
+        d,
+        penalty=config.penalty.build(),
+        loss=config.loss.build(),
         num_classes=config.num_classes if num_classes is None else num_classes,
     )
-    if config.model == "lr":
-        return models.logistic_regression(d, **kwargs)  # type: ignore[arg-type]
-    return models.mlp(d, hidden=config.hidden, **kwargs)  # type: ignore[arg-type]
 
 
 def load_dataset(config: ExperimentConfig, dataset=None) -> data.Dataset:
     """The data set of ``config``: its source loaded, or ``dataset`` (source ``arrays``) scaled as
-    ``config.scale`` says."""
-    if config.source == "arrays":
+    ``config.data.scale`` says."""
+    if isinstance(config.data, sources.Arrays):
         if dataset is None:
             raise ConfigError(
-                "config field 'source' = 'arrays' takes its data from Python: run_sweep(config, out_dir, "
+                "config data 'arrays' takes its data from Python: run_sweep(config, out_dir, "
                 "dataset=(x_pool, y_pool, x_test, y_test))"
             )
-        return data.scale_features(data.as_dataset(dataset), config.scale)
+        return data.scale_features(data.as_dataset(dataset), config.data.scale)
     if dataset is not None:
         raise ConfigError(
-            f"dataset= was given but config field 'source' = {config.source!r}: use "
-            f"config.with_data(config, 'arrays') (run_sweep does this for you)"
+            f"dataset= was given but the config's data is {config.data.kind!r}: use "
+            "config.override(config, {'data': 'arrays'}) (run_sweep does this for you)"
         )
-    if config.source == "npz" and config.data_path is None:
+    if isinstance(config.data, sources.Npz) and config.data.path is None:
         raise ConfigError(
-            "config field 'data_path' is None, but the npz source needs a features file: "
-            "--data FILE.npz or --set data_path=FILE.npz (keys X_train, y_train, X_test, y_test)"
+            "data.path is None, but the npz source needs a features file: "
+            "--data FILE.npz or --set data.path=FILE.npz (keys X_train, y_train, X_test, y_test)"
         )
-    fields = {
-        "classes": config.classes,
-        "n_test": config.n_test,
-        "path": config.data_path,
-        "test_path": config.test_path,
-        "data_dir": config.data_dir,
-        "scale": config.scale,
-    }
-    takes = data.source_options(config.source)
-    options = {k: v for k, v in fields.items() if v is not None and k in takes}
-    return data.load_dataset(config.source, **options)  # type: ignore[arg-type]  # each option its own type
+    return config.data.load()
 
 
 def load_splits(config: ExperimentConfig, dataset=None) -> data.Splits:
@@ -124,13 +113,14 @@ def load_splits(config: ExperimentConfig, dataset=None) -> data.Splits:
 
 def _splits(config: ExperimentConfig, ds: data.Dataset) -> data.Splits:
     n_pool = len(ds.y_pool)
-    if config.n_train + config.n_val > n_pool:
+    n_train, n_val = config.sweep.n_train, config.sweep.n_val
+    if n_train + n_val > n_pool:
         raise ConfigError(
-            f"config fields n_train = {config.n_train} and n_val = {config.n_val} ask for "
-            f"{config.n_train + config.n_val} points, but the pool of {ds.name!r} holds {n_pool}: lower them "
-            f"(and poison_batch * num_batches = {config.n_poison} with them)"
+            f"sweep.n_train = {n_train} and sweep.n_val = {n_val} ask for "
+            f"{n_train + n_val} points, but the pool of {ds.name!r} holds {n_pool}: lower them "
+            f"(and attack.poison_batch * attack.num_batches = {config.n_poison} with them)"
         )
-    return data.sample_splits(ds, config.seeds, config.n_train, config.n_val)
+    return data.sample_splits(ds, config.seeds, n_train, n_val)
 
 
 def _check_model_fits(model: models.Model, ds: data.Dataset) -> None:
@@ -167,7 +157,7 @@ def _model_identity(model: models.Model) -> str:
 
 def seed_keys(config: ExperimentConfig, purpose: int, seeds=None) -> jax.Array:
     """One key per split seed, derived from the config's seed and a purpose tag."""
-    base = jax.random.fold_in(jax.random.PRNGKey(config.seed), purpose)
+    base = jax.random.fold_in(jax.random.PRNGKey(config.sweep.seed), purpose)
     seeds = config.seeds if seeds is None else seeds
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seeds))
 
@@ -191,14 +181,14 @@ class Sweep:
         dataset = load_dataset(config, dataset)
         self.dataset = dataset
         self.identity: dict[str, str] = {}
-        if config.source == "arrays":
+        if isinstance(config.data, sources.Arrays):
             self.identity["data"] = _fingerprint(dataset)
         d = dataset.x_pool.shape[1]
         if model is None:
-            if dataset.task == "regression" and config.loss != "squared":
+            if dataset.task == "regression" and not isinstance(config.loss, sections.Squared):
                 raise ConfigError(
-                    f"the data {dataset.name!r} are a regression (targets in [0, 1], not class labels), but config "
-                    f"field 'loss' = {config.loss!r}: set loss='squared'"
+                    f"the data {dataset.name!r} are a regression (targets in [0, 1], not class labels), but the "
+                    f"config's loss is {config.loss.kind!r}: set loss=squared"
                 )
             model = build_model(config, d, dataset.num_classes)
         else:
@@ -210,21 +200,21 @@ class Sweep:
             self.identity["model"] = _model_identity(model)
         _check_model_fits(model, dataset)
         self.model = model
-        if config.x_box is None:  # the data's range
+        if config.data.x_box is None:  # the data's range
             low, high = float(dataset.x_pool.min()), float(dataset.x_pool.max())
             self.x_box = (low, high if high > low else low + 1.0)
             self.identity["x_box"] = f"the data's range {self.x_box}"
         else:
-            self.x_box = (float(config.x_box[0]), float(config.x_box[1]))
-            if config.outside_box == "refuse":
+            self.x_box = (float(config.data.x_box[0]), float(config.data.x_box[1]))
+            if config.data.outside_box == "refuse":
                 attack.check_box(dataset.x_pool, self.x_box, f"the data {dataset.name!r}")
         self.config = config
-        self.sharding = SeedSharding(config.num_seeds, devices)
+        self.sharding = SeedSharding(config.sweep.num_seeds, devices)
         self.seeds = self.sharding.pad_seeds(config.seeds)
         self.splits = self.sharding.put_splits(_splits(config, dataset))
         # Converged solvers loop a data-dependent number of times: on a CPU each device loops over its
         # own seeds rather than vmapping them in lock-step (see poison_jax.poisoning.seeds).
-        iterative = config.hypergrad == "implicit" or config.victim == "converged"
+        iterative = isinstance(config.method, sections.Implicit) or isinstance(config.victim, sections.Converged)
         on_cpu = self.sharding.platform == "cpu"
         self.seed_lanes = self.sharding.num_devices if iterative and on_cpu else None
         settings = config.attack_settings(self.model, x_box=self.x_box)
@@ -235,7 +225,7 @@ class Sweep:
     @property
     def name(self) -> str:
         """The run's label: the data's name for a user's data, else the preset's."""
-        return self.dataset.name if self.config.source in ("arrays", "npz") else self.config.name
+        return self.dataset.name if isinstance(self.config.data, (sources.Arrays, sources.Npz)) else self.config.name
 
     def fresh_state(self, log_lam) -> attack.AttackState:
         """The initial attack state of every seed with the given log-λ (no poison active)."""
@@ -249,28 +239,29 @@ class Sweep:
         see :meth:`run_iters`)."""
         c = self.config
         start = {
-            "small": c.log_lam_small,
-            "large": c.log_lam_large,
-            "learned": c.log_lam_init,
-            "clean": c.log_lam_init,
+            "small": c.sweep.log_lam_small,
+            "large": c.sweep.log_lam_large,
+            "learned": c.attack.log_lam_init,
+            "clean": c.attack.log_lam_init,
         }[setting]
         state = self.fresh_state(start)
         if setting == "clean":
-            grid = jnp.linspace(c.cv_log_lam_grid[0], c.cv_log_lam_grid[1], int(c.cv_log_lam_grid[2]))
+            low, high, count = c.sweep.cv_log_lam_grid
+            grid = jnp.linspace(low, high, int(count))
             best, _ = hyperopt.cv_log_lambda(
                 self.model,
                 self.splits.x_train,
                 self.splits.y_train,
                 seed_keys(c, _CV, self.seeds),
                 grid,
-                folds=c.cv_folds,
+                folds=c.sweep.cv_folds,
                 method=self.settings.method,
                 seed_lanes=self.seed_lanes,
             )
             state = state._replace(log_lam=jnp.broadcast_to(best[:, None], state.log_lam.shape))
         elif setting == "learned":
             state = self.run_iters(
-                attack.set_poison_count(state, 0, 0), c.iters_clean, False, True, progress, infos=infos
+                attack.set_poison_count(state, 0, 0), c.attack.iters_clean, False, True, progress, infos=infos
             )
         return state
 
@@ -322,9 +313,9 @@ class Sweep:
         """Cell ``cell`` >= 1: activate batch ``cell`` and optimise it (and Λ for ``learned``); ``infos``:
         see :meth:`run_iters`."""
         c = self.config
-        state = attack.set_poison_count(state, cell * c.poison_batch, c.poison_batch)
+        state = attack.set_poison_count(state, cell * c.attack.poison_batch, c.attack.poison_batch)
         learned = setting == "learned"
-        return self.run_iters(state, c.iters_multi if learned else c.iters_fixed, True, learned, progress, infos=infos)
+        return self.run_iters(state, c.attack.iters_multi if learned else c.attack.iters_fixed, True, learned, progress, infos=infos)
 
     def diagnostics(self, state: attack.AttackState, infos: list) -> dict[str, np.ndarray]:
         """A cell's diagnostics (the arrays of ``store.DIAGNOSTICS``) from the ``StepInfo`` chunks its
@@ -333,7 +324,7 @@ class Sweep:
         Numpy, without the seed padding; a collective in a multi-host run (every process calls it).
         """
         infos, init_norm = self.sharding.gather((list(infos), _init_grad_norm(self.settings, self.splits, state)))
-        n = self.config.num_seeds
+        n = self.config.sweep.num_seeds
 
         def series(field, dtype):
             chunks = [np.asarray(getattr(info, field)) for info in infos]
@@ -352,8 +343,8 @@ class Sweep:
     def cell_iters(self, setting: str, cell: int) -> int:
         c = self.config
         if cell == 0:
-            return c.iters_clean if setting == "learned" else 0
-        return c.iters_multi if setting == "learned" else c.iters_fixed
+            return c.attack.iters_clean if setting == "learned" else 0
+        return c.attack.iters_multi if setting == "learned" else c.attack.iters_fixed
 
     def evaluate(self, setting: str, cell: int, state: attack.AttackState) -> dict:
         """Victim metrics of a cell, per seed, with failures named instead of NaN."""
@@ -415,7 +406,8 @@ def _per_seed_metrics(c: ExperimentConfig, model: models.Model, m: victims.Victi
     failures = []
     for i, seed in enumerate(c.seeds):
         reasons = []
-        advice = f"lower inner_lr={c.inner_lr} or narrow log_lam_box={c.log_lam_box}"
+        lr = f"lower method.lr={c.method.lr} or " if isinstance(c.method, (sections.RMD, sections.IFT)) else ""
+        advice = f"{lr}narrow attack.log_lam_box={c.attack.log_lam_box}"
         if nonfinite[i] > 0:
             reasons.append(
                 f"{int(nonfinite[i])} hyperiteration(s) had a non-finite hypergradient (inner training "
@@ -426,7 +418,7 @@ def _per_seed_metrics(c: ExperimentConfig, model: models.Model, m: victims.Victi
                 f"the validation loss after inner training is not finite (inner training diverged: {advice})"
             )
         if not m.finite[i]:
-            reasons.append(f"victim training diverged (lower eval_lr={c.eval_lr})")
+            reasons.append(f"victim training diverged (lower victim.lr={getattr(c.victim, 'lr', None)})")
         values = {
             "error": m.error[i],
             "fpr": m.fpr[i],
@@ -488,15 +480,15 @@ def run_sweep(
     process sees, and only process 0 writes to it. Figures: :func:`poison_jax.face.plots.report`.
 
     Args:
-      config: the settings (e.g. ``presets.preset("digits-lr", num_seeds=3)``).
+      config: the settings (e.g. ``presets.preset("digits-lr", {"sweep.num_seeds": 3})``).
       out_dir: the results folder.
       dataset: your own data instead of the config's source: a :class:`poison_jax.poisoning.data.Dataset` or a
-        tuple ``(x_pool, y_pool, x_test, y_test)`` of arrays. The config then switches to source
-        ``arrays`` (:func:`poison_jax.experiments.config.with_data`: its data fields go back to their
-        defaults, so ``x_box`` becomes the data's range unless the config's source already was
+        tuple ``(x_pool, y_pool, x_test, y_test)`` of arrays. The config's data then switches to
+        ``arrays`` (``config.override(config, {"data": "arrays"})``: the data fields go back to their
+        defaults, so ``data.x_box`` becomes the data's range unless the config's data already were
         ``arrays``).
       model: your own :class:`poison_jax.poisoning.models.Model` (e.g. :func:`poison_jax.poisoning.models.from_flax`)
-        instead of the one the config's ``model``, ``hidden``, ``penalty`` and ``loss`` build.
+        instead of the one the config's ``model``, ``penalty`` and ``loss`` sections build.
       resume: continue a partly finished folder.
       progress: a tqdm bar over all hyperiterations (the current cell in its description).
       callback: called as ``callback(done, total)`` after every hyperiteration (e.g. for a notebook
@@ -509,12 +501,11 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from poison_jax.experiments.config import with_data
     from poison_jax.experiments.store import ResultsStore
 
-    if dataset is not None and config.source != "arrays":
-        log(f"dataset given: source {config.source!r} -> 'arrays' (the data fields go back to their defaults)")
-        config = with_data(config, "arrays")
+    if dataset is not None and not isinstance(config.data, sources.Arrays):
+        log(f"dataset given: data {config.data.kind!r} -> 'arrays' (the data fields go back to their defaults)")
+        config = override(config, {"data": "arrays"})
     # In a multi-host run every process computes; process 0 alone writes (and holds the lock).
     writer = jax.process_index() == 0
     if not writer:
@@ -524,7 +515,7 @@ def run_sweep(
     # The data load first: a run that cannot load its data leaves nothing behind in out_dir.
     sweep = Sweep(config, devices, dataset=dataset, model=model)
     store = ResultsStore(Path(out_dir), config, identity=sweep.identity, writer=writer, log=log)
-    cells = [(s, c) for s in config.settings for c in range(config.num_batches + 1)]
+    cells = [(s, c) for s in config.sweep.settings for c in range(config.attack.num_batches + 1)]
     todo = [cell for cell in cells if cell not in store.finished]
     if not todo:
         log(f"all {len(cells)} cells of {store.results_path} are already finished: nothing to do")
@@ -552,17 +543,17 @@ def run_sweep(
         if callback is not None and k:
             callback(done, total)
 
-    template = sweep.fresh_state(config.log_lam_init)
+    template = sweep.fresh_state(config.attack.log_lam_init)
     try:
-        for setting in config.settings:
+        for setting in config.sweep.settings:
             pending = [c for s, c in todo if s == setting]
             if not pending:
                 continue
             state, start = store.latest_state(setting, before=pending[0], template=template)
             if state is not None:
                 state = sweep.sharding.put(state)
-            for cell in range(start, config.num_batches + 1):
-                bar.set_description(f"{setting_label(config, setting)}, {cell * config.poison_batch} poison pts")
+            for cell in range(start, config.attack.num_batches + 1):
+                bar.set_description(f"{setting_label(config, setting)}, {cell * config.attack.poison_batch} poison pts")
                 t0, compiled0 = time.perf_counter(), compile_seconds()
                 twin = _twin(store, setting) if cell > 0 and writer and jax.process_count() == 1 else None
                 if twin is not None and (twin, cell) in store.finished and (setting, cell) not in store.finished:
@@ -625,7 +616,7 @@ def _twin(store, setting: str) -> str | None:
 
 def _device_line(config: ExperimentConfig, name: str, num_devices: int, platform: str) -> str:
     """Where the seeds run, what padding costs, and how to use every core (shown when a sweep starts)."""
-    n, d = config.num_seeds, num_devices
+    n, d = config.sweep.num_seeds, num_devices
     padded = -(-n // d) * d
     settings = f" ({config.name} settings)" if name != config.name else ""
     line = f"{name}{settings}: {n} seed(s) on {d} {platform.upper()} device(s)"
@@ -649,7 +640,7 @@ def _record(
     sweep: Sweep, config_hash: str, setting: str, cell: int, metrics: dict, seconds: float, compiling: float
 ) -> dict:
     config = sweep.config
-    n_poison = cell * config.poison_batch
+    n_poison = cell * config.attack.poison_batch
     regression = sweep.model.loss.task == "regression"
     return {
         "config_hash": config_hash,
@@ -659,15 +650,15 @@ def _record(
         "label": setting_label(config, setting),
         "cell": cell,
         "n_poison": n_poison,
-        "fraction": n_poison / config.n_train,
-        "num_seeds": config.num_seeds,
+        "fraction": n_poison / config.sweep.n_train,
+        "num_seeds": config.sweep.num_seeds,
         "seeds": list(config.seeds),
-        "model": config.model if "model" not in sweep.identity else sweep.model.name,
-        "hypergrad": config.hypergrad,
-        "xp_step": config.xp_step,
-        "lam_step": config.lam_step,
-        "poison_mode": config.poison_mode,
-        "victim": config.victim,
+        "model": config.model.kind if "model" not in sweep.identity else sweep.model.name,
+        "hypergrad": config.method.kind,
+        "xp_step": config.attack.xp_step.kind,
+        "lam_step": config.attack.lam_step.kind,
+        "poison_mode": config.attack.poison_mode,
+        "victim": config.victim.kind,
         **({"metric": "test_mse"} if regression else {}),  # else the test error, as always
         "per_seed": metrics["per_seed"],
         "mean": metrics["mean"],

@@ -15,10 +15,11 @@ def diagnostics_check(records, diagnostics: dict, config: dict | None = None) ->
     hyperiteration of a cell, also as a fraction of its value at ``w(0)`` (``inner_grad_norm_init``),
     and the worst CG residual there against ``cg_tol`` (IFT and implicit; RMD solves no linear
     system). ``records`` of one folder, ``diagnostics`` keyed ``(setting, cell)``, ``config`` its
-    ``config.json``'s ``"config"`` (for the tolerances and method). Without diagnostics the lines say so.
+    ``config.json``'s ``"config"`` by dotted path (``legacy.flatten``: for the tolerances and method).
+    Without diagnostics the lines say so.
     """
     config = config or {}
-    method = config.get("hypergrad") or next((r.get("hypergrad") for r in records if r.get("hypergrad")), "?")
+    method = config.get("method") or next((r.get("hypergrad") for r in records if r.get("hypergrad")), "?")
     with_iters = [(r, d) for r in records if (d := diagnostics_of(diagnostics, r)) is not None]
     if not with_iters:
         return [
@@ -35,7 +36,7 @@ def diagnostics_check(records, diagnostics: dict, config: dict | None = None) ->
         f"; {missing} of {len(records)} finished cells have no diagnostics" if missing else ""
     )
     found = {id(r): d for r, d in with_iters}
-    tolerances = {"cg_tol": config.get("cg_tol"), "solver_tol": config.get("solver_tol")}
+    tolerances = {"cg_tol": config.get("method.cg_tol"), "solver_tol": config.get("method.solver.tol")}
     return [head] + [
         _setting_line(rs, [found[id(r)] for r in rs], method, **tolerances)
         for rs in by_setting([r for r, _ in with_iters]).values()

@@ -53,9 +53,11 @@ def _load_records(path: Path) -> tuple[list[dict], dict]:
                 records.append(json.loads(line))
             except ValueError as err:
                 raise ValueError(f"{results}, line {number}, is not valid JSON: {err}") from None
+    from poison_jax.experiments import legacy
+
     config_path = results.parent / "config.json"
     config = json.loads(config_path.read_text())["config"] if config_path.exists() else {}
-    return records, config
+    return records, legacy.flatten(config)  # by dotted path, also for a folder written by 0.1.0
 
 
 def _finish(records, results: Path, out_dir: Path, title: str, config: dict | None = None) -> None:
@@ -64,7 +66,7 @@ def _finish(records, results: Path, out_dir: Path, title: str, config: dict | No
 
 
 def _method(records, config: dict) -> str:
-    return config.get("hypergrad") or next((r["hypergrad"] for r in records if r.get("hypergrad")), "?")
+    return config.get("method") or next((r["hypergrad"] for r in records if r.get("hypergrad")), "?")
 
 
 def _report(sources, out_dir: Path, title: str) -> None:
@@ -100,7 +102,7 @@ def _report(sources, out_dir: Path, title: str) -> None:
 
 
 def _run_config(config, args) -> int:
-    from poison_jax.experiments import sweep
+    from poison_jax.experiments import legacy, sweep
 
     out_dir = Path(args.out) if args.out is not None else Path("results") / config.run_name
     records = sweep.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
@@ -108,8 +110,8 @@ def _run_config(config, args) -> int:
         records,
         out_dir / "results.jsonl",
         out_dir,
-        f"{config.run_name} ({config.model}, {config.hypergrad.upper()})",
-        config.to_dict(),
+        f"{config.run_name} ({config.model.kind}, {config.method.kind.upper()})",
+        legacy.flatten(config.to_dict()),
     )
     return 0
 
@@ -118,9 +120,9 @@ def _demo(args) -> int:
     """Run the paper's MNIST setting (mnist5k-lr: real MNIST 0 v 8, 512/171/317) with 5 seeds, offline."""
     from poison_jax.experiments import presets
 
-    config = presets.preset("mnist5k-lr", num_seeds=args.seeds, hypergrad=args.hypergrad)
+    config = presets.preset("mnist5k-lr", {"sweep.num_seeds": args.seeds, "method": args.hypergrad})
     print(
-        f"demo: {config.name}, {config.num_seeds} seeds, settings {', '.join(config.settings)}, "
+        f"demo: {config.name}, {config.sweep.num_seeds} seeds, settings {', '.join(config.sweep.settings)}, "
         f"fractions {', '.join(f'{100 * f:.1f}%' for f in config.fractions)}"
     )
     return _run_config(config, args)
@@ -131,29 +133,22 @@ def _run(args) -> int:
 
     Your own data: --data FILE.npz (keys X_train, y_train, X_test, y_test; labels 0..K-1 or
     regression targets in [0, 1]) runs the settings of --preset (default digits-lr) on it, as given:
-    no scaling (--set scale=standardise or minmax to scale), the poison box the data's range
-    (--set x_box='(0, 1)' to choose one). The results go to results/FILE-STEM.
+    no scaling (--set data.scale=standardise or minmax to scale), the poison box the data's range
+    (--set data.x_box='(0, 1)' to choose one). The results go to results/FILE-STEM.
     """
-    from poison_jax.experiments import config as configs
     from poison_jax.experiments import presets
+    from poison_jax.experiments.overrides import parse_overrides
 
-    overrides = configs.parse_overrides(args.set or [])
+    overrides = parse_overrides(args.set or [])
     if args.hypergrad is not None:
-        overrides["hypergrad"] = args.hypergrad
+        overrides["method"] = args.hypergrad
     if args.data is not None:
-        given = {k: overrides.pop(k) for k in list(overrides) if k in configs.DATA_FIELDS}
-        if overrides.get("source", "npz") != "npz":
-            raise ValueError(
-                f"--data reads an .npz file, but --set source={overrides['source']} asks for another source"
-            )
-        overrides.pop("source", None)
-        base = presets.preset(args.preset or "digits-lr", **overrides)
-        config = configs.with_data(base, "npz", **{"data_path": args.data, **given})
-    else:
-        if args.preset is None:
-            raise ValueError("run needs --preset NAME (poison-jax presets lists them) or --data FILE.npz")
-        config = presets.preset(args.preset, **overrides)
-    return _run_config(config, args)
+        if overrides.get("data", "npz") != "npz":
+            raise ValueError(f"--data reads an .npz file, but --set data={overrides['data']} asks for another source")
+        overrides = {**overrides, "data": "npz", "data.path": args.data}
+    elif args.preset is None:
+        raise ValueError("run needs --preset NAME (poison-jax presets lists them) or --data FILE.npz")
+    return _run_config(presets.preset(args.preset or "digits-lr", overrides), args)
 
 
 def _presets(args) -> int:
@@ -165,7 +160,7 @@ def _presets(args) -> int:
         return 0
     width = max(map(len, presets.PRESETS))
     for name in presets.PRESETS:
-        print(f"{name:<{width}}  {presets.PRESET_SUMMARIES[name]}")
+        print(f"{name:<{width}}  {presets.PRESETS[name].summary}")
     print("\npoison-jax presets NAME: every field of NAME; poison-jax run --preset NAME: run its sweep")
     return 0
 
@@ -294,8 +289,8 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from poison_jax.experiments.config import HYPERGRADS
     from poison_jax.experiments.presets import PRESETS
+    from poison_jax.experiments.sections import METHODS
 
     parser = argparse.ArgumentParser(
         prog="poison-jax",
@@ -337,13 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--set",
         action="append",
-        metavar="FIELD=VALUE",
-        help="override a config field, e.g. --set num_seeds=3 --set log_lam_box='(-8, log(200))' (repeatable; "
-        "poison-jax presets NAME lists the fields)",
+        metavar="PATH=VALUE",
+        help="override a config field by its path, e.g. --set sweep.num_seeds=3 --set "
+        "attack.log_lam_box='(-8, log(200))'; switch a choice by its kind, e.g. --set method=implicit "
+        "(repeatable; poison-jax presets NAME lists the paths)",
     )
     run.add_argument(
         "--hypergrad",
-        choices=HYPERGRADS,
+        choices=tuple(METHODS),
         default=None,
         help="hypergradient method (default: the preset's; rmd for the paper's presets, implicit for "
         "mnist5k-lr-strong)",
