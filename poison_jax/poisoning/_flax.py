@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from poison_jax.poisoning._parts import check_multiclass_loss, check_penalty_and_loss, kernel_leaves
 from poison_jax.poisoning.losses import Logistic, Loss
-from poison_jax.poisoning.models import Model, _kernel_leaves, output_shape
+from poison_jax.poisoning.models import Model, output_shape
 from poison_jax.poisoning.penalties import L2, Penalty
 
 _ALLOWED_OUTPUTS = (
@@ -32,36 +33,27 @@ def from_flax(
 ) -> Model:
     """A :class:`Model` from a user's ``flax.linen`` or ``flax.nnx`` module, checked on ``example_x``.
 
-    The module maps features ``(n, d)`` to scores. Its output decides the task:
+    The module maps features ``(n, d)`` to scores, whose shape decides the task: ``(n,)`` or ``(n, 1)``,
+    one score -- a binary classifier (class 1 where the score is > 0) or, with ``loss=losses.Squared()``,
+    a regression; ``(n, 2)``, two classes' logits, turned into the one score ``logit_1 − logit_0``
+    (whose binary cross-entropy is the softmax cross-entropy of the two logits); ``(n, K)``, ``K >= 3``
+    classes (softmax cross-entropy, labels 0..K−1). Any other shape is refused here, naming it: a
+    shape mistake never reaches the attack as silently broadcast (NaN or meaningless) losses.
 
-    * ``(n,)`` or ``(n, 1)``: one score per example -- a binary classifier (labels 0/1, class 1
-      where the score is > 0) or, with ``loss=losses.Squared()``, a regression;
-    * ``(n, 2)``: two classes' logits, turned into the one score ``logit_1 − logit_0`` (the binary
-      cross-entropy of that score is the softmax cross-entropy of the two logits);
-    * ``(n, K)`` with ``K >= 3``: ``K`` classes (softmax cross-entropy, labels 0..K−1).
-
-    Anything else is refused here, naming the shape: a shape mistake never reaches the attack as
-    silently broadcast (NaN or meaningless) losses.
-
-    * ``flax.linen``: ``init(key)`` is ``module.init(key, example_x[:1])["params"]``, a fresh random
-      initialisation for every key (the attack re-initialises each hyperiteration, as the paper's
-      network does). Modules with other variable collections (``batch_stats``) are refused: the
-      inner problem must be a function of the parameters alone.
-    * ``flax.nnx``: the parameters are the module's ``nnx.Param`` values as built (a pure dict);
-      ``init`` returns them whatever the key (build the module with the ``nnx.Rngs`` you want).
+    ``flax.linen``: ``init(key)`` is ``module.init(key, example_x[:1])["params"]``, a fresh random
+    initialisation for every key (the attack re-initialises each hyperiteration, as the paper's network
+    does); modules with other variable collections (``batch_stats``) are refused, as the inner problem
+    must be a function of the parameters alone. ``flax.nnx``: the parameters are the module's
+    ``nnx.Param`` values as built (a pure dict), which ``init`` returns whatever the key.
 
     Args:
       module: a ``flax.linen.Module`` or a ``flax.nnx.Module``.
-      example_x: ``(n, d)`` features (a few rows of the data suffice), for the parameters' shapes and
-        the output check.
-      layers: the layers the penalty acts on, each the ``/``-joined path of a module holding a
-        ``kernel`` (e.g. ``("Dense_0", "Dense_1")``), one log-λ each (times
-        ``penalty.lams_per_layer``); default every kernel in the parameter tree, in its order.
+      example_x: ``(n, d)`` features (a few rows suffice), for the parameters' shapes and the output check.
+      layers: the layers the penalty acts on, each the ``/``-joined path of a module holding a ``kernel``
+        (e.g. ``("Dense_0", "Dense_1")``), one log-λ each (times ``penalty.lams_per_layer``); default
+        every kernel in the parameter tree, in its order.
       penalty, loss: as for :class:`Model`.
       name: a label (default: the module's class name and its parameter count).
-
-    Returns:
-      the :class:`Model`.
 
     Example::
 
@@ -77,60 +69,62 @@ def from_flax(
         >>> models.from_flax(Net(), jnp.zeros((4, 3)), layers=["Dense_1"]).num_lams  # penalise one layer
         1
     """
-    if not isinstance(penalty, Penalty):
-        raise TypeError(
-            f"penalty must be a poison_jax.poisoning.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
-        )
-    if not isinstance(loss, Loss):
-        raise TypeError(
-            f"loss must be a poison_jax.poisoning.losses value (Logistic(), SmoothedHinge(...), Squared()), "
-            f"got {loss!r}"
-        )
+    check_penalty_and_loss(penalty, loss)
     example = jnp.asarray(example_x, jnp.float32)
     if example.ndim != 2 or example.shape[0] == 0:
         raise ValueError(f"example_x must be 2-D features (n, d) with n >= 1, got shape {example.shape}")
     init, raw_apply = _flax_functions(module, example)
     params = jax.eval_shape(init, jax.random.PRNGKey(0))
+    num_classes, apply = _scores(module, raw_apply, params, example)
+    check_multiclass_loss(loss, num_classes, scores=f"{type(module).__name__} returns {num_classes} scores;")
+    layers = _penalised_layers(module, params, layers)
+    name = name if name is not None else _label(module, params)
+    model = Model(name, init, apply, layers, random_init=True, penalty=penalty, loss=loss, num_classes=num_classes)
+    output_shape(model, example)
+    return model
+
+
+def _label(module, params) -> str:
+    """The module's class name and its parameter count."""
+    size = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+    return f"{type(module).__name__} ({size:,} parameters)"
+
+
+def _scores(module, raw_apply, params, example) -> tuple[int, Any]:
+    """``(num_classes, apply)``: the module's output shape on ``example`` read as one score, two
+    logits (made one score) or ``K`` classes' logits; anything else refused, naming the shape."""
     out = jax.eval_shape(raw_apply, params, example)
     n = example.shape[0]
     shape = getattr(out, "shape", None)
     if shape == (n,) or shape == (n, 1):
-        num_classes, apply = 2, _one_score(raw_apply, shape)
-    elif shape == (n, 2):
-        num_classes, apply = 2, _logit_difference(raw_apply)
-    elif shape is not None and len(shape) == 2 and shape[0] == n and shape[1] >= 3:
-        num_classes, apply = shape[1], raw_apply
-    else:
-        raise ValueError(
-            f"{type(module).__name__} returns shape {shape if shape is not None else out} for example_x of shape "
-            f"{example.shape}; allowed: {_ALLOWED_OUTPUTS}"
-        )
-    if num_classes > 2 and loss != Logistic():
-        raise ValueError(
-            f"loss {loss!r} has no multiclass form here: {type(module).__name__} returns {num_classes} scores; use "
-            "Logistic() (the softmax cross-entropy)"
-        )
-    found = _kernel_leaves(params)
+        return 2, _one_score(raw_apply, shape)
+    if shape == (n, 2):
+        return 2, _logit_difference(raw_apply)
+    if shape is not None and len(shape) == 2 and shape[0] == n and shape[1] >= 3:
+        return shape[1], raw_apply
+    raise ValueError(
+        f"{type(module).__name__} returns shape {shape if shape is not None else out} for example_x of shape "
+        f"{example.shape}; allowed: {_ALLOWED_OUTPUTS}"
+    )
+
+
+def _penalised_layers(module, params, layers: Sequence[str] | None) -> tuple[str, ...]:
+    """The layers the penalty acts on: ``layers`` checked against the kernels of ``params``, or all of them."""
+    found = kernel_leaves(params)
     if layers is None:
         if not found:
             raise ValueError(
                 f"{type(module).__name__} has no parameter named 'kernel' for the penalty; pass layers=..."
             )
-        layers = tuple(found)
-    else:
-        layers = tuple(layers)
-        unknown = [layer for layer in layers if layer not in found]
-        if unknown or not layers:
-            raise ValueError(
-                f"layers {list(unknown) or list(layers)} are not modules with a kernel in {type(module).__name__}'s "
-                f"parameters; allowed: {', '.join(found) or 'none'}"
-            )
-    if name is None:
-        size = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
-        name = f"{type(module).__name__} ({size:,} parameters)"
-    model = Model(name, init, apply, layers, True, penalty, loss, num_classes)
-    output_shape(model, example)
-    return model
+        return tuple(found)
+    layers = tuple(layers)
+    unknown = [layer for layer in layers if layer not in found]
+    if unknown or not layers:
+        raise ValueError(
+            f"layers {list(unknown) or list(layers)} are not modules with a kernel in {type(module).__name__}'s "
+            f"parameters; allowed: {', '.join(found) or 'none'}"
+        )
+    return layers
 
 
 def _flax_functions(module, example):

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from poison_jax.engine import checks
+from poison_jax.poisoning._parts import check_multiclass_loss, check_penalty_and_loss, kernel_leaves
 from poison_jax.poisoning.losses import Logistic, Loss, bce
 from poison_jax.poisoning.penalties import L2, Penalty
 
@@ -116,7 +118,7 @@ class _MLP(nn.Module):
 
 
 def _from_module(
-    name: str, module: _MLP, d: int, random_init: bool, penalty: Penalty, loss: Loss, num_classes: int
+    name: str, module: _MLP, d: int, *, random_init: bool, penalty: Penalty, loss: Loss, num_classes: int
 ) -> Model:
     example = jnp.zeros((1, d), jnp.float32)
 
@@ -127,19 +129,8 @@ def _from_module(
         return module.apply({"params": params}, x)
 
     layers = tuple(f"layer_{i}" for i in range(len(module.features)))
-    if not isinstance(penalty, Penalty):
-        raise TypeError(
-            f"penalty must be a poison_jax.poisoning.penalties value (L2(), L1(...), ElasticNet(...)), got {penalty!r}"
-        )
-    if not isinstance(loss, Loss):
-        raise TypeError(
-            f"loss must be a poison_jax.poisoning.losses value (Logistic(), SmoothedHinge(...)), got {loss!r}"
-        )
-    if num_classes > 2 and loss != Logistic():
-        raise ValueError(
-            f"loss {loss!r} has no multiclass form here: with num_classes={num_classes} use Logistic() "
-            "(the softmax cross-entropy)"
-        )
+    check_penalty_and_loss(penalty, loss)
+    check_multiclass_loss(loss, num_classes, scores=f"with num_classes={num_classes}")
     for value, default in ((penalty, L2()), (loss, Logistic())):
         if value != default:
             name = f"{name}, {value}"
@@ -155,16 +146,9 @@ def _from_module(
     )
 
 
-def _check_sizes(**sizes):
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-
-
 def _outputs(num_classes) -> int:
     """The width of the last layer: 1 score for two classes, else one per class."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    num_classes = checks.integer("num_classes", num_classes, low=2)
     return 1 if num_classes == 2 else num_classes
 
 
@@ -175,10 +159,10 @@ def logistic_regression(d: int, penalty: Penalty = L2(), loss: Loss = Logistic()
     ``init`` returns zeros whatever the key (the paper starts every inner training at w = 0).
     ``penalty``, ``loss``: see :class:`Model` (``loss=SmoothedHinge()``: a linear SVM).
     """
-    _check_sizes(d=d)
+    checks.positive_int("d", d)
     module = _MLP(features=(_outputs(num_classes),), zero_init=True)
     name = f"logistic regression d={d}" + (f", {num_classes} classes" if num_classes > 2 else "")
-    return _from_module(name, module, d, False, penalty, loss, num_classes)
+    return _from_module(name, module, d, random_init=False, penalty=penalty, loss=loss, num_classes=num_classes)
 
 
 def mlp(
@@ -195,11 +179,12 @@ def mlp(
     (three λ with the default ``L2()`` penalty, six with ``ElasticNet()``).
     """
     hidden = tuple(hidden)
-    _check_sizes(d=d, **{f"hidden[{i}]": h for i, h in enumerate(hidden)})
+    for field, size in (("d", d), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
+        checks.positive_int(field, size)
     features = (*hidden, _outputs(num_classes))
     name = "mlp " + "x".join(str(n) for n in (d, *features))
     module = _MLP(features=features, zero_init=False)
-    return _from_module(name, module, d, True, penalty, loss, num_classes)
+    return _from_module(name, module, d, random_init=True, penalty=penalty, loss=loss, num_classes=num_classes)
 
 
 def kernels(model: Model, params: Params) -> list[jax.Array]:
@@ -208,28 +193,8 @@ def kernels(model: Model, params: Params) -> list[jax.Array]:
     A layer name is the ``/``-joined path of a module in the parameter tree (``"layer_0"``,
     ``"Block_0/Dense_1"``); its kernel is that module's ``"kernel"`` entry.
     """
-    found = _kernel_leaves(params)
+    found = kernel_leaves(params)
     return [found[name] for name in model.layers]
-
-
-def _path_name(path) -> str:
-    """``"Block_0/Dense_1/kernel"`` for a tree path of dict keys, attributes or sequence indices."""
-    parts = []
-    for key in path:
-        part = getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
-        parts.append(str(part))
-    if parts and parts[-1] in ("value", "raw_value"):  # an nnx Variable's array
-        parts.pop()
-    return "/".join(parts)
-
-
-def _kernel_leaves(params: Params) -> dict[str, jax.Array]:
-    """``{layer name: kernel}`` of every leaf named ``kernel`` in ``params``, in tree order."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    named = ((_path_name(path), leaf) for path, leaf in leaves)
-    return {
-        name.rsplit("/", 1)[0] if "/" in name else "": leaf for name, leaf in named if name.split("/")[-1] == "kernel"
-    }
 
 
 def output_shape(model: Model, x: ArrayLike | jax.ShapeDtypeStruct) -> tuple[int, ...]:
