@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
+from poison_jax.engine import checks
+
 if TYPE_CHECKING:
     from poison_jax.poisoning import data
 
@@ -66,8 +68,8 @@ def use_cpu_cores(count: int | None = None) -> int:
     """
     if count is None:
         count = cpu_core_count()
-    elif isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be a positive integer (CPU devices), got {count!r}")
+    else:
+        count = checks.positive_int("count", count)
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # the backend has started: keep what it has

@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import optax
 from optax import projections
 
+from poison_jax.engine import checks
+
 __all__ = ["Adam", "Armijo", "Normalised", "OUTER_STEPS", "Optimistic", "SGD"]
 
 
@@ -105,8 +107,8 @@ class Adam(_OptaxRule):
     def __post_init__(self):
         for name in ("b1", "b2"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"Adam {name} must be a number in [0, 1), got {value!r}")
+            if not (checks.is_real(value) and 0 <= value < 1):
+                checks.fail(f"Adam {name}", value, "a number in [0, 1)")
 
     def transform(self, lr):
         return optax.adam(lr, b1=self.b1, b2=self.b2)
@@ -147,21 +149,20 @@ class Armijo:
     min_scale: float = 1.0
 
     def __post_init__(self):
-        checks = {
+        allowed = {
             "shrink": 0 < self.shrink < 1,
             "grow": self.grow >= 1,
             "c": 0 < self.c < 1,
             "max_scale": self.max_scale >= 1,
             "min_scale": 0 <= self.min_scale <= 1,
         }
-        for name, ok in checks.items():
+        for name, ok in allowed.items():
             if not ok or not math.isfinite(getattr(self, name)):
                 raise ValueError(
                     f"Armijo {name} = {getattr(self, name)!r} is not allowed: shrink in (0, 1), "
                     f"grow >= 1, c in (0, 1), max_scale >= 1, min_scale in [0, 1]"
                 )
-        if isinstance(self.max_trials, bool) or not isinstance(self.max_trials, int) or self.max_trials <= 0:
-            raise ValueError(f"Armijo max_trials must be a positive integer, got {self.max_trials!r}")
+        checks.positive_int("Armijo max_trials", self.max_trials)
 
     def init(self, x):
         return jnp.asarray(jnp.nan, jnp.result_type(x))  # no accepted length yet: start at lr
