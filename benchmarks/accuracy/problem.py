@@ -14,24 +14,10 @@ from jax.flatten_util import ravel_pytree
 from benchmarks import engine_calls as ec
 from poison_jax.poisoning import attack, data, models
 
-LR = dict(
-    name="LR, MNIST shape",
-    dataset="mnist5k",
-    model="lr",
-    d=784,
-    n_train=512,
-    n_val=171,
-    n_poison=85,
-    lr=0.1,
-    log_lam=math.log(20.0),
-    seed=0,
-    steps=(25, 50, 100, 150, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200, 4800),
-    cg_iters=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-    cg_max=500,
-    cg_tol=1e-6,
-    ref_steps=3000,
-    repeats=5,
-)
+LR = dict(name="LR, MNIST shape", dataset="mnist5k", model="lr", d=784, n_train=512, n_val=171, n_poison=85)
+LR.update(lr=0.1, log_lam=math.log(20.0), seed=0, cg_max=500, cg_tol=1e-6, ref_steps=3000, repeats=5)
+LR.update(steps=(25, 50, 100, 150, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200, 4800))
+LR.update(cg_iters=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 MLP = dict(
     LR,
     name="reduced MLP",
@@ -50,22 +36,8 @@ MLP = dict(
     ref_steps=20000,
     repeats=3,
 )
-QUICK_LR = dict(
-    LR,
-    name="LR, digits (quick)",
-    dataset="digits",
-    d=64,
-    n_train=150,
-    n_val=60,
-    n_poison=17,
-    lr=0.5,
-    steps=(4, 32),
-    cg_iters=(2, 16),
-    cg_max=200,
-    ref_steps=500,
-    repeats=2,
-    bisect=False,
-)
+QUICK_LR = dict(LR, name="LR, digits (quick)", dataset="digits", d=64, n_train=150, n_val=60, n_poison=17)
+QUICK_LR.update(lr=0.5, steps=(4, 32), cg_iters=(2, 16), cg_max=200, ref_steps=500, repeats=2, bisect=False)
 QUICK_MLP = dict(
     MLP,
     name="reduced MLP (quick)",

@@ -5,19 +5,9 @@ from __future__ import annotations
 
 from benchmarks.goals import BY_ID
 
-SWEEP = dict(
-    settings=4,
-    fixed_settings=3,
-    batches=5,
-    fractions=6,
-    iters_fixed=100,
-    iters_clean=50,
-    iters_multi=100,
-    eval_epochs=200,
-    eval_lr=1e-2,
-    cv_grid=19,
-    cv_folds=5,
-)
+# The sweep's shape, and its victim evaluation and λ_CLEAN cross-validation.
+SWEEP = dict(settings=4, fixed_settings=3, batches=5, fractions=6, iters_fixed=100, iters_clean=50, iters_multi=100)
+SWEEP.update(eval_epochs=200, eval_lr=1e-2, cv_grid=19, cv_folds=5)
 HYPERGRADS_PER_SEED = (
     SWEEP["fixed_settings"] * SWEEP["batches"] * SWEEP["iters_fixed"]
     + SWEEP["iters_clean"]
