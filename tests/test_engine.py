@@ -1,4 +1,7 @@
-"""Floor 0: hypergradients against finite differences, the dense reference and each other."""
+"""Floor 0: hypergradients against finite differences, the dense reference and each other; the
+engine composes solvers and ways to differentiate them, a solver written here included."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +10,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from poison_jax import engine
-from poison_jax.engine import IFT, RMD
+from poison_jax.engine import IFT, RMD, Dense, GradientDescent, ImplicitCG, Method, NewtonCG, Unrolled
 
 N_CLEAN, N_POISON, N_VAL, D = 12, 3, 10, 4
 
@@ -116,91 +119,215 @@ def cosine(a, b):
     return float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
 
 
-def converged_w(inner, w0, theta):
-    return engine.unroll(inner, w0, theta, **CONVERGED)
+def solve(inner, w0, theta, solver=GradientDescent(**CONVERGED)):
+    return solver.solve(lambda w: inner(w, theta), w0).w
 
 
+def hypergrad(method, inner, outer, w0, theta, **kwargs):
+    return engine.hypergrad(method, inner, outer, w0, theta, **kwargs)
+
+
+EXACT = Method(GradientDescent(**CONVERGED), Dense())  # the dense reference at a converged w*
+
+
+@dataclasses.dataclass(frozen=True)
+class HeavyBall:
+    """A solver written outside the package: gradient descent with momentum in a ``lax.scan``."""
+
+    steps: int
+    lr: float
+    momentum: float = 0.5
+
+    def solve(self, f, w0):
+        grad = jax.grad(f)
+
+        def step(carry, _):
+            w, velocity = carry
+            velocity = jax.tree_util.tree_map(lambda v, g: self.momentum * v - self.lr * g, velocity, grad(w))
+            return (jax.tree_util.tree_map(jnp.add, w, velocity), velocity), None
+
+        (w, _), _ = jax.lax.scan(step, (w0, jax.tree_util.tree_map(jnp.zeros_like, w0)), None, length=self.steps)
+        return engine.Solution(w, jnp.asarray(0, jnp.int32), {"inner_steps": jnp.asarray(self.steps, jnp.int32)})
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointWhile:
+    """A solver with a ``while_loop`` (gradient steps until small): reverse mode cannot go through it."""
+
+    lr: float = 0.5
+
+    def solve(self, f, w0):
+        grad = jax.grad(f)
+        norm = lambda w: jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad(w))))
+        step = lambda w: jax.tree_util.tree_map(lambda a, g: a - self.lr * g, w, grad(w))
+        w = jax.lax.while_loop(lambda w: norm(w) > 1e-8, step, w0)
+        return engine.Solution(w, jnp.asarray(0, jnp.int32), {})
+
+
+# -- against central differences and the dense reference --------------------------------------
+
+
+METHODS = {
+    "rmd": RMD(**CONVERGED),
+    "ift": IFT(**CONVERGED, cg_iters=50, cg_tol=1e-12),
+    "dense": EXACT,
+    "newton+cg": Method(NewtonCG(tol=1e-11, maxiter=50), ImplicitCG(iters=50, tol=1e-12)),
+    "newton+dense": Method(NewtonCG(tol=1e-11, maxiter=50), Dense()),
+    "lbfgs+cg": Method(engine.LBFGS(tol=1e-11, maxiter=2000), ImplicitCG(iters=50, tol=1e-12)),
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_all_hypergradients_match_finite_differences(x64, name):
+def test_every_method_matches_central_differences(x64, name, method):
     inner, outer, w0, theta = problem(name)
-    objective = lambda th: outer(converged_w(inner, w0, th), th)
-    fd = central_differences(objective, theta)
-    w_star = converged_w(inner, w0, theta)
+    fd = central_differences(jax.jit(lambda th: outer(solve(inner, w0, th), th)), theta)
+    result = hypergrad(METHODS[method], inner, outer, w0, theta, throw=True)
+    assert int(result.status) == engine.RESULTS.successful
+    assert jax.tree_util.tree_structure(result.grad) == jax.tree_util.tree_structure(theta)
+    assert rel_err(result.grad, fd) < 1e-4
+    assert float(result.stats["inner_grad_norm"]) < 1e-8
 
-    _, g_rmd, _ = engine.rmd_hypergrad(inner, outer, w0, theta, **CONVERGED)
-    _, g_ift, info = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12)
-    _, g_exact, _ = engine.exact_hypergrad(inner, outer, w_star, theta)
 
-    assert bool(info.cg.converged) and float(info.inner_grad_norm) < 1e-10
-    for g in (g_rmd, g_ift, g_exact):
-        assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(theta)
-        assert rel_err(g, fd) < 1e-4
+@pytest.mark.parametrize("name", ["logistic", "two_block"])
+def test_a_solver_written_outside_the_package_is_unrolled_exactly(x64, name):
+    """Unrolled differentiates the truncated problem: exact against central differences of it."""
+    inner, outer, w0, theta = problem(name)
+    solver = HeavyBall(steps=40, lr=0.3)
+    fd = central_differences(jax.jit(lambda th: outer(solve(inner, w0, th, solver), th)), theta)
+    result = hypergrad(Method(solver, Unrolled()), inner, outer, w0, theta)
+    assert rel_err(result.grad, fd) < 1e-7
+    assert float(result.stats["inner_grad_norm"]) > 1e-4  # 40 steps are far from stationary; the stats say so
+
+
+@pytest.mark.parametrize("adjoint", [ImplicitCG(iters=60, tol=1e-12), Dense()], ids=["cg", "dense"])
+def test_a_solver_written_outside_the_package_is_differentiated_implicitly(x64, adjoint):
+    inner, outer, w0, theta = problem("two_block")
+    solver = HeavyBall(steps=3000, lr=0.5)
+    fd = central_differences(jax.jit(lambda th: outer(solve(inner, w0, th, solver), th)), theta)
+    result = hypergrad(Method(solver, adjoint), inner, outer, w0, theta, throw=True)
+    assert rel_err(result.grad, fd) < 1e-5
+    assert rel_err(result.grad, hypergrad(EXACT, inner, outer, w0, theta).grad) < 1e-8
+
+
+def test_unrolling_a_while_loop_solver_is_refused_with_the_fix(x64):
+    inner, outer, w0, theta = problem("ridge")
+    with pytest.raises(TypeError, match=r"runs a while_loop, .* use ImplicitCG\(\) or Dense\(\)"):
+        hypergrad(Method(FixedPointWhile(), Unrolled()), inner, outer, w0, theta)
+    result = hypergrad(Method(FixedPointWhile(), ImplicitCG(tol=1e-12)), inner, outer, w0, theta)
+    assert rel_err(result.grad, hypergrad(EXACT, inner, outer, w0, theta).grad) < 1e-6
 
 
 @pytest.mark.parametrize("name", ["ridge", "logistic"])
 def test_rmd_error_falls_with_steps(x64, name):
     inner, outer, w0, theta = problem(name)
-    _, exact, _ = engine.exact_hypergrad(inner, outer, converged_w(inner, w0, theta), theta)
-    errors = [
-        rel_err(engine.rmd_hypergrad(inner, outer, w0, theta, steps=t, lr=0.5)[1], exact) for t in (5, 20, 80, 320)
-    ]
+    exact = hypergrad(EXACT, inner, outer, w0, theta).grad
+    errors = [rel_err(hypergrad(RMD(steps=t, lr=0.5), inner, outer, w0, theta).grad, exact) for t in (5, 20, 80, 320)]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 1e-3 * errors[0]
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_ift_matches_exact_and_reports_unconverged_cg(x64, name):
+def test_an_unconverged_adjoint_is_reported_and_thrown(x64, name):
     inner, outer, w0, theta = problem(name)
-    w_star = converged_w(inner, w0, theta)
-    _, exact, _ = engine.exact_hypergrad(inner, outer, w_star, theta)
+    tight = hypergrad(IFT(**CONVERGED, cg_iters=100, cg_tol=1e-10), inner, outer, w0, theta)
+    assert cosine(tight.grad, hypergrad(EXACT, inner, outer, w0, theta).grad) > 0.99999
+    assert int(tight.status) == 0 and float(tight.stats["adjoint_residual"]) <= 1e-10
 
-    _, tight, info = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=100, cg_tol=1e-10)
-    assert cosine(tight, exact) > 0.99999
-    assert bool(info.cg.converged) and float(info.cg.residual) <= 1e-10
+    loose = hypergrad(IFT(**CONVERGED, cg_iters=1, cg_tol=1e-10), inner, outer, w0, theta)
+    assert int(loose.stats["adjoint_steps"]) == 1 and float(loose.stats["adjoint_residual"]) > 1e-3
+    assert int(loose.status) == engine.RESULTS.adjoint_max_steps
+    assert "adjoint solve stopped at its iteration cap" in engine.message(loose.status)
+    with pytest.raises(engine.HypergradError, match="adjoint solve stopped at its iteration cap"):
+        hypergrad(IFT(**CONVERGED, cg_iters=1, cg_tol=1e-10), inner, outer, w0, theta, throw=True)
 
-    _, loose, info = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=1, cg_tol=1e-10)
-    assert int(info.cg.iterations) == 1
-    assert not bool(info.cg.converged) and float(info.cg.residual) > 1e-3
+
+def test_throw_inside_jit_raises_when_it_runs(x64):
+    inner, outer, w0, theta = problem("ridge")
+    method = Method(NewtonCG(tol=1e-14, maxiter=1), ImplicitCG())
+    value = jax.jit(lambda th: hypergrad(method, inner, outer, w0, th).value)(theta)  # no throw: a value
+    assert np.isfinite(float(value))
+    with pytest.raises(Exception, match="inner solver stopped at its iteration cap"):
+        jax.block_until_ready(jax.jit(lambda th: hypergrad(method, inner, outer, w0, th, throw=True).value)(theta))
+
+
+def test_non_finite_results_have_their_status(x64):
+    inner, outer, w0, theta = problem("ridge")
+    diverging = hypergrad(RMD(steps=1000, lr=100.0), inner, outer, w0, theta)
+    assert int(diverging.status) == engine.RESULTS.inner_nonfinite
+    nan_outer = lambda w, th: outer(w, th) * jnp.nan
+    assert int(hypergrad(EXACT, inner, nan_outer, w0, theta).status) == engine.RESULTS.nonfinite
+
+
+ADJOINT_CG = {"adjoint_steps", "adjoint_residual"}
+STATS = {
+    "rmd": (RMD(steps=30, lr=0.5), {"inner_steps", "inner_grad_norm"}),
+    "ift": (
+        IFT(steps=30, lr=0.5, cg_iters=20),
+        {"inner_steps", "inner_grad_norm", "adjoint_steps", "adjoint_residual"},
+    ),
+    "dense": (Method(NewtonCG(), Dense()), {"inner_steps", "inner_grad_norm", "adjoint_residual"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATS))
+def test_stats_hold_only_what_the_method_did(x64, name):
+    method, keys = STATS[name]
+    inner, outer, w0, theta = problem("logistic")
+    result = hypergrad(method, inner, outer, w0, theta)
+    assert set(result.stats) == keys
+    if isinstance(method.solver, GradientDescent):
+        assert int(result.stats["inner_steps"]) == 30
+    assert (result.warm.adjoint is None) == isinstance(method.adjoint, Unrolled)
 
 
 def test_ift_damping_solves_the_damped_system(x64):
     inner, outer, w0, theta = problem("ridge")
-    w_star = converged_w(inner, w0, theta)
+    w_star = solve(inner, w0, theta)
     damped_inner = lambda w, th: inner(w, th) + 0.5 * 0.3 * jnp.sum(w**2)
-    _, with_damping, _ = engine.ift_hypergrad(inner, outer, w_star, theta, cg_iters=50, cg_tol=1e-12, damping=0.3)
+    with_damping = hypergrad(IFT(**CONVERGED, cg_iters=50, cg_tol=1e-12, damping=0.3), inner, outer, w0, theta).grad
     # Damping adds 0.3·I to the Hessian only, not to the mixed derivative.
     _, g_w = jax.value_and_grad(outer)(w_star, theta)
-    H = jax.hessian(damped_inner)(w_star, theta)
-    v = jnp.linalg.solve(H, g_w)
+    v = jnp.linalg.solve(jax.hessian(damped_inner)(w_star, theta), g_w)
     _, vjp = jax.vjp(lambda th: jax.grad(inner)(w_star, th), theta)
-    expected = jax.tree_util.tree_map(jnp.negative, vjp(v)[0])
-    assert rel_err(with_damping, expected) < 1e-10
+    assert rel_err(with_damping, jax.tree_util.tree_map(jnp.negative, vjp(v)[0])) < 1e-10
+    dense = hypergrad(Method(GradientDescent(**CONVERGED), Dense(damping=0.3)), inner, outer, w0, theta).grad
+    assert rel_err(dense, with_damping) < 1e-10
 
 
 @pytest.mark.parametrize("checkpoint", [1, 3, 7, True, 50])
 @pytest.mark.parametrize("name", ["logistic", "two_block"])
 def test_checkpointed_rmd_equals_plain(x64, name, checkpoint):
     inner, outer, w0, theta = problem(name)
-    v_plain, g_plain, _ = engine.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5)
-    v_ckpt, g_ckpt, _ = engine.rmd_hypergrad(inner, outer, w0, theta, steps=40, lr=0.5, checkpoint=checkpoint)
-    assert abs(float(v_plain - v_ckpt)) < 1e-10
-    diff = ravel_pytree(g_plain)[0] - ravel_pytree(g_ckpt)[0]
-    assert float(jnp.max(jnp.abs(diff))) < 1e-10
+    plain = hypergrad(RMD(steps=40, lr=0.5), inner, outer, w0, theta)
+    ckpt = hypergrad(RMD(steps=40, lr=0.5, checkpoint=checkpoint), inner, outer, w0, theta)
+    assert abs(float(plain.value - ckpt.value)) < 1e-10
+    assert float(jnp.max(jnp.abs(ravel_pytree(plain.grad)[0] - ravel_pytree(ckpt.grad)[0]))) < 1e-10
 
 
-def test_strategies_dispatch_to_the_functions(x64):
+def test_named_combinations_are_their_methods(x64):
     inner, outer, w0, theta = problem("logistic")
-    v1, g1, _ = engine.hypergrad(RMD(steps=30, lr=0.5, checkpoint=5), inner, outer, w0, theta)
-    v2, g2, _ = engine.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)
-    assert rel_err(g1, g2) < 1e-12 and abs(float(v1 - v2)) < 1e-12
+    pairs = [
+        (RMD(steps=30, lr=0.5, checkpoint=5), Method(GradientDescent(30, 0.5), Unrolled(5))),
+        (IFT(steps=30, lr=0.5, cg_iters=40, cg_tol=1e-12), Method(GradientDescent(30, 0.5), ImplicitCG(40, 1e-12))),
+        (engine.Implicit(), Method(NewtonCG(), ImplicitCG(100, 1e-5), warm_start=True)),
+    ]
+    for named, method in pairs:
+        assert (named.solver, named.adjoint, named.warm_start) == (method.solver, method.adjoint, method.warm_start)
+        a, b = hypergrad(named, inner, outer, w0, theta), hypergrad(method, inner, outer, w0, theta)
+        assert rel_err(a.grad, b.grad) < 1e-12 and abs(float(a.value - b.value)) < 1e-12
 
-    method = IFT(steps=30, lr=0.5, cg_iters=40, cg_tol=1e-12)
-    v3, g3, info = engine.hypergrad(method, inner, outer, w0, theta)
-    w_t = engine.unroll(inner, w0, theta, steps=30, lr=0.5)
-    v4, g4, _ = engine.ift_hypergrad(inner, outer, w_t, theta, cg_iters=40, cg_tol=1e-12)
-    assert rel_err(g3, g4) < 1e-10 and abs(float(v3 - v4)) < 1e-12
-    # 30 steps are far from converged: the diagnostics say so.
-    assert float(info.inner_grad_norm) > 1e-4
+
+def test_a_warm_start_saves_iterations_and_keeps_the_answer(x64):
+    inner, outer, w0, theta = problem("logistic")
+    method = engine.Implicit(NewtonCG(tol=1e-11, maxiter=100), cg_iters=100, cg_tol=1e-11)
+    moved = {"xp": theta["xp"] + 0.05, "log_lam": theta["log_lam"]}
+    first = hypergrad(method, inner, outer, w0, theta)
+    warm = hypergrad(method, inner, outer, w0, moved, warm=first.warm)
+    cold = hypergrad(method, inner, outer, w0, moved)
+    assert rel_err(warm.grad, cold.grad) < 1e-8
+    assert int(warm.stats["inner_steps"]) < int(cold.stats["inner_steps"])
+    assert int(warm.stats["adjoint_steps"]) <= int(cold.stats["adjoint_steps"])  # CG needs <= 5 here either way
 
 
 # -- jit, vmap and pytrees -------------------------------------------------------------------
@@ -211,37 +338,36 @@ def _batched_data(batch):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *datas)
 
 
-def _all_functions(data, theta):
-    """Every public function of the engine on the logistic problem of ``data``."""
+def _all_methods(data, theta):
+    """Every way of the engine on the logistic problem of ``data`` (value, grad and stats)."""
     inner, outer, w0 = logistic_losses(data)
-    w_t = engine.unroll(inner, w0, theta, steps=30, lr=0.5)
-    return {
-        "unroll": w_t,
-        "rmd": engine.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5)[:2],
-        "rmd_ckpt": engine.rmd_hypergrad(inner, outer, w0, theta, steps=30, lr=0.5, checkpoint=4)[:2],
-        "ift": engine.ift_hypergrad(inner, outer, w_t, theta, cg_iters=20, cg_tol=1e-8)[:2],
-        "exact": engine.exact_hypergrad(inner, outer, w_t, theta)[:2],
-        "hvp": engine.hvp(lambda w: inner(w, theta), w_t, jax.tree_util.tree_map(jnp.ones_like, w_t)),
-        "strategy": engine.hypergrad(IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8), inner, outer, w0, theta)[:2],
+    methods = {
+        "rmd": RMD(steps=30, lr=0.5),
+        "rmd_ckpt": RMD(steps=30, lr=0.5, checkpoint=4),
+        "ift": IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8),
+        "dense": Method(GradientDescent(30, 0.5), Dense()),
+        "newton": engine.Implicit(NewtonCG(tol=1e-8)),
+        "heavy_ball": Method(HeavyBall(30, 0.3), Unrolled()),
     }
+    out = {name: hypergrad(m, inner, outer, w0, theta)[:4] for name, m in methods.items()}
+    w_t = solve(inner, w0, theta, GradientDescent(30, 0.5))
+    out["hvp"] = engine.hvp(lambda w: inner(w, theta), w_t, jax.tree_util.tree_map(jnp.ones_like, w_t))
+    return out
 
 
 @pytest.mark.slow
-def test_every_function_under_jit_and_vmap(x64):
-    """jit per seed, vmap and jit-of-vmap over a leading data axis give the same results.
-
-    (Eager calls are what every other test makes.)"""
+def test_every_method_under_jit_and_vmap(x64):
+    """jit per seed, vmap and jit-of-vmap over a leading data axis give the same results."""
     batch = 3
     data = _batched_data(batch)
     theta = make_data(0)[1]
     take = lambda i: jax.tree_util.tree_map(lambda a: a[i], data)
     stack = lambda trees: jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
-    jitted = jax.jit(_all_functions)
-    per_seed = stack([jitted(take(i), theta) for i in range(batch)])
+    per_seed = stack([jax.jit(_all_methods)(take(i), theta) for i in range(batch)])
     results = {
-        "vmap": jax.vmap(_all_functions, in_axes=(0, None))(data, theta),
-        "jit_of_vmap": jax.jit(jax.vmap(_all_functions, in_axes=(0, None)))(data, theta),
+        "vmap": jax.vmap(_all_methods, in_axes=(0, None))(data, theta),
+        "jit_of_vmap": jax.jit(jax.vmap(_all_methods, in_axes=(0, None)))(data, theta),
     }
     for name, got in results.items():
         assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(per_seed), name
@@ -253,11 +379,10 @@ def test_vmap_over_theta_batch(x64):
     """A batch of hyperparameters (e.g. several poison sets) through one vmapped call."""
     inner, outer, w0, theta = problem("two_block")
     thetas = jax.tree_util.tree_map(lambda a: jnp.stack([a, a + 0.1]), theta)
-    batched = jax.vmap(lambda th: engine.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=0.5)[:2])(thetas)
+    method = RMD(steps=20, lr=0.5)
+    batched = jax.vmap(lambda th: hypergrad(method, inner, outer, w0, th)[:2])(thetas)
     for i in range(2):
-        single = engine.rmd_hypergrad(
-            inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas), steps=20, lr=0.5
-        )[:2]
+        single = hypergrad(method, inner, outer, w0, jax.tree_util.tree_map(lambda a: a[i], thetas))[:2]
         for b, s in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single), strict=False):
             np.testing.assert_allclose(b[i], s, rtol=1e-10, atol=1e-13)
 
@@ -266,29 +391,27 @@ def test_repeated_calls_do_not_retrace(trace_counter):
     data, theta = make_data(0, dtype=jnp.float32)
     inner, outer, w0 = logistic_losses(data)
     inner, outer = trace_counter(inner), trace_counter(outer)
-    w_t = engine.unroll(inner, w0, theta, steps=20, lr=0.5)
-    calls = [
-        lambda th, lr: engine.unroll(inner, w0, th, steps=20, lr=lr),
-        lambda th, lr: engine.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=lr),
-        lambda th, lr: engine.rmd_hypergrad(inner, outer, w0, th, steps=20, lr=lr, checkpoint=True),
-        lambda th, lr: engine.ift_hypergrad(inner, outer, w_t, th, cg_iters=10, cg_tol=1e-6),
-        lambda th, lr: engine.exact_hypergrad(inner, outer, w_t, th),
-        lambda th, lr: engine.hypergrad(RMD(steps=20, lr=lr), inner, outer, w0, th),
-        lambda th, lr: engine.hypergrad(IFT(steps=20, lr=lr, cg_iters=10), inner, outer, w0, th),
+    methods = [
+        RMD(steps=20, lr=0.5),
+        RMD(steps=20, lr=0.5, checkpoint=True),
+        IFT(steps=20, lr=0.5, cg_iters=10),
+        Method(GradientDescent(20, 0.5), Dense()),
+        engine.Implicit(NewtonCG(tol=1e-4)),
     ]
-    for call in calls:
-        call(theta, 0.5)  # compiles
+    for method in methods:
+        hypergrad(method, inner, outer, w0, theta)  # compiles
     counts = (inner.count, outer.count)
     for k in range(1, 4):
         new_theta = {"xp": theta["xp"] + 0.01 * k, "log_lam": theta["log_lam"] - 0.1 * k}
-        for call in calls:
-            jax.block_until_ready(call(new_theta, 0.5 / k))  # new values, new lr: same shapes
+        for method in methods:  # new values, equal (not identical) method values: same program
+            jax.block_until_ready(hypergrad(dataclasses.replace(method) if type(method) is Method else method,
+                                            inner, outer, w0, new_theta))  # fmt: skip
     assert (inner.count, outer.count) == counts
 
 
 def test_hvp_matches_dense_hessian(x64):
     inner, _, w0, theta = problem("two_block")
-    w = converged_w(inner, w0, theta)
+    w = solve(inner, w0, theta)
     v = jax.tree_util.tree_map(lambda a: jnp.linspace(-1.0, 1.0, a.size).reshape(a.shape), w)
     flat_w, unravel = ravel_pytree(w)
     H = jax.hessian(lambda fw: inner(unravel(fw), theta))(flat_w)
@@ -302,11 +425,12 @@ def test_checkpoint_reduces_stored_residuals():
     inner, outer, w0 = logistic_losses(data)
 
     def saved_bytes(checkpoint):
-        f = lambda th: outer(engine.unroll(inner, w0, th, steps=400, lr=0.5, checkpoint=checkpoint), th)
+        gd = GradientDescent(steps=400, lr=0.5)
+        f = lambda th: outer(gd.solve(lambda w: inner(w, th), w0, checkpoint=checkpoint).w, th)
         _, pullback = jax.vjp(f, theta)
         return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(pullback))
 
-    assert saved_bytes(True) < 0.25 * saved_bytes(None)
+    assert saved_bytes(20) < 0.25 * saved_bytes(None)
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -320,50 +444,52 @@ def lr_problem():
 
 
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
-def test_bad_steps(lr_problem, steps):
-    inner, outer, w0, theta = lr_problem
+def test_bad_steps(steps):
     with pytest.raises(ValueError, match=rf"steps must be a positive integer, got {steps!r}"):
-        engine.rmd_hypergrad(inner, outer, w0, theta, steps=steps, lr=0.1)
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
         RMD(steps=steps, lr=0.1)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        GradientDescent(steps=steps, lr=0.1)
 
 
 @pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
-def test_bad_lr(lr_problem, lr):
-    inner, outer, w0, theta = lr_problem
+def test_bad_lr(lr):
     with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got"):
-        engine.unroll(inner, w0, theta, steps=5, lr=lr)
-    with pytest.raises(ValueError, match=r"lr must be a finite number > 0"):
         IFT(steps=5, lr=lr)
 
 
-@pytest.mark.parametrize("cg_iters", [0, -1])
-def test_bad_cg_iters(lr_problem, cg_iters):
-    inner, outer, w0, theta = lr_problem
-    with pytest.raises(ValueError, match=rf"cg_iters must be a positive integer, got {cg_iters}"):
-        engine.ift_hypergrad(inner, outer, w0, theta, cg_iters=cg_iters)
-    with pytest.raises(ValueError, match="cg_iters must be a positive integer"):
-        IFT(steps=5, lr=0.1, cg_iters=cg_iters)
+@pytest.mark.parametrize("iters", [0, -1])
+def test_bad_cg_iters(iters):
+    with pytest.raises(ValueError, match=rf"iters must be a positive integer, got {iters}"):
+        ImplicitCG(iters=iters)
+    with pytest.raises(ValueError, match="iters must be a positive integer"):
+        IFT(steps=5, lr=0.1, cg_iters=iters)
 
 
-def test_bad_checkpoint(lr_problem):
-    inner, outer, w0, theta = lr_problem
+def test_bad_checkpoint():
     with pytest.raises(ValueError, match=r"checkpoint must be a positive integer, got 0"):
-        engine.rmd_hypergrad(inner, outer, w0, theta, steps=5, lr=0.1, checkpoint=0)
+        RMD(steps=5, lr=0.1, checkpoint=0)
+    with pytest.raises(TypeError, match=r"Unrolled\(checkpoint=3\) needs a solver with a fixed number of steps"):
+        Method(NewtonCG(), Unrolled(checkpoint=3))
 
 
-def test_negative_cg_tol_and_damping(lr_problem):
-    inner, outer, w0, theta = lr_problem
-    with pytest.raises(ValueError, match=r"cg_tol must be a finite number >= 0, got -1"):
-        engine.ift_hypergrad(inner, outer, w0, theta, cg_iters=3, cg_tol=-1)
+def test_negative_cg_tol_and_damping():
+    with pytest.raises(ValueError, match=r"tol must be a finite number >= 0, got -1"):
+        ImplicitCG(tol=-1)
     with pytest.raises(ValueError, match=r"damping must be a finite number >= 0, got nan"):
-        engine.ift_hypergrad(inner, outer, w0, theta, cg_iters=3, damping=float("nan"))
+        Dense(damping=float("nan"))
+
+
+def test_a_method_needs_a_solver_and_a_way_to_differentiate():
+    with pytest.raises(TypeError, match=r"solver must have a solve\(f, w0\) method .* got 'newton'"):
+        Method("newton", ImplicitCG())
+    with pytest.raises(TypeError, match=r"adjoint must be a way to differentiate .* got 'cg'"):
+        Method(NewtonCG(), "cg")
 
 
 def test_w0_structure_that_the_loss_cannot_use(lr_problem):
     inner, outer, w0, theta = lr_problem
     with pytest.raises(ValueError, match=r"inner_loss\(w, theta\) failed for w with structure"):
-        engine.rmd_hypergrad(inner, outer, w0["w"], theta, steps=5, lr=0.1)
+        hypergrad(RMD(steps=5, lr=0.1), inner, outer, w0["w"], theta)
 
 
 def test_gradient_structure_differs_from_w0(lr_problem):
@@ -379,7 +505,7 @@ def test_gradient_structure_differs_from_w0(lr_problem):
     with pytest.raises(
         ValueError, match=r"grad_w inner_loss\(w0, theta\) failed; its gradient must have the pytree structure"
     ):
-        engine.rmd_hypergrad(bad_inner, outer, w0, theta, steps=5, lr=0.1)
+        hypergrad(RMD(steps=5, lr=0.1), bad_inner, outer, w0, theta)
 
 
 def test_hvp_direction_must_match_point(lr_problem):
@@ -391,20 +517,19 @@ def test_hvp_direction_must_match_point(lr_problem):
 def test_non_scalar_loss(lr_problem):
     inner, outer, w0, theta = lr_problem
     vector_outer = lambda w, th: jnp.stack([outer(w, th), outer(w, th)])
-    with pytest.raises(ValueError, match=r"outer_loss must return a scalar \(shape \(\)\), got \(2,\)"):
-        engine.rmd_hypergrad(inner, vector_outer, w0, theta, steps=5, lr=0.1)
-    with pytest.raises(ValueError, match=r"outer_loss must return a scalar"):
-        engine.ift_hypergrad(inner, vector_outer, w0, theta, cg_iters=3)
+    for method in (RMD(steps=5, lr=0.1), IFT(steps=5, lr=0.1, cg_iters=3)):
+        with pytest.raises(ValueError, match=r"outer_loss must return a scalar \(shape \(\)\), got \(2,\)"):
+            hypergrad(method, inner, vector_outer, w0, theta)
 
 
 def test_integer_weights_are_refused(lr_problem):
     inner, outer, w0, theta = lr_problem
     int_w0 = {"w": jnp.zeros(D, jnp.int32), "b": jnp.zeros((), jnp.float32)}
     with pytest.raises(TypeError, match=r"w0\['w'\] must have a floating dtype, got int32"):
-        engine.rmd_hypergrad(inner, outer, int_w0, theta, steps=5, lr=0.1)
+        hypergrad(RMD(steps=5, lr=0.1), inner, outer, int_w0, theta)
 
 
 def test_unknown_method(lr_problem):
     inner, outer, w0, theta = lr_problem
-    with pytest.raises(TypeError, match=r"method must be RMD\(...\), IFT\(...\) or Implicit\(...\), got 'rmd'"):
+    with pytest.raises(TypeError, match=r"method must be an engine.Method .* got 'rmd'"):
         engine.hypergrad("rmd", inner, outer, w0, theta)

@@ -1,42 +1,51 @@
-"""Floor 0, the engine: inner solvers and ways to differentiate them, composed into hypergradients.
+"""Floor 0, the engine: inner solvers x ways to differentiate them -> hypergradients.
 
 The engine knows nothing of poisoning, data or models: a bilevel problem is two scalar functions
-``inner_loss(w, theta, *args)`` and ``outer_loss(w, theta, *args)`` of any pytrees.
+``inner_loss(w, theta, *args)`` and ``outer_loss(w, theta, *args)`` of any pytrees, and
+:func:`hypergrad` differentiates ``theta -> outer_loss(w*(theta), theta, *args)`` with a
+:class:`Method`, an inner solver composed with a way to differentiate it:
+
+=======================  ==========================================================================
+inner solvers            :class:`GradientDescent` (fixed steps, ``lax.scan``), :class:`NewtonCG`,
+                         :class:`LBFGS` (to a tolerance, ``lax.while_loop``), or yours
+ways to differentiate    :class:`Unrolled` (reverse mode, optional checkpointing),
+                         :class:`ImplicitCG` (implicit function theorem, CG, warm-startable),
+                         :class:`Dense` (implicit, a dense Hessian solve), or yours
+named combinations       :class:`RMD`, :class:`IFT` (the paper's), :class:`Implicit` (the strong attack's)
+=======================  ==========================================================================
+
+Every hypergradient is one :class:`Result` (value, grad, status, stats, warm); ``throw=True``
+raises :class:`HypergradError` with the status's :func:`message`. Building blocks: :func:`hvp`,
+:func:`conjugate_gradient`; validation helpers: :mod:`poison_jax.engine.checks`.
 """
 
-from poison_jax.engine._bilevel import (
-    IFT,
-    RMD,
-    HypergradInfo,
-    Implicit,
-    Method,
-    Warm,
-    exact_hypergrad,
-    hypergrad,
-    ift_hypergrad,
-    rmd_hypergrad,
-    unroll,
-    warm_hypergrad,
-)
-from poison_jax.engine._solvers import LBFGS, CGInfo, NewtonCG, SolveInfo, conjugate_gradient, hvp
+from poison_jax.engine import checks
+from poison_jax.engine._adjoints import Dense, Differentiated, ImplicitCG, Unrolled
+from poison_jax.engine._hypergrad import IFT, RMD, HypergradError, Implicit, Method, Result, Warm, hypergrad
+from poison_jax.engine._linear import CGInfo, conjugate_gradient, hvp
+from poison_jax.engine._solvers import LBFGS, RESULTS, GradientDescent, NewtonCG, Solution, message
 
 __all__ = [
     "CGInfo",
-    "HypergradInfo",
+    "Dense",
+    "Differentiated",
+    "GradientDescent",
+    "HypergradError",
     "IFT",
     "Implicit",
+    "ImplicitCG",
     "LBFGS",
     "Method",
     "NewtonCG",
+    "RESULTS",
     "RMD",
-    "SolveInfo",
+    "Result",
+    "Solution",
+    "Unrolled",
     "Warm",
+    "checks",
     "conjugate_gradient",
-    "exact_hypergrad",
     "hvp",
     "hypergrad",
-    "ift_hypergrad",
-    "rmd_hypergrad",
-    "unroll",
-    "warm_hypergrad",
+    "message",
 ]

@@ -1,194 +1,142 @@
-"""Converged inner solvers for bilevel problems (floor 0): ``argmin_w f(w)`` to a tolerance.
+"""Inner solvers (floor 0): ``argmin_w f(w)``, each a frozen dataclass with ``solve(f, w0)``.
 
-The paper trains the inner problem by a fixed number of gradient-descent steps. A hypergradient by
-the implicit function theorem is only right where ``∇_w f = 0``; these solvers get there, from a
-warm start, and say whether they did:
-
-* :class:`NewtonCG` -- truncated Newton: each step solves ``∇²f p = -∇f`` by conjugate gradient
-  on Hessian-vector products (:func:`hvp`) to a relative residual ``min(0.5, sqrt(||∇f||))``, then
-  backtracks along ``p`` until the Armijo condition, or near the minimum (where the decrease is
-  below ``f``'s rounding) Hager and Zhang's approximate Wolfe conditions, hold (along ``-∇f`` when
-  no step along ``p`` does, e.g. a huge ``p`` from a nearly singular Hessian). It runs on the
-  flattened ``w``. Quadratic convergence near a strongly convex minimum (logistic regression with
-  an L2 penalty); a negative-curvature direction falls back to the gradient, so it also finds a
-  local minimum of a smooth non-convex ``f``. A network with LeakyReLU (the paper's MLP) often has
-  its minima on a kink, where ``∇f`` jumps and never falls below the tolerance: there the solver
-  runs to ``maxiter`` and reports ``converged = False``, as does :class:`LBFGS`.
+* :class:`GradientDescent` -- a fixed number of full-batch steps in one ``lax.scan`` (the paper's
+  training; reverse-differentiable, so :class:`~poison_jax.engine.Unrolled` can go through it).
+* :class:`NewtonCG` -- truncated Newton: each step solves ``∇²f p = -∇f`` by conjugate gradient on
+  Hessian-vector products to a relative residual ``min(0.5, sqrt(||∇f||))``, then backtracks along
+  ``p`` (Armijo, or near the minimum Hager and Zhang's approximate Wolfe conditions; along ``-∇f``
+  when no step along ``p`` passes). Quadratic convergence near a strongly convex minimum; on a
+  network whose minima sit on a kink (LeakyReLU) it runs to ``maxiter`` and says so.
 * :class:`LBFGS` -- optax's ``lbfgs`` with its zoom line search, in a ``lax.while_loop``.
 
-Both are frozen dataclasses (static configuration, validated at construction), called as
-``solver(f, w0) -> (w, SolveInfo)``; ``w0`` and ``w`` are any pytree of float arrays. They run
-under ``jax.jit`` and ``jax.vmap`` (under ``vmap`` each lane keeps its own iterate; the loop runs
-until every lane has stopped).
-
-Also here, because the solvers and the hypergradients share them: :func:`hvp` and
-:func:`conjugate_gradient` (with a warm start ``x0``).
+A solver is any hashable value with ``solve(f, w0) -> Solution``: write your own (a frozen
+dataclass) and pass it to :class:`~poison_jax.engine.Method`. ``w0`` and ``w`` are any pytree of
+float arrays. Solvers run under ``jax.jit`` and ``jax.vmap`` (each lane keeps its own iterate).
 
 Example::
 
     >>> import jax.numpy as jnp
     >>> from poison_jax import engine
     >>> f = lambda w: jnp.sum(jnp.logaddexp(0.0, -w)) + 0.5 * jnp.sum(w ** 2)
-    >>> w, info = engine.NewtonCG(tol=1e-6, maxiter=20)(f, jnp.zeros(3))
-    >>> bool(info.converged), int(info.iterations) <= 6
-    (True, True)
+    >>> solution = engine.NewtonCG(tol=1e-6, maxiter=20).solve(f, jnp.zeros(3))
+    >>> int(solution.status), int(solution.stats["inner_steps"]) <= 6
+    (0, True)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
+from poison_jax.engine import checks
+from poison_jax.engine._linear import conjugate_gradient, hvp
+
 PyTree = Any
-_Tracer = getattr(jax.core, "Tracer", None) or jax._src.core.Tracer  # public name moves between releases
-
-__all__ = ["CGInfo", "LBFGS", "NewtonCG", "SolveInfo", "conjugate_gradient", "hvp"]
 
 
-class CGInfo(NamedTuple):
-    """What a conjugate-gradient solve did.
+class RESULTS(enum.IntEnum):
+    """Status codes of a solve and of a hypergradient (``Result.status``, an int32 array).
+
+    Compare with ``result.status == engine.RESULTS.successful``; :func:`message` explains a code.
+    """
+
+    successful = 0
+    inner_nonfinite = 1  # the inner solution has a NaN or an infinity
+    inner_max_steps = 2  # the inner solver hit its iteration cap above its tolerance
+    adjoint_max_steps = 3  # the adjoint (linear) solve hit its iteration cap above its tolerance
+    nonfinite = 4  # the outer value or the hypergradient has a NaN or an infinity
+
+
+MESSAGES = {
+    RESULTS.successful: "successful",
+    RESULTS.inner_nonfinite: "the inner solution is not finite (NaN or inf): lower the inner step size or "
+    "raise the penalty",
+    RESULTS.inner_max_steps: "the inner solver stopped at its iteration cap above its tolerance: raise its "
+    "maxiter or its tol",
+    RESULTS.adjoint_max_steps: "the adjoint solve stopped at its iteration cap above its tolerance: raise its "
+    "iterations, its tolerance or its damping",
+    RESULTS.nonfinite: "the outer value or the hypergradient is not finite (NaN or inf)",
+}
+
+
+def message(status: Any) -> str:
+    """What a status code means (``"successful"`` for 0)."""
+    return MESSAGES[RESULTS(int(status))]
+
+
+class Solution(NamedTuple):
+    """What an inner solve returns.
 
     Attributes:
-      iterations: int32 scalar, CG iterations run.
-      residual: relative residual ``||b - A x|| / ||b||`` of the returned solution (recomputed,
-        not the recurrence's estimate; 0 when ``b`` is zero).
-      converged: bool scalar, ``residual <= tol``.
+      w: the solution, a pytree like ``w0``.
+      status: int32 scalar, a :class:`RESULTS` code (``successful``, ``inner_nonfinite`` or
+        ``inner_max_steps``).
+      stats: what the solver did, e.g. ``{"inner_steps": k, "inner_grad_norm": ||∇f(w)||}``.
     """
 
-    iterations: jax.Array
-    residual: jax.Array
-    converged: jax.Array
+    w: PyTree
+    status: jax.Array
+    stats: dict[str, jax.Array]
 
 
-class SolveInfo(NamedTuple):
-    """What an inner solve did.
+def all_finite(tree: PyTree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+
+
+def _status(w: PyTree, converged: jax.Array | None) -> jax.Array:
+    status = jnp.asarray(RESULTS.successful, jnp.int32)
+    if converged is not None:
+        status = jnp.where(converged, status, jnp.int32(RESULTS.inner_max_steps))
+    return jnp.where(all_finite(w), status, jnp.int32(RESULTS.inner_nonfinite))
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientDescent:
+    """``steps`` full-batch gradient-descent steps ``w <- w - lr ∇f(w)`` in one ``jax.lax.scan``.
+
+    It has no tolerance: its status says only whether ``w`` stayed finite.
 
     Attributes:
-      iterations: int32 scalar, solver iterations run (for fixed-step gradient descent: the steps).
-      grad_norm: ``||∇_w f||`` at the returned ``w``.
-      converged: bool scalar, ``grad_norm <= tol`` (for fixed-step training, which has no
-        tolerance: whether ``w`` stayed finite).
+      steps: number of steps T (> 0).
+      lr: step size η (finite, > 0).
     """
 
-    iterations: jax.Array
-    grad_norm: jax.Array
-    converged: jax.Array
+    steps: int
+    lr: float
 
+    def __post_init__(self):
+        checks.positive_int("steps", self.steps)
+        checks.positive_finite("lr", self.lr)
 
-def _same_structure(a: PyTree, b: PyTree) -> bool:
-    structure: Any = jax.tree_util.tree_structure(a)  # PyTreeDef's stubs lack __eq__
-    return bool(structure == jax.tree_util.tree_structure(b))
+    def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree, *, checkpoint: int | None = None) -> Solution:
+        """``checkpoint``: remat the loop in segments of that many steps (reverse mode stores one
+        carry per segment and recomputes the rest); the result is the same."""
+        grad = jax.grad(f)
 
+        def step(w, _):
+            # Cast back so that a float64 lr never promotes a float32 carry (scan needs fixed dtypes).
+            return jax.tree_util.tree_map(lambda a, g: (a - self.lr * g).astype(a.dtype), w, grad(w)), None
 
-def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
-    """Hessian-vector product ``∇²f(w) · v`` by forward-over-reverse (``jax.jvp`` of ``jax.grad``).
+        def run(w, length):
+            return jax.lax.scan(step, w, None, length=length)[0]
 
-    The Hessian is never materialised: the cost is about that of two gradients.
-
-    Args:
-      f: scalar function of one pytree.
-      w: point, any pytree.
-      v: direction, same structure and shapes as ``w``.
-    Returns:
-      A pytree like ``w``.
-    """
-    if not _same_structure(v, w) or any(
-        jnp.shape(a) != jnp.shape(b)
-        for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(w), strict=False)
-    ):
-        raise ValueError(
-            f"v has pytree structure and shapes {jax.tree_util.tree_map(jnp.shape, v)}, but w has "
-            f"{jax.tree_util.tree_map(jnp.shape, w)}; they must match"
-        )
-    return jax.jvp(jax.grad(f), (w,), (v,))[1]
-
-
-def conjugate_gradient(
-    matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxiter: int, tol, x0: PyTree | None = None
-) -> tuple[PyTree, CGInfo]:
-    """Solve ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``, on pytrees.
-
-    Stops after ``maxiter`` iterations or when the relative residual ``||b - A x|| / ||b||`` is at
-    most ``tol``. Unlike ``jax.scipy.sparse.linalg.cg`` it reports what it did (:class:`CGInfo`).
-    A warm start ``x0`` (e.g. the previous solution of a slowly changing system) saves iterations;
-    a direction of non-positive curvature ends the solve. Under ``vmap`` each lane stops updating
-    once it has converged.
-
-    Returns:
-      ``(x, info)`` with ``x`` like ``b``.
-    """
-    # The iteration runs on one flat vector: a pytree of several leaves would make every vector
-    # operation in the loop one small XLA op per leaf (about 10 % of a CG step on logistic regression).
-    flat_b, unravel = ravel_pytree(b)
-
-    def flat_matvec(x):
-        return ravel_pytree(matvec(unravel(x)))[0]
-
-    b_norm = jnp.linalg.norm(flat_b)
-    threshold = (tol * b_norm) ** 2
-    if x0 is None:
-        x, r0 = jnp.zeros_like(flat_b), flat_b
-    else:
-        x = ravel_pytree(x0)[0].astype(flat_b.dtype)
-        r0 = flat_b - flat_matvec(x)
-
-    def cond(state):
-        _, _, _, rs, k, positive = state
-        return (k < maxiter) & (rs > threshold) & positive
-
-    def body(state):
-        x, r, p, rs, k, _ = state
-        ap = flat_matvec(p)
-        curvature = p @ ap
-        positive = curvature > 0
-        alpha = jnp.where(positive, rs / jnp.where(positive, curvature, 1), 0)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = r @ r
-        p = r + (rs_new / jnp.where(rs > 0, rs, 1)) * p
-        return x, r, p, rs_new, k + 1, positive
-
-    init = (x, r0, r0, r0 @ r0, jnp.asarray(0, jnp.int32), jnp.asarray(True))
-    x, _, _, _, iterations, _ = jax.lax.while_loop(cond, body, init)
-    residual = jnp.linalg.norm(flat_b - flat_matvec(x)) / jnp.where(b_norm > 0, b_norm, 1)
-    return unravel(x), CGInfo(iterations, residual, residual <= tol)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation of static settings.
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_positive_finite(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if isinstance(value, _Tracer):
-        return  # a traced value cannot be inspected; the caller vouches for it
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if arr.shape != ():
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
-    low_ok = arr >= 0 if allow_zero else arr > 0
-    if not (np.isfinite(arr) and low_ok):
-        allowed = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Solvers.
+        if checkpoint is None or checkpoint >= self.steps:
+            w = run(w0, self.steps)
+        else:
+            n_segments, rest = divmod(self.steps, checkpoint)
+            segment = jax.checkpoint(lambda c: run(c, checkpoint), prevent_cse=False)
+            w = jax.lax.scan(lambda c, _: (segment(c), None), w0, None, length=n_segments)[0]
+            if rest:
+                w = jax.checkpoint(lambda c: run(c, rest), prevent_cse=False)(w)
+        return Solution(w, _status(w, None), {"inner_steps": jnp.asarray(self.steps, jnp.int32)})
 
 
 def _line_search(value_and_grad, w, value, grad, p, slope, *, max_halvings: int = 30):
@@ -255,7 +203,7 @@ class NewtonCG:
 
     Attributes:
       tol: stop when ``||∇f|| <= tol`` (> 0). float32 reaches about 1e-6 on the projects' problems.
-      maxiter: iteration cap (> 0); reaching it leaves ``converged`` False.
+      maxiter: iteration cap (> 0); reaching it sets the status ``inner_max_steps``.
       cg_iters: conjugate-gradient iterations per Newton step (> 0).
       damping: added to the Hessian's diagonal in the Newton system (>= 0); keeps the step defined
         where an unpenalised bias makes the Hessian singular (separable data).
@@ -267,18 +215,15 @@ class NewtonCG:
     damping: float = 0.0
 
     def __post_init__(self):
-        check_positive_finite("tol", self.tol)
-        check_positive_int("maxiter", self.maxiter)
-        check_positive_int("cg_iters", self.cg_iters)
-        check_positive_finite("damping", self.damping, allow_zero=True)
+        checks.positive_finite("tol", self.tol)
+        checks.positive_int("maxiter", self.maxiter)
+        checks.positive_int("cg_iters", self.cg_iters)
+        checks.positive_finite("damping", self.damping, allow_zero=True)
 
-    def __call__(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> tuple[PyTree, SolveInfo]:
+    def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
         flat_w0, unravel = ravel_pytree(w0)  # one flat vector: one XLA op per vector operation, not per leaf
-        w, info = self._solve(lambda x: f(unravel(x)), flat_w0)
-        return unravel(w), info
-
-    def _solve(self, f: Callable[[jax.Array], jax.Array], w0: jax.Array) -> tuple[jax.Array, SolveInfo]:
-        value_and_grad = jax.value_and_grad(f)
+        flat_f = lambda x: f(unravel(x))
+        value_and_grad = jax.value_and_grad(flat_f)
 
         def cond(state):
             _, _, g, k, stalled = state
@@ -287,10 +232,7 @@ class NewtonCG:
         def body(state):
             w, value, g, k, _ = state
             g_norm = jnp.linalg.norm(g)
-
-            def matvec(v):
-                return hvp(f, w, v) + self.damping * v
-
+            matvec = lambda v: hvp(flat_f, w, v) + self.damping * v
             # Eisenstat-Walker forcing: loose solves far away, tight ones near the minimum.
             p, _ = conjugate_gradient(matvec, -g, maxiter=self.cg_iters, tol=jnp.minimum(0.5, jnp.sqrt(g_norm)))
             slope = g @ p
@@ -299,10 +241,14 @@ class NewtonCG:
             step, value, g_next, passed = _line_search(value_and_grad, w, value, g, p, slope)
             return w + step, value, g_next, k + 1, ~passed
 
-        value, g = value_and_grad(w0)
-        w, _, g, k, _ = jax.lax.while_loop(cond, body, (w0, value, g, jnp.asarray(0, jnp.int32), jnp.asarray(False)))
-        g_norm = jnp.linalg.norm(g)
-        return w, SolveInfo(k, g_norm, g_norm <= self.tol)
+        value, g = value_and_grad(flat_w0)
+        init = (flat_w0, value, g, jnp.asarray(0, jnp.int32), jnp.asarray(False))
+        w, _, g, k, _ = jax.lax.while_loop(cond, body, init)
+        return _converged_solution(unravel(w), k, jnp.linalg.norm(g), self.tol)
+
+
+def _converged_solution(w: PyTree, steps: jax.Array, grad_norm: jax.Array, tol: float) -> Solution:
+    return Solution(w, _status(w, grad_norm <= tol), {"inner_steps": steps, "inner_grad_norm": grad_norm})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +257,7 @@ class LBFGS:
 
     Attributes:
       tol: stop when ``||∇f|| <= tol`` (> 0).
-      maxiter: iteration cap (> 0); reaching it leaves ``converged`` False.
+      maxiter: iteration cap (> 0); reaching it sets the status ``inner_max_steps``.
       memory: number of curvature pairs kept (> 0).
     """
 
@@ -320,11 +266,11 @@ class LBFGS:
     memory: int = 10
 
     def __post_init__(self):
-        check_positive_finite("tol", self.tol)
-        check_positive_int("maxiter", self.maxiter)
-        check_positive_int("memory", self.memory)
+        checks.positive_finite("tol", self.tol)
+        checks.positive_int("maxiter", self.maxiter)
+        checks.positive_int("memory", self.memory)
 
-    def __call__(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> tuple[PyTree, SolveInfo]:
+    def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
         opt = optax.lbfgs(memory_size=self.memory)
         value_and_grad = optax.value_and_grad_from_state(f)
 
@@ -340,5 +286,4 @@ class LBFGS:
             return optax.apply_updates(w, updates), state, k + 1
 
         w, _, k = jax.lax.while_loop(cond, body, (w0, opt.init(w0), jnp.asarray(0, jnp.int32)))
-        g_norm = otu.tree_norm(jax.grad(f)(w))
-        return w, SolveInfo(k, g_norm, g_norm <= self.tol)
+        return _converged_solution(w, k, otu.tree_norm(jax.grad(f)(w)), self.tol)

@@ -47,7 +47,10 @@ DIAGNOSTICS = {
     "seeds": "(num_seeds,) the split seeds, in the order of the rows below",
     "objective": "(num_seeds, T) the attacker's objective (validation loss) at the start of each hyperiteration",
     "inner_grad_norm": "(num_seeds, T) ||grad_w inner loss|| after the inner training/solve of each hyperiteration",
-    "cg_residual": "(num_seeds, T) IFT's relative CG residual of each hyperiteration (0 for RMD)",
+    "inner_steps": "(num_seeds, T) the inner solver's iterations (fixed-step training: its steps)",
+    "adjoint_steps": "(num_seeds, T) the adjoint CG's iterations (IFT and implicit only)",
+    "adjoint_residual": "(num_seeds, T) the adjoint solve's relative residual (IFT and implicit only; "
+    "cg_residual in folders written by 0.1.0)",
     "inner_converged": "(num_seeds, T) whether the inner solves reached their tolerance (fixed steps: finite)",
     "finite": "(num_seeds, T) whether the hyperiteration's hypergradients were finite",
     "inner_grad_norm_init": "(num_seeds,) ||grad_w inner loss|| at the model's initial w(0), with the cell's final "

@@ -56,7 +56,9 @@ def _last_hyperiteration(cells: list[dict]) -> tuple[list, list, list, int]:
         grad.append(last)
         init = np.asarray(d.get("inner_grad_norm_init", np.full(len(last), np.nan)), np.float64)
         ratios.append(last / np.where(init > 0, init, np.nan))
-        cg.append(np.asarray(d["cg_residual"], np.float64)[:, -1])
+        residual = d.get("adjoint_residual", d.get("cg_residual"))  # cg_residual: a folder written by 0.1.0
+        if residual is not None:
+            cg.append(np.asarray(residual, np.float64)[:, -1])
         if "inner_converged" in d:
             unconverged += int(np.logical_not(d["inner_converged"]).sum())
     return grad, ratios, cg, unconverged
@@ -75,7 +77,7 @@ def _setting_line(rs: list[dict], cells: list[dict], method: str, *, cg_tol, sol
         text += f" ({100 * ratio_max:.2g} % of its value at w(0))"
     if method == "implicit" and solver_tol is not None:
         text += f", solver_tol {solver_tol:g}: " + ("met" if grad_max <= solver_tol else "NOT met")
-    if method == "rmd":
+    if method == "rmd" or not cg:
         text += "; CG residual: none (RMD solves no linear system)"
     else:
         cg_max = worst(np.concatenate(cg))

@@ -248,14 +248,13 @@ def _example(args) -> int:
     w0 = jnp.zeros(d, jnp.float32)
     print("Validation loss of logistic regression and its gradient w.r.t. 6 poison points and log-λ\n")
     for method in (engine.RMD(steps=args.steps, lr=1.0), engine.IFT(steps=args.steps, lr=1.0, cg_iters=50)):
-        value, dtheta, info = engine.hypergrad(method, inner_loss, outer_loss, w0, theta)
+        result = engine.hypergrad(method, inner_loss, outer_loss, w0, theta)
         print(f"{method}")
-        print(f"  validation loss        {float(value):.6f}")
-        print(f"  d loss / d log-λ       {float(dtheta['log_lam']):+.6f}")
-        print(f"  ||d loss / d Xp||      {float(jnp.linalg.norm(dtheta['xp'])):.6f}")
-        print(
-            f"  ||grad_w inner||       {float(info.inner_grad_norm):.2e}  (CG iterations {int(info.cg.iterations)})\n"
-        )
+        print(f"  validation loss        {float(result.value):.6f}")
+        print(f"  d loss / d log-λ       {float(result.grad['log_lam']):+.6f}")
+        print(f"  ||d loss / d Xp||      {float(jnp.linalg.norm(result.grad['xp'])):.6f}")
+        stats = ", ".join(f"{k} {float(v):.3g}" for k, v in sorted(result.stats.items()))
+        print(f"  status                 {engine.message(result.status)} ({stats})\n")
     return 0
 
 

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -152,16 +153,16 @@ class FitResult(NamedTuple):
         :class:`~poison_jax.engine.RMD` and :class:`~poison_jax.engine.IFT`.
       value: scalar, the outer loss at the final ``(w, theta)``.
       grad: the hypergradient at the final ``theta`` (structured like ``theta``).
-      info: the :class:`~poison_jax.engine.HypergradInfo` of that final evaluation (its ``warm``
-        holds the final inner solution and adjoint).
+      result: the :class:`~poison_jax.engine.Result` of that final evaluation (its ``warm`` holds
+        the final inner solution and adjoint).
       values: ``(K,)``, the outer loss at the ``theta`` each step started from (``values[0]`` at
         ``theta0``, projected).
       grad_norms: ``(K,)``, the norm of each step's hypergradient (over all leaves of ``theta``).
-      converged: ``(K,)`` bool, each step's inner solve and adjoint (CG) solve converged (for
-        fixed-step training, which has no tolerance: ``w_T`` was finite).
-      iterations: ``(K,)`` int32, each step's inner-solver iterations (fixed-step training: its steps);
-        with :class:`~poison_jax.engine.Implicit` the warm starts show here.
-      cg_iterations: ``(K,)`` int32, each step's adjoint CG iterations (0 for RMD).
+      status: ``(K,)`` int32, each step's :class:`~poison_jax.engine.RESULTS` code (0: its solves
+        converged and its values were finite; ``engine.message`` explains the others).
+      stats: each step's :attr:`~poison_jax.engine.Result.stats`, every entry ``(K,)``: e.g.
+        ``inner_steps`` (with :class:`~poison_jax.engine.Implicit` the warm starts show here) and,
+        where the method solves an adjoint system, ``adjoint_steps``.
       finite: ``(K,)`` bool, each step's outer value and hypergradient were finite; a step where
         they were not was skipped: ``theta``, the optimiser state and the warm start kept.
       skipped: int32 scalar, the number of skipped steps (``K - sum(finite)``).
@@ -171,12 +172,11 @@ class FitResult(NamedTuple):
     w: PyTree
     value: jax.Array
     grad: PyTree
-    info: engine.HypergradInfo
+    result: engine.Result
     values: jax.Array
     grad_norms: jax.Array
-    converged: jax.Array
-    iterations: jax.Array
-    cg_iterations: jax.Array
+    status: jax.Array
+    stats: dict[str, jax.Array]
     finite: jax.Array
     skipped: jax.Array
 
@@ -239,8 +239,8 @@ def _check_box(box: Any, theta: PyTree) -> tuple[PyTree, PyTree] | None:
 
 def fit(
     method: engine.Method,
-    inner_loss: engine.Loss,
-    outer_loss: engine.Loss,
+    inner_loss: Callable[..., jax.Array],
+    outer_loss: Callable[..., jax.Array],
     w0: PyTree,
     theta0: PyTree,
     *args: Any,
@@ -250,10 +250,10 @@ def fit(
 ) -> FitResult:
     """Learn ``theta``: ``steps`` steps of ``optimizer`` descending ``A(theta) = outer_loss(w*(theta), theta, *args)``.
 
-    Each step computes ``(value, dtheta, info)`` with ``method`` (:func:`poison_jax.engine.warm_hypergrad`),
+    Each step computes the hypergradient with ``method`` (:func:`poison_jax.engine.hypergrad`),
     applies ``optimizer.update(dtheta, state, theta)`` and projects ``theta`` onto ``box``
     (``optax.projections.projection_box``). :class:`~poison_jax.engine.Implicit` starts each inner
-    solve and each adjoint CG from the previous step's solutions (``info.warm``);
+    solve and each adjoint CG from the previous step's solutions (``result.warm``);
     :class:`~poison_jax.engine.RMD` and :class:`~poison_jax.engine.IFT` train from ``w0`` at every
     step, which is what they define. A step whose outer value or hypergradient is not finite is
     skipped -- ``theta``, the optimiser state and the warm start stay as they were -- and reported
@@ -283,8 +283,8 @@ def fit(
         a pytree like ``theta0``; ``-inf``/``inf`` leave a side open.
     Returns:
       A :class:`FitResult`: the final ``theta`` and ``w``, the final outer value and hypergradient,
-      and per step ``(K,)`` the outer value, the hypergradient norm, whether the solves converged,
-      their iterations and whether the step was finite.
+      and per step ``(K,)`` the outer value, the hypergradient norm, the status, the method's stats
+      and whether the step was finite.
 
     Example (ridge regression's log-λ against a validation set)::
 
@@ -301,12 +301,12 @@ def fit(
         ...                       x, y, xv, yv, optimizer=optax.adam(0.1), steps=50, box=(-3.0, 3.0))
         >>> result.values.shape, bool(result.values[-1] < result.values[0]), int(result.skipped)
         ((50,), True, 0)
-        >>> bool(jnp.all(result.converged)), bool(-3.0 <= result.theta <= 3.0)
+        >>> bool(jnp.all(result.status == engine.RESULTS.successful)), bool(-3.0 <= result.theta <= 3.0)
         (True, True)
     """
-    if not isinstance(method, engine.METHODS):
-        raise TypeError(f"method must be RMD(...), IFT(...) or Implicit(...), got {method!r}")
-    steps = engine.check_positive_int("steps", steps)
+    if not isinstance(method, engine.Method):
+        raise TypeError(f"method must be an engine.Method (RMD(...), IFT(...), Implicit(...)), got {method!r}")
+    steps = engine.checks.positive_int("steps", steps)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"optimizer must be an optax.GradientTransformation (init, update), got {optimizer!r}")
     try:
@@ -325,42 +325,39 @@ def _fit(method, inner_loss, outer_loss, optimizer, steps, w0, theta0, bounds, a
             return theta
         return _cast_like(optax.projections.projection_box(theta, *bounds), theta)
 
-    def start(warm):  # Implicit continues from the last solutions; RMD and IFT restart from w0
-        return warm if method.warm_starts else engine.Warm(w0, None)
+    def hypergrad(theta, warm):  # Implicit continues from the last solutions; RMD and IFT restart from w0
+        return engine.hypergrad(method, inner_loss, outer_loss, w0, theta, *args, warm=warm)
 
     def step(carry, _):
         theta, opt_state, warm = carry
-        value, dtheta, info = method.warm_hypergrad(inner_loss, outer_loss, start(warm), theta, *args)
-        finite = jnp.isfinite(value) & _all_finite(dtheta)
-        updates, next_state = optimizer.update(dtheta, opt_state, theta)
+        result = hypergrad(theta, warm)
+        finite = jnp.isfinite(result.value) & _all_finite(result.grad)
+        updates, next_state = optimizer.update(result.grad, opt_state, theta)
         next_theta = project(optax.apply_updates(theta, updates))
         theta, opt_state = _select(finite, (next_theta, next_state), (theta, opt_state))
-        if method.warm_starts:
-            next_warm = _cast_like(info.warm, warm)
+        if method.warm_start:
+            next_warm = _cast_like(result.warm, warm)
             warm = _select(_all_finite(next_warm), next_warm, warm)
-        converged = info.solve.converged & info.cg.converged
-        per_step = (value, otu.tree_norm(dtheta), converged, info.solve.iterations, info.cg.iterations, finite)
-        return (theta, opt_state, warm), per_step
+        return (theta, opt_state, warm), (result.value, otu.tree_norm(result.grad), result.status, result.stats, finite)
 
     theta0 = project(theta0)
     # The carried warm start has a fixed structure: a zero adjoint (CG from zero, as ``None``).
-    warm0 = engine.Warm(w0, otu.tree_zeros_like(w0)) if method.warm_starts else None
-    (theta, _, warm), (values, grad_norms, converged, iterations, cg_iterations, finite) = jax.lax.scan(
+    warm0 = engine.Warm(w0, otu.tree_zeros_like(w0)) if method.warm_start else None
+    (theta, _, warm), (values, grad_norms, status, stats, finite) = jax.lax.scan(
         step, (theta0, optimizer.init(theta0), warm0), None, length=steps
     )
-    value, dtheta, info = method.warm_hypergrad(inner_loss, outer_loss, start(warm), theta, *args)
+    result = hypergrad(theta, warm)
     skipped = jnp.asarray(steps, jnp.int32) - jnp.sum(finite, dtype=jnp.int32)
     return FitResult(
         theta,
-        info.warm.w,
-        value,
-        dtheta,
-        info,
+        result.warm.w,
+        result.value,
+        result.grad,
+        result,
         values,
         grad_norms,
-        converged,
-        iterations,
-        cg_iterations,
+        status,
+        stats,
         finite,
         skipped,
     )
