@@ -15,19 +15,9 @@ from poison_jax.experiments import config, devices, presets, sweep
 from poison_jax.experiments.config import ConfigError
 from poison_jax.experiments.store import ResultsStore
 from poison_jax.face import cli
+from tests.tiny import tiny, tiny_sets
 
-TINY = dict(
-    num_seeds=2,
-    iters_fixed=2,
-    iters_clean=2,
-    iters_multi=2,
-    num_batches=2,
-    eval_epochs=3,
-    inner_steps=20,
-    cv_log_lam_grid=(-8.0, 1.0, 3),
-    cv_folds=2,
-)
-TINY_SETS = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v!r}".replace(" ", ""))]
+TINY_SETS = tiny_sets()
 
 
 def _records(out):
@@ -43,27 +33,37 @@ def test_failed_run_leaves_nothing_and_the_next_preset_runs(tmp_path, monkeypatc
     that cannot load its data writes nothing."""
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "--preset", "imagenet-lr", "--no-progress"]) == 2
-    assert "data_path" in capsys.readouterr().err
+    assert "data.path" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
     assert cli.main(["run", "--preset", "imagenet-lr", "--out", "shared", "--no-progress"]) == 2
     assert not (tmp_path / "shared").exists()
 
-    assert cli.main(["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--no-progress"]) == 0
+    assert cli.main(["run", "--preset", "digits-lr", *TINY_SETS, "--set", "sweep.settings=small", "--no-progress"]) == 0
     assert len(_records(tmp_path / "results" / "digits-lr")) == 3
     assert (
         cli.main(
-            ["run", "--preset", "digits-lr", *TINY_SETS, "--set", "settings=small", "--out", "shared", "--no-progress"]
+            [
+                "run",
+                "--preset",
+                "digits-lr",
+                *TINY_SETS,
+                "--set",
+                "sweep.settings=small",
+                "--out",
+                "shared",
+                "--no-progress",
+            ]
         )
         == 0
     )
 
 
 def test_folder_without_finished_cell_is_taken_over(tmp_path):
-    other = presets.preset("digits-lr", **TINY, alpha=0.5)
+    other = tiny({"attack.alpha": 0.5})
     ResultsStore(tmp_path, other).release()  # config.json of another config, no finished cell
     (tmp_path / "state" / "small-0.npz").write_bytes(b"left over")
     lines = []
-    config = presets.preset("digits-lr", **TINY, settings=("small",))
+    config = tiny({"sweep.settings": ("small",)})
     records = sweep.run_sweep(config, tmp_path, progress=False, log=lines.append)
     assert len(records) == 3
     assert any("taken over" in line and other.hash() in line for line in lines)
@@ -72,61 +72,55 @@ def test_folder_without_finished_cell_is_taken_over(tmp_path):
 
 def test_folder_with_finished_cells_of_another_config_is_refused(tmp_path):
     sweep.run_sweep(
-        presets.preset("digits-lr", **{**TINY, "num_batches": 1}, settings=("small",)),
+        tiny({"attack.num_batches": 1, "sweep.settings": ("small",)}),
         tmp_path,
         progress=False,
         log=lambda _: None,
     )
-    with pytest.raises(ValueError, match="holds results of another config.*alpha: 0.99 there, 0.5 here"):
+    with pytest.raises(ValueError, match="holds results of another config.*attack.alpha: 0.99 there, 0.5 here"):
         sweep.run_sweep(
-            presets.preset("digits-lr", **{**TINY, "num_batches": 1}, alpha=0.5, settings=("small",)),
+            tiny({"attack.num_batches": 1, "attack.alpha": 0.5, "sweep.settings": ("small",)}),
             tmp_path,
             progress=False,
             log=lambda _: None,
         )
 
 
-# -- 2. no silently ignored settings -----------------------------------------------------------
+# -- 2. no silently ignored settings: a choice holds only what it reads ------------------------
 
 
 @pytest.mark.parametrize(
-    "overrides, field, choice",
+    "overrides, path, owner",
     [
-        (dict(data_path="/some/file.npz"), "data_path", "source 'digits'"),
-        (dict(data_dir="/tfds"), "data_dir", "source 'digits'"),
-        (dict(hidden=(64,)), "hidden", "model 'lr'"),
-        (dict(hypergrad="ift", checkpoint=True), "checkpoint", "hypergrad 'ift'"),
-        (dict(hypergrad="implicit", inner_steps=300), "inner_steps", "hypergrad 'implicit'"),
-        (dict(cg_tol=1e-3), "cg_tol", "hypergrad 'rmd'"),
-        (
-            dict(solver_tol=1e-3),
-            "solver_tol",
-            "hypergrad 'rmd' (which reads inner_steps, inner_lr, checkpoint) and victim 'sgd'",
-        ),
-        (dict(hypergrad="implicit", victim="converged", eval_epochs=7), "eval_epochs", "victim 'converged'"),
-        (dict(xp_min_scale=0.5), "xp_min_scale", "xp_step 'normalised' (which reads none of them)"),
+        ({"data.path": "/some/file.npz"}, "data.path", "data 'digits'"),
+        ({"data.data_dir": "/tfds"}, "data.data_dir", "data 'digits'"),
+        ({"model.hidden": (64,)}, "model.hidden", "model 'lr'"),
+        ({"method": "ift", "method.checkpoint": True}, "method.checkpoint", "method 'ift'"),
+        ({"method": "implicit", "method.steps": 300}, "method.steps", "method 'implicit'"),
+        ({"method.cg_tol": 1e-3}, "method.cg_tol", "method 'rmd'"),
+        ({"victim.solver.tol": 1e-3}, "victim.solver", "victim 'sgd'"),
+        ({"method": "implicit", "victim": "converged", "victim.epochs": 7}, "victim.epochs", "victim 'converged'"),
+        ({"attack.xp_step.min_scale": 0.5}, "attack.xp_step.min_scale", "attack.xp_step 'normalised'"),
     ],
 )
-def test_a_setting_the_choices_ignore_is_refused(overrides, field, choice):
-    with pytest.raises(
-        ConfigError, match=re.escape(f"'{field}' = {overrides[field]!r} would be ignored: it is not read by {choice}")
-    ):
-        presets.preset("digits-lr", **overrides)
+def test_a_setting_no_choice_reads_cannot_be_written(overrides, path, owner):
+    field = path.rsplit(".", 1)[-1]
+    with pytest.raises(ConfigError, match=re.escape(owner) + f" has no (field|section) {field!r}"):
+        presets.preset("digits-lr", overrides)
 
 
 def test_changing_a_choice_keeps_the_presets_values():
-    """Only a value set away from the preset's counts: switching the method of a paper preset works."""
-    config = presets.preset("digits-lr", hypergrad="implicit", solver_tol=1e-4, victim="converged")
-    assert {"inner_steps", "inner_lr", "eval_lr"} <= set(config.unused_fields(config))
-    presets.preset("mnist5k-lr-strong")  # its inherited, unread inner_steps is the preset's own value
-    assert "checkpoint" not in config.unused_fields(presets.preset("imagenet-mlp"))
+    """Switching the method of a paper preset keeps the rest; the hash is 0.1.0's for the same switch."""
+    config = presets.preset("digits-lr", {"method": "implicit", "method.solver.tol": 1e-4, "victim": "converged"})
+    assert config.attack == presets.preset("digits-lr").attack and not hasattr(config.method, "steps")
+    assert presets.preset("imagenet-mlp").method.checkpoint is True
 
 
-def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsys):
+def test_cli_refuses_a_field_of_another_choice_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["run", "--preset", "digits-lr", "--set", "data_path=/some/file.npz"]) == 2
+    assert cli.main(["run", "--preset", "digits-lr", "--set", "data.path=/some/file.npz"]) == 2
     err = capsys.readouterr().err
-    assert "'data_path' = '/some/file.npz' would be ignored" in err and "Traceback" not in err
+    assert "data 'digits' has no field 'path'" in err and "switch data first" in err and "Traceback" not in err
     assert not (tmp_path / "results").exists()
 
 
@@ -135,10 +129,10 @@ def test_cli_refuses_an_ignored_setting_in_one_line(tmp_path, monkeypatch, capsy
 
 @pytest.mark.slow
 def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
-    same = dict(TINY, log_lam_large=-8.0)  # large λ = small λ for every seed: the same computation
+    same = {"sweep.log_lam_large": -8.0}  # large λ = small λ for every seed: the same computation
     log = []
     records = sweep.run_sweep(
-        presets.preset("digits-lr", **same, settings=("small", "large")),
+        tiny({**same, "sweep.settings": ("small", "large")}),
         tmp_path / "both",
         progress=False,
         log=log.append,
@@ -151,7 +145,7 @@ def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
         assert (tmp_path / "both" / "state" / f"large-{cell}.npz").exists()
 
     computed = sweep.run_sweep(
-        presets.preset("digits-lr", **same, settings=("large",)),
+        tiny({**same, "sweep.settings": ("large",)}),
         tmp_path / "alone",
         progress=False,
         log=lambda _: None,
@@ -167,12 +161,10 @@ def test_equal_lambda_cells_are_copied_and_equal_a_computed_run(tmp_path):
 
 @pytest.mark.slow
 def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
-    same = dict(TINY, log_lam_large=-8.0)
-    sweep.run_sweep(
-        presets.preset("digits-lr", **same, settings=("small",)), tmp_path, progress=False, log=lambda _: None
-    )
+    same = {"sweep.log_lam_large": -8.0}
+    sweep.run_sweep(tiny({**same, "sweep.settings": ("small",)}), tmp_path, progress=False, log=lambda _: None)
     records = sweep.run_sweep(
-        presets.preset("digits-lr", **same, settings=("small", "large")),
+        tiny({**same, "sweep.settings": ("small", "large")}),
         tmp_path,
         resume=True,
         progress=False,
@@ -183,7 +175,7 @@ def test_reuse_survives_resume_with_a_grown_settings_list(tmp_path):
 
 def test_different_lambdas_are_computed(tmp_path):
     records = sweep.run_sweep(
-        presets.preset("digits-lr", **TINY, settings=("small", "large")),
+        tiny({"sweep.settings": ("small", "large")}),
         tmp_path,
         progress=False,
         log=lambda _: None,
@@ -194,14 +186,11 @@ def test_different_lambdas_are_computed(tmp_path):
 # -- 4. names say log λ -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("old, new", sorted(config.RENAMED.items()))
-def test_old_log_lambda_names_are_refused_naming_the_new_one(old, new):
-    for make in (
-        lambda: presets.preset("digits-lr", **{old: 1.0}),
-        lambda: config.ExperimentConfig(**{old: 1.0}),
-    ):
-        with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
-            make()
+def test_log_lambda_fields_say_so_in_their_paths():
+    rows = {path for path, _, _ in config.describe(presets.preset("digits-lr"))}
+    assert {"attack.log_lam_box", "attack.log_lam_init", "sweep.log_lam_small", "sweep.log_lam_large"} <= rows
+    old = {"lam_box", "lam_init", "lam_small", "lam_large", "cv_grid"}  # 0.1.0's first names
+    assert "sweep.cv_log_lam_grid" in rows and not any(p.rsplit(".", 1)[-1] in old for p in rows)
 
 
 def test_renamed_fields_keep_the_config_hash_of_existing_folders():
@@ -212,8 +201,8 @@ def test_renamed_fields_keep_the_config_hash_of_existing_folders():
 def test_labels_and_tables_say_log_lambda():
     from poison_jax.face import plots
 
-    config = presets.preset("digits-lr", log_lam_small=-6.0)
-    assert config.setting_label(config, "small") == "log λ = -6"
+    c = presets.preset("digits-lr", {"sweep.log_lam_small": -6.0})
+    assert config.setting_label(c, "small") == "log λ = -6"
     record = {
         "setting": "small",
         "label": "log λ = -6",
@@ -238,18 +227,25 @@ def test_presets_lists_every_preset_in_one_line_each(capsys):
 def test_presets_name_shows_every_field_with_value_and_meaning(capsys):
     assert cli.main(["presets", "mnist5k-lr-strong"]) == 0
     out = capsys.readouterr().out
-    for field in config.FIELDS:
-        assert f"  {field} " in out
-    assert "'implicit'" in out and "[not read here]" in out
-    line = next(line for line in out.splitlines() if line.startswith("  inner_steps "))
-    assert "150" in line and "[not read here]" in line
+    for path, _, meaning in config.describe(presets.preset("mnist5k-lr-strong")):
+        assert f"  {path} " in out and meaning
+    line = next(line for line in out.splitlines() if line.startswith("  method "))
+    assert "'implicit'" in line and "rmd, ift, implicit" in line
+    line = next(line for line in out.splitlines() if line.startswith("  method.solver.tol "))
+    assert "0.0001" in line and "stop when" in line
+    assert "  method.steps " not in out  # the implicit method has no steps
 
 
 def test_every_field_and_preset_is_explained():
     import dataclasses
 
-    assert list(config.FIELDS) == [f.name for f in dataclasses.fields(config.ExperimentConfig)]
-    assert set(presets.PRESET_SUMMARIES) == set(presets.PRESETS)
+    from poison_jax.experiments import sections, sources
+
+    classes = [*sections.METHODS.values(), *sources.SOURCES.values(), config.Attack, config.Sweep]
+    for section in classes:
+        for field in dataclasses.fields(section):
+            assert field.metadata["help"], (section.__name__, field.name)
+    assert all(p.summary and "\n" not in p.summary for p in presets.PRESETS.values())
 
 
 def test_readme_first_screen_mentions_the_example():
@@ -291,7 +287,9 @@ def test_use_cpu_cores_refuses_a_bad_count():
 
 def test_sweep_start_states_padding_and_suggests_counts(monkeypatch):
     monkeypatch.setattr(sweep, "cpu_core_count", lambda: 4)
-    line = sweep._device_line(presets.preset("digits-lr", num_seeds=5), "digits-lr", 2, "cpu")
+    line = sweep._device_line(presets.preset("digits-lr", {"sweep.num_seeds": 5}), "digits-lr", 2, "cpu")
     assert "5 seed(s) on 2 CPU device(s), padded to 6" in line and "num_seeds=4 or 6" in line
     assert "4 usable cores but 2 CPU device(s): call poison_jax.experiments.devices.use_cpu_cores()" in line
-    assert "padded" not in sweep._device_line(presets.preset("digits-lr", num_seeds=4), "digits-lr", 2, "gpu")
+    assert "padded" not in sweep._device_line(
+        presets.preset("digits-lr", {"sweep.num_seeds": 4}), "digits-lr", 2, "gpu"
+    )

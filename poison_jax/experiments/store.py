@@ -235,7 +235,7 @@ class ResultsStore:
 
     def records(self) -> list[dict]:
         """Finished records in the order of the config's settings and cells."""
-        order = {s: i for i, s in enumerate(self.config.settings)}
+        order = {s: i for i, s in enumerate(self.config.sweep.settings)}
         return sorted(self.finished.values(), key=lambda r: (order.get(r["setting"], len(order)), r["cell"]))
 
     def append(self, record: dict) -> None:
