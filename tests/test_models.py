@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poison_jax.poisoning import models
+from poison_jax.poisoning import losses, models
 
 
 def test_paper_mlp_shape_and_init():
@@ -40,24 +40,24 @@ def test_logistic_regression_starts_at_zero_and_is_linear():
     np.testing.assert_allclose(models.logistic_regression(3).apply(params, jnp.eye(3)), [1.5, 2.5, 3.5])
 
 
-def test_l2_penalty_per_layer_excludes_biases():
+def test_the_default_penalty_is_l2_per_layer_and_excludes_biases():
     model = models.mlp(3, hidden=(2,))
     params = model.init(jax.random.PRNGKey(0))
     log_lam = jnp.asarray([0.0, jnp.log(4.0)])
     w0, w1 = params["layer_0"]["kernel"], params["layer_1"]["kernel"]
     expected = 0.5 * jnp.sum(w0**2) + 0.5 * 4.0 * jnp.sum(w1**2)
-    np.testing.assert_allclose(models.l2_penalty(model, params, log_lam), expected, rtol=1e-6)
+    np.testing.assert_allclose(models.penalty(model, params, log_lam), expected, rtol=1e-6)
     bigger_bias = jax.tree_util.tree_map(lambda a: a, params)
     bigger_bias["layer_0"]["bias"] = params["layer_0"]["bias"] + 10.0
-    np.testing.assert_allclose(models.l2_penalty(model, bigger_bias, log_lam), expected, rtol=1e-6)
+    np.testing.assert_allclose(models.penalty(model, bigger_bias, log_lam), expected, rtol=1e-6)
 
 
 def test_bce_is_stable_and_correct():
     logits = jnp.asarray([-100.0, 0.0, 3.0, 100.0])
     y = jnp.asarray([0.0, 1.0, 1.0, 1.0])
     expected = -(y * jax.nn.log_sigmoid(logits) + (1 - y) * jax.nn.log_sigmoid(-logits))
-    np.testing.assert_allclose(models.bce(logits, y), expected, rtol=1e-6, atol=1e-30)
-    assert bool(jnp.all(jnp.isfinite(models.bce(logits, y))))
+    np.testing.assert_allclose(losses.bce(logits, y), expected, rtol=1e-6, atol=1e-30)
+    assert bool(jnp.all(jnp.isfinite(losses.bce(logits, y))))
 
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5, True])

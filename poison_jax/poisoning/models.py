@@ -14,7 +14,7 @@ Example::
     >>> params = model.init(jax.random.PRNGKey(0))
     >>> model.apply(params, jnp.ones((5, 4))).shape
     (5,)
-    >>> models.l2_penalty(model, params, jnp.zeros(model.num_layers)).shape
+    >>> models.penalty(model, params, jnp.zeros(model.num_lams)).shape
     ()
     >>> from poison_jax.poisoning import penalties
     >>> models.logistic_regression(4, penalty=penalties.ElasticNet()).num_lams  # two λ per layer
@@ -38,17 +38,15 @@ from jax.typing import ArrayLike
 
 from poison_jax.engine import checks
 from poison_jax.poisoning._parts import check_multiclass_loss, check_penalty_and_loss, kernel_leaves
-from poison_jax.poisoning.losses import Logistic, Loss, bce
+from poison_jax.poisoning.losses import Logistic, Loss
 from poison_jax.poisoning.penalties import L2, Penalty
 
 Params = Any
 
 __all__ = [
     "Model",
-    "bce",
     "from_flax",
     "kernels",
-    "l2_penalty",
     "logistic_regression",
     "mlp",
     "output_shape",
@@ -238,35 +236,21 @@ def weight_sizes(model: Model, params: Params) -> jax.Array:
     return jnp.asarray([k.size for k in kernels(model, params)], jnp.float32)
 
 
-def l2_penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
-    """``Σ_l exp(λ_l)/2 · ||W_l||²``: one λ per layer, on the log scale.
-
-    Only the kernels (weights) are penalised; biases are not, as in the paper.
+def penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
+    """The model's penalty at ``params``: ``model.penalty`` on the layers' kernels (biases are never
+    penalised, as in the paper); with the default ``L2()``, ``Σ_l exp(λ_l)/2 · ||W_l||²``.
 
     The training objectives of poison_jax divide the *sum* of per-example losses and this penalty
-    by the number of training points: ``(Σ_i ℓ_i + Σ_l exp(λ_l)/2 ||W_l||²) / n``. Only with this
-    scaling are the paper's inner step sizes stable over its λ boxes (e.g. η = 0.05 with
-    λ ≤ log 20000 on 512 ImageNet points: η·exp(λ)/n = 1.95 < 2).
-
-    Args:
-      model: the model whose layers ``params`` holds.
-      params: the model's parameters.
-      log_lam: ``(num_layers,)`` log-λ per layer.
-    Returns:
-      A scalar.
-    """
-    return 0.5 * jnp.sum(jnp.exp(log_lam) * squared_norms(model, params))
-
-
-def penalty(model: Model, params: Params, log_lam: jax.Array) -> jax.Array:
-    """The model's penalty at ``params``: ``model.penalty`` on the layers' kernels.
+    by the number of training points: ``(Σ_i ℓ_i + penalty) / n``. Only with this scaling are the
+    paper's inner step sizes stable over its λ boxes (e.g. η = 0.05 with λ ≤ log 20000 on 512
+    ImageNet points: η·exp(λ)/n = 1.95 < 2).
 
     Args:
       model: the model whose layers ``params`` holds.
       params: the model's parameters.
       log_lam: ``(model.num_lams,)`` log-λ (per layer; elastic-net: the L1's, then the L2's).
     Returns:
-      A scalar, scaled as :func:`l2_penalty` describes (the objectives divide it by ``n``).
+      A scalar.
     """
     return model.penalty(kernels(model, params), log_lam)
 
