@@ -41,32 +41,32 @@ def _nan_features():
 API_CASES = {
     # bilevel engine
     "steps zero": (
-        lambda t: engine.rmd_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), steps=0, lr=0.1),
+        lambda t: engine.hypergrad(engine.RMD(steps=0, lr=0.1), *_losses(), jnp.zeros(2), jnp.asarray(0.0)),
         ValueError,
         "steps must be a positive integer, got 0",
     ),
     "lr nan": (
-        lambda t: engine.unroll(_losses()[0], jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=float("nan")),
+        lambda t: engine.GradientDescent(steps=3, lr=float("nan")),
         ValueError,
         "lr must be a finite number > 0, got nan",
     ),
     "cg_iters negative": (
-        lambda t: engine.ift_hypergrad(*_losses(), jnp.zeros(2), jnp.asarray(0.0), cg_iters=-2),
+        lambda t: engine.IFT(steps=3, lr=0.1, cg_iters=-2),
         ValueError,
-        "cg_iters must be a positive integer, got -2",
+        "iters must be a positive integer, got -2",
     ),
     "non-scalar loss": (
-        lambda t: engine.rmd_hypergrad(_losses()[0], lambda w, th: w, jnp.zeros(2), jnp.asarray(0.0), steps=3, lr=0.1),
+        lambda t: engine.hypergrad(engine.RMD(steps=3, lr=0.1), _losses()[0], lambda w, th: w, jnp.zeros(2), 0.0),
         ValueError,
         "outer_loss must return a scalar (shape ()), got (2,)",
     ),
     "integer weights (dtype)": (
-        lambda t: engine.rmd_hypergrad(*_losses(), jnp.zeros(2, jnp.int32), jnp.asarray(0.0), steps=3, lr=0.1),
+        lambda t: engine.hypergrad(engine.RMD(steps=3, lr=0.1), *_losses(), jnp.zeros(2, jnp.int32), jnp.asarray(0.0)),
         TypeError,
         "w0 must have a floating dtype, got int32",
     ),
     "weights of the wrong shape": (
-        lambda t: engine.rmd_hypergrad(*_losses(), jnp.zeros(3), jnp.asarray(0.0), steps=3, lr=0.1),
+        lambda t: engine.hypergrad(engine.RMD(steps=3, lr=0.1), *_losses(), jnp.zeros(3), jnp.asarray(0.0)),
         ValueError,
         "inner_loss(w, theta) failed for w with structure",
     ),
@@ -141,29 +141,29 @@ API_CASES = {
     # config
     "unknown preset": (lambda t: presets.preset("cifar-lr"), ValueError, "unknown preset 'cifar-lr': choose one of"),
     "unknown field": (
-        lambda t: presets.preset("digits-lr", epochs=3),
+        lambda t: presets.preset("digits-lr", {"victim.epoch": 3}),
         ValueError,
-        "unknown config field(s) 'epochs'",
+        "victim 'sgd' has no field 'epoch' (its fields: lr, epochs, batch)",
     ),
     "negative count": (
-        lambda t: presets.preset("digits-lr", n_val=-1),
+        lambda t: presets.preset("digits-lr", {"sweep.n_val": -1}),
         ValueError,
-        "'n_val' = -1 is not allowed: a positive integer",
+        "sweep.n_val must be a positive integer, got -1",
     ),
     "fraction above 1": (
-        lambda t: presets.preset("digits-lr", poison_batch=60, num_batches=4),
+        lambda t: presets.preset("digits-lr", {"attack.poison_batch": 60, "attack.num_batches": 4}),
         ValueError,
-        "poison_batch * num_batches = 240 must not exceed n_train (200)",
+        "attack.poison_batch * attack.num_batches = 240 does not exceed sweep.n_train (200)",
     ),
     "inverted λ bounds": (
-        lambda t: presets.preset("digits-lr", log_lam_box=(3.0, -8.0)),
+        lambda t: presets.preset("digits-lr", {"attack.log_lam_box": (3.0, -8.0)}),
         ValueError,
-        "'log_lam_box' = (3.0, -8.0) is not allowed: low < high",
+        "attack.log_lam_box must be a pair (low, high) of finite numbers with low < high, got (3.0, -8.0)",
     ),
     "non-positive step": (
-        lambda t: presets.preset("digits-lr", beta=-0.1),
+        lambda t: presets.preset("digits-lr", {"attack.beta": -0.1}),
         ValueError,
-        "'beta' = -0.1 is not allowed: a finite number > 0 (a step size)",
+        "attack.beta must be a finite number > 0, got -0.1",
     ),
     # output folder
     "unwritable output folder": (
@@ -190,16 +190,16 @@ def test_bad_input_is_refused_clearly(name, tmp_path):
 TINY = [
     arg
     for field in (
-        "num_seeds=1",
-        "iters_fixed=2",
-        "iters_clean=2",
-        "iters_multi=2",
-        "num_batches=1",
-        "eval_epochs=2",
-        "inner_steps=10",
-        "cv_log_lam_grid=(-8, 1, 2)",
-        "cv_folds=2",
-        "settings=small",
+        "sweep.num_seeds=1",
+        "attack.iters_fixed=2",
+        "attack.iters_clean=2",
+        "attack.iters_multi=2",
+        "attack.num_batches=1",
+        "victim.epochs=2",
+        "method.steps=10",
+        "sweep.cv_log_lam_grid=(-8, 1, 2)",
+        "sweep.cv_folds=2",
+        "sweep.settings=small",
     )
     for arg in ("--set", field)
 ]
@@ -220,17 +220,17 @@ def finished_folder(tmp_path_factory):
 
 CLI_CASES = {
     "results of another config": (
-        ["run", "--preset", "digits-lr", *TINY, "--set", "alpha=0.5"],
+        ["run", "--preset", "digits-lr", *TINY, "--set", "attack.alpha=0.5"],
         "holds results of another config",
     ),
     "unknown preset": (["run", "--preset", "nope"], "invalid choice: 'nope'"),
     "bad --set syntax": (
         ["run", "--preset", "digits-lr", "--set", "num_seeds"],
-        "--set takes field=value, got 'num_seeds'",
+        "--set takes PATH=VALUE (e.g. sweep.num_seeds=3), got 'num_seeds'",
     ),
     "bad --set value": (
-        ["run", "--preset", "digits-lr", *TINY, "--set", "hypergrad=fmd"],
-        "'hypergrad' = 'fmd' is not allowed: one of rmd, ift",
+        ["run", "--preset", "digits-lr", *TINY, "--set", "method=fmd"],
+        "method must be one of rmd, ift, implicit, got 'fmd'",
     ),
     "devices zero": (["run", "--preset", "digits-lr", "--devices", "0"], "--devices must be a positive integer, got 0"),
     "plot of a damaged file": (["plot"], "is not valid JSON"),
