@@ -7,27 +7,17 @@ import shutil
 import numpy as np
 import pytest
 
-from poison_jax.experiments import presets, store, sweep
+from poison_jax.experiments import store, sweep
 from poison_jax.face import cli, plots
 from poison_jax.poisoning import attack
+from tests.tiny import tiny as shared_tiny
 
 # A tiny digits sweep; its cross-validation picks log λ = -8, so λ_CLEAN's
 # attack cell is a copy of log λ = -8's (reused_from).
-TINY = dict(
-    num_seeds=2,
-    iters_fixed=2,
-    iters_clean=2,
-    iters_multi=2,
-    num_batches=1,
-    eval_epochs=3,
-    inner_steps=20,
-    cv_log_lam_grid=(-8.0, 1.0, 3),
-    cv_folds=2,
-)
 
 
-def tiny(**overrides):
-    return presets.preset("digits-lr", **{**TINY, **overrides})
+def tiny(overrides):
+    return shared_tiny({"attack.num_batches": 1, **overrides})
 
 
 def _run(config, out):
@@ -37,21 +27,21 @@ def _run(config, out):
 @pytest.fixture(scope="module")
 def rmd(tmp_path_factory):
     out = tmp_path_factory.mktemp("rmd")
-    config = tiny(settings=("small", "clean", "learned"))
+    config = tiny({"sweep.settings": ("small", "clean", "learned")})
     return config, out, _run(config, out)
 
 
 @pytest.fixture(scope="module")
 def ift(tmp_path_factory):
     out = tmp_path_factory.mktemp("ift")
-    config = tiny(settings=("learned",), hypergrad="ift")
+    config = tiny({"sweep.settings": ("learned",), "method": "ift"})
     return config, out, _run(config, out)
 
 
 def _iters(config, record):
     if record["cell"] == 0:
-        return config.iters_clean if record["setting"] == "learned" else 0
-    return config.iters_multi if record["setting"] == "learned" else config.iters_fixed
+        return config.attack.iters_clean if record["setting"] == "learned" else 0
+    return config.attack.iters_multi if record["setting"] == "learned" else config.attack.iters_fixed
 
 
 @pytest.mark.slow
@@ -62,14 +52,14 @@ def test_every_finished_cell_has_its_diagnostics(rmd):
     for r in records:
         d = found[(r["setting"], r["cell"])]
         assert set(d) == set(store.DIAGNOSTICS)
-        shape = (config.num_seeds, _iters(config, r))
+        shape = (config.sweep.num_seeds, _iters(config, r))
         for name in ("objective", "inner_grad_norm", "cg_residual", "inner_converged", "finite"):
             assert d[name].shape == shape, (r["setting"], r["cell"], name)
         assert np.isfinite(d["objective"]).all() and np.isfinite(d["inner_grad_norm"]).all()
         assert (d["inner_grad_norm"] >= 0).all() and d["finite"].all()
         assert np.all(d["cg_residual"] == 0)  # RMD solves no linear system
         assert d["seeds"].tolist() == r["seeds"]
-        assert d["inner_grad_norm_init"].shape == (config.num_seeds,) and (d["inner_grad_norm_init"] > 0).all()
+        assert d["inner_grad_norm_init"].shape == (config.sweep.num_seeds,) and (d["inner_grad_norm_init"] > 0).all()
         # Trained weights are more stationary than w(0).
         if shape[1]:
             assert (d["inner_grad_norm"][:, -1] < d["inner_grad_norm_init"]).all()
@@ -82,7 +72,7 @@ def test_first_objective_is_the_attacks(rmd):
     """learned's cell 0 starts from the fresh state: its first objective is attack_objective of it."""
     config, out, _ = rmd
     runner = sweep.Sweep(config)
-    state = attack.set_poison_count(runner.fresh_state(config.log_lam_init), 0, 0)
+    state = attack.set_poison_count(runner.fresh_state(config.attack.log_lam_init), 0, 0)
     expected = runner.sharding.gather(attack.attack_objective(runner.settings, runner.splits, state))
     objective = store.read_diagnostics(out)[("learned", 0)]["objective"]
     np.testing.assert_allclose(objective[:, 0], expected, rtol=1e-5)
