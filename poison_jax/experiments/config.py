@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from poison_jax.engine import checks
+from poison_jax.experiments import checked
 from poison_jax.experiments import sections as s
-from poison_jax.experiments.sections import ConfigError, Section, option
+from poison_jax.experiments.checked import ConfigError, Section, option
 from poison_jax.experiments.sources import SOURCES, Digits, Npz, Source
 from poison_jax.poisoning import attack as attacks
 from poison_jax.poisoning import models, victims
@@ -81,27 +82,37 @@ class Attack(Section):
     """Algorithm 1: the outer steps on the poison points Xp (ascent) and log λ (descent), the batches."""
 
     at: ClassVar[str] = "attack"
-    alpha: float = option(0.99, "α, step size of the Xp rule", s.positive)
-    beta: float = option(0.8, "β, step size of the log λ rule", s.positive)
+    alpha: float = option(0.99, "α, step size of the Xp rule", checked.positive)
+    beta: float = option(0.8, "β, step size of the log λ rule", checked.positive)
     xp_step: s.StepRule = option(
-        s.NormalisedStep(), "rule moving Xp (ascent; the paper: normalised)", s.is_a(s.STEP_RULES)
+        s.NormalisedStep(), "rule moving Xp (ascent; the paper: normalised)", checked.is_a(s.STEP_RULES)
     )
-    lam_step: s.StepRule = option(s.SGDStep(), "rule moving log λ (descent; the paper: sgd)", s.is_a(s.STEP_RULES))
+    lam_step: s.StepRule = option(
+        s.SGDStep(), "rule moving log λ (descent; the paper: sgd)", checked.is_a(s.STEP_RULES)
+    )
     poison_mode: str = option(
         "replace",
         "replace (the paper: poison points take training rows' places) or add (secml: appended)",
-        s.one_of(*attacks.MODES),
+        checked.one_of(*attacks.MODES),
     )
-    log_lam_box: tuple[float, float] = option((-8.0, math.log(200.0)), "Φ(Λ), the (low, high) box of log λ", s.box)
+    log_lam_box: tuple[float, float] = option(
+        (-8.0, math.log(200.0)), "Φ(Λ), the (low, high) box of log λ", checked.box
+    )
     poison_batch: int = option(
-        7, "poison points per batch (cumulative: batch b adds to the earlier ones)", s.positive_int
+        7, "poison points per batch (cumulative: batch b adds to the earlier ones)", checked.positive_int
     )
-    num_batches: int = option(5, "batches; fractions are b * poison_batch / n_train for b = 0 .. num_batches", s.count)
-    iters_fixed: int = option(100, f"T_Dp, {_ITERS} per batch with Λ fixed (small, large, clean)", s.positive_int)
-    iters_clean: int = option(50, f"T_λ, {_ITERS} learning log λ on clean data (learned, fraction 0)", s.positive_int)
-    iters_multi: int = option(100, f"T_mul, {_ITERS} per batch of the multiobjective attack (learned)", s.positive_int)
+    num_batches: int = option(
+        5, "batches; fractions are b * poison_batch / n_train for b = 0 .. num_batches", checked.count
+    )
+    iters_fixed: int = option(100, f"T_Dp, {_ITERS} per batch with Λ fixed (small, large, clean)", checked.positive_int)
+    iters_clean: int = option(
+        50, f"T_λ, {_ITERS} learning log λ on clean data (learned, fraction 0)", checked.positive_int
+    )
+    iters_multi: int = option(
+        100, f"T_mul, {_ITERS} per batch of the multiobjective attack (learned)", checked.positive_int
+    )
     log_lam_init: float = option(
-        math.log(5.0), "log λ where learned starts (learned on clean data from there)", s.finite
+        math.log(5.0), "log λ where learned starts (learned on clean data from there)", checked.finite
     )
 
 
@@ -110,15 +121,15 @@ class Sweep(Section):
     """The sweep: seeds and split sizes, the Λ settings and their log λ."""
 
     at: ClassVar[str] = "sweep"
-    seed: int = option(0, "the first split seed (seeds seed .. seed + num_seeds - 1)", s.count)
-    num_seeds: int = option(10, "random train/validation splits, one per seed, run together", s.positive_int)
-    n_train: int = option(200, "training points per split", s.positive_int)
-    n_val: int = option(70, "validation points per split (the attacker's and Λ's objective)", s.positive_int)
+    seed: int = option(0, "the first split seed (seeds seed .. seed + num_seeds - 1)", checked.count)
+    num_seeds: int = option(10, "random train/validation splits, one per seed, run together", checked.positive_int)
+    n_train: int = option(200, "training points per split", checked.positive_int)
+    n_val: int = option(70, "validation points per split (the attacker's and Λ's objective)", checked.positive_int)
     settings: tuple[str, ...] = option(
         SETTINGS, "Λ settings to run: small, large, clean (λ_CLEAN by CV), learned (under attack)", _settings
     )
-    log_lam_small: float = option(-8.0, "log λ of the small setting (about no regularisation)", s.finite)
-    log_lam_large: float = option(math.log(200.0), "log λ of the large setting", s.finite)
+    log_lam_small: float = option(-8.0, "log λ of the small setting (about no regularisation)", checked.finite)
+    log_lam_large: float = option(math.log(200.0), "log λ of the large setting", checked.finite)
     cv_log_lam_grid: tuple[float, float, int] = option(
         (-8.0, 1.0, 19), "clean: (low, high, count) grid of log λ searched by cross-validation", _grid
     )
@@ -150,16 +161,16 @@ class ExperimentConfig(Section):
     """
 
     name: str = option("custom", "the preset the config came from (labels only; not part of the config hash)", _name)
-    data: Source = option(Digits(), "data source", s.is_a(SOURCES))
-    model: s.LR | s.MLP = option(s.LR(), "learner", s.is_a(s.MODELS))
+    data: Source = option(Digits(), "data source", checked.is_a(SOURCES))
+    model: s.LR | s.MLP = option(s.LR(), "learner", checked.is_a(s.MODELS))
     penalty: s.L2 | s.L1 | s.ElasticNet = option(
-        s.L2(), "regularisation, one log λ per layer each", s.is_a(s.PENALTIES)
+        s.L2(), "regularisation, one log λ per layer each", checked.is_a(s.PENALTIES)
     )
-    loss: s.Logistic | s.SmoothedHinge | s.Squared = option(s.Logistic(), "per-example loss", s.is_a(s.LOSSES))
-    method: s.RMD | s.IFT | s.Implicit = option(s.RMD(), "hypergradient", s.is_a(s.METHODS))
-    attack: Attack = option(Attack(), "the attack", s.is_a({"": Attack}))
-    victim: s.SGD | s.Converged = option(s.SGD(), "victim judged on the poisoned set", s.is_a(s.VICTIMS))
-    sweep: Sweep = option(Sweep(), "the sweep", s.is_a({"": Sweep}))
+    loss: s.Logistic | s.SmoothedHinge | s.Squared = option(s.Logistic(), "per-example loss", checked.is_a(s.LOSSES))
+    method: s.RMD | s.IFT | s.Implicit = option(s.RMD(), "hypergradient", checked.is_a(s.METHODS))
+    attack: Attack = option(Attack(), "the attack", checked.is_a({"": Attack}))
+    victim: s.SGD | s.Converged = option(s.SGD(), "victim judged on the poisoned set", checked.is_a(s.VICTIMS))
+    sweep: Sweep = option(Sweep(), "the sweep", checked.is_a({"": Sweep}))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -26,8 +26,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from poison_jax.experiments.checked import Section
 from poison_jax.experiments.config import ExperimentConfig
-from poison_jax.experiments.sections import Converged, Implicit, Section
+from poison_jax.experiments.sections import Converged, Implicit
 
 __all__ = ["DEFAULTS", "FLAT", "config_hash", "flat_view", "flatten"]
 

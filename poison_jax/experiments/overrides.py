@@ -18,7 +18,7 @@ import ast
 import math
 from typing import Any
 
-from poison_jax.experiments.sections import ConfigError
+from poison_jax.experiments.checked import ConfigError
 
 __all__ = ["parse_overrides", "parse_value"]
 

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from poison_jax.engine import checks
-from poison_jax.experiments.sections import ConfigError, Section, box, family, one_of, option, positive_int
+from poison_jax.experiments.checked import ConfigError, Section, box, family, one_of, option, positive_int
 from poison_jax.poisoning import data
 
 __all__ = ["SOURCES", "Arrays", "Diabetes", "Digits", "FashionMnist", "Mnist", "Mnist5k", "Npz", "Source", "Synthetic"]
