@@ -26,21 +26,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import harness
 from poison_jax.experiments import presets, sweep
 from poison_jax.poisoning import attack, data, victims
 
 
 def _timed(fn, repeats: int = 2):
-    """``(first_call_s, warm_median_s, result)`` of ``fn()`` (blocked until ready)."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    warm = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        warm.append(time.perf_counter() - start)
-    return first, float(np.median(warm)), out
+    """``(first_call_s, warm_median_s, None)`` of ``fn()`` (blocked until ready; the first call compiles)."""
+    first = harness.first_call_seconds(fn)
+    return first, harness.time_calls({"fn": fn}, repeats=repeats, warmup=0)["fn"].median, None
 
 
 def mlp_paper_setting(num_seeds: int = 10) -> dict:

@@ -22,7 +22,13 @@ from pathlib import Path
 from benchmarks import harness
 
 PRESET = "mnist5k-lr-strong"
-QUICK_SETS = ("num_seeds=2", "num_batches=1", "iters_fixed=1", "iters_clean=1", "iters_multi=1")
+QUICK_SETS = (
+    "sweep.num_seeds=2",
+    "attack.num_batches=1",
+    "attack.iters_fixed=1",
+    "attack.iters_clean=1",
+    "attack.iters_multi=1",
+)
 
 
 def _sweep(sets: tuple, device: str | None) -> tuple[float, list[dict], str]:

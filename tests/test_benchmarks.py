@@ -48,7 +48,7 @@ def test_import_time_is_measured_in_fresh_interpreters_without_heavy_modules(sui
 def test_strong_sweep_times_the_whole_command_and_keeps_its_table(suite):
     _, results = suite
     result = results["strong_sweep"]
-    assert result["command"].startswith("poison-jax run --preset mnist5k-lr-strong --set num_seeds=2")
+    assert result["command"].startswith("poison-jax run --preset mnist5k-lr-strong --set sweep.num_seeds=2")
     assert result["minutes"] == pytest.approx(result["wall_seconds"] / 60) and result["wall_seconds"] > 0
     assert set(result["cell_seconds"]) == {"small", "large", "clean", "learned"}
     assert all(len(cells) == 2 for cells in result["cell_seconds"].values())  # cells 0 and 1
