@@ -76,7 +76,7 @@ def train_victim(
     x: ArrayLike,
     y: ArrayLike,
     log_lam: ArrayLike,
-    key: ArrayLike,
+    key: jax.Array,
     *,
     lr: ArrayLike,
     epochs: int,
