@@ -9,6 +9,7 @@ import numpy as np
 
 from poison_jax import engine
 from poison_jax.engine import checks
+from poison_jax.experiments import sections
 from poison_jax.experiments.config import ConfigError
 from poison_jax.experiments.presets import preset
 from poison_jax.experiments.sweep import Sweep
@@ -79,6 +80,8 @@ def _position_losses(sweep: Sweep, state: attack.AttackState):
     """``(position, log_lam) -> (validation error, validation loss)`` of logistic regression trained
     with the poison point at ``position`` (the first seed's split)."""
     splits, model, method = sweep.splits, sweep.model, sweep.config.method
+    if not isinstance(method, (sections.RMD, sections.IFT)):  # the preset trains by gradient steps
+        raise ConfigError(f"the synthetic maps train by gradient steps (method rmd or ift), got {method!r}")
     one = jax.tree_util.tree_map(lambda a: a[0], state)
     x_tr, y_tr, x_v, y_v = (a[0] for a in (splits.x_train, splits.y_train, splits.x_val, splits.y_val))
     inner_solver = engine.GradientDescent(steps=method.steps, lr=method.lr)
