@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from benchmarks import harness
 from benchmarks.problems import attack_setup
-from poison_jax.poisoning import attack, models
+from poison_jax.poisoning import _progress, attack, models
 
 CASES = {
     "paper LR": dict(d=784, n_train=512, n_val=171, n_poison=85, steps=150, lr=0.1, seeds=10, iters=5),
@@ -44,11 +44,11 @@ def case_calls(sizes: dict) -> tuple[dict, list]:
     iters = sizes["iters"]
 
     def every_iteration():
-        seconds, attack._REPORT_SECONDS = attack._REPORT_SECONDS, 0.0
+        seconds, _progress.REPORT_SECONDS = _progress.REPORT_SECONDS, 0.0
         try:
             return attack.run_attack(settings, splits, state, num_iters=iters, progress=reports.append)
         finally:
-            attack._REPORT_SECONDS = seconds
+            _progress.REPORT_SECONDS = seconds
 
     calls = {
         "silent": lambda: attack.run_attack(settings, splits, state, num_iters=iters),

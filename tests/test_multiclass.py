@@ -78,8 +78,8 @@ def test_poison_points_clone_validation_points_with_a_wrong_class():
 
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
 def test_softmax_hypergradient_matches_central_differences(x64, method):
-    objective, theta, dtheta, info = smoothed_problem(penalties.L2(), method, num_classes=4)
-    assert bool(info.solve.converged)
+    objective, theta, dtheta, result = smoothed_problem(penalties.L2(), method, num_classes=4)
+    assert int(result.status) == 0
     lam_dir = {"xp": jnp.zeros_like(theta["xp"]), "log_lam": jnp.ones_like(theta["log_lam"])}
     for direction in (lam_dir, random_direction(theta, 7)):
         assert_matches_central_difference(objective, theta, dtheta, direction, 1e-4, abs=1e-10)

@@ -17,7 +17,7 @@ from flax import nnx
 from poison_jax.engine import RMD
 from poison_jax.experiments import config, presets, store, sweep
 from poison_jax.face import cli
-from poison_jax.poisoning import attack, data, losses, models
+from poison_jax.poisoning import _progress, attack, data, losses, models
 
 
 class TwoLayer(nn.Module):
@@ -216,7 +216,7 @@ def test_run_attack_reports_every_hyperiteration_without_changing_results_or_rec
     assert first == [1, 2, 3, 4, 5]  # the first call of these settings reports every hyperiteration
     # millisecond steps are reported every few (about 20 reports a second), the last always
     assert second[-1] == 5 and second == sorted(set(second)) and set(second) <= {1, 2, 3, 4, 5}
-    monkeypatch.setattr(attack, "_REPORT_SECONDS", 0.0)  # as if every step were slow
+    monkeypatch.setattr(_progress, "REPORT_SECONDS", 0.0)  # as if every step were slow
     attack.run_attack(settings, splits, state, num_iters=5, progress=third.append)
     assert third == [1, 2, 3, 4, 5]
     assert counting_apply.count == traced  # a new progress function or interval is not a new program

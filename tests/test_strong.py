@@ -20,8 +20,8 @@ from jax.flatten_util import ravel_pytree
 from poison_jax import engine
 from poison_jax.engine import LBFGS, Implicit, NewtonCG, Warm
 from poison_jax.experiments import config, presets, sweep
-from poison_jax.poisoning import attack, data, models, outer, victims
-from tests.test_bilevel import central_differences, logistic_losses, make_data, problem
+from poison_jax.poisoning import attack, data, losses, models, outer, victims
+from tests.test_engine import central_differences, logistic_losses, make_data, problem
 
 SOLVERS = [NewtonCG(tol=1e-10, maxiter=100), LBFGS(tol=1e-10, maxiter=2000)]
 SOLVER_IDS = ["newton-cg", "lbfgs"]
@@ -38,10 +38,15 @@ def zeros_like(tree):
 @pytest.mark.parametrize("name", ["logistic", "two_block"])
 def test_solver_reaches_its_tolerance_on_pytrees(x64, solver, name):
     inner, _, w0, theta = problem(name)
-    w, info = jax.jit(lambda w0: solver(lambda w: inner(w, theta), w0))(w0)
+    info = jax.jit(lambda w0: solver.solve(lambda w: inner(w, theta), w0))(w0)
+    w = info.w
     grad_norm = float(jnp.linalg.norm(ravel_pytree(jax.grad(inner)(w, theta))[0]))
-    assert bool(info.converged) and grad_norm <= 1e-10 and float(info.grad_norm) == pytest.approx(grad_norm, rel=1e-6)
-    assert 0 < int(info.iterations) < solver.maxiter
+    assert (
+        bool(info.status == 0)
+        and grad_norm <= 1e-10
+        and float(info.stats["inner_grad_norm"]) == pytest.approx(grad_norm, rel=1e-6)
+    )
+    assert 0 < int(info.stats["inner_steps"]) < solver.maxiter
 
 
 def test_newton_converges_where_the_objectives_decrease_is_below_its_noise(x64):
@@ -52,16 +57,21 @@ def test_newton_converges_where_the_objectives_decrease_is_below_its_noise(x64):
     b = jax.random.normal(jax.random.PRNGKey(1), (20,))
     quadratic = lambda w: 0.5 * w @ (a @ a.T / 20 + 0.1 * jnp.eye(20)) @ w - b @ w + jnp.sum(jnp.logaddexp(0.0, w))
     noisy = lambda w: quadratic(w) + jax.lax.stop_gradient(1e-9 * jnp.sin(1e7 * jnp.sum(w)))
-    w, info = jax.jit(lambda w0: NewtonCG(tol=1e-10, maxiter=50)(noisy, w0))(jnp.zeros(20))
-    assert bool(info.converged) and int(info.iterations) < 20
+    info = jax.jit(lambda w0: NewtonCG(tol=1e-10, maxiter=50).solve(noisy, w0))(jnp.zeros(20))
+    w = info.w
+    assert bool(info.status == 0) and int(info.stats["inner_steps"]) < 20
     assert float(jnp.linalg.norm(jax.grad(quadratic)(w))) <= 1e-10
 
 
 @pytest.mark.parametrize("solver", [NewtonCG(tol=1e-10, maxiter=2), LBFGS(tol=1e-10, maxiter=2)], ids=SOLVER_IDS)
 def test_too_small_iteration_cap_is_reported_unconverged(x64, solver):
     inner, _, w0, theta = problem("logistic", 1)
-    _, info = solver(lambda w: inner(w, theta), w0)
-    assert not bool(info.converged) and int(info.iterations) == 2 and float(info.grad_norm) > 1e-10
+    info = solver.solve(lambda w: inner(w, theta), w0)
+    assert (
+        not bool(info.status == 0)
+        and int(info.stats["inner_steps"]) == 2
+        and float(info.stats["inner_grad_norm"]) > 1e-10
+    )
 
 
 @pytest.mark.slow
@@ -70,9 +80,10 @@ def test_solver_under_vmap_solves_each_lane(x64, solver):
     problems = [make_data(s) for s in range(3)]
     thetas = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[t for _, t in problems])
     inner, _, w0 = logistic_losses(problems[0][0])  # same data, three thetas
-    ws, infos = jax.vmap(lambda th: solver(lambda w: inner(w, th), w0))(thetas)
-    assert np.all(np.asarray(infos.converged))
-    solve_one = jax.jit(lambda th: solver(lambda w: inner(w, th), w0))  # one compile for the three lanes
+    infos = jax.vmap(lambda th: solver.solve(lambda w: inner(w, th), w0))(thetas)
+    ws = infos.w
+    assert np.all(np.asarray(infos.status == 0))
+    solve_one = jax.jit(lambda th: solver.solve(lambda w: inner(w, th), w0))  # one compile for the three lanes
     for i in range(3):
         theta_i = jax.tree_util.tree_map(lambda a: a[i], thetas)
         w_i, _ = solve_one(theta_i)
@@ -106,8 +117,9 @@ def test_solver_finds_local_minima_of_a_non_convex_network(solver):
     y = (x[:, 0] * x[:, 1] > 0).astype(jnp.float32)  # XOR-like: no linear model fits it
     loss, init = _tanh_net(x, y)
     starts = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(1), 8))
-    w, info = jax.jit(jax.vmap(lambda w0: solver(loss, w0)))(starts)
-    assert np.all(np.asarray(info.converged)) and np.all(np.asarray(info.grad_norm) <= 1e-5)
+    info = jax.jit(jax.vmap(lambda w0: solver.solve(loss, w0)))(starts)
+    w = info.w
+    assert np.all(np.asarray(info.status == 0)) and np.all(np.asarray(info.stats["inner_grad_norm"]) <= 1e-5)
     _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda a: a[0], w))
 
     def min_eigenvalue(p):  # of the Hessian at one lane's point
@@ -129,18 +141,19 @@ def test_newton_on_the_leaky_relu_mlp_reports_what_it_reached():
     model = models.mlp(8, hidden=(6, 4))
     x = jax.random.normal(jax.random.PRNGKey(0), (40, 8))
     y = (x[:, 0] > 0).astype(jnp.float32)
-    f = lambda p: (jnp.sum(models.bce(model.apply(p, x), y)) + models.l2_penalty(model, p, jnp.zeros(3))) / 40
+    f = lambda p: (jnp.sum(losses.bce(model.apply(p, x), y)) + models.penalty(model, p, jnp.zeros(3))) / 40
     solver = NewtonCG(tol=1e-4, maxiter=60)
-    solve = jax.jit(lambda w0: solver(f, w0))
+    solve = jax.jit(lambda w0: solver.solve(f, w0))
     value, grad = jax.jit(f), jax.jit(jax.grad(f))  # compiled once for the three seeds
     for seed in range(3):
         w0 = model.init(jax.random.PRNGKey(seed))
-        w, info = solve(w0)
+        info = solve(w0)
+        w = info.w
         grad_norm = float(jnp.linalg.norm(ravel_pytree(grad(w))[0]))
         assert float(value(w)) < 0.5 * float(value(w0))
-        assert float(info.grad_norm) == pytest.approx(grad_norm, rel=1e-3)  # float32, jit against eager
-        assert bool(info.converged) == (grad_norm <= solver.tol)
-        assert bool(info.converged) or int(info.iterations) == solver.maxiter
+        assert float(info.stats["inner_grad_norm"]) == pytest.approx(grad_norm, rel=1e-3)  # float32, jit against eager
+        assert bool(info.status == 0) == (grad_norm <= solver.tol)
+        assert bool(info.status == 0) or int(info.stats["inner_steps"]) == solver.maxiter
 
 
 def test_cg_warm_start_from_the_solution_needs_no_iteration(x64):
@@ -177,15 +190,15 @@ def test_bad_solver_settings(bad, message):
 def test_implicit_hypergradient_against_exact_and_finite_differences(x64, solver, name):
     inner, outer_loss, w0, theta = problem(name, 2)
     method = Implicit(solver, cg_iters=100, cg_tol=1e-12)
-    value, dtheta, info = method(inner, outer_loss, w0, theta)
-    assert bool(info.solve.converged) and bool(info.cg.converged)
-    w_star = method.fit(inner, w0, theta)
-    _, exact, _ = engine.exact_hypergrad(inner, outer_loss, w_star, theta)
+    result = engine.hypergrad(method, inner, outer_loss, w0, theta)
+    dtheta = result.grad
+    assert int(result.status) == engine.RESULTS.successful
+    exact = engine.hypergrad(engine.Method(method.solver, engine.Dense()), inner, outer_loss, w0, theta).grad
     np.testing.assert_allclose(ravel_pytree(dtheta)[0], ravel_pytree(exact)[0], rtol=1e-7, atol=1e-10)
     objective = jax.jit(lambda th: outer_loss(method.fit(inner, w0, th), th))  # one compile for every difference
     fd = central_differences(objective, theta)
     np.testing.assert_allclose(ravel_pytree(dtheta)[0], ravel_pytree(fd)[0], rtol=1e-4, atol=1e-8)
-    assert float(value) == pytest.approx(float(objective(theta)), rel=1e-10)
+    assert float(result.value) == pytest.approx(float(objective(theta)), rel=1e-10)
 
 
 def test_warm_and_cold_started_hypergradients_agree(x64):
@@ -193,13 +206,13 @@ def test_warm_and_cold_started_hypergradients_agree(x64):
     inner, outer_loss, w0 = logistic_losses(data_)
     method = Implicit(NewtonCG(tol=1e-11, maxiter=100), cg_iters=100, cg_tol=1e-11)
     moved = {"xp": theta["xp"] + 0.05, "log_lam": theta["log_lam"]}
-    warm = engine.warm_hypergrad(method, inner, outer_loss, Warm(w0, zeros_like(w0)), theta)[2].warm
-    _, warm_grad, warm_info = engine.warm_hypergrad(method, inner, outer_loss, warm, moved)
-    _, cold_grad, cold_info = method(inner, outer_loss, w0, moved)
+    warm = engine.hypergrad(method, inner, outer_loss, w0, theta, warm=Warm(w0, zeros_like(w0))).warm
+    warm_grad, warm_stats = engine.hypergrad(method, inner, outer_loss, w0, moved, warm=warm)[1:4:2]
+    cold_grad, cold_stats = engine.hypergrad(method, inner, outer_loss, w0, moved)[1:4:2]
     np.testing.assert_allclose(ravel_pytree(warm_grad)[0], ravel_pytree(cold_grad)[0], rtol=1e-8, atol=1e-12)
     # The warm start pays: fewer solver and CG iterations than from zero.
-    assert int(warm_info.solve.iterations) < int(cold_info.solve.iterations)
-    assert int(warm_info.cg.iterations) <= int(cold_info.cg.iterations)  # CG needs <= 5 here either way
+    assert int(warm_stats["inner_steps"]) < int(cold_stats["inner_steps"])
+    assert int(warm_stats["adjoint_steps"]) <= int(cold_stats["adjoint_steps"])  # CG needs <= 5 here either way
 
 
 def test_implicit_compiles_once_over_repeated_calls(trace_counter):
@@ -208,11 +221,11 @@ def test_implicit_compiles_once_over_repeated_calls(trace_counter):
     counting_inner = trace_counter(inner)
     method = Implicit(NewtonCG(tol=1e-5))
     warm = Warm(w0, zeros_like(w0))
-    warm = engine.warm_hypergrad(method, counting_inner, outer_loss, warm, theta)[2].warm
+    warm = engine.hypergrad(method, counting_inner, outer_loss, w0, theta, warm=warm).warm
     traced = counting_inner.count
     for shift in (0.1, 0.2, 0.3):
         moved = {"xp": theta["xp"] + shift, "log_lam": theta["log_lam"]}
-        warm = engine.warm_hypergrad(method, counting_inner, outer_loss, warm, moved)[2].warm
+        warm = engine.hypergrad(method, counting_inner, outer_loss, w0, moved, warm=warm).warm
     assert counting_inner.count == traced
 
 

@@ -19,8 +19,9 @@ the inner gradient norm and the CG residual of every hyperiteration, per seed:
 Example::
 
     >>> from poison_jax.experiments import config, presets, sweep
-    >>> c = presets.preset("digits-lr", {"sweep.num_seeds": 2, "attack.iters_fixed": 2, "attack.iters_clean": 2,
-    ...     "attack.iters_multi": 2, "attack.num_batches": 1, "victim.epochs": 2, "sweep.settings": ("small", "learned")})
+    >>> c = presets.preset("digits-lr", {"sweep.num_seeds": 2, "attack.iters_fixed": 2,
+    ...     "attack.iters_clean": 2, "attack.iters_multi": 2, "attack.num_batches": 1, "victim.epochs": 2,
+    ...     "sweep.settings": ("small", "learned")})
     >>> records = sweep.run_sweep(c, "/tmp/poison_jax_doctest", progress=False)  # doctest: +SKIP
 """
 
@@ -315,7 +316,9 @@ class Sweep:
         c = self.config
         state = attack.set_poison_count(state, cell * c.attack.poison_batch, c.attack.poison_batch)
         learned = setting == "learned"
-        return self.run_iters(state, c.attack.iters_multi if learned else c.attack.iters_fixed, True, learned, progress, infos=infos)
+        return self.run_iters(
+            state, c.attack.iters_multi if learned else c.attack.iters_fixed, True, learned, progress, infos=infos
+        )
 
     def diagnostics(self, state: attack.AttackState, infos: list) -> dict[str, np.ndarray]:
         """A cell's diagnostics (the arrays of ``store.DIAGNOSTICS``) from the ``StepInfo`` chunks its
@@ -326,17 +329,17 @@ class Sweep:
         infos, init_norm = self.sharding.gather((list(infos), _init_grad_norm(self.settings, self.splits, state)))
         n = self.config.sweep.num_seeds
 
-        def series(field, dtype):
-            chunks = [np.asarray(getattr(info, field)) for info in infos]
+        def series(get, dtype):
+            chunks = [np.asarray(get(info)) for info in infos]
             return np.concatenate(chunks, axis=1).astype(dtype) if chunks else np.zeros((n, 0), dtype)
 
+        stats = sorted(infos[0].stats) if infos else ["inner_grad_norm"]  # what the method reports
         return {
             "seeds": np.asarray(self.config.seeds, np.int64),
-            "objective": series("val_loss", np.float32),
-            "inner_grad_norm": series("inner_grad_norm", np.float32),
-            "cg_residual": series("cg_residual", np.float32),
-            "inner_converged": series("inner_converged", bool),
-            "finite": series("finite", bool),
+            "objective": series(lambda info: info.val_loss, np.float32),
+            **{k: series(lambda info, k=k: info.stats[k], _stat_dtype(k)) for k in stats},
+            "inner_converged": series(lambda info: info.inner_converged, bool),
+            "finite": series(lambda info: info.finite, bool),
             "inner_grad_norm_init": np.asarray(init_norm, np.float32),
         }
 
@@ -371,6 +374,10 @@ class Sweep:
         per_seed["unconverged_solves"] = np.asarray(unconverged).tolist()
         per_seed["victim_converged"] = np.asarray(m.converged).tolist()
         return {"per_seed": per_seed, "mean": _mean_metrics(per_seed), "failures": failures}
+
+
+def _stat_dtype(name: str):
+    return np.int32 if name.endswith("steps") else np.float32
 
 
 def _init_grad_norm_one(settings, state, x_train, y_train, x_val, y_val):
