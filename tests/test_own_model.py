@@ -15,9 +15,10 @@ import pytest
 from flax import nnx
 
 from poison_jax.engine import RMD
-from poison_jax.experiments import config, presets, store, sweep
+from poison_jax.experiments import config, presets, sources, store, sweep
 from poison_jax.face import cli
 from poison_jax.poisoning import _progress, attack, data, losses, models
+from tests.tiny import tiny, tiny_sets
 
 
 class TwoLayer(nn.Module):
@@ -233,20 +234,8 @@ def test_run_attack_reports_every_hyperiteration_without_changing_results_or_rec
 
 # -- the Python entry -------------------------------------------------------------------------
 
-TINY = dict(
-    num_seeds=2,
-    n_train=80,
-    n_val=40,
-    poison_batch=4,
-    num_batches=2,
-    iters_fixed=2,
-    iters_clean=2,
-    iters_multi=2,
-    inner_steps=20,
-    eval_epochs=3,
-    cv_log_lam_grid=(-8.0, 1.0, 3),
-    cv_folds=2,
-)
+#: The tiny sweep on the guide's 200-row pool: smaller splits and batches of 4 poison points.
+SMALL_SPLITS = {"sweep.n_train": 80, "sweep.n_val": 40, "attack.poison_batch": 4}
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +244,7 @@ def own():
     x, y = tabular()
     dataset = data.from_arrays(x[:200], y[:200], x[200:], y[200:], name="my table")
     model = models.from_flax(TwoLayer(), x[:4])
-    return dataset, model, presets.preset("digits-lr", **TINY)
+    return dataset, model, tiny(SMALL_SPLITS)
 
 
 def test_run_sweep_with_own_model_and_arrays_resumes_to_the_same_records(own, tmp_path):
@@ -276,7 +265,7 @@ def test_run_sweep_with_own_model_and_arrays_resumes_to_the_same_records(own, tm
     assert progress[-1][0] == total == 2 + 4 * 2 * 2  # T_λ + 2 attacked cells of 2 hyperiterations a setting
     assert [d for d, _ in progress] == sorted(d for d, _ in progress)
     saved = json.loads((tmp_path / "full" / "config.json").read_text())
-    assert saved["config"]["source"] == "arrays" and saved["config"]["x_box"] is None
+    assert saved["config"]["data"]["kind"] == "arrays" and saved["config"]["data"]["x_box"] is None
     assert "my table, 200+60 rows, sha256" in saved["identity"]["data"] and "TwoLayer" in saved["identity"]["model"]
 
     # Interrupted after its 7th hyperiteration, then resumed: the same records.
@@ -305,7 +294,7 @@ def test_run_sweep_with_own_model_and_arrays_resumes_to_the_same_records(own, tm
 
 def test_attack_state_saves_and_loads(own, tmp_path):
     dataset, model, cfg = own
-    run = sweep.Sweep(config.with_data(cfg, "arrays"), dataset=dataset, model=model)
+    run = sweep.Sweep(config.override(cfg, {"data": "arrays"}), dataset=dataset, model=model)
     state = run.fresh_state(1.0)
     path = tmp_path / "attack.npz"
     store.save_attack_state(path, state)
@@ -332,13 +321,12 @@ def test_mismatched_model_and_data_are_refused_naming_the_fix(own, tmp_path):
     targets = data.from_arrays(dataset.x_pool, dataset.x_pool[:, 0], dataset.x_test, dataset.x_test[:, 0], name="reg")
     with pytest.raises(
         config.ConfigError,
-        match=r"the data 'reg' are a regression .* config field 'loss' = "
-        r"'logistic': set loss='squared'",
+        match=r"the data 'reg' are a regression .* the config's loss is 'logistic': set loss=squared",
     ):
         sweep.run_sweep(cfg, tmp_path, dataset=targets, progress=False)
     with pytest.raises(
         config.ConfigError,
-        match=r"n_train = 200 and n_val = 70 ask for 270 points, but the pool of "
+        match=r"sweep.n_train = 200 and sweep.n_val = 70 ask for 270 points, but the pool of "
         r"'my table' holds 200",
     ):
         sweep.run_sweep(presets.preset("digits-lr"), tmp_path, dataset=dataset, progress=False)
@@ -354,8 +342,8 @@ def test_cli_runs_a_users_npz_from_another_preset(tmp_path, monkeypatch, capsys)
     x, y = tabular(300)
     np.savez(tmp_path / "mine.npz", X_train=x[:240], y_train=y[:240], X_test=x[240:], y_test=y[240:])
     monkeypatch.chdir(tmp_path)
-    tiny = [f"--set={k}={v!r}" for k, v in TINY.items() if k != "cv_log_lam_grid"]
-    argv = ["run", "--preset", "mnist5k-lr", "--data", "mine.npz", *tiny, "--set", "settings=small,learned"]
+    sets = tiny_sets(SMALL_SPLITS)
+    argv = ["run", "--preset", "mnist5k-lr", "--data", "mine.npz", *sets, "--set", "sweep.settings=small,learned"]
     assert cli.main([*argv, "--no-progress"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "mine (mnist5k-lr settings): 2 seed(s)" in out
@@ -366,17 +354,19 @@ def test_cli_runs_a_users_npz_from_another_preset(tmp_path, monkeypatch, capsys)
         and {r["preset"] for r in records} == {"mnist5k-lr"}
     )
     saved = json.loads((tmp_path / "results" / "mine" / "config.json").read_text())["config"]
-    assert saved["source"] == "npz" and saved["classes"] is None and saved["n_test"] is None and saved["x_box"] is None
+    assert saved["data"]["kind"] == "npz" and saved["data"]["x_box"] is None  # the preset's data fields reset
+    assert "classes" not in saved["data"] and "n_test" not in saved["data"]
     assert (tmp_path / "results" / "mine" / "figures" / "error_vs_fraction.png").exists()
 
-    # --set source=npz on a preset of another source works the same way (the preset's classes reset)
-    config_via_set = presets.preset("digits-lr", source="npz", data_path="mine.npz")
-    assert config_via_set.classes is None and config_via_set.run_name == "mine"
+    # --set data=npz on a preset of another source works the same way (the preset's data fields reset)
+    config_via_set = presets.preset("digits-lr", {"data": "npz", "data.path": "mine.npz"})
+    assert config_via_set.data == sources.Npz(path="mine.npz") and config_via_set.num_classes == 2
+    assert config_via_set.run_name == "mine"
 
     # A box the data lie outside of is refused, naming the feature and the fix.
     x[:, 3] *= 10.0
     np.savez(tmp_path / "wide.npz", X_train=x[:240], y_train=y[:240], X_test=x[240:], y_test=y[240:])
-    assert cli.main(["run", "--data", "wide.npz", "--set", "x_box=(0, 1)", *tiny]) == 2
+    assert cli.main(["run", "--data", "wide.npz", "--set", "data.x_box=(0, 1)", *sets]) == 2
     err = capsys.readouterr().err
     assert "lie outside the poison box x_box = (0.0, 1.0): 1 of 6 feature(s), feature 3 in" in err
     assert "outside_box='clip'" in err and "Traceback" not in err
