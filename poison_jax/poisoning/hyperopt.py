@@ -17,6 +17,24 @@ Example::
     ...                                      jnp.linspace(-8.0, 1.0, 10), steps=100, lr=0.5)
     >>> best.shape, curve.shape
     ((2,), (2, 10))
+
+:func:`fit` on ridge regression's log-λ against a validation set::
+
+    >>> import jax.numpy as jnp, optax
+    >>> from poison_jax import engine
+    >>> from poison_jax.poisoning import hyperopt
+    >>> def inner(w, log_lam, x, y, xv, yv):
+    ...     return jnp.sum((x @ w - y) ** 2) + jnp.exp(log_lam) * jnp.sum(w ** 2)
+    >>> def outer(w, log_lam, x, y, xv, yv):
+    ...     return jnp.mean((xv @ w - yv) ** 2)
+    >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.], [1., -1.]]); y = jnp.array([1., 0., 1.5, 0.])
+    >>> xv = jnp.array([[1., 1.], [2., 0.]]); yv = jnp.array([0.8, 1.2])
+    >>> result = hyperopt.fit(engine.Implicit(), inner, outer, jnp.zeros(2), jnp.array(0.0),
+    ...                       x, y, xv, yv, optimizer=optax.adam(0.1), steps=50, box=(-3.0, 3.0))
+    >>> result.values.shape, bool(result.values[-1] < result.values[0]), int(result.skipped)
+    ((50,), True, 0)
+    >>> bool(jnp.all(result.status == engine.RESULTS.successful)), bool(-3.0 <= result.theta <= 3.0)
+    (True, True)
 """
 
 from __future__ import annotations
@@ -261,11 +279,9 @@ def fit(
     ``theta`` again, so the steps after it are skipped too). After the last step the inner problem is
     solved once more at the final ``theta``, for ``w``, ``value`` and ``grad``.
 
-    The loop is one ``jax.lax.scan`` under ``jax.jit``, with ``method``, the losses, ``optimizer``
-    and ``steps`` static and ``w0``, ``theta0``, ``box`` and ``*args`` traced: a second call with new
-    data of the same shapes does not compile again -- pass the *same* loss functions and the
-    *same* optimizer object (``optax.adam(0.1)`` builds a new one each time it is called). ``fit``
-    is pure and may itself be called under ``jax.jit`` or ``jax.vmap``.
+    One ``jax.lax.scan`` under ``jax.jit`` (``method``, the losses, ``optimizer`` and ``steps``
+    static; the rest traced): pass the *same* loss functions and optimizer object to reuse the
+    compiled loop. ``fit`` is pure and runs under ``jax.jit`` and ``jax.vmap``. Example: the module's.
 
     Args:
       method: :class:`~poison_jax.engine.RMD`, :class:`~poison_jax.engine.IFT` or
@@ -285,24 +301,6 @@ def fit(
       A :class:`FitResult`: the final ``theta`` and ``w``, the final outer value and hypergradient,
       and per step ``(K,)`` the outer value, the hypergradient norm, the status, the method's stats
       and whether the step was finite.
-
-    Example (ridge regression's log-λ against a validation set)::
-
-        >>> import jax.numpy as jnp, optax
-        >>> from poison_jax import engine
-        >>> from poison_jax.poisoning import hyperopt
-        >>> def inner(w, log_lam, x, y, xv, yv):
-        ...     return jnp.sum((x @ w - y) ** 2) + jnp.exp(log_lam) * jnp.sum(w ** 2)
-        >>> def outer(w, log_lam, x, y, xv, yv):
-        ...     return jnp.mean((xv @ w - yv) ** 2)
-        >>> x = jnp.array([[1., 0.], [0., 1.], [1., 1.], [1., -1.]]); y = jnp.array([1., 0., 1.5, 0.])
-        >>> xv = jnp.array([[1., 1.], [2., 0.]]); yv = jnp.array([0.8, 1.2])
-        >>> result = hyperopt.fit(engine.Implicit(), inner, outer, jnp.zeros(2), jnp.array(0.0),
-        ...                       x, y, xv, yv, optimizer=optax.adam(0.1), steps=50, box=(-3.0, 3.0))
-        >>> result.values.shape, bool(result.values[-1] < result.values[0]), int(result.skipped)
-        ((50,), True, 0)
-        >>> bool(jnp.all(result.status == engine.RESULTS.successful)), bool(-3.0 <= result.theta <= 3.0)
-        (True, True)
     """
     if not isinstance(method, engine.Method):
         raise TypeError(f"method must be an engine.Method (RMD(...), IFT(...), Implicit(...)), got {method!r}")
