@@ -10,6 +10,7 @@ import pytest
 
 import poison_jax
 from poison_jax.face import cli
+from tests.tiny import tiny_sets
 
 
 def test_version_and_help(capsys):
@@ -64,36 +65,19 @@ def _poison_jax(*args, cwd):
     return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-TINY_SETS = [
-    arg
-    for field in (
-        "num_seeds=3",
-        "iters_fixed=2",
-        "iters_clean=2",
-        "iters_multi=2",
-        "num_batches=1",
-        "eval_epochs=3",
-        "inner_steps=20",
-        "cv_log_lam_grid=(-8, 1, 3)",
-        "cv_folds=2",
-    )
-    for arg in ("--set", field)
-]
-
-
 @pytest.mark.slow
 def test_cli_run_resume_plot_end_to_end(tmp_path):
     out = tmp_path / "run"
-    first = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--out", str(out), "--no-progress", cwd=tmp_path)
+    first = _poison_jax("run", "--preset", "digits-lr", *tiny_sets(), "--out", str(out), "--no-progress", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 4 * 2
+    assert len(records) == 4 * 3  # every Λ setting at fractions 0 and two batches
     assert "| poison (%) |" in first.stdout and "figures:" in first.stdout
     assert (out / "figures" / "error_vs_fraction.png").stat().st_size > 10_000
     assert (out / "figures" / "lambda_norm_vs_fraction.pdf").exists()
 
     before = (out / "results.jsonl").read_bytes()
-    again = _poison_jax("run", "--preset", "digits-lr", *TINY_SETS, "--out", str(out), "--resume", cwd=tmp_path)
+    again = _poison_jax("run", "--preset", "digits-lr", *tiny_sets(), "--out", str(out), "--resume", cwd=tmp_path)
     assert again.returncode == 0 and "already finished: nothing to do" in again.stdout
     assert (out / "results.jsonl").read_bytes() == before
 
@@ -112,9 +96,7 @@ def test_cli_sharded_seeds_equal_one_device(tmp_path):
             "run",
             "--preset",
             "digits-lr",
-            *TINY_SETS,
-            "--set",
-            "settings=learned",
+            *tiny_sets({"sweep.num_seeds": 3, "sweep.settings": "learned"}),
             "--devices",
             devices,
             "--out",
@@ -138,8 +120,15 @@ def test_cli_sharded_seeds_equal_one_device(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "--preset", "digits-lr", "--set", "alpha=-1"], "'alpha' = -1 is not allowed: a finite number > 0"),
-        (["run", "--preset", "digits-lr", "--set", "colour=red"], "unknown config field(s) 'colour'"),
+        (
+            ["run", "--preset", "digits-lr", "--set", "attack.alpha=-1"],
+            "attack.alpha must be a finite number > 0, got -1",
+        ),
+        (
+            ["run", "--preset", "digits-lr", "--set", "colour=red"],
+            "config path 'colour': the config has no field 'colour'",
+        ),
+        (["run", "--preset", "digits-lr", "--set", "alpha=-1"], "config path 'alpha': the config has no field 'alpha'"),
         (["plot", "nowhere/results.jsonl"], "no results file at 'nowhere/results.jsonl'"),
     ],
 )
