@@ -198,7 +198,19 @@ def _line_search(value_and_grad, w, value, grad, p, slope, *, max_halvings: int 
 
 
 @dataclasses.dataclass(frozen=True)
-class NewtonCG:
+class _ToTolerance:
+    """A solver that stops at ``||∇f|| <= tol`` or after ``maxiter`` iterations."""
+
+    tol: float = 1e-5
+    maxiter: int = 100
+
+    def __post_init__(self):
+        checks.positive_finite("tol", self.tol)
+        checks.positive_int("maxiter", self.maxiter)
+
+
+@dataclasses.dataclass(frozen=True)
+class NewtonCG(_ToTolerance):
     """Truncated Newton with a backtracking line search, on Hessian-vector products.
 
     Attributes:
@@ -209,14 +221,12 @@ class NewtonCG:
         where an unpenalised bias makes the Hessian singular (separable data).
     """
 
-    tol: float = 1e-5
     maxiter: int = 100
     cg_iters: int = 50
     damping: float = 0.0
 
     def __post_init__(self):
-        checks.positive_finite("tol", self.tol)
-        checks.positive_int("maxiter", self.maxiter)
+        super().__post_init__()
         checks.positive_int("cg_iters", self.cg_iters)
         checks.positive_finite("damping", self.damping, allow_zero=True)
 
@@ -252,7 +262,7 @@ def _converged_solution(w: PyTree, steps: jax.Array, grad_norm: jax.Array, tol: 
 
 
 @dataclasses.dataclass(frozen=True)
-class LBFGS:
+class LBFGS(_ToTolerance):
     """optax's L-BFGS (``optax.lbfgs``, zoom line search) in a ``lax.while_loop``.
 
     Attributes:
@@ -261,13 +271,11 @@ class LBFGS:
       memory: number of curvature pairs kept (> 0).
     """
 
-    tol: float = 1e-5
     maxiter: int = 500
     memory: int = 10
 
     def __post_init__(self):
-        checks.positive_finite("tol", self.tol)
-        checks.positive_int("maxiter", self.maxiter)
+        super().__post_init__()
         checks.positive_int("memory", self.memory)
 
     def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
