@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from poison_jax.experiments import legacy
+from poison_jax.experiments._results import read_records
 from poison_jax.poisoning import attack
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "config_hash",
     "load_attack_state",
     "read_diagnostics",
+    "read_records",
     "save_attack_state",
 ]
 
@@ -216,22 +218,7 @@ class ResultsStore:
     def _read_records(self, *, check_hash: bool = True) -> list[dict]:
         if not self.results_path.exists():
             return []
-        records = []
-        for number, line in enumerate(self.results_path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if check_hash and record["config_hash"] != self.hash:
-                    raise ValueError(f"config_hash {record['config_hash']} is not this config's {self.hash}")
-                record["setting"], record["cell"]
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(
-                    f"{self.results_path}, line {number}, is damaged or from another config ({err}); "
-                    f"move the file away or choose another --out"
-                ) from err
-            records.append(record)
-        return records
+        return read_records(self.results_path, config_hash=self.hash if check_hash else None)
 
     def records(self) -> list[dict]:
         """Finished records in the order of the config's settings and cells."""
