@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from poison_jax.experiments import config, overrides, presets, sections, sources, store, sweep, synthetic
-from poison_jax.experiments.config import ConfigError
+from poison_jax.experiments.checked import ConfigError
 from tests.tiny import tiny
 
 # -- configs ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 import poison_jax
 from poison_jax.experiments import config, devices, presets, sweep
-from poison_jax.experiments.config import ConfigError
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.store import ResultsStore
 from poison_jax.face import cli
 from tests.tiny import tiny, tiny_sets

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from poison_jax.engine import RMD, NewtonCG
-from poison_jax.experiments import config, presets, sweep
+from poison_jax.experiments import presets, sweep
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.poisoning import attack, data, losses, models, penalties, victims
 from tests.test_penalties import METHODS, assert_matches_central_difference, random_direction, smoothed_problem
 
@@ -82,12 +83,12 @@ def test_config_loss_builds_the_svm_and_refuses_bad_values():
 
     model = build_model(presets.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0.25), 64)
     assert model.loss == losses.SmoothedHinge(smoothing=0.25) and model.penalty == penalties.L2()
-    with pytest.raises(config.ConfigError, match=r"'loss' = 'hinge' is not allowed: one of logistic, smoothed-hinge"):
+    with pytest.raises(ConfigError, match=r"'loss' = 'hinge' is not allowed: one of logistic, smoothed-hinge"):
         presets.preset("digits-lr", loss="hinge")
-    with pytest.raises(config.ConfigError, match=r"'hinge_smoothing' = 0 is not allowed: a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"'hinge_smoothing' = 0 is not allowed: a finite number > 0"):
         presets.preset("digits-lr", loss="smoothed-hinge", hinge_smoothing=0)
     with pytest.raises(
-        config.ConfigError, match=r"'hinge_smoothing' = 0.1 would be ignored: it is not read by loss 'logistic'"
+        ConfigError, match=r"'hinge_smoothing' = 0.1 would be ignored: it is not read by loss 'logistic'"
     ):
         presets.preset("digits-lr", hinge_smoothing=0.1)
     assert presets.preset("digits-lr").hash() == presets.preset("digits-lr", loss="logistic").hash()

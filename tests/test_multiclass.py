@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from poison_jax.engine import IFT, RMD
-from poison_jax.experiments import config, presets, sweep
+from poison_jax.experiments import presets, sweep
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.face import cli, plots
 from poison_jax.poisoning import attack, data, losses, models, penalties, victims
 from tests.test_penalties import METHODS, assert_matches_central_difference, random_direction, smoothed_problem
@@ -121,11 +122,11 @@ def test_victim_metrics_per_class(num_classes):
 
 
 def test_config_refuses_repeated_classes_and_binary_losses():
-    with pytest.raises(config.ConfigError, match=r"'classes' = \(0, 1, 2, 1\) .* 1 appear\(s\) more than once"):
+    with pytest.raises(ConfigError, match=r"'classes' = \(0, 1, 2, 1\) .* 1 appear\(s\) more than once"):
         presets.preset("digits10-lr", classes=(0, 1, 2, 1))
-    with pytest.raises(config.ConfigError, match=r"'loss' = 'smoothed-hinge' .* logistic .* with 10 classes"):
+    with pytest.raises(ConfigError, match=r"'loss' = 'smoothed-hinge' .* logistic .* with 10 classes"):
         presets.preset("digits10-lr", loss="smoothed-hinge")
-    with pytest.raises(config.ConfigError, match=r"'classes' = \(3,\) is not allowed: a tuple of two or more"):
+    with pytest.raises(ConfigError, match=r"'classes' = \(3,\) is not allowed: a tuple of two or more"):
         presets.preset("digits10-lr", classes=(3,))
     with pytest.raises(ValueError, match=r"class 12 is outside the range 0\.\.9"):
         sweep.load_splits(presets.preset("digits10-lr", classes=(0, 1, 12)))

@@ -16,6 +16,7 @@ from flax import nnx
 
 from poison_jax.engine import RMD
 from poison_jax.experiments import config, presets, sources, store, sweep
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.face import cli
 from poison_jax.poisoning import _progress, attack, data, losses, models
 from tests.tiny import tiny, tiny_sets
@@ -313,19 +314,19 @@ def test_mismatched_model_and_data_are_refused_naming_the_fix(own, tmp_path):
     dataset, model, cfg = own
     four = models.from_flax(TwoLayer(outputs=4), dataset.x_pool[:2])
     with pytest.raises(
-        config.ConfigError,
+        ConfigError,
         match=r"the data 'my table' have 2 classes but the model .* gives 4 scores "
         r"per example: it must give one score \(or two logits\)",
     ):
         sweep.run_sweep(cfg, tmp_path, dataset=dataset, model=four, progress=False)
     targets = data.from_arrays(dataset.x_pool, dataset.x_pool[:, 0], dataset.x_test, dataset.x_test[:, 0], name="reg")
     with pytest.raises(
-        config.ConfigError,
+        ConfigError,
         match=r"the data 'reg' are a regression .* the config's loss is 'logistic': set loss=squared",
     ):
         sweep.run_sweep(cfg, tmp_path, dataset=targets, progress=False)
     with pytest.raises(
-        config.ConfigError,
+        ConfigError,
         match=r"sweep.n_train = 200 and sweep.n_val = 70 ask for 270 points, but the pool of "
         r"'my table' holds 200",
     ):

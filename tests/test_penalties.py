@@ -9,7 +9,8 @@ import pytest
 
 from poison_jax import engine
 from poison_jax.engine import RMD, Implicit, NewtonCG
-from poison_jax.experiments import config, presets
+from poison_jax.experiments import presets
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.poisoning import attack, data, losses, models, penalties
 from tests.test_engine import rel_err
 
@@ -169,20 +170,18 @@ def test_config_penalty_builds_the_model_and_refuses_bad_values():
     model = build_model(config, 64)
     assert model.penalty == penalties.ElasticNet(smoothing=0.3) and model.num_lams == 2
     assert build_model(presets.preset("digits-lr"), 64).penalty == penalties.L2()
-    with pytest.raises(config.ConfigError, match=r"'penalty' = 'l0' is not allowed: one of l2, l1, elastic-net"):
+    with pytest.raises(ConfigError, match=r"'penalty' = 'l0' is not allowed: one of l2, l1, elastic-net"):
         presets.preset("digits-lr", penalty="l0")
-    with pytest.raises(config.ConfigError, match=r"'l1_smoothing' = 0.0 is not allowed: a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"'l1_smoothing' = 0.0 is not allowed: a finite number > 0"):
         presets.preset("digits-lr", penalty="l1", l1_smoothing=0.0)
-    with pytest.raises(
-        config.ConfigError, match=r"'l1_smoothing' = 0.01 would be ignored: it is not read by penalty 'l2'"
-    ):
+    with pytest.raises(ConfigError, match=r"'l1_smoothing' = 0.01 would be ignored: it is not read by penalty 'l2'"):
         presets.preset("digits-lr", l1_smoothing=1e-2)
     assert presets.preset("digits-lr").hash() == presets.preset("digits-lr", penalty="l2").hash()
 
 
 def test_a_smoothing_too_stiff_for_the_gradient_steps_is_refused():
     """digits-lr: η = 0.5, log λ up to log 200, 200 rows: ε must exceed 0.5 * 200 / 400 = 0.25."""
-    with pytest.raises(config.ConfigError, match=r"'l1_smoothing' = 0.1 is not allowed: > inner_lr \* .* = 0.25"):
+    with pytest.raises(ConfigError, match=r"'l1_smoothing' = 0.1 is not allowed: > inner_lr \* .* = 0.25"):
         presets.preset("digits-lr", penalty="l1", l1_smoothing=0.1)
     presets.preset("digits-lr", penalty="l1", l1_smoothing=0.1, log_lam_box=(-8.0, 3.0))  # a lower box: stable
     converged = dict(hypergrad="implicit", victim="converged", solver_tol=1e-4)

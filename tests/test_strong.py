@@ -19,7 +19,8 @@ from jax.flatten_util import ravel_pytree
 
 from poison_jax import engine
 from poison_jax.engine import LBFGS, Implicit, NewtonCG, Warm
-from poison_jax.experiments import config, presets, sweep
+from poison_jax.experiments import presets, sweep
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.poisoning import attack, data, losses, models, outer, victims
 from tests.test_engine import central_differences, logistic_losses, make_data, problem
 
@@ -487,7 +488,7 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
     ],
 )
 def test_bad_strong_settings_are_refused_naming_the_field(field, value, allowed):
-    with pytest.raises(config.ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
+    with pytest.raises(ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
         presets.preset("digits-lr", **{field: value})
 
 

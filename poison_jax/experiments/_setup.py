@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from poison_jax.experiments import sources
-from poison_jax.experiments.config import ConfigError, ExperimentConfig
+from poison_jax.experiments.checked import ConfigError
+from poison_jax.experiments.config import ExperimentConfig
 from poison_jax.poisoning import data, models
 
 _COMPILE_EVENTS = (

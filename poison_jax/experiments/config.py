@@ -52,7 +52,7 @@ from poison_jax.experiments.sources import SOURCES, Digits, Npz, Source
 from poison_jax.poisoning import attack as attacks
 from poison_jax.poisoning import models, victims
 
-__all__ = ["SETTINGS", "Attack", "ConfigError", "ExperimentConfig", "Sweep", "describe", "override", "setting_label"]
+__all__ = ["SETTINGS", "Attack", "ExperimentConfig", "Sweep", "describe", "override", "setting_label"]
 
 SETTINGS = ("small", "large", "clean", "learned")
 

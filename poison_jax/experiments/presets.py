@@ -21,7 +21,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from poison_jax.experiments.config import ConfigError, ExperimentConfig, describe, override
+from poison_jax.experiments.checked import ConfigError
+from poison_jax.experiments.config import ExperimentConfig, describe, override
 
 __all__ = ["PRESETS", "Preset", "describe_preset", "preset"]
 

@@ -55,7 +55,8 @@ from poison_jax.experiments._setup import (
     sample,
     seed_keys,
 )
-from poison_jax.experiments.config import ConfigError, ExperimentConfig, override
+from poison_jax.experiments.checked import ConfigError
+from poison_jax.experiments.config import ExperimentConfig, override
 from poison_jax.experiments.devices import SeedSharding
 from poison_jax.poisoning import attack, hyperopt, models, seeds, victims
 

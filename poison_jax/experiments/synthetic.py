@@ -10,7 +10,7 @@ import numpy as np
 from poison_jax import engine
 from poison_jax.engine import checks
 from poison_jax.experiments import sections
-from poison_jax.experiments.config import ConfigError
+from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.presets import preset
 from poison_jax.experiments.sweep import Sweep
 from poison_jax.poisoning import attack, victims
