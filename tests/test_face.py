@@ -142,6 +142,21 @@ def test_cli_errors_are_one_clear_line(tmp_path, args, message):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ('{"setting": "a", "cell": 0}\n\n{"setting": "a', "results.jsonl, line 3, is damaged: it is not valid JSON"),
+        ('{"setting": "small"}\n', "results.jsonl, line 1, is damaged or from another config ('cell')"),
+    ],
+)
+def test_cli_plot_names_the_damaged_line(tmp_path, lines, message):
+    """plot reads a folder with the store's reader: a damaged line is named by its number (blank lines count)."""
+    (tmp_path / "results.jsonl").write_text(lines)
+    done = _poison_jax("plot", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_cli_help_explains_every_option():
     for command in ("demo", "run", "plot", "synthetic"):
         done = _poison_jax(command, "--help", cwd=".")
