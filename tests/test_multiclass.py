@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from poison_jax.engine import IFT, RMD
-from poison_jax.experiments import presets, sweep
+from poison_jax.experiments import config, presets, sweep
 from poison_jax.experiments.checked import ConfigError
 from poison_jax.face import cli, plots
 from poison_jax.poisoning import attack, data, losses, models, penalties, victims
 from tests.test_penalties import METHODS, assert_matches_central_difference, random_direction, smoothed_problem
+from tests.tiny import tiny, tiny_sets
 
 
 def test_logistic_on_k_scores_is_the_softmax_cross_entropy():
@@ -122,34 +123,27 @@ def test_victim_metrics_per_class(num_classes):
 
 
 def test_config_refuses_repeated_classes_and_binary_losses():
-    with pytest.raises(ConfigError, match=r"'classes' = \(0, 1, 2, 1\) .* 1 appear\(s\) more than once"):
-        presets.preset("digits10-lr", classes=(0, 1, 2, 1))
-    with pytest.raises(ConfigError, match=r"'loss' = 'smoothed-hinge' .* logistic .* with 10 classes"):
-        presets.preset("digits10-lr", loss="smoothed-hinge")
-    with pytest.raises(ConfigError, match=r"'classes' = \(3,\) is not allowed: a tuple of two or more"):
-        presets.preset("digits10-lr", classes=(3,))
+    with pytest.raises(ConfigError, match=r"data.classes must be distinct .*\(1 appear twice\), got \(0, 1, 2, 1\)"):
+        presets.preset("digits10-lr", {"data.classes": (0, 1, 2, 1)})
+    with pytest.raises(ConfigError, match=r"loss must be logistic .* with 10 classes .* got 'smoothed-hinge'"):
+        presets.preset("digits10-lr", {"loss": "smoothed-hinge"})
+    with pytest.raises(ConfigError, match=r"data.classes must be a tuple of two or more .* got \(3,\)"):
+        presets.preset("digits10-lr", {"data.classes": (3,)})
     with pytest.raises(ValueError, match=r"class 12 is outside the range 0\.\.9"):
-        sweep.load_splits(presets.preset("digits10-lr", classes=(0, 1, 12)))
+        sweep.load_splits(presets.preset("digits10-lr", {"data.classes": (0, 1, 12)}))
     c = presets.preset("mnist5k10-lr")
     assert c.num_classes == 10 and presets.preset("mnist5k-lr").num_classes == 2
 
 
 @pytest.mark.parametrize("method", ["rmd", "ift"])
 def test_a_multiclass_sweep_records_per_class_metrics_and_resumes(tmp_path, method):
-    c = presets.preset(
-        "digits10-lr",
-        hypergrad=method,
-        num_seeds=2,
-        num_batches=2,
-        iters_fixed=3,
-        iters_clean=3,
-        iters_multi=3,
-        inner_steps=40,
-        eval_epochs=20,
-        settings=("small", "learned"),
-    )
+    # The tiny sweep, trained longer (three hyperiterations, 40 inner steps, 20 victim epochs): each
+    # batch of poison must raise the attacker's objective.
+    longer = {"attack.iters_fixed": 3, "attack.iters_clean": 3, "attack.iters_multi": 3, "method.steps": 40}
+    c = tiny({"method": method, **longer, "victim.epochs": 20, "sweep.settings": ("small", "learned")}, "digits10-lr")
     # Interrupted after the first setting's cells: resuming runs the learned setting's cells only.
-    sweep.run_sweep(dataclasses.replace(c, settings=("small",)), tmp_path, progress=False, log=lambda _: None)
+    first = config.override(c, {"sweep.settings": ("small",)})
+    sweep.run_sweep(first, tmp_path, progress=False, log=lambda _: None)
     said = []
     records = sweep.run_sweep(c, tmp_path, resume=True, progress=False, log=said.append)
     assert any("3 of 6" in line for line in said), said
@@ -166,7 +160,6 @@ def test_a_multiclass_sweep_records_per_class_metrics_and_resumes(tmp_path, meth
 @pytest.mark.slow
 def test_cli_runs_and_plots_a_multiclass_preset_without_flags(tmp_path):
     out = tmp_path / "d10"
-    overrides = ["num_seeds=2", "num_batches=1", "iters_fixed=2", "iters_clean=2", "iters_multi=2", "eval_epochs=5"]
     run = [
         sys.executable,
         "-m",
@@ -177,9 +170,8 @@ def test_cli_runs_and_plots_a_multiclass_preset_without_flags(tmp_path):
         "--out",
         str(out),
         "--no-progress",
+        *tiny_sets({"attack.num_batches": 1, "victim.epochs": 5}),
     ]
-    for item in overrides:
-        run += ["--set", item]
     done = subprocess.run(run, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (out / "figures" / "per_class.png").stat().st_size > 10_000
