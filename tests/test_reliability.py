@@ -13,26 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poison_jax.experiments import presets, sweep
+from poison_jax.experiments import sweep
+from tests.tiny import tiny, tiny_sets
 
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
-SETS = [
-    arg
-    for field in (
-        "num_seeds=2",
-        "iters_fixed=6",
-        "iters_clean=4",
-        "iters_multi=6",
-        "num_batches=2",
-        "eval_epochs=5",
-        "inner_steps=40",
-        "cv_log_lam_grid=(-8, 1, 3)",
-        "cv_folds=2",
-        "settings=small,learned",
-    )
-    for arg in ("--set", field)
-]
+# The tiny sweep, with cells long enough to be killed in the middle of the sweep.
+SETS = tiny_sets(
+    {
+        "attack.iters_fixed": 6,
+        "attack.iters_clean": 4,
+        "attack.iters_multi": 6,
+        "victim.epochs": 5,
+        "method.steps": 40,
+        "sweep.settings": ("small", "learned"),
+    }
+)
 
 
 def _command(out, *extra):
@@ -99,7 +95,7 @@ def test_second_run_on_the_same_folder_is_refused(uninterrupted_folder, uninterr
     out = tmp_path / "busy"
     # The holder runs for as long as the test needs (killed below): a tiny sweep could end, and let go
     # of the lock, before the second process has started.
-    holder = _command(out, "--set", "iters_fixed=1000000")
+    holder = _command(out, "--set", "attack.iters_fixed=1000000")
     first = subprocess.Popen(holder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -129,19 +125,14 @@ def test_second_run_on_the_same_folder_is_refused(uninterrupted_folder, uninterr
 
 
 def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
-    config = presets.preset(
-        "digits-lr",
-        num_seeds=2,
-        iters_fixed=2,
-        iters_clean=2,
-        iters_multi=2,
-        num_batches=1,
-        eval_epochs=2,
-        inner_steps=30,
-        inner_lr=1e4,
-        log_lam_box=(-8.0, 12.0),
-        log_lam_large=12.0,
-        settings=("small", "large"),
+    config = tiny(
+        {
+            "attack.num_batches": 1,
+            "method.lr": 1e4,
+            "attack.log_lam_box": (-8.0, 12.0),
+            "sweep.log_lam_large": 12.0,
+            "sweep.settings": ("small", "large"),
+        }
     )
     records = sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     text = (tmp_path / "results.jsonl").read_text()
@@ -153,28 +144,25 @@ def test_divergence_is_reported_per_cell_and_seed_never_as_nan(tmp_path):
         assert [f["seed"] for f in r["failures"]] == [0, 1]
         assert (
             "non-finite hypergradient" in r["failures"][0]["reason"]
-            and "inner_lr=10000.0" in r["failures"][0]["reason"]
+            and "method.lr=10000.0" in r["failures"][0]["reason"]
         )
         assert r["per_seed"]["error"] == [None, None] and r["mean"]["error"] is None
 
 
 def test_victim_divergence_is_reported(tmp_path):
-    config = presets.preset(
-        "digits-lr",
-        num_seeds=2,
-        iters_fixed=2,
-        num_batches=0,
-        eval_epochs=3,
-        inner_steps=20,
-        eval_lr=1e12,
-        log_lam_large=15.0,
-        log_lam_box=(-8.0, 16.0),
-        settings=("large",),
+    config = tiny(
+        {
+            "attack.num_batches": 0,
+            "victim.lr": 1e12,
+            "sweep.log_lam_large": 15.0,
+            "attack.log_lam_box": (-8.0, 16.0),
+            "sweep.settings": ("large",),
+        }
     )
     (record,) = sweep.run_sweep(config, tmp_path, progress=False, log=lambda _: None)
     assert (
         record["failures"]
-        and "victim training diverged (lower eval_lr=1000000000000.0)" in record["failures"][0]["reason"]
+        and "victim training diverged (lower victim.lr=1000000000000.0)" in record["failures"][0]["reason"]
     )
     assert "NaN" not in (tmp_path / "results.jsonl").read_text()
 
@@ -194,7 +182,7 @@ def test_two_processes_as_two_hosts_equal_one_process(uninterrupted, tmp_path):
     The λ-learned setting only: its cells move both Xp and λ (the fixed-λ setting moves Xp alone),
     and each process compiles the attack for two modes of three (learning λ on clean data, then both)."""
     out = tmp_path / "two_hosts"
-    hosts = ["--set", "settings=learned", "--devices", "1", "--coordinator", f"127.0.0.1:{_free_port()}"]
+    hosts = ["--set", "sweep.settings=learned", "--devices", "1", "--coordinator", f"127.0.0.1:{_free_port()}"]
     hosts += ["--num-processes", "2"]
     procs = [
         subprocess.Popen(
