@@ -92,6 +92,14 @@ def _inner_converged(status: jax.Array) -> jax.Array:
     return (status != RESULTS.inner_max_steps) & (status != RESULTS.inner_nonfinite)
 
 
+def _start(settings: AttackSettings, state: AttackState, key: jax.Array) -> Warm:
+    """Where a hyperiteration's solve starts: the carried warm start of a warm-starting method, else
+    the model's init (the paper restarts training from w(0): a fresh random init for the MLP)."""
+    if settings.method.warm_start and state.warm is not None:
+        return state.warm
+    return Warm(settings.model.init(key), None)
+
+
 def _split_data(settings: AttackSettings, state: AttackState, split) -> PoisonData:
     return poison_data(split.x_train, split.y_train, split.x_val, split.y_val, state, settings.mode)
 
@@ -132,9 +140,7 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
 def _step_one(settings: AttackSettings, state: AttackState, split, *, update_xp: bool, update_lam: bool):
     key, init_key = jax.random.split(state.key)
     data = _split_data(settings, state, split)
-    # The paper restarts training from w(0) (a fresh random init for the MLP); a converged solver
-    # starts where the last one ended.
-    warm = state.warm if settings.method.warm_start else Warm(settings.model.init(init_key), None)
+    warm = _start(settings, state, init_key)
     theta = {"xp": state.xp, "log_lam": state.log_lam}
     opts = {"xp": state.xp_opt, "log_lam": state.lam_opt}
     masks = {"xp": state.trainable[:, None], "log_lam": True}
@@ -245,7 +251,7 @@ def _objective_one(settings: AttackSettings, state: AttackState, split) -> jax.A
     inner_loss, outer_loss = poisoning_losses(settings.model)
     data = _split_data(settings, state, split)
     theta = {"xp": state.xp, "log_lam": state.log_lam}
-    w0 = state.warm.w if settings.method.warm_start else settings.model.init(state.key)
+    w0 = _start(settings, state, state.key).w
     return outer_loss(settings.method.fit(inner_loss, w0, theta, data), theta, data)
 
 
