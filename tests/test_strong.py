@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_solver_under_vmap_solves_each_lane(x64, solver):
     solve_one = jax.jit(lambda th: solver.solve(lambda w: inner(w, th), w0))  # one compile for the three lanes
     for i in range(3):
         theta_i = jax.tree_util.tree_map(lambda a: a[i], thetas)
-        w_i, _ = solve_one(theta_i)
+        w_i = solve_one(theta_i).w
         np.testing.assert_allclose(
             ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], ws))[0], ravel_pytree(w_i)[0], atol=1e-8
         )
@@ -173,8 +174,12 @@ def test_cg_warm_start_from_the_solution_needs_no_iteration(x64):
         (lambda: NewtonCG(tol=0.0), r"tol must be a finite number > 0, got 0.0"),
         (lambda: NewtonCG(maxiter=0), r"maxiter must be a positive integer, got 0"),
         (lambda: LBFGS(memory=-1), r"memory must be a positive integer, got -1"),
-        (lambda: Implicit(solver="newton"), r"solver must be NewtonCG\(...\) or LBFGS\(...\), got 'newton'"),
-        (lambda: Implicit(cg_tol=-1.0), r"cg_tol must be a finite number >= 0, got -1.0"),
+        (
+            lambda: Implicit(solver="newton"),
+            r"solver must have a solve\(f, w0\) method \(e.g. engine.NewtonCG\(\)\), got 'newton'",
+        ),
+        # ImplicitCG(tol=cg_tol) checks it under its own name
+        (lambda: Implicit(cg_tol=-1.0), r"(cg_)?tol must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_bad_solver_settings(bad, message):
@@ -471,56 +476,56 @@ def test_sgd_victim_ignores_inactive_added_rows(splits):
 # -- floor 2: configs, the sweep and resume ------------------------------------------------------
 
 
+IMPLICIT, CONVERGED, ARMIJO = {"method": "implicit"}, {"victim": "converged"}, {"attack.xp_step": "armijo"}
+
+
+# The message names the field by its path, or (a nested section's checks) its tail: solver.tol, step.min_scale.
 @pytest.mark.parametrize(
-    "field, value, allowed",
+    "choices, path, value, allowed",
     [
-        ("solver_tol", 0.0, "a finite number > 0"),
-        ("solver_iters", 0, "a positive integer"),
-        ("xp_step", "line-search", "one of normalised, sgd, adam, optimistic, armijo"),
-        ("lam_step", "momentum", "one of normalised, sgd, adam, optimistic, armijo"),
-        ("poison_mode", "append", "one of replace, add"),
-        ("victim", "exact", "one of sgd, converged"),
-        ("hypergrad", "newton", "one of rmd, ift, implicit"),
-        ("solver", "bfgs", "one of newton-cg, lbfgs"),
-        ("damping", -1.0, "a finite number >= 0"),
-        ("xp_min_scale", 1.5, r"a number in \[0, 1\]"),
-        ("xp_min_scale", float("nan"), r"a number in \[0, 1\]"),
+        (IMPLICIT, "method.solver.tol", 0.0, "a finite number > 0"),
+        (IMPLICIT, "method.solver.iters", 0, "a positive integer"),
+        (CONVERGED, "victim.solver.tol", 0.0, "a finite number > 0"),
+        (CONVERGED, "victim.solver.iters", 0, "a positive integer"),
+        ({}, "attack.xp_step", "line-search", "one of normalised, sgd, adam, optimistic, armijo"),
+        ({}, "attack.lam_step", "momentum", "one of normalised, sgd, adam, optimistic, armijo"),
+        ({}, "attack.poison_mode", "append", "one of replace, add"),
+        ({}, "victim", "exact", "one of sgd, converged"),
+        ({}, "method", "newton", "one of rmd, ift, implicit"),
+        (IMPLICIT, "method.solver", "bfgs", "one of newton-cg, lbfgs"),
+        (IMPLICIT, "method.damping", -1.0, "a finite number >= 0"),
+        (ARMIJO, "attack.xp_step.min_scale", 1.5, r"a number in \[0, 1\]"),
+        (ARMIJO, "attack.xp_step.min_scale", float("nan"), r"a number in \[0, 1\]"),
     ],
 )
-def test_bad_strong_settings_are_refused_naming_the_field(field, value, allowed):
-    with pytest.raises(ConfigError, match=rf"config field '{field}' = .* is not allowed: {allowed}"):
-        presets.preset("digits-lr", **{field: value})
+def test_bad_strong_settings_are_refused_naming_the_field(choices, path, value, allowed):
+    with pytest.raises(ConfigError) as refused:
+        presets.preset("digits-lr", {**choices, path: value})
+    named, _, rest = str(refused.value).partition(" must be ")
+    assert path.endswith(named) and named.split(".")[-1] == path.split(".")[-1], (path, str(refused.value))
+    assert re.fullmatch(rf"{allowed}, got {re.escape(repr(value))}", rest), str(refused.value)
 
 
 def test_xp_min_scale_reaches_the_armijo_rule_on_xp_only():
-    config = presets.preset("digits-lr", xp_step="armijo", lam_step="armijo", xp_min_scale=0.25)
+    config = presets.preset(
+        "digits-lr", {"attack.xp_step": "armijo", "attack.lam_step": "armijo", "attack.xp_step.min_scale": 0.25}
+    )
     settings = config.attack_settings(models.logistic_regression(64))
     assert settings.xp_step == outer.Armijo(min_scale=0.25) and settings.lam_step == outer.Armijo()
 
 
 def test_new_fields_at_their_defaults_keep_the_config_hash():
     config = presets.preset("digits-lr")
-    assert config.hash() == presets.preset("digits-lr", poison_mode="replace", victim="sgd").hash()
-    assert config.hash() != presets.preset("digits-lr", poison_mode="add").hash()
+    assert config.hash() == presets.preset("digits-lr", {"attack.poison_mode": "replace", "victim": "sgd"}).hash()
+    assert config.hash() != presets.preset("digits-lr", {"attack.poison_mode": "add"}).hash()
 
 
 @pytest.mark.slow
 def test_strong_sweep_records_its_victim_and_resumes_with_warm_states(tmp_path):
-    config = presets.preset(
-        "mnist5k-lr-strong",
-        source="digits",
-        classes=(0, 8),
-        n_train=100,
-        n_val=50,
-        n_test=None,
-        num_seeds=2,
-        poison_batch=5,
-        num_batches=2,
-        iters_fixed=3,
-        iters_clean=3,
-        iters_multi=3,
-        settings=("small", "learned"),
-    )
+    digits = {"data": "digits", "data.classes": (0, 8), "data.x_box": (0.0, 1.0)}  # the strong preset on digits
+    small = {"sweep.n_train": 100, "sweep.n_val": 50, "sweep.num_seeds": 2, "attack.poison_batch": 5}
+    iters = {"attack.num_batches": 2, "attack.iters_fixed": 3, "attack.iters_clean": 3, "attack.iters_multi": 3}
+    config = presets.preset("mnist5k-lr-strong", {**digits, **small, **iters, "sweep.settings": ("small", "learned")})
     full = sweep.run_sweep(config, tmp_path / "full", progress=False, log=lambda _: None)
     assert {r["victim"] for r in full} == {"converged"} and {r["hypergrad"] for r in full} == {"implicit"}
     assert all(all(r["per_seed"]["victim_converged"]) for r in full)
