@@ -289,7 +289,7 @@ def test_use_cpu_cores_refuses_a_bad_count():
 def test_sweep_start_states_padding_and_suggests_counts(monkeypatch):
     monkeypatch.setattr(sweep_records, "cpu_core_count", lambda: 4)
     line = sweep_records.device_line(presets.preset("digits-lr", {"sweep.num_seeds": 5}), "digits-lr", 2, "cpu")
-    assert "5 seed(s) on 2 CPU device(s), padded to 6" in line and "num_seeds=4 or 6" in line
+    assert "5 seed(s) on 2 CPU device(s), padded to 6" in line and "sweep.num_seeds=4 or 6" in line
     assert "4 usable cores but 2 CPU device(s): call poison_jax.experiments.devices.use_cpu_cores()" in line
     assert "padded" not in sweep_records.device_line(
         presets.preset("digits-lr", {"sweep.num_seeds": 4}), "digits-lr", 2, "gpu"

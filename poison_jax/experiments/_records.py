@@ -100,7 +100,7 @@ def device_line(config: ExperimentConfig, name: str, num_devices: int, platform:
         fits = sorted({k for k in ((n // d) * d, padded) if k > 0})
         line += (
             f", padded to {padded} (copies of the last seed fill the devices and are dropped); "
-            f"num_seeds={' or '.join(map(str, fits))} would use every device without waste"
+            f"sweep.num_seeds={' or '.join(map(str, fits))} would use every device without waste"
         )
     cores = cpu_core_count()
     if platform == "cpu" and d < cores and jax.process_count() == 1:
