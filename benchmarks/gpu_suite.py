@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import harness
-from poison_jax.experiments import presets, sweep
+from poison_jax.experiments import presets, sections, sweep
 from poison_jax.poisoning import attack, data, victims
 
 
@@ -38,7 +38,8 @@ def _timed(fn, repeats: int = 2):
 
 
 def mlp_paper_setting(num_seeds: int = 10) -> dict:
-    config = presets.preset("imagenet-mlp", num_seeds=num_seeds, data_path="unused.npz")
+    config = presets.preset("imagenet-mlp", {"sweep.num_seeds": num_seeds, "data.path": "unused.npz"})
+    a = config.attack
     rng = np.random.default_rng(0)
     shape = lambda n: (num_seeds, n, 2048)  # noqa: E731
     splits = data.Splits(
@@ -52,9 +53,11 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     model = sweep.build_model(config, 2048)
     settings = config.attack_settings(model)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    state = attack.init_attack(settings, keys, splits, config.n_poison, config.log_lam_init)
-    state = attack.set_poison_count(state, config.poison_batch, config.poison_batch)
-    result = {"num_seeds": num_seeds, "inner_steps": config.inner_steps, "checkpoint": config.checkpoint}
+    state = attack.init_attack(settings, keys, splits, config.n_poison, a.log_lam_init)
+    state = attack.set_poison_count(state, a.poison_batch, a.poison_batch)
+    method = config.method
+    assert isinstance(method, sections.RMD), method  # the paper's MLP setting: RMD through its steps
+    result = {"num_seeds": num_seeds, "inner_steps": method.steps, "checkpoint": method.checkpoint}
     for name, xp, lam in (("fixed_lambda", True, False), ("learned_lambda", True, True)):
         first, warm, _ = _timed(
             lambda: attack.run_attack(settings, splits, state, num_iters=2, update_xp=xp, update_lam=lam)[0].xp
@@ -71,11 +74,9 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     )
     result["evaluation_first_call_s"], result["evaluation_s"] = first, warm
     fixed, learned = result["fixed_lambda_per_hyperiteration_s"], result["learned_lambda_per_hyperiteration_s"]
-    cells = config.num_batches + 1
+    cells = a.num_batches + 1
     hyper = (
-        2 * config.num_batches * config.iters_fixed * fixed
-        + config.iters_clean * fixed
-        + config.num_batches * config.iters_multi * learned
+        2 * a.num_batches * a.iters_fixed * fixed + a.iters_clean * fixed + a.num_batches * a.iters_multi * learned
     )  # small + large fixed; learned: T_λ then T_mul
     result["projected_sweep_s"] = hyper + 3 * cells * warm
     return result
@@ -95,7 +96,7 @@ def strong_sweep(out: Path, preset: str) -> dict:
         }
         for r in records
     }
-    return {"preset": preset, "num_seeds": config.num_seeds, "seconds": seconds, "cells": table}
+    return {"preset": preset, "num_seeds": config.sweep.num_seeds, "seconds": seconds, "cells": table}
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ attack time, the attacker's objective and the victim's test error. Not part of t
 
     python -m benchmarks.strong_cells [--cells 3] [--iters N] [--variants preset xp_min1 xp_min0 normalised0.3 ...]
 
-``--iters`` overrides the preset's hyperiterations a fixed-λ cell (``iters_fixed``, 6); ``xp_min1`` is the
+``--iters`` overrides the preset's hyperiterations a fixed-λ cell (``attack.iters_fixed``, 6); ``xp_min1`` is the
 Xp rule the preset had before (searches from >= alpha), ``preset`` the one it has (>= alpha/4).
 """
 
@@ -58,13 +58,13 @@ def main(argv=None):
     from poison_jax.experiments import presets
     from poison_jax.experiments.sweep import Sweep
 
-    config = presets.preset("mnist5k-lr-strong", **({} if args.iters is None else {"iters_fixed": args.iters}))
+    config = presets.preset("mnist5k-lr-strong", {} if args.iters is None else {"attack.iters_fixed": args.iters})
     sweep = Sweep(config)
     base = sweep.settings
     print("| variant | cell | attack (s) | objective | test error |\n|---|---:|---:|---:|---:|")
     for name in args.variants:
         sweep.settings = _settings(base, name)
-        state = sweep.fresh_state(config.log_lam_small)
+        state = sweep.fresh_state(config.sweep.log_lam_small)
         sweep.evaluate("small", 0, state)  # compiles the evaluation
         total = 0.0
         for cell in range(1, args.cells + 1):
