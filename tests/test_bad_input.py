@@ -53,7 +53,7 @@ API_CASES = {
     "cg_iters negative": (
         lambda t: engine.IFT(steps=3, lr=0.1, cg_iters=-2),
         ValueError,
-        "iters must be a positive integer, got -2",
+        "cg_iters must be a positive integer, got -2",
     ),
     "non-scalar loss": (
         lambda t: engine.hypergrad(engine.RMD(steps=3, lr=0.1), _losses()[0], lambda w, th: w, jnp.zeros(2), 0.0),

@@ -456,10 +456,10 @@ def test_bad_lr(lr):
 
 @pytest.mark.parametrize("iters", [0, -1])
 def test_bad_cg_iters(iters):
-    with pytest.raises(ValueError, match=rf"iters must be a positive integer, got {iters}"):
+    with pytest.raises(ValueError, match=rf"^iters must be a positive integer, got {iters}"):
         ImplicitCG(iters=iters)
-    with pytest.raises(ValueError, match="iters must be a positive integer"):
-        IFT(steps=5, lr=0.1, cg_iters=iters)
+    with pytest.raises(ValueError, match=rf"^cg_iters must be a positive integer, got {iters}"):
+        IFT(steps=5, lr=0.1, cg_iters=iters)  # the name the user wrote
 
 
 def test_bad_checkpoint():

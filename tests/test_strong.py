@@ -179,7 +179,7 @@ def test_cg_warm_start_from_the_solution_needs_no_iteration(x64):
             r"solver must have a solve\(f, w0\) method \(e.g. engine.NewtonCG\(\)\), got 'newton'",
         ),
         # ImplicitCG(tol=cg_tol) checks it under its own name
-        (lambda: Implicit(cg_tol=-1.0), r"(cg_)?tol must be a finite number >= 0, got -1.0"),
+        (lambda: Implicit(cg_tol=-1.0), r"cg_tol must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_bad_solver_settings(bad, message):

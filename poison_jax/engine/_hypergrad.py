@@ -125,7 +125,7 @@ class IFT(Method):
     CG (``Method(GradientDescent(steps, lr), ImplicitCG(cg_iters, cg_tol, damping))``)."""
 
     def __init__(self, steps: int, lr: float, cg_iters: int = 100, cg_tol: float = 1e-6, damping: float = 0.0):
-        super().__init__(GradientDescent(steps, lr), ImplicitCG(cg_iters, cg_tol, damping), warm_start=False)
+        super().__init__(GradientDescent(steps, lr), _cg(cg_iters, cg_tol, damping), warm_start=False)
 
 
 class Implicit(Method):
@@ -133,7 +133,15 @@ class Implicit(Method):
     hypergradient by CG, both warm-started from the previous call's solutions."""
 
     def __init__(self, solver: Any = NewtonCG(), cg_iters: int = 100, cg_tol: float = 1e-5, damping: float = 0.0):
-        super().__init__(solver, ImplicitCG(cg_iters, cg_tol, damping), warm_start=True)
+        super().__init__(solver, _cg(cg_iters, cg_tol, damping), warm_start=True)
+
+
+def _cg(cg_iters: int, cg_tol: float, damping: float) -> ImplicitCG:
+    """The adjoint CG of a named combination, its settings checked under the names the user wrote."""
+    checks.positive_int("cg_iters", cg_iters)
+    checks.positive_finite("cg_tol", cg_tol, allow_zero=True)
+    checks.positive_finite("damping", damping, allow_zero=True)
+    return ImplicitCG(cg_iters, cg_tol, damping)
 
 
 def _check_loss(name: str, loss: Loss, w: PyTree, theta: PyTree, args: tuple) -> None:
