@@ -72,6 +72,19 @@ def box(path: str, value: Any) -> None:
     checks.box(path, value, error=ConfigError)
 
 
+def grid(path: str, value: Any) -> None:
+    """A grid ``(low, high, count)``: low < high, an integer count >= 2."""
+    ok = isinstance(value, tuple) and len(value) == 3 and checks.is_real(value[0]) and checks.is_real(value[1])
+    if not (ok and value[0] < value[1] and checks.is_int(value[2]) and value[2] >= 2):
+        checks.fail(path, value, "(low, high, count) with low < high and an integer count >= 2", error=ConfigError)
+
+
+def name(path: str, value: Any) -> None:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        checks.fail(path, value, "a non-empty name", error=ConfigError)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Section):
         return value.to_dict()

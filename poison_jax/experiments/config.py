@@ -57,21 +57,10 @@ __all__ = ["SETTINGS", "Attack", "ExperimentConfig", "Sweep", "describe", "overr
 SETTINGS = ("small", "large", "clean", "learned")
 
 
-def _grid(path: str, value: Any) -> None:
-    ok = isinstance(value, tuple) and len(value) == 3 and checks.is_real(value[0]) and checks.is_real(value[1])
-    if not (ok and value[0] < value[1] and checks.is_int(value[2]) and value[2] >= 2):
-        checks.fail(path, value, "(low, high, count) with low < high and an integer count >= 2", error=ConfigError)
-
-
 def _settings(path: str, value: Any) -> None:
     ok = isinstance(value, tuple) and value and set(value) <= set(SETTINGS) and len(set(value)) == len(value)
     if not ok:
         checks.fail(path, value, f"a non-empty tuple of distinct names from {', '.join(SETTINGS)}", error=ConfigError)
-
-
-def _name(path: str, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        checks.fail(path, value, "a non-empty name", error=ConfigError)
 
 
 _ITERS = "hyperiterations"
@@ -131,7 +120,7 @@ class Sweep(Section):
     log_lam_small: float = option(-8.0, "log λ of the small setting (about no regularisation)", checked.finite)
     log_lam_large: float = option(math.log(200.0), "log λ of the large setting", checked.finite)
     cv_log_lam_grid: tuple[float, float, int] = option(
-        (-8.0, 1.0, 19), "clean: (low, high, count) grid of log λ searched by cross-validation", _grid
+        (-8.0, 1.0, 19), "clean: (low, high, count) grid of log λ searched by cross-validation", checked.grid
     )
     cv_folds: int = option(
         5, "clean: cross-validation folds (>= 2)", lambda p, v: checks.integer(p, v, low=2, error=ConfigError)
@@ -160,7 +149,7 @@ class ExperimentConfig(Section):
     ``poison-jax presets NAME`` prints every field with a preset's value and meaning (:func:`describe`).
     """
 
-    name: str = option("custom", "the preset the config came from (labels only; not part of the config hash)", _name)
+    name: str = option("custom", "the preset it came from (labels only; not in the config hash)", checked.name)
     data: Source = option(Digits(), "data source", checked.is_a(SOURCES))
     model: s.LR | s.MLP = option(s.LR(), "learner", checked.is_a(s.MODELS))
     penalty: s.L2 | s.L1 | s.ElasticNet = option(
@@ -323,7 +312,13 @@ def _build(cls: type[Section], tree: Mapping[str, Any], at: str) -> Section:
             value = _build(_class_of(field, value, path), value if isinstance(value, Mapping) else {}, path)
         if field != "kind":
             kwargs[field] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # a section's checks name it by its label ("solver.tol"): name its path
+        message = str(err)
+        if cls.at and at and at != cls.at and message.startswith(cls.at + "."):
+            raise ConfigError(at + message[len(cls.at) :]) from None
+        raise
 
 
 def _what(cls: type[Section], at: str) -> str:
