@@ -57,9 +57,7 @@ class AttackSettings:
                 "random_init)"
             )
         if not isinstance(self.method, engine.Method):
-            raise TypeError(
-                f"method must be an engine.Method (RMD(...), IFT(...), Implicit(...), ...), got {self.method!r}"
-            )
+            raise TypeError(f"method must be an engine.Method (RMD(...), IFT(...), Implicit(...)), got {self.method!r}")
         for name in ("alpha", "beta"):
             checks.positive_finite(name, getattr(self, name))
         for name in ("x_box", "lam_box"):
