@@ -6,6 +6,7 @@ import jax
 import pytest
 
 _CACHE_DIR = pytest.StashKey[str]()
+_OURS = "POISON_JAX_TEST_CACHE"  # set where the cache folder is the session's own (not the caller's)
 
 
 def pytest_configure(config):
@@ -14,13 +15,17 @@ def pytest_configure(config):
     Tests build new closures (settings, losses, sweeps) whose programs are the same as earlier
     tests' and subprocess runs of the CLI compile the same programs again; with the cache each
     identical program is compiled once per session, later compiles load it (tracing still runs, so
-    trace counts are unchanged). Subprocesses inherit it through the environment. A cache folder
-    given by the caller (JAX_COMPILATION_CACHE_DIR) is left alone.
+    trace counts are unchanged). Subprocesses inherit it through the environment. Each pytest-xdist
+    worker has its own folder (JAX writes cache entries in place: two writers of one folder could
+    read each other's half-written files). A cache folder given by the caller
+    (JAX_COMPILATION_CACHE_DIR) is left alone.
     """
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and not (worker and os.environ.get(_OURS)):
         return
-    path = tempfile.mkdtemp(prefix="poison_jax-test-jax-cache-")
+    path = tempfile.mkdtemp(prefix=f"poison_jax-test-jax-cache-{worker or 'main'}-")
     config.stash[_CACHE_DIR] = path
+    os.environ[_OURS] = "1"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", path)
@@ -32,6 +37,7 @@ def pytest_unconfigure(config):
     if path is not None:
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
+        os.environ.pop(_OURS, None)
         shutil.rmtree(path, ignore_errors=True)
 
 

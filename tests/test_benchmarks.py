@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
+# End to end (deselect with -m "not slow" for a fast loop); on the worker that runs the quick suite.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("quick_benchmarks")]
 
 GOAL_IDS = {
     "rmd_over_forward",

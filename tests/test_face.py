@@ -36,6 +36,7 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quick_benchmarks")  # the worker that runs the quick suite for test_benchmarks
 def test_hypergrad_benchmark_quick(quick_benchmarks):
     out, results = quick_benchmarks
     saved = results["hypergrad"]
@@ -48,6 +49,7 @@ def test_hypergrad_benchmark_quick(quick_benchmarks):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("quick_benchmarks")
 def test_attack_step_benchmark_quick(quick_benchmarks):
     out, results = quick_benchmarks
     saved = results["attack_step"]
