@@ -6,7 +6,6 @@ import jax
 import pytest
 
 _CACHE_DIR = pytest.StashKey[str]()
-_OURS = "POISON_JAX_TEST_CACHE"  # set where the cache folder is the session's own (not the caller's)
 
 
 def pytest_configure(config):
@@ -15,17 +14,15 @@ def pytest_configure(config):
     Tests build new closures (settings, losses, sweeps) whose programs are the same as earlier
     tests' and subprocess runs of the CLI compile the same programs again; with the cache each
     identical program is compiled once per session, later compiles load it (tracing still runs, so
-    trace counts are unchanged). Subprocesses inherit it through the environment. Each pytest-xdist
-    worker has its own folder (JAX writes cache entries in place: two writers of one folder could
-    read each other's half-written files). A cache folder given by the caller
-    (JAX_COMPILATION_CACHE_DIR) is left alone.
+    trace counts are unchanged). Subprocesses and pytest-xdist's workers inherit it through the
+    environment, so a program one worker compiled, the other loads (an entry read while it is being
+    written fails JAX's check and is compiled again, with a warning). A cache folder given by the
+    caller (JAX_COMPILATION_CACHE_DIR) is left alone.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and not (worker and os.environ.get(_OURS)):
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
-    path = tempfile.mkdtemp(prefix=f"poison_jax-test-jax-cache-{worker or 'main'}-")
+    path = tempfile.mkdtemp(prefix="poison_jax-test-jax-cache-")
     config.stash[_CACHE_DIR] = path
-    os.environ[_OURS] = "1"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", path)
@@ -37,7 +34,6 @@ def pytest_unconfigure(config):
     if path is not None:
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
-        os.environ.pop(_OURS, None)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -77,26 +73,3 @@ def _release_compiled_programs():
     """
     yield
     jax.clear_caches()
-
-
-@pytest.fixture(scope="session")
-def quick_benchmarks(tmp_path_factory):
-    """One ``python -m benchmarks --quick`` run of the suite (engine_peers aside) for the whole session,
-    two benchmarks at a time: ``(folder, {name: its JSON})``. test_benchmarks and test_face read it."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    names = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "import_time", "strong_sweep")
-    out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--out", str(out), "--only", *names],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    logs = {name: (out / f"{name}.log").read_text()[-2000:] for name in names if (out / f"{name}.log").exists()}
-    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
-    return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}

@@ -1,17 +1,18 @@
 """The benchmark suite's entry point in --quick mode: every script runs and writes what a reader needs.
 
-The suite runs once for the session (the ``quick_benchmarks`` fixture of conftest.py, shared with
-test_face.py's checks of hypergrad and attack_step); the summary is also checked on minimal JSON files.
+The suite runs once for the module (the ``suite`` fixture); the summary is also checked on minimal
+JSON files.
 """
 
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-# End to end (deselect with -m "not slow" for a fast loop); on the worker that runs the quick suite.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("quick_benchmarks")]
+pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
 GOAL_IDS = {
     "rmd_over_forward",
@@ -25,9 +26,22 @@ GOAL_IDS = {
 }
 
 
-@pytest.fixture
-def suite(quick_benchmarks):
-    return quick_benchmarks
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """One ``python -m benchmarks --quick`` run of the suite (engine_peers aside) for this module, two
+    benchmarks at a time: ``(folder, {name: its JSON})``."""
+    names = ("hypergrad", "attack_step", "accuracy", "scaling", "batching", "peer", "import_time", "strong_sweep")
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--out", str(out), "--only", *names],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = {name: (out / f"{name}.log").read_text()[-2000:] for name in names if (out / f"{name}.log").exists()}
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{logs}"
+    return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}
 
 
 def test_every_script_writes_json_markdown_and_environment(suite):
@@ -209,3 +223,26 @@ def test_harness_goal_and_json_conventions():
         "2": 3,
         "b": True,
     }
+
+
+def test_hypergrad_benchmark_quick(suite):
+    out, results = suite
+    saved = results["hypergrad"]
+    methods = {row["method"] for row in saved["rows"]}
+    assert {"forward unroll", "RMD", "IFT solve (given w*)"} <= methods
+    assert all(row["median_ms"] > 0 for row in saved["rows"])
+    assert saved["goals"]["rmd_over_forward"] > 1.0  # a reverse pass costs something
+    assert saved["device"].startswith("cpu") and saved["jax_version"]
+    assert (out / "hypergrad.md").read_text().startswith("| method |")
+
+
+def test_attack_step_benchmark_quick(suite):
+    out, results = suite
+    saved = results["attack_step"]
+    loop = saved["lr_vmap_vs_loop"]
+    assert loop["vmap_ms"] > 0 and loop["loop_ms"] > 0
+    mlp = saved["mlp_checkpointing"]
+    # Checkpointing must shrink the buffers XLA plans for the reverse pass.
+    assert mlp["checkpointed"]["xla_temp_mb"] < mlp["plain"]["xla_temp_mb"]
+    assert saved["goals"]["checkpoint_memory"] == mlp["peak_rss_ratio"]  # on the CPU: host memory
+    assert "ratio vmap / loop" in (out / "attack_step.md").read_text()
