@@ -1,6 +1,6 @@
 """Floor 2, experiments: configs and presets, the sweep (the Python entry of a whole experiment),
 the results store and the devices the seeds run on."""
 
-from poison_jax.experiments import config, devices, presets, store, sweep, synthetic
+from poison_jax.experiments import cache, config, devices, presets, store, sweep, synthetic
 
-__all__ = ["config", "devices", "presets", "store", "sweep", "synthetic"]
+__all__ = ["cache", "config", "devices", "presets", "store", "sweep", "synthetic"]

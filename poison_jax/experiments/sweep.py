@@ -55,6 +55,7 @@ from poison_jax.experiments._setup import (
     sample,
     seed_keys,
 )
+from poison_jax.experiments.cache import use_compilation_cache
 from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.config import ExperimentConfig, override
 from poison_jax.experiments.devices import SeedSharding
@@ -296,8 +297,9 @@ def run_sweep(
     callback: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] = print,
     devices=None,
+    compilation_cache: bool | str | Path = True,
 ) -> list[dict]:
-    """Run (or resume) every cell of ``config`` not yet in ``out_dir``'s results; return all records.
+    """Run (or resume) every cell of ``config`` not yet in ``out_dir``; return all records, by setting and cell.
 
     The experiment entry of poison_jax (the ``poison-jax run`` command is a thin layer over it): the
     config's Λ settings (log λ = -8, large, λ_CLEAN by cross-validation, learned) x its poisoning
@@ -313,23 +315,22 @@ def run_sweep(
     Args:
       config: the settings (e.g. ``presets.preset("digits-lr", {"sweep.num_seeds": 3})``).
       out_dir: the results folder.
-      dataset: your own data instead of the config's source: a :class:`poison_jax.poisoning.data.Dataset` or a
-        tuple ``(x_pool, y_pool, x_test, y_test)`` of arrays. The config's data then switches to
-        ``arrays`` (``config.override(config, {"data": "arrays"})``: the data fields go back to their
-        defaults, so ``data.x_box`` becomes the data's range unless the config's data already were
-        ``arrays``).
+      dataset: your own data instead of the config's source (a :class:`poison_jax.poisoning.data.Dataset`
+        or arrays ``(x_pool, y_pool, x_test, y_test)``); the config's data switch to ``arrays``, their
+        fields back to their defaults (``data.x_box``: the data's range).
       model: your own :class:`poison_jax.poisoning.models.Model` (e.g. :func:`poison_jax.poisoning.models.from_flax`)
         instead of the one the config's ``model``, ``penalty`` and ``loss`` sections build.
       resume: continue a partly finished folder.
       progress: a tqdm bar over all hyperiterations (the current cell in its description).
       callback: called as ``callback(done, total)`` after every hyperiteration (e.g. a notebook widget).
-      log: where the run's messages go.
-      devices: the devices the seeds are sharded over.
-    Returns:
-      the finished cells' records, in the order of the config's settings and cells.
+      log, devices: where the run's messages go; the devices the seeds are sharded over.
+      compilation_cache: JAX's persistent compilation cache in its default folder (``True``), in a
+        folder given, or off (``False``): :func:`poison_jax.experiments.cache.use_compilation_cache`.
     """
     from poison_jax.experiments.store import ResultsStore
 
+    if compilation_cache is not False:  # before the first compile: JAX reads the setting once
+        use_compilation_cache(None if compilation_cache is True else compilation_cache, log=log)
     if dataset is not None and not isinstance(config.data, sources.Arrays):
         log(f"dataset given: data {config.data.kind!r} -> 'arrays' (the data fields go back to their defaults)")
         config = override(config, {"data": "arrays"})

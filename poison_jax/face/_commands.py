@@ -71,7 +71,10 @@ def _run_config(config, args) -> int:
     from poison_jax.experiments import legacy, sweep
 
     out_dir = Path(args.out) if args.out is not None else Path("results") / config.run_name
-    records = sweep.run_sweep(config, out_dir, resume=args.resume, progress=not args.no_progress)
+    cache = False if args.no_cache else (args.cache_dir or True)
+    records = sweep.run_sweep(
+        config, out_dir, resume=args.resume, progress=not args.no_progress, compilation_cache=cache
+    )
     title = f"{config.run_name} ({config.model.kind}, {config.method.kind.upper()})"
     _report([(records, out_dir / "results.jsonl", legacy.flatten(config.to_dict()))], out_dir, title)
     return 0

@@ -25,6 +25,14 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> Non
         "--resume", action="store_true", help="continue a partly finished sweep in --out, skipping finished cells"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-dir",
+        default=None,
+        help="folder of JAX's persistent compilation cache: a second run loads its programs instead of "
+        "compiling them (default: $POISON_JAX_CACHE_DIR or ~/.cache/poison_jax/jax)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
     p.add_argument(
         "--devices",
         type=int,
