@@ -49,7 +49,7 @@ def use_compilation_cache(folder: str | Path | None = None, *, log: Callable[[st
     """
     if os.environ.get("POISON_JAX_NO_CACHE", "") not in ("", "0"):
         return None
-    current = jax.config.jax_compilation_cache_dir
+    current = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]  # a flag without a stub
     if current and folder is None:
         chosen = Path(current)
     else:
