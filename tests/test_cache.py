@@ -12,7 +12,7 @@ import pytest
 from poison_jax.experiments import cache
 from tests.tiny import tiny_sets
 
-SETS = tiny_sets({"sweep.settings": ("small", "learned")})
+SETS = tiny_sets({"sweep.settings": ("small", "learned"), "attack.num_batches": 1})
 
 
 def _run(tmp_path, out, *options, env_extra=None):
