@@ -34,7 +34,7 @@ EXPECTED_SECONDS = {
     "peer": (18, 3),
     "engine_peers": (120, 30),
     "import_time": (18, 6),
-    "strong_sweep": (120, 38),
+    "sweeps": (240, 60),
 }
 
 

@@ -27,10 +27,11 @@ GOALS = (
         "(LR, MNIST shape, same η)",
     ),
     Goal(
-        "vmap_over_loop",
+        "seeds_over_loop",
         "batching",
         0.5,
-        "10 seeds in one vmapped call (seed axis sharded over the CPU cores) / Python loop (LR, 2 CPU cores)",
+        "10 seeds in one call as the sweep runs them on a CPU (one lane per core, each looping over its "
+        "seeds) / Python loop (LR, 2 CPU cores)",
     ),
     Goal(
         "jax_over_torch",
@@ -51,18 +52,36 @@ GOALS = (
         "import poison_jax in a fresh interpreter (seconds; no matplotlib or TensorFlow Datasets loaded)",
     ),
     Goal(
-        "strong_sweep_minutes",
-        "strong_sweep",
+        "paper_sweep_minutes",
+        "sweeps",
         2.0,
-        "the strong mnist5k sweep, poison-jax run --preset mnist5k-lr-strong, 4 Λ settings x 6 fractions "
-        "x 10 seeds, compilation included (minutes, 2 CPU cores)",
+        "the paper-faithful mnist5k sweep, poison-jax run --preset mnist5k-lr, 4 Λ settings x 6 fractions "
+        "x 10 seeds x 100 hyperiterations, T = 150, the whole command (minutes, 2 CPU cores)",
     ),
     Goal(
-        "sweep_minutes",
-        "batching",
-        5.0,
-        "projected MNIST LR sweep, 4 Λ settings x 6 fractions x 10 seeds x 100 hyperiterations, T = 150 "
-        "(minutes, 2 CPU cores)",
+        "strong_sweep_minutes",
+        "sweeps",
+        1.0,
+        "the strong mnist5k sweep, poison-jax run --preset mnist5k-lr-strong, 4 Λ settings x 6 fractions "
+        "x 10 seeds, the whole command (minutes, 2 CPU cores)",
+    ),
+    Goal(
+        "h2h_compiles_all_counts",
+        "secml_h2h",
+        1.0,
+        "compiles of the strong digits attack's program for all its poison counts (0-26; a fresh process)",
+    ),
+    Goal(
+        "h2h_cold_over_secml",
+        "secml_h2h",
+        0.2,
+        "poison_jax's digits run in a fresh process, all counts, empty compilation cache / secml's summed time",
+    ),
+    Goal(
+        "h2h_warm_over_secml",
+        "secml_h2h",
+        0.05,
+        "poison_jax's digits run in a fresh process, all counts, warm compilation cache / secml's summed time",
     ),
 )
 BY_ID = {g.id: g for g in GOALS}
@@ -115,18 +134,41 @@ def _memory(r: dict) -> str | None:
     )
 
 
-def _strong_sweep(r: dict) -> str:
-    cells = get(r, "cell_seconds") or {}
-    return "seconds per setting: " + ", ".join(f"{k} {sum(v):.0f}" for k, v in cells.items())
+def _h2h(r: dict) -> str | None:
+    runs = get(r, "fresh_process", "digits")
+    if not runs:
+        return None
+    return "; ".join(
+        f"{name.replace('_', ' ')}: {run['process_seconds']:.2f} s to the last result, "
+        f"{run['process_seconds'] - run['attack_seconds']:.2f} s of them before the first JAX call (interpreter, "
+        f"imports); the attack's program traced {c['attack_trace_seconds']:.2f} s, lowered "
+        f"{c['attack_lower_seconds']:.2f} s, compiled {c['attack_compile_seconds']:.2f} s, loaded "
+        f"{c['attack_load_seconds']:.2f} s; {c['programs_compiled']} programs compiled in all"
+        for name, run in runs.items()
+        for c in [run["compiles"]]
+    )
+
+
+def _sweep(name: str) -> Callable[[dict], str]:
+    def note(r: dict) -> str:
+        cells = get(r, name, "cell_seconds") or {}
+        compiling = get(r, name, "compile_seconds") or 0.0
+        per_setting = ", ".join(f"{k} {sum(v):.0f}" for k, v in cells.items())
+        return f"seconds per setting: {per_setting}; compiling {compiling:.0f} s"
+
+    return note
 
 
 NOTES: dict[str, Callable[[dict], str | None]] = {
     "rmd_over_forward": _hypergrad,
     "ift_over_rmd_to_0.999": _accuracy,
-    "vmap_over_loop": lambda r: get(r, "diagnosis"),
+    "seeds_over_loop": lambda r: get(r, "diagnosis"),
     "jax_over_torch": _peer,
     "checkpoint_memory": _memory,
     "import_seconds": lambda r: f"modules loaded: {', '.join(r.get('heavy_modules_loaded') or []) or 'no heavy ones'}",
-    "strong_sweep_minutes": _strong_sweep,
-    "sweep_minutes": lambda r: get(r, "sweep_diagnosis"),
+    "paper_sweep_minutes": _sweep("paper"),
+    "strong_sweep_minutes": _sweep("strong"),
+    "h2h_compiles_all_counts": _h2h,
+    "h2h_cold_over_secml": _h2h,
+    "h2h_warm_over_secml": _h2h,
 }

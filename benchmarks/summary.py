@@ -19,7 +19,7 @@ BENCHMARKS = (
     "peer",
     "engine_peers",
     "import_time",
-    "strong_sweep",
+    "sweeps",
 )
 
 
@@ -78,7 +78,7 @@ def summarise(out_dir, status: dict | None = None, quick: bool | None = None) ->
     ``summary.md``. ``status`` (name -> dict) is what the runner knows about each run."""
     out = Path(out_dir)
     status = dict(status or {})
-    results = {name: load(out, name) for name in BENCHMARKS}
+    results = {name: load(out, name) for name in (*BENCHMARKS, *(g.source for g in GOALS))}  # some run apart
     if quick is None:
         quick = any(r.get("quick") for r in status.values())
     env = next((r for r in results.values() if r), {}) or {}

@@ -1,5 +1,6 @@
 """Floor 1: Algorithm 1, λ learning and victim evaluation on digits 0 v 8 with small settings."""
 
+import dataclasses
 import math
 
 import jax
@@ -108,9 +109,11 @@ def test_multiobjective_ends_with_larger_lambda_than_clean(splits):
     assert bool(jnp.all(state.log_lam > clean.log_lam)), (clean.log_lam, state.log_lam)
 
 
-def test_vmapped_seeds_equal_separate_calls(lr_settings, splits):
+@pytest.mark.parametrize("lanes", [None, 2])  # vmapped, or lanes that loop (the sweep on a CPU)
+def test_vmapped_seeds_equal_separate_calls(lr_settings, splits, lanes):
     state = attack.set_poison_count(start(lr_settings, splits), BATCH, BATCH)
-    batched, batched_info = attack.run_attack(lr_settings, splits, state, num_iters=4)
+    settings = dataclasses.replace(lr_settings, seed_lanes=lanes)
+    batched, batched_info = attack.run_attack(settings, splits, state, num_iters=4)
     for s in range(4):
         single, single_info = attack.run_attack(lr_settings, take(splits, s), take(state, s), num_iters=4)
         pairs = zip(jax.tree_util.tree_leaves(take(batched, s)), jax.tree_util.tree_leaves(single), strict=True)
@@ -142,6 +145,33 @@ def test_every_fraction_runs_the_same_compiled_step(splits, trace_counter):
     for n_active in (0, 2 * BATCH, 3 * BATCH):
         state, _ = attack.run_attack(settings, splits, attack.set_poison_count(state, n_active, BATCH), num_iters=2)
     assert counting_apply.count == traced
+
+
+def test_active_iters_run_chunks_of_any_length_in_one_program(splits, trace_counter):
+    """``run_attack(num_iters=N, active_iters=n)`` is ``run_attack(num_iters=n)`` with zero info after
+    the first ``n``, for every ``n`` through one compiled program (what the sweep's chunks use)."""
+    lr = models.logistic_regression(64)
+    counting_apply = trace_counter(lr.apply)
+    model = models.Model(lr.name, lr.init, counting_apply, lr.layers, lr.random_init)
+    settings = attack.AttackSettings(
+        model, RMD(steps=10, lr=0.5), alpha=0.5, beta=0.5, x_box=(0.0, 1.0), lam_box=LAM_BOX
+    )
+    state = attack.set_poison_count(start(settings, splits), BATCH, BATCH)
+    chunked = {}
+    for n in (3, 0, 5):
+        chunked[n] = attack.run_attack(settings, splits, state, num_iters=5, active_iters=n, update_lam=True)
+        if n == 3:
+            traced = counting_apply.count
+    assert counting_apply.count == traced  # n = 0 and 5 reuse the program of n = 3
+    for n, (got, info) in chunked.items():
+        want, want_info = (
+            attack.run_attack(settings, splits, state, num_iters=n, update_lam=True) if n else (state, None)
+        )
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        if n:
+            np.testing.assert_allclose(info.val_loss[:, :n], want_info.val_loss, rtol=1e-6)
+        assert not np.any(np.asarray(info.val_loss[:, n:])) and not np.any(np.asarray(info.finite[:, n:]))
 
 
 def test_ift_hypergradients_drive_the_attack_too(splits):

@@ -222,7 +222,7 @@ MOVED = {
         "### Against JAX's bilevel tools",
         "python -m benchmarks.engine_peers",
         "## The paper's sweep under the strong attack",
-        "python -m benchmarks.strong_sweep --out docs/benchmarks",
+        "python -m benchmarks.sweeps --out docs/benchmarks",
         "### Penalties: L1 and elastic-net",
         "### A linear SVM",
         "### Ridge regression: regression poisoning on diabetes",

@@ -22,7 +22,7 @@ timings, the projected wall time of the paper's whole MNIST LR sweep.
   of ``run_attack`` chunks of 10 (as the runner calls it); plus the victim evaluation of the 24 cells
   and the λ_CLEAN cross-validation, measured the same way; compilation is reported apart.
 
-Goals ``vmap_over_loop`` and ``sweep_minutes``. Modules: :mod:`.cases` (what is timed),
+Goal ``seeds_over_loop`` (the whole sweep's time is :mod:`benchmarks.sweeps`'s). Modules: :mod:`.cases` (what is timed),
 :mod:`.projection` (the sweep's projection and the diagnoses).
 
     python -m benchmarks.batching [--quick] [--out benchmarks/results] [--device cpu|gpu]

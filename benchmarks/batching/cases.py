@@ -4,6 +4,7 @@ with what the sweep runner adds (chunks of hyperiterations, victim evaluation, Î
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -187,11 +188,14 @@ def sharded_case(quick: bool) -> dict:
     settings, splits, state = _setup(sizes)
     sharding = SeedSharding(sizes["seeds"], jax.devices())
     s_splits, s_state = sharding.put_splits(splits), sharding.put(state)
+    # What the sweep runs on a CPU: one lane of seeds per device, each looping over its own.
+    lanes = dataclasses.replace(settings, seed_lanes=sharding.num_devices)
     chunked = lambda update_lam: (
-        lambda: attack.run_attack(settings, s_splits, s_state, num_iters=CHUNK, update_xp=True, update_lam=update_lam)
+        lambda: attack.run_attack(lanes, s_splits, s_state, num_iters=CHUNK, update_xp=True, update_lam=update_lam)
     )
     calls = {
         "sharded": lambda: _single_step(settings, s_splits, s_state),
+        "lanes": lambda: _single_step(lanes, s_splits, s_state),
         "sharded_chunk_fixed": chunked(False),
         "sharded_chunk_multi": chunked(True),
     }

@@ -112,11 +112,11 @@ class Sweep:
         self.sharding = SeedSharding(config.sweep.num_seeds, devices)
         self.seeds = self.sharding.pad_seeds(config.seeds)
         self.splits = self.sharding.put_splits(sample(config, dataset))
-        # Converged solvers loop a data-dependent number of times: on a CPU each device loops over its
-        # own seeds rather than vmapping them in lock-step (see poison_jax.poisoning.seeds).
-        iterative = isinstance(config.method, sections.Implicit) or isinstance(config.victim, sections.Converged)
-        on_cpu = self.sharding.platform == "cpu"
-        self.seed_lanes = self.sharding.num_devices if iterative and on_cpu else None
+        # On a CPU each device loops over its own seeds (poison_jax.poisoning.seeds): a converged
+        # solver's loops then stop per seed, and one seed's products are plain matrix-vector ones,
+        # which XLA's CPU kernels run 2-3x faster than the seed-batched products of a vmap
+        # (docs: performance, "Seeds in lanes"). A GPU vmaps them in lock-step.
+        self.seed_lanes = self.sharding.num_devices if self.sharding.platform == "cpu" else None
         settings = config.attack_settings(self.model, x_box=self.x_box)
         self.settings = dataclasses.replace(settings, seed_lanes=self.seed_lanes)
         self.victim = config.victim_model()
@@ -164,38 +164,44 @@ class Sweep:
             state = self.run_iters(state, c.attack.iters_clean, progress, update_xp=False, update_lam=True, infos=infos)
         return state
 
+    def placed(self, state: attack.AttackState) -> attack.AttackState:
+        """``state`` with every leaf sharded by seed: one placement for every call, since a program
+        whose inputs are placed differently from its last call's compiles again (set_poison_count's
+        masks and a fresh state's leaves come back unsharded)."""
+        return jax.device_put(state, self.sharding.by_seed)
+
     def run_iters(
         self, state, num_iters: int, progress, *, update_xp: bool, update_lam: bool, infos: list | None = None
     ):
         """``num_iters`` hyperiterations in jitted chunks, reporting each chunk as it finishes.
 
         Chunks of :data:`CHUNK` hyperiterations when they are fast, of one when they take longer
-        than :data:`SLOW_SECONDS` (so a slow model reports every hyperiteration): at most two
-        compiled sizes. The programs hold no host callback, so the persistent compilation cache can
-        keep them (``attack.run_attack(progress=...)`` reports from inside the loop instead).
+        than :data:`SLOW_SECONDS` (so a slow model reports every hyperiteration): one compiled
+        program of :data:`CHUNK` hyperiterations runs either (``run_attack(active_iters=n)``). The
+        programs hold no host callback, so the persistent compilation cache can keep them
+        (``attack.run_attack(progress=...)`` reports from inside the loop instead).
 
-        Appends each chunk's :class:`poison_jax.poisoning.attack.StepInfo` (fields ``(S, n)``, still sharded)
-        to ``infos`` when given: :meth:`diagnostics` turns them into a cell's diagnostics.
+        Appends each chunk's :class:`poison_jax.poisoning.attack.StepInfo` (fields ``(S, CHUNK)``, still
+        sharded) and the number ``n`` of its hyperiterations that ran to ``infos`` when given:
+        :meth:`diagnostics` turns them into a cell's diagnostics.
         """
         mode = (update_xp, update_lam)
-        # One sharding for every call: set_poison_count's masks come back unsharded, and a chunk whose
-        # inputs are placed differently from the last one's compiles again.
-        state = jax.device_put(state, self.sharding.by_seed)
+        state = self.placed(state)
         done = 0
         while done < num_iters:
             seconds = self._seconds_per_iter.get(mode)
-            chunk = CHUNK if seconds is not None and seconds < SLOW_SECONDS else 1
-            n = chunk if num_iters - done >= chunk else 1
+            n = min(CHUNK, num_iters - done) if seconds is not None and seconds < SLOW_SECONDS else 1
             started = time.perf_counter()
             state, info = attack.run_attack(
-                self.settings, self.splits, state, num_iters=n, update_xp=update_xp, update_lam=update_lam
-            )
+                self.settings, self.splits, state, num_iters=CHUNK, active_iters=n, update_xp=update_xp,
+                update_lam=update_lam,
+            )  # fmt: skip
             jax.block_until_ready(state.xp)
-            if seconds is None or n == chunk:  # the first (compiling) call measures too much: measure again
+            if seconds is None or n > 1:  # the first (compiling) call measures too much: measure again
                 measured = (time.perf_counter() - started) / n
                 self._seconds_per_iter[mode] = measured if seconds is None else min(seconds, measured)
             if infos is not None:
-                infos.append(info)
+                infos.append((info, n))  # the first n of the chunk's hyperiterations ran
             done += n
             progress(n)
         return state
@@ -212,16 +218,20 @@ class Sweep:
         return self.run_iters(state, iters, progress, update_xp=True, update_lam=learned, infos=infos)
 
     def diagnostics(self, state: attack.AttackState, infos: list) -> dict[str, np.ndarray]:
-        """A cell's diagnostics (the arrays of ``store.DIAGNOSTICS``) from the ``StepInfo`` chunks its
+        """A cell's diagnostics (the arrays of ``store.DIAGNOSTICS``) from the ``(StepInfo, n)`` chunks its
         :meth:`run_iters` collected (none for a cell without hyperiterations) and its final state.
 
         Numpy, without the seed padding; a collective in a multi-host run (every process calls it).
         """
-        infos, init_norm = self.sharding.gather((list(infos), _init_grad_norm(self.settings, self.splits, state)))
+        state = self.placed(state)
+        counts = [n for _, n in infos]
+        infos, init_norm = self.sharding.gather(
+            ([info for info, _ in infos], _init_grad_norm(self.settings, self.splits, state))
+        )
         n = self.config.sweep.num_seeds
 
         def series(get, dtype):
-            chunks = [np.asarray(get(info)) for info in infos]
+            chunks = [np.asarray(get(info))[:, :ran] for info, ran in zip(infos, counts, strict=True)]
             return np.concatenate(chunks, axis=1).astype(dtype) if chunks else np.zeros((n, 0), dtype)
 
         stats = sorted(infos[0].stats) if infos else ["inner_grad_norm"]  # what the method reports
@@ -243,6 +253,7 @@ class Sweep:
     def evaluate(self, setting: str, cell: int, state: attack.AttackState) -> dict:
         """Victim metrics of a cell, per seed, with failures named instead of NaN."""
         c = self.config
+        state = self.placed(state)
         x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, EVAL, self.seeds))
         m = victims.evaluate_victim(

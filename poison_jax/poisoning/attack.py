@@ -202,6 +202,7 @@ def run_attack(
     update_xp: bool = True,
     update_lam: bool = True,
     progress: bool | Callable[[int], None] | None = None,
+    active_iters: int | jax.Array | None = None,
 ) -> tuple[AttackState, StepInfo]:
     """``num_iters`` hyperiterations of :func:`poison_step` in one jitted ``lax.scan``.
 
@@ -220,27 +221,39 @@ def run_attack(
         reports a second, so a host callback of a few hundred µs never weighs on a millisecond step;
         the last is always reported. Changing the function never recompiles. What the function
         raises is raised once the compiled loop has finished.
+      active_iters: run only the first ``active_iters`` of the ``num_iters`` hyperiterations (traced,
+        ``0 <= active_iters <= num_iters``; default all): one compiled program runs chunks of any
+        length up to ``num_iters``. The skipped ones leave the state as it is and their ``info`` zero.
 
     Returns:
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
     """
     modes = dict(num_iters=num_iters, update_xp=update_xp, update_lam=update_lam)
+    active = jnp.asarray(num_iters if active_iters is None else active_iters, jnp.int32)
     if not progress:
-        return _run_attack(settings, splits, state, NO_TOKEN, NO_TOKEN, **modes, report=False)
+        return _run_attack(settings, splits, state, NO_TOKEN, NO_TOKEN, active, **modes, report=False)
     return with_progress(
-        lambda token, every: _run_attack(settings, splits, state, token, every, **modes, report=True),
-        num_iters=num_iters,
+        lambda token, every: _run_attack(settings, splits, state, token, every, active, **modes, report=True),
+        num_iters=num_iters if active_iters is None else int(active_iters),
         progress=progress,
         timing_key=settings,
     )
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam", "report"))
-def _run_attack(settings, splits, state, token, every, *, num_iters, update_xp, update_lam, report):
+def _run_attack(settings, splits, state, token, every, active, *, num_iters, update_xp, update_lam, report):
+    def step(carry):
+        return _vmapped_step(settings, splits, carry, update_xp=update_xp, update_lam=update_lam)
+
+    no_info = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(step, state)[1])
+
+    def skip(carry):  # a hyperiteration past ``active``: nothing moves
+        return carry, no_info
+
     def body(carry, i):
-        carry, info = _vmapped_step(settings, splits, carry, update_xp=update_xp, update_lam=update_lam)
+        carry, info = jax.lax.cond(i < active, step, skip, carry)
         if report:  # after the step: its output as an operand
-            report_every(token, every, i + 1, jnp.sum(carry.nonfinite_steps))
+            report_every(token, every, jnp.minimum(i + 1, active), jnp.sum(carry.nonfinite_steps))
         return carry, info
 
     state, info = jax.lax.scan(body, state, jnp.arange(num_iters, dtype=jnp.int32))
