@@ -10,7 +10,7 @@ import jax
 
 import benchmarks.batching
 from benchmarks import harness
-from benchmarks.batching.cases import jit_vs_nojit, one_device, profile, sharded_case
+from benchmarks.batching.cases import SETTINGS_AXIS, jit_vs_nojit, one_device, profile, sharded_case
 from benchmarks.batching.projection import diagnosis, projection, sweep_diagnosis
 
 
@@ -32,6 +32,7 @@ def run(args) -> dict:
         sharded_over_loop=ms["sharded"] / ms["loop"],
         lanes_over_loop=ms["lanes"] / ms["loop"],
         lanes_over_sharded=ms["lanes"] / ms["sharded"],
+        settings_axis_over_separate=ms["settings_axis"] / (SETTINGS_AXIS * ms["lanes"]),
         sharded_over_vmap=ms["sharded"] / ms["vmap_one_device"],
         vmap_over_loop=ms["vmap_one_device"] / ms["loop"],
     )
@@ -60,6 +61,10 @@ def markdown(result: dict) -> str:
         f"| vmap, seeds sharded over {n} devices | {sh['ms']['sharded']:.1f} | {sh['sharded_over_loop']:.2f} |",
         f"| one lane per device, each looping over its seeds (the sweep on a CPU) | {sh['ms']['lanes']:.1f} | "
         f"{sh['lanes_over_loop']:.2f} |",
+        "",
+        f"The {SETTINGS_AXIS} fixed-Λ settings as an axis beside the seeds' (one program, each seed's rows read once "
+        f"for all, in lanes): {sh['ms']['settings_axis']:.1f} ms against {SETTINGS_AXIS} x {sh['ms']['lanes']:.1f} ms "
+        f"one setting at a time: **{sh['settings_axis_over_separate']:.2f}x**.",
         "",
         f"jit against no jit (T = {jn['steps']}): {jn['jit_ms']:.2f} ms against {jn['no_jit_ms']:.0f} ms "
         f"({jn['no_jit_over_jit']:.0f}x).",

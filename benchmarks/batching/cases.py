@@ -21,6 +21,7 @@ SIZES = dict(d=784, n_train=512, n_val=171, n_poison=85, steps=150, lr=0.1, seed
 QUICK = dict(d=64, n_train=96, n_val=40, n_poison=17, steps=20, lr=0.1, seeds=4)
 NOJIT_STEPS = {False: 20, True: 3}
 CHUNK = 10  # hyperiterations a sweep-runner call
+SETTINGS_AXIS = 3  # the sweep's fixed-Λ settings: log λ = -8, large, λ_CLEAN
 
 
 def _setup(sizes):
@@ -199,6 +200,11 @@ def sharded_case(quick: bool) -> dict:
         "sharded_chunk_fixed": chunked(False),
         "sharded_chunk_multi": chunked(True),
     }
+    # The fixed-Λ settings as an axis beside the seeds' in one program (each seed's rows read once for
+    # all of them), against one program per setting, what the sweep runs.
+    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a] * SETTINGS_AXIS), s_state)
+    settings_axis = jax.jit(jax.vmap(lambda st: _single_step(lanes, s_splits, st)))
+    calls["settings_axis"] = lambda: settings_axis(stacked)
     if not quick:  # the loop and the one-device vmap again, in this process, interleaved with the rest
         calls.update(
             loop=_loop_call(settings, splits, state, sizes["seeds"]),
