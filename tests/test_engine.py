@@ -174,6 +174,7 @@ METHODS = {
     "dense": EXACT,
     "newton+cg": Method(NewtonCG(tol=1e-11, maxiter=50), ImplicitCG(iters=50, tol=1e-12)),
     "newton+dense": Method(NewtonCG(tol=1e-11, maxiter=50), Dense()),
+    "dense_newton+dense": Method(engine.DenseNewton(tol=1e-11, maxiter=50), Dense()),
     "lbfgs+cg": Method(engine.LBFGS(tol=1e-11, maxiter=2000), ImplicitCG(iters=50, tol=1e-12)),
 }
 
@@ -276,6 +277,7 @@ STATS = {
         {"inner_steps", "inner_grad_norm", "adjoint_steps", "adjoint_residual"},
     ),
     "dense": (Method(NewtonCG(), Dense()), {"inner_steps", "inner_grad_norm", "adjoint_residual"}),
+    "implicit_dense": (engine.ImplicitDense(), {"inner_steps", "inner_grad_norm", "adjoint_residual"}),
 }
 
 
@@ -320,6 +322,7 @@ def test_named_combinations_are_their_methods(x64):
         (RMD(steps=30, lr=0.5, checkpoint=5), Method(GradientDescent(30, 0.5), Unrolled(5))),
         (IFT(steps=30, lr=0.5, cg_iters=40, cg_tol=1e-12), Method(GradientDescent(30, 0.5), ImplicitCG(40, 1e-12))),
         (engine.Implicit(), Method(NewtonCG(), ImplicitCG(100, 1e-5), warm_start=True)),
+        (engine.ImplicitDense(damping=1e-4), Method(engine.DenseNewton(damping=1e-4), Dense(1e-4), warm_start=True)),
     ]
     for named, method in pairs:
         assert (named.solver, named.adjoint, named.warm_start) == (method.solver, method.adjoint, method.warm_start)
@@ -344,6 +347,7 @@ def _all_methods(data, theta):
         "ift": IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8),
         "dense": Method(GradientDescent(30, 0.5), Dense()),
         "newton": engine.Implicit(NewtonCG(tol=1e-8)),
+        "dense_newton": engine.ImplicitDense(tol=1e-8),
         "heavy_ball": Method(HeavyBall(30, 0.3), Unrolled()),
     }
     out = {name: hypergrad(m, inner, outer, w0, theta)[:4] for name, m in methods.items()}
@@ -394,6 +398,7 @@ def test_repeated_calls_do_not_retrace(trace_counter):
         IFT(steps=20, lr=0.5, cg_iters=10),
         Method(GradientDescent(20, 0.5), Dense()),
         engine.Implicit(NewtonCG(tol=1e-4)),
+        engine.ImplicitDense(tol=1e-4),
     ]
     for method in methods:
         hypergrad(method, inner, outer, w0, theta)  # compiles

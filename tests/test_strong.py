@@ -492,7 +492,7 @@ IMPLICIT, CONVERGED, ARMIJO = {"method": "implicit"}, {"victim": "converged"}, {
         ({}, "attack.poison_mode", "append", "one of replace, add"),
         ({}, "victim", "exact", "one of sgd, converged"),
         ({}, "method", "newton", "one of rmd, ift, implicit"),
-        (IMPLICIT, "method.solver", "bfgs", "one of newton-cg, lbfgs"),
+        (IMPLICIT, "method.solver", "bfgs", "one of newton-cg, lbfgs, dense-newton"),
         (IMPLICIT, "method.damping", -1.0, "a finite number >= 0"),
         (ARMIJO, "attack.xp_step.min_scale", 1.5, r"a number in \[0, 1\]"),
         (ARMIJO, "attack.xp_step.min_scale", float("nan"), r"a number in \[0, 1\]"),

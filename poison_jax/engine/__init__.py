@@ -7,11 +7,14 @@ The engine knows nothing of poisoning, data or models: a bilevel problem is two 
 
 =======================  ==========================================================================
 inner solvers            :class:`GradientDescent` (fixed steps, ``lax.scan``), :class:`NewtonCG`,
-                         :class:`LBFGS` (to a tolerance, ``lax.while_loop``), or yours
+                         :class:`LBFGS`, :class:`DenseNewton` (to a tolerance, ``lax.while_loop``),
+                         or yours
 ways to differentiate    :class:`Unrolled` (reverse mode, optional checkpointing),
                          :class:`ImplicitCG` (implicit function theorem, CG, warm-startable),
-                         :class:`Dense` (implicit, a dense Hessian solve), or yours
-named combinations       :class:`RMD`, :class:`IFT` (the paper's), :class:`Implicit` (the strong attack's)
+                         :class:`Dense` (implicit, a dense Hessian solve; with DenseNewton the
+                         solver's own Cholesky factor), or yours
+named combinations       :class:`RMD`, :class:`IFT` (the paper's), :class:`Implicit` (the strong attack's),
+                         :class:`ImplicitDense` (the strong attack's for small models)
 =======================  ==========================================================================
 
 Every hypergradient is one :class:`Result` (value, grad, status, stats, warm); ``throw=True``
@@ -21,19 +24,31 @@ raises :class:`HypergradError` with the status's :func:`message`. Building block
 
 from poison_jax.engine import checks
 from poison_jax.engine._adjoints import Dense, Differentiated, ImplicitCG, Unrolled
-from poison_jax.engine._hypergrad import IFT, RMD, HypergradError, Implicit, Method, Result, Warm, hypergrad
+from poison_jax.engine._hypergrad import (
+    IFT,
+    RMD,
+    HypergradError,
+    Implicit,
+    ImplicitDense,
+    Method,
+    Result,
+    Warm,
+    hypergrad,
+)
 from poison_jax.engine._linear import CGInfo, conjugate_gradient, hvp
-from poison_jax.engine._solvers import LBFGS, RESULTS, GradientDescent, NewtonCG, Solution, message
+from poison_jax.engine._solvers import LBFGS, RESULTS, DenseNewton, GradientDescent, NewtonCG, Solution, message
 
 __all__ = [
     "CGInfo",
     "Dense",
+    "DenseNewton",
     "Differentiated",
     "GradientDescent",
     "HypergradError",
     "IFT",
     "Implicit",
     "ImplicitCG",
+    "ImplicitDense",
     "LBFGS",
     "Method",
     "NewtonCG",

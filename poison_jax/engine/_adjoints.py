@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from poison_jax.engine import checks
 from poison_jax.engine._linear import conjugate_gradient, hvp
-from poison_jax.engine._solvers import RESULTS, Solution
+from poison_jax.engine._solvers import RESULTS, DenseNewton, Solution, cho_solve
 
 PyTree = Any
 Loss = Callable[..., jax.Array]  # (w, theta, *args) -> scalar
@@ -102,12 +102,13 @@ class Unrolled:
 
 
 def _implicit(solve_adjoint, solver, inner_loss, outer_loss, w0, adjoint0, theta, args) -> Differentiated:
-    """The implicit hypergradient at the solver's ``w*``, with ``solve_adjoint(f, w*, rhs, v0)``."""
+    """The implicit hypergradient at the solver's ``w*``, with ``solve_adjoint(f, w*, rhs, v0, solution)``
+    (``solution``: the solver's :class:`~poison_jax.engine.Solution`, e.g. for a factor it carries)."""
     theta_c, args_c = jax.lax.stop_gradient((theta, args))  # w* is differentiated implicitly
-    solution = solver.solve(lambda w: inner_loss(w, theta_c, *args_c), w0)
-    w_star = jax.lax.stop_gradient(solution.w)
+    solution = jax.lax.stop_gradient(solver.solve(lambda w: inner_loss(w, theta_c, *args_c), w0))
+    w_star = solution.w
     value, (g_w, g_theta) = jax.value_and_grad(outer_loss, argnums=(0, 1))(w_star, theta, *args)
-    v, status, stats = solve_adjoint(lambda w: inner_loss(w, theta, *args), w_star, g_w, adjoint0)
+    v, status, stats = solve_adjoint(lambda w: inner_loss(w, theta, *args), w_star, g_w, adjoint0, solution)
     _, mixed_vjp = jax.vjp(lambda th: jax.grad(inner_loss)(w_star, th, *args), theta)
     (mixed,) = mixed_vjp(v)
     return Differentiated(value, otu.tree_sub(g_theta, mixed), solution, v, status, stats)
@@ -136,7 +137,8 @@ class ImplicitCG:
     def check_solver(self, solver: Any) -> None:
         del solver  # any solver: w* is a constant here
 
-    def solve_adjoint(self, f, w_star, rhs, v0):
+    def solve_adjoint(self, f, w_star, rhs, v0, solution: Solution | None = None):
+        del solution  # CG needs only Hessian-vector products at w*
         matvec = lambda v: otu.tree_add_scale(hvp(f, w_star, v), self.damping, v)
         v, info = conjugate_gradient(matvec, rhs, maxiter=self.iters, tol=self.tol, x0=v0)
         status = jnp.where(info.converged, jnp.int32(RESULTS.successful), jnp.int32(RESULTS.adjoint_max_steps))
@@ -148,9 +150,18 @@ class ImplicitCG:
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
-    """The implicit function theorem with the ``(p, p)`` Hessian materialised (``jax.hessian``) and
-    solved directly: no iterations, exact to float rounding. For small problems (``p`` up to a few
-    thousand weights); the reference the iterative methods are checked against.
+    """The implicit function theorem with the ``(p, p)`` Hessian solved directly: no iterations,
+    exact to float rounding. For small problems (``p`` up to a few thousand weights); the reference
+    the iterative methods are checked against.
+
+    With :class:`~poison_jax.engine.DenseNewton` it reuses the Cholesky factor of
+    ``∇²L + damping·I`` that the solver returns at ``w*`` (``Solution.factor``): no second Hessian.
+    The two must then have the same ``damping`` (a :class:`~poison_jax.engine.Method` pairing them
+    otherwise is refused; :class:`~poison_jax.engine.ImplicitDense` builds the pair). A solver of
+    your own that returns a factor must factor ``∇²L + damping·I`` with this ``damping``. With any
+    other solver it materialises the Hessian (``jax.hessian``) at ``w*`` and solves by LU. Where the
+    factored matrix is not positive definite (a saddle; a singular Hessian without damping) the
+    factor is NaN and so are the hypergradient and its residual: the status says ``nonfinite``.
 
     Attributes:
       damping: added to the Hessian's diagonal (>= 0).
@@ -162,16 +173,28 @@ class Dense:
         checks.positive_finite("damping", self.damping, allow_zero=True)
 
     def check_solver(self, solver: Any) -> None:
-        del solver  # any solver: w* is a constant here
+        if isinstance(solver, DenseNewton) and solver.damping != self.damping:
+            raise ValueError(
+                f"Dense(damping={self.damping!r}) cannot reuse the Cholesky factor of {solver!r}, which "
+                f"factors the Hessian + {solver.damping!r}·I: give both the same damping "
+                f"(engine.ImplicitDense(damping=...) does), or use ImplicitCG({self.damping!r}) as the adjoint"
+            )
 
-    def solve_adjoint(self, f, w_star, rhs, v0):
+    def solve_adjoint(self, f, w_star, rhs, v0, solution: Solution | None = None):
         del v0  # a direct solve needs no start
         flat_w, unravel = ravel_pytree(w_star)
         flat_rhs = ravel_pytree(rhs)[0]
-        hessian = jax.hessian(lambda x: f(unravel(x)))(flat_w) + self.damping * jnp.eye(flat_w.size, dtype=flat_w.dtype)
-        v = jnp.linalg.solve(hessian, flat_rhs)
+        flat_f = lambda x: f(unravel(x))
+        if solution is not None and solution.factor is not None:  # the solver's factor at w*
+            v = cho_solve(solution.factor, flat_rhs)
+            product = hvp(flat_f, flat_w, v) + self.damping * v  # one Hessian-vector product to check it
+        else:
+            eye = jnp.eye(flat_w.size, dtype=flat_w.dtype)
+            hessian = jax.hessian(flat_f)(flat_w) + self.damping * eye
+            v = jnp.linalg.solve(hessian, flat_rhs)
+            product = hessian @ v
         scale = jnp.maximum(jnp.linalg.norm(flat_rhs), jnp.finfo(flat_rhs.dtype).tiny)
-        residual = jnp.linalg.norm(hessian @ v - flat_rhs) / scale  # how well float precision solved it
+        residual = jnp.linalg.norm(product - flat_rhs) / scale  # how well float precision solved it
         return unravel(v), jnp.asarray(RESULTS.successful, jnp.int32), {"adjoint_residual": residual}
 
     def __call__(self, solver, inner_loss: Loss, outer_loss: Loss, w0, adjoint0, theta, args) -> Differentiated:

@@ -7,10 +7,11 @@ A bilevel problem is two scalar functions of pytrees, with data as extra (traced
 
 :func:`hypergrad` computes ``A`` and ``dA/dtheta`` with a :class:`Method`: an inner solver
 (:class:`~poison_jax.engine.GradientDescent`, :class:`~poison_jax.engine.NewtonCG`,
-:class:`~poison_jax.engine.LBFGS` or your own) times a way to differentiate it
-(:class:`~poison_jax.engine.Unrolled`, :class:`~poison_jax.engine.ImplicitCG`,
-:class:`~poison_jax.engine.Dense` or your own). :class:`RMD`, :class:`IFT` and :class:`Implicit`
-are the named combinations of the paper and of the strong attack.
+:class:`~poison_jax.engine.LBFGS`, :class:`~poison_jax.engine.DenseNewton` or your own) times a
+way to differentiate it (:class:`~poison_jax.engine.Unrolled`,
+:class:`~poison_jax.engine.ImplicitCG`, :class:`~poison_jax.engine.Dense` or your own).
+:class:`RMD`, :class:`IFT` and :class:`Implicit` are the named combinations of the paper and of
+the strong attack; :class:`ImplicitDense` is the strong attack's for small models.
 
 Every call returns one :class:`Result`. Data after ``theta`` are traced, so a loop over data sets of
 the same shapes compiles once; pass the *same* loss functions on every call (not a fresh
@@ -44,8 +45,8 @@ import numpy as np
 import optax.tree_utils as otu
 
 from poison_jax.engine import checks
-from poison_jax.engine._adjoints import ImplicitCG, Unrolled
-from poison_jax.engine._solvers import MESSAGES, RESULTS, GradientDescent, NewtonCG, all_finite
+from poison_jax.engine._adjoints import Dense, ImplicitCG, Unrolled
+from poison_jax.engine._solvers import MESSAGES, RESULTS, DenseNewton, GradientDescent, NewtonCG, all_finite
 
 PyTree = Any
 Loss = Callable[..., jax.Array]  # (w, theta, *args) -> scalar
@@ -88,7 +89,8 @@ class Method:
     """An inner solver and a way to differentiate it.
 
     Attributes:
-      solver: a value with ``solve(f, w0) -> Solution`` (GradientDescent, NewtonCG, LBFGS, yours).
+      solver: a value with ``solve(f, w0) -> Solution`` (GradientDescent, NewtonCG, LBFGS,
+        DenseNewton, yours).
       adjoint: a way to differentiate it (Unrolled, ImplicitCG, Dense, yours).
       warm_start: whether a loop of hypergradients (the attack, ``hyperopt.fit``) should start each
         solve from the previous ``result.warm`` (True) or from a fresh ``w0`` each time (the paper).
@@ -134,6 +136,15 @@ class Implicit(Method):
 
     def __init__(self, solver: Any = NewtonCG(), cg_iters: int = 100, cg_tol: float = 1e-5, damping: float = 0.0):
         super().__init__(solver, _cg(cg_iters, cg_tol, damping), warm_start=True)
+
+
+class ImplicitDense(Method):
+    """The strong attack's method for small models: a converged dense Newton solve and the implicit
+    hypergradient by the Cholesky factor the solve ends with (no second Hessian, no CG), warm-started
+    (``Method(DenseNewton(tol, maxiter, damping), Dense(damping), warm_start=True)``)."""
+
+    def __init__(self, tol: float = 1e-5, maxiter: int = 100, damping: float = 0.0):
+        super().__init__(DenseNewton(tol, maxiter, damping), Dense(damping), warm_start=True)
 
 
 def _cg(cg_iters: int, cg_tol: float, damping: float) -> ImplicitCG:

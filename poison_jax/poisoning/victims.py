@@ -186,12 +186,14 @@ class ConvergedVictim:
     initialisation. Whether it reached the solver's tolerance is reported in
     :attr:`VictimMetrics.converged`."""
 
-    solver: engine.NewtonCG | engine.LBFGS = engine.NewtonCG(tol=1e-5, maxiter=200)
+    solver: engine.NewtonCG | engine.LBFGS | engine.DenseNewton = engine.NewtonCG(tol=1e-5, maxiter=200)
     name = "converged"
 
     def __post_init__(self):
-        if not isinstance(self.solver, (engine.NewtonCG, engine.LBFGS)):
-            raise TypeError(f"ConvergedVictim solver must be NewtonCG(...) or LBFGS(...), got {self.solver!r}")
+        if not isinstance(self.solver, (engine.NewtonCG, engine.LBFGS, engine.DenseNewton)):
+            raise TypeError(
+                f"ConvergedVictim solver must be NewtonCG(...), LBFGS(...) or DenseNewton(...), got {self.solver!r}"
+            )
 
     def train(self, model, x, y, weights, log_lam, key):
         weights = jnp.ones(x.shape[0], x.dtype) if weights is None else weights.astype(x.dtype)
