@@ -43,9 +43,14 @@ def lbfgs(tol: float, maxiter: int = 1000):
     return engine.LBFGS(tol=tol, maxiter=maxiter)
 
 
-def implicit_method(solver, cg_iters: int, cg_tol: float) -> engine.Method:
+def implicit_method(solver, cg_iters: int, cg_tol: float, damping: float = 0.0) -> engine.Method:
     """A converged inner ``solver`` (warm-started), the implicit adjoint by CG."""
-    return engine.Implicit(solver=solver, cg_iters=cg_iters, cg_tol=cg_tol)
+    return engine.Implicit(solver=solver, cg_iters=cg_iters, cg_tol=cg_tol, damping=damping)
+
+
+def implicit_dense_method(tol: float, maxiter: int = 100, damping: float = 0.0) -> engine.Method:
+    """Dense Newton (warm-started), the implicit adjoint by its Cholesky factor at w*."""
+    return engine.ImplicitDense(tol=tol, maxiter=maxiter, damping=damping)
 
 
 def hypergrad(method, inner, outer, w0, theta, *args, warm=None) -> engine.Result:

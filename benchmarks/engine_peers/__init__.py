@@ -14,7 +14,8 @@ in float64 at a Newton optimum (``NewtonCG(tol=1e-12)``), computed in a separate
 Timed, float32, jitted, median warm wall time (interleaved rounds, one warm-up call each):
 
 * poison_jax's paper paths: ``IFT`` (T steps of gradient descent, then CG) and ``RMD``, η = 0.1;
-* poison_jax's converged path: ``Implicit`` with ``NewtonCG`` or ``LBFGS`` from w0 = 0 (cold), and
+* poison_jax's converged path: ``Implicit`` with ``NewtonCG`` or ``LBFGS``, and ``ImplicitDense``
+  (``DenseNewton``, the adjoint by its Cholesky factor), from w0 = 0 (cold), and
   from the ``Warm`` of the previous hyperiteration (``xp`` perturbed by 0.01 N(0, 1), clipped to
   [0, 1]): the "warm" rows, what one hyperiteration of the attack costs;
 * optimistix ``LBFGS`` / ``BFGS`` + ``ImplicitAdjoint`` (``jax.value_and_grad`` through

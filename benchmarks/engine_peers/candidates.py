@@ -85,6 +85,10 @@ def ours(spec: dict, p: Problem) -> list[Ours]:
         (name, f"tol={tol:g}, CG tol={ctol:g}", ec.implicit_method(solver, spec["implicit_cg_iters"], ctol))
         for name, tol, ctol, solver in solvers
     ]
+    tol = spec["newton"][-1][0]  # dense Newton at Newton-CG's tightest tolerance; its adjoint is a direct solve
+    implicit.append(
+        ("DenseNewton", f"tol={tol:g}, Dense adjoint by its Cholesky factor", ec.implicit_dense_method(tol))
+    )
     out += [Ours(f"poison_jax Implicit {name}", s + ", from w0 = 0", m) for name, s, m in implicit]
     cold = ec.cold_warm(p.w0)
     for name, settings, method in implicit:

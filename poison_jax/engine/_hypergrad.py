@@ -132,7 +132,9 @@ class IFT(Method):
 
 class Implicit(Method):
     """The strong attack's method: a converged solve (Newton-CG by default) and the implicit
-    hypergradient by CG, both warm-started from the previous call's solutions."""
+    hypergradient by CG, both warm-started from the previous call's solutions. With a
+    :class:`~poison_jax.engine.DenseNewton` solver the adjoint is still CG: :class:`ImplicitDense`
+    solves it with the solver's Cholesky factor instead."""
 
     def __init__(self, solver: Any = NewtonCG(), cg_iters: int = 100, cg_tol: float = 1e-5, damping: float = 0.0):
         super().__init__(solver, _cg(cg_iters, cg_tol, damping), warm_start=True)
