@@ -35,6 +35,7 @@ EXPECTED_SECONDS = {
     "engine_peers": (120, 30),
     "import_time": (18, 6),
     "sweeps": (240, 60),
+    "compile_cache": (40, 15),
     "kernel_launches": (420, 20),
 }
 

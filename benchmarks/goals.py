@@ -66,6 +66,13 @@ GOALS = (
         "x 10 seeds, the whole command (minutes, 2 CPU cores)",
     ),
     Goal(
+        "second_run_compile",
+        "compile_cache",
+        0.10,
+        "a second identical digits-lr run (2 seeds) in a fresh process: its compile time / the first's, "
+        "one persistent compilation cache",
+    ),
+    Goal(
         "h2h_compiles_all_counts",
         "secml_h2h",
         1.0,

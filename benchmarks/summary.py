@@ -20,6 +20,7 @@ BENCHMARKS = (
     "engine_peers",
     "import_time",
     "sweeps",
+    "compile_cache",
     "kernel_launches",
 )
 
