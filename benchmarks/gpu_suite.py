@@ -2,14 +2,16 @@
 
     python -m benchmarks.gpu_suite --out DIR [--budget-s 420]
 
-1. The paper's MLP setting (imagenet-mlp preset: 2048x128x32x1, per-layer λ, RMD T = 600,
+1. The strong sweep (``mnist5k-lr-strong``, 4 Λ settings x 6 fractions x 10 seeds) with the dense
+   inner solver (``method.solver=dense-newton``: the GPU's choice by the kernel-launch count of
+   ``benchmarks.kernel_launches``), timed whole, compilation included, with its table.
+2. The paper-faithful ``mnist5k-lr`` sweep (10 seeds), the same way.
+3. The strong sweep with the preset's Newton-CG (the CPU's choice), to set beside 1.
+4. The poison_jax half of the secml head-to-head (``benchmarks.secml_h2h --jax-only --no-fresh``).
+5. The paper's MLP setting (imagenet-mlp preset: 2048x128x32x1, per-layer λ, RMD T = 600,
    checkpointed), 10 seeds vmapped, on random features of the real shapes (the ImageNet features
    cannot be had offline): warm seconds per hyperiteration with Λ fixed and with Λ learned, one
    victim evaluation (4,000 epochs), and the projected sweep time from them.
-2. The strong sweep (``mnist5k-lr-strong``, 4 Λ settings x 6 fractions x 10 seeds), timed whole,
-   compilation included, with its table.
-3. The poison_jax half of the secml head-to-head (``benchmarks.secml_h2h --jax-only``).
-4. The paper-faithful ``mnist5k-lr`` sweep (10 seeds), if the budget allows.
 
 Each stage is skipped when less than its estimate is left of ``--budget-s``; everything measured
 is written to ``DIR/gpu_suite.json`` as soon as it is known.
@@ -82,10 +84,14 @@ def mlp_paper_setting(num_seeds: int = 10) -> dict:
     return result
 
 
-def strong_sweep(out: Path, preset: str) -> dict:
-    config = presets.preset(preset)
+DENSE = {"method.solver": "dense-newton"}
+
+
+def timed_sweep(out: Path, preset: str, overrides: dict | None = None) -> dict:
+    config = presets.preset(preset, overrides or {})
     start = time.perf_counter()
-    records = sweep.run_sweep(config, out / preset, progress=False, log=lambda _: None)
+    folder = out / (preset + "".join(f"_{v}" for v in (overrides or {}).values()))
+    records = sweep.run_sweep(config, folder, progress=False, log=lambda _: None)
     seconds = time.perf_counter() - start
     table = {
         f"{r['setting']}/{r['cell']}": {
@@ -96,7 +102,13 @@ def strong_sweep(out: Path, preset: str) -> dict:
         }
         for r in records
     }
-    return {"preset": preset, "num_seeds": config.sweep.num_seeds, "seconds": seconds, "cells": table}
+    return {
+        "preset": preset,
+        "overrides": overrides or {},
+        "num_seeds": config.sweep.num_seeds,
+        "seconds": seconds,
+        "cells": table,
+    }
 
 
 def main(argv=None) -> int:
@@ -117,14 +129,17 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(report, indent=1))
 
     stages = [
-        ("mlp_paper_setting", 60, mlp_paper_setting),
-        ("strong_sweep", 60, lambda: strong_sweep(args.out, "mnist5k-lr-strong")),
+        ("strong_sweep_dense", 60, lambda: timed_sweep(args.out, "mnist5k-lr-strong", DENSE)),
+        ("paper_sweep", 60, lambda: timed_sweep(args.out, "mnist5k-lr")),
+        ("strong_sweep", 150, lambda: timed_sweep(args.out, "mnist5k-lr-strong")),
         (
             "secml_h2h_jax",
             40,
-            lambda: __import__("benchmarks.secml_h2h", fromlist=["main"]).main(["--jax-only", "--out", str(args.out)]),
+            lambda: __import__("benchmarks.secml_h2h", fromlist=["main"]).main(
+                ["--jax-only", "--no-fresh", "--out", str(args.out)]
+            ),
         ),
-        ("paper_sweep", 120, lambda: strong_sweep(args.out, "mnist5k-lr")),
+        ("mlp_paper_setting", 60, mlp_paper_setting),
     ]
     for name, estimate, stage in stages:
         left = args.budget_s - (time.perf_counter() - t0)
