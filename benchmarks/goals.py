@@ -185,6 +185,17 @@ def _dense(r: dict) -> str | None:
     )
 
 
+def _compile_cache(r: dict) -> str | None:
+    second = get(r, "second", "events_seconds")
+    if not second:
+        return None
+    return (
+        f"the second run traces for {second['tracing']:.2f} s and lowers to MLIR for {second['lowering']:.2f} s "
+        f"({get(r, 'second', 'programs')} programs), which JAX's cache does not skip; it loads them in "
+        f"{second['of which loading from the cache']:.2f} s"
+    )
+
+
 NOTES: dict[str, Callable[[dict], str | None]] = {
     "rmd_over_forward": _hypergrad,
     "ift_over_rmd_to_0.999": _accuracy,
@@ -198,4 +209,5 @@ NOTES: dict[str, Callable[[dict], str | None]] = {
     "h2h_cold_over_secml": _h2h,
     "h2h_warm_over_secml": _h2h,
     "dense_over_newton_cg": _dense,
+    "second_run_compile": _compile_cache,
 }

@@ -266,20 +266,33 @@ class NewtonCG(_ToTolerance):
         return _converged_solution(unravel(w), k, jnp.linalg.norm(g), self.tol)
 
 
-# One matrix at a time under vmap: jaxlib's batched LAPACK kernels on the CPU spread a batch over the
-# thread pool that runs the programs, and deadlock when several CPU devices run at once (the sweep's
-# jax_num_cpu_devices = cores, seeds in shard_map lanes).
-@jax.custom_batching.sequential_vmap
-def cholesky(matrix: jax.Array) -> jax.Array:
-    """The lower Cholesky factor ``L`` of a symmetric ``(p, p)`` matrix (``L Lᵀ``); NaN where it is
-    not positive definite."""
+def _cholesky(matrix: jax.Array) -> jax.Array:
     return jax.scipy.linalg.cho_factor(matrix, lower=True)[0]
 
 
-@jax.custom_batching.sequential_vmap
+def _cho_solve(factor: jax.Array, rhs: jax.Array) -> jax.Array:
+    return jax.scipy.linalg.cho_solve((factor, True), rhs)
+
+
+# On the CPU one matrix at a time under vmap: jaxlib's batched LAPACK kernels spread a batch over the
+# thread pool that runs the programs, and deadlock when several CPU devices run at once (the sweep's
+# jax_num_cpu_devices = cores, seeds in shard_map lanes). A GPU keeps its batched factorisation.
+_ONE_AT_A_TIME = {fn: jax.custom_batching.sequential_vmap(fn) for fn in (_cholesky, _cho_solve)}
+
+
+def _on_this_backend(fn):
+    return _ONE_AT_A_TIME[fn] if jax.default_backend() == "cpu" else fn
+
+
+def cholesky(matrix: jax.Array) -> jax.Array:
+    """The lower Cholesky factor ``L`` of a symmetric ``(p, p)`` matrix (``L Lᵀ``); NaN where it is
+    not positive definite."""
+    return _on_this_backend(_cholesky)(matrix)
+
+
 def cho_solve(factor: jax.Array, rhs: jax.Array) -> jax.Array:
     """``x`` with ``L Lᵀ x = rhs`` for the lower factor ``L`` ``(p, p)`` of :func:`cholesky`, ``rhs`` ``(p,)``."""
-    return jax.scipy.linalg.cho_solve((factor, True), rhs)
+    return _on_this_backend(_cho_solve)(factor, rhs)
 
 
 @dataclasses.dataclass(frozen=True)
