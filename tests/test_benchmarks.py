@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow  # end to end: deselect with -m "not slow" for a fast loop
 
 H2H_GOAL_IDS = {"h2h_compiles_all_counts", "h2h_cold_over_secml", "h2h_warm_over_secml"}  # secml_h2h, run apart
-APART_GOAL_IDS = H2H_GOAL_IDS | {"dense_over_newton_cg"}  # and benchmarks.dense_solver
+APART_GOAL_IDS = H2H_GOAL_IDS | {"dense_over_newton_cg", "second_run_compile"}  # dense_solver, compile_cache
 GOAL_IDS = {
     "rmd_over_forward",
     "ift_over_rmd_to_0.999",
