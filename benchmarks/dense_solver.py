@@ -41,9 +41,10 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from benchmarks import engine_calls as ec  # noqa: E402
 from benchmarks import harness  # noqa: E402
+from benchmarks.h2h_jax import STRONG  # noqa: E402
 from benchmarks.h2h_splits import load_split  # noqa: E402
 from benchmarks.problems import logistic_problem  # noqa: E402
-from poison_jax.poisoning import attack, data, models, outer  # noqa: E402
+from poison_jax.poisoning import attack, data, models  # noqa: E402
 
 ATTACK = dict(seeds=(0, 1, 2, 3, 4), counts=(6, 13, 19, 26), iters=50, repeats=5)
 QUICK_ATTACK = dict(seeds=(0, 1), counts=(6,), iters=5, repeats=2)
@@ -76,17 +77,8 @@ def victim_error(x, y, x_test, y_test) -> float:
 
 
 def _settings(method, n_features: int) -> attack.AttackSettings:
-    """The secml head-to-head's strong attack (``benchmarks.secml_h2h``) with ``method``."""
-    return attack.AttackSettings(
-        models.logistic_regression(n_features),
-        method,
-        alpha=0.99,
-        beta=0.1,
-        x_box=(0.0, 1.0),
-        lam_box=(-8.0, 6.0),
-        xp_step=outer.Armijo(min_scale=0.0),
-        mode=attack.Add(),
-    )
+    """The secml head-to-head's strong attack (``benchmarks.h2h_jax.STRONG``) with ``method``."""
+    return attack.AttackSettings(models.logistic_regression(n_features), **{**STRONG, "method": method})
 
 
 def attack_rows(spec: dict) -> list[dict]:

@@ -51,18 +51,12 @@ ATTACK_PROGRAM = "_run_attack"  # the name JAX's compile events give attack.run_
 
 def inner_method(name: str) -> engine.Method:
     """The strong attack's inner solve and hypergradient: ``newton-cg`` (Newton-CG, implicit by CG) or
-    ``dense`` (dense Newton, implicit by a dense Hessian solve; needs ``engine.DenseNewton``)."""
+    ``dense`` (dense Newton, the adjoint by its Cholesky factor: ``engine.ImplicitDense``)."""
     if name == "newton-cg":
         return STRONG["method"]
     if name != "dense":
         raise ValueError(f"method must be one of {METHODS}, got {name!r}")
-    dense_newton = getattr(engine, "DenseNewton", None)
-    if dense_newton is None:
-        raise SystemExit(
-            "--method dense needs poison_jax.engine.DenseNewton, which this poison_jax does not have yet; "
-            "use --method newton-cg"
-        )
-    return engine.Method(dense_newton(tol=1e-5, maxiter=100, damping=1e-4), engine.Dense(1e-4), warm_start=True)
+    return engine.ImplicitDense(tol=1e-5, maxiter=100, damping=1e-4)
 
 
 def settings_for(n_features: int, method: str = "newton-cg") -> attack.AttackSettings:

@@ -242,57 +242,58 @@ class NewtonCG(_ToTolerance):
     def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
         flat_w0, unravel = ravel_pytree(w0)  # one flat vector: one XLA op per vector operation, not per leaf
         flat_f = lambda x: f(unravel(x))
-        value_and_grad = jax.value_and_grad(flat_f)
 
-        def cond(state):
-            _, _, g, k, stalled = state
-            return (k < self.maxiter) & (jnp.linalg.norm(g) > self.tol) & ~stalled
-
-        def body(state):
-            w, value, g, k, _ = state
+        def direction(w, g):
             g_norm = jnp.linalg.norm(g)
             matvec = lambda v: hvp(flat_f, w, v) + self.damping * v
             # Eisenstat-Walker forcing: loose solves far away, tight ones near the minimum.
             p, _ = conjugate_gradient(matvec, -g, maxiter=self.cg_iters, tol=jnp.minimum(0.5, jnp.sqrt(g_norm)))
             slope = g @ p
             p = jnp.where(slope < 0, p, -g)  # not a descent direction: -g
-            slope = jnp.minimum(slope, -(g_norm**2))
-            step, value, g_next, passed = _line_search(value_and_grad, w, value, g, p, slope)
-            return w + step, value, g_next, k + 1, ~passed
+            return p, jnp.minimum(slope, -(g_norm**2))
 
-        value, g = value_and_grad(flat_w0)
-        init = (flat_w0, value, g, jnp.asarray(0, jnp.int32), jnp.asarray(False))
-        w, _, g, k, _ = jax.lax.while_loop(cond, body, init)
+        w, g, k = newton_iterations(flat_f, flat_w0, direction, maxiter=self.maxiter, tol=self.tol)
         return _converged_solution(unravel(w), k, jnp.linalg.norm(g), self.tol)
 
 
-def _cholesky(matrix: jax.Array) -> jax.Array:
-    return jax.scipy.linalg.cho_factor(matrix, lower=True)[0]
+def newton_iterations(flat_f, flat_w0: jax.Array, direction, *, maxiter: int, tol: float):
+    """Newton-type iterations on a flat ``w`` ``(p,)``: each step along ``direction(w, g) -> (p, slope)``
+    (a descent direction and the slope the line search tests) backtracked by :func:`_line_search`,
+    until ``||g|| <= tol``, ``maxiter`` steps or a line search that fails. Returns ``(w, g, steps)``."""
+    value_and_grad = jax.value_and_grad(flat_f)
 
+    def cond(state):
+        _, _, g, k, stalled = state
+        return (k < maxiter) & (jnp.linalg.norm(g) > tol) & ~stalled
 
-def _cho_solve(factor: jax.Array, rhs: jax.Array) -> jax.Array:
-    return jax.scipy.linalg.cho_solve((factor, True), rhs)
+    def body(state):
+        w, value, g, k, _ = state
+        p, slope = direction(w, g)
+        step, value, g_next, passed = _line_search(value_and_grad, w, value, g, p, slope)
+        return w + step, value, g_next, k + 1, ~passed
+
+    value, g = value_and_grad(flat_w0)
+    init = (flat_w0, value, g, jnp.asarray(0, jnp.int32), jnp.asarray(False))
+    w, _, g, k, _ = jax.lax.while_loop(cond, body, init)
+    return w, g, k
 
 
 # On the CPU one matrix at a time under vmap: jaxlib's batched LAPACK kernels spread a batch over the
 # thread pool that runs the programs, and deadlock when several CPU devices run at once (the sweep's
 # jax_num_cpu_devices = cores, seeds in shard_map lanes). A GPU keeps its batched factorisation.
-_ONE_AT_A_TIME = {fn: jax.custom_batching.sequential_vmap(fn) for fn in (_cholesky, _cho_solve)}
-
-
 def _on_this_backend(fn):
-    return _ONE_AT_A_TIME[fn] if jax.default_backend() == "cpu" else fn
+    return jax.custom_batching.sequential_vmap(fn) if jax.default_backend() == "cpu" else fn
 
 
 def cholesky(matrix: jax.Array) -> jax.Array:
     """The lower Cholesky factor ``L`` of a symmetric ``(p, p)`` matrix (``L Lᵀ``); NaN where it is
     not positive definite."""
-    return _on_this_backend(_cholesky)(matrix)
+    return _on_this_backend(lambda m: jax.scipy.linalg.cho_factor(m, lower=True)[0])(matrix)
 
 
 def cho_solve(factor: jax.Array, rhs: jax.Array) -> jax.Array:
     """``x`` with ``L Lᵀ x = rhs`` for the lower factor ``L`` ``(p, p)`` of :func:`cholesky`, ``rhs`` ``(p,)``."""
-    return _on_this_backend(_cho_solve)(factor, rhs)
+    return _on_this_backend(lambda lower, b: jax.scipy.linalg.cho_solve((lower, True), b))(factor, rhs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,27 +335,17 @@ class DenseNewton(_ToTolerance):
     def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
         flat_w0, unravel = ravel_pytree(w0)
         flat_f = lambda x: f(unravel(x))
-        value_and_grad = jax.value_and_grad(flat_f)
 
-        def cond(state):
-            _, _, g, k, stalled = state
-            return (k < self.maxiter) & (jnp.linalg.norm(g) > self.tol) & ~stalled
-
-        def body(state):
-            w, value, g, k, _ = state
+        def direction(w, g):
             # Damped by min(damping, ||g||²): defined where the Hessian is singular, and undamped enough
             # near the minimum to keep Newton's fast convergence (a fixed damping above the Hessian's
             # smallest eigenvalues makes it linear: 60-100 steps instead of 11 on digits, log λ = -8).
             p = cho_solve(self.factor(flat_f, w, jnp.minimum(self.damping, g @ g)), -g)
             slope = g @ p
             newton = jnp.all(jnp.isfinite(p)) & (slope < 0)  # else (no factor: not positive definite) -g
-            p, slope = jnp.where(newton, p, -g), jnp.where(newton, slope, -(g @ g))
-            step, value, g, passed = _line_search(value_and_grad, w, value, g, p, slope)
-            return w + step, value, g, k + 1, ~passed
+            return jnp.where(newton, p, -g), jnp.where(newton, slope, -(g @ g))
 
-        value, g = value_and_grad(flat_w0)
-        init = (flat_w0, value, g, jnp.asarray(0, jnp.int32), jnp.asarray(False))
-        w, _, g, k, _ = jax.lax.while_loop(cond, body, init)
+        w, g, k = newton_iterations(flat_f, flat_w0, direction, maxiter=self.maxiter, tol=self.tol)
         # The factor at w, after the loop: a caller that needs only w (Method.fit, a victim) never computes it.
         factor = self.factor(flat_f, w)
         return _converged_solution(unravel(w), k, jnp.linalg.norm(g), self.tol)._replace(factor=factor)
