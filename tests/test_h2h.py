@@ -29,10 +29,8 @@ def test_all_counts_run_one_program_and_switch_on_their_points():
         assert len(r["seconds"]) == (1 if count else 0)
 
 
-def test_the_dense_method_is_refused_by_name_where_the_engine_lacks_it(monkeypatch):
-    monkeypatch.delattr(engine, "DenseNewton", raising=False)
-    with pytest.raises(SystemExit, match="DenseNewton"):
-        h2h_jax.inner_method("dense")
+def test_the_methods_by_name():
+    assert isinstance(h2h_jax.inner_method("dense"), engine.ImplicitDense)
     with pytest.raises(ValueError, match="newton-cg"):
         h2h_jax.inner_method("lbfgs")
     assert h2h_jax.inner_method("newton-cg") is h2h_jax.STRONG["method"]
