@@ -216,8 +216,9 @@ class LBFGS(Section):
 @dataclasses.dataclass(frozen=True)
 class DenseNewton(Section):
     """Newton's method on the materialised Hessian (Cholesky), to a tolerance from a warm start; with
-    method implicit its factor at the solution also solves the adjoint (no CG). For small models
-    (a few hundred to a thousand weights on a CPU)."""
+    method implicit its factor at the solution also solves the adjoint (no CG). For small models on a
+    GPU; on a CPU Newton-CG is faster from a few dozen weights up (docs: How to choose, "Which solver
+    where")."""
 
     kind: ClassVar[str] = "dense-newton"
     at: ClassVar[str] = "solver"
