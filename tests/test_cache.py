@@ -44,9 +44,15 @@ def test_the_default_folder_and_the_off_switches(tmp_path):
     default = tmp_path / "xdg" / "poison_jax" / "jax"
     said, _ = _run(tmp_path, tmp_path / "a")
     assert f"JAX compilation cache: {default}" in said and any(default.iterdir())
-    for options, env in ((("--no-cache",), None), ((), {"POISON_JAX_NO_CACHE": "1"})):
-        off, _ = _run(tmp_path, tmp_path / f"off{len(options)}", *options, env_extra=env)
-        assert "JAX compilation cache" not in off
+    off, _ = _run(tmp_path, tmp_path / "off", "--no-cache")
+    assert "JAX compilation cache" not in off
+
+
+def test_the_environment_turns_it_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("POISON_JAX_NO_CACHE", "1")
+    said = []
+    assert cache.use_compilation_cache(tmp_path / "unused", log=said.append) is None
+    assert said == [] and not (tmp_path / "unused").exists()
 
 
 def test_the_folder_comes_from_the_environment_and_a_bad_one_is_named(tmp_path, monkeypatch):
