@@ -347,7 +347,6 @@ def _all_methods(data, theta):
         "ift": IFT(steps=30, lr=0.5, cg_iters=20, cg_tol=1e-8),
         "dense": Method(GradientDescent(30, 0.5), Dense()),
         "newton": engine.Implicit(NewtonCG(tol=1e-8)),
-        "dense_newton": engine.ImplicitDense(tol=1e-8),
         "heavy_ball": Method(HeavyBall(30, 0.3), Unrolled()),
     }
     out = {name: hypergrad(m, inner, outer, w0, theta)[:4] for name, m in methods.items()}
