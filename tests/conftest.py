@@ -2,8 +2,19 @@ import os
 import shutil
 import tempfile
 
-import jax
-import pytest
+# The suite compiles about two thousand small programs and runs each a few times, so XLA's CPU
+# compiler is most of its time. These flags change how the code is generated, never what it computes:
+# no LLVM optimisation, the classic elemental emitters instead of the fusion emitters, one codegen
+# module per program. Measured on six of test_engine's float64 hypergradients: 2.4 s to compile
+# against 6.4 s. Set before JAX starts its backend; subprocesses (the CLI, benchmarks) inherit them.
+# A caller's XLA_FLAGS come after these, so they win.
+_FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
+)
+os.environ["XLA_FLAGS"] = f"{_FAST_COMPILE_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 _CACHE_DIR = pytest.StashKey[str]()
 
