@@ -37,6 +37,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from benchmarks import engine_calls as ec  # noqa: E402
@@ -44,6 +45,7 @@ from benchmarks import harness  # noqa: E402
 from benchmarks.h2h_jax import STRONG  # noqa: E402
 from benchmarks.h2h_splits import load_split  # noqa: E402
 from benchmarks.problems import logistic_problem  # noqa: E402
+from poison_jax import engine  # noqa: E402
 from poison_jax.poisoning import attack, data, models  # noqa: E402
 
 ATTACK = dict(seeds=(0, 1, 2, 3, 4), counts=(6, 13, 19, 26), iters=50, repeats=5)
@@ -93,21 +95,41 @@ def attack_rows(spec: dict) -> list[dict]:
             settings = _settings(method, splits.x_train.shape[-1])
             state = attack.init_attack(settings, keys, splits, count, math.log(1.0 / C))
             state = attack.set_poison_count(state, count, count)
-            runs[name] = lambda st=settings, s=state: attack.run_attack(  # noqa: E731
+            run = lambda st=settings, s=state: attack.run_attack(  # noqa: E731
                 st, splits, s, num_iters=spec["iters"], update_xp=True, update_lam=False
-            )[0]
+            )
+            runs[name] = lambda run=run: run()[0]  # noqa: E731
             first = harness.first_call_seconds(runs[name])  # compiles
-            final = runs[name]()
+            final, info = run()
             x, y, w = (np.asarray(a) for a in attack.poisoned_training_set(splits, final, settings.mode))
             row[name] = {
                 "first_call_s": first,
                 "errors": [victim_error(x[s][w[s] > 0], y[s][w[s] > 0], *tests[s]) for s in range(len(tests))],
                 "unconverged": np.asarray(final.unconverged_solves).tolist(),
+                # per hyperiteration, mean over seeds and hyperiterations: what each method's solves did
+                "mean_steps": {k: float(np.mean(v)) for k, v in info.stats.items() if k.endswith("_steps")},
             }
         for name, t in harness.time_calls(runs, repeats=spec["repeats"], warmup=0).items():
             row[name] |= {"warm_s": t.median, "warm_min_s": t.minimum}
         rows.append(row)
     return rows
+
+
+def factor_in_cg_steps(spec: dict) -> dict:
+    """At the attack's size (p = 65; 128 clean rows and the largest count of poison rows, log λ =
+    log 0.01): one dense factor (the Hessian by ``jax.hessian`` and its Cholesky, what
+    :class:`~poison_jax.engine.DenseNewton` adds to a hypergradient) against one Hessian-vector CG
+    step (of 50 run), in ms, and the factor's price in CG steps."""
+    inner, _, w0, theta, arrays = logistic_problem(64, 128, max(spec["counts"]), 64)
+    theta = {**theta, "log_lam": jnp.full_like(theta["log_lam"], math.log(1.0 / C))}
+    flat_w, unravel = ravel_pytree(w0)
+    flat_inner = lambda w: inner(unravel(w), theta, arrays)  # noqa: E731
+    factor = jax.jit(lambda w: engine.DenseNewton(damping=DAMPING).factor(flat_inner, w))
+    cg = jax.jit(lambda w: ec.cg_steps(lambda u, th: flat_inner(u), w, theta, jnp.ones_like(w), 50))
+    times = harness.time_calls({"factor": lambda: factor(flat_w), "cg50": lambda: cg(flat_w)}, repeats=20)
+    factor_ms, cg_step_ms = 1e3 * times["factor"].median, 1e3 * times["cg50"].median / 50
+    ratio = factor_ms / cg_step_ms
+    return {"p": flat_w.size, "factor_ms": factor_ms, "cg_step_ms": cg_step_ms, "factor_in_cg_steps": ratio}
 
 
 # ---------------------------------------------------------------------------- (b) the crossover
@@ -163,6 +185,7 @@ def run(args) -> dict:
         "attack": {**spec_a, "rows": attacks, "warm_seconds": total},
         "crossover": {**{k: v for k, v in spec_b.items() if k != "ds"}, "rows": rows},
         "crossover_p": {s: crossover(rows, f"dense_over_newton_cg_{s}") for s in ("cold", "warm")},
+        "factor_in_cg_steps": factor_in_cg_steps(spec_a),
         "load_average_before_attacks": load_before,
         "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "goals": {"dense_over_newton_cg": total["dense"] / total["newton-cg"]},
@@ -184,6 +207,17 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['count']} | {ncg['warm_s']:.3f} | {dense['warm_s']:.3f} | {err(ncg)} | {err(dense)} |")
     ratio = result["goals"]["dense_over_newton_cg"]
     lines += ["", f"dense / Newton-CG, warm, all counts: **{ratio:.3f}** (goal <= 0.5)", ""]
+    steps = lambda name, key: np.mean([r[name]["mean_steps"].get(key, 0.0) for r in a["rows"]])  # noqa: E731
+    f = result["factor_in_cg_steps"]
+    lines += [
+        "Where the time goes, per hyperiteration (mean over seeds, hyperiterations and counts): the warm-started "
+        f"inner solve takes {steps('newton-cg', 'inner_steps'):.2f} Newton steps with Newton-CG and "
+        f"{steps('dense', 'inner_steps'):.2f} dense; Newton-CG's adjoint takes "
+        f"{steps('newton-cg', 'adjoint_steps'):.1f} CG steps. At p = {f['p']} one dense factor (Hessian and "
+        f"Cholesky) costs {f['factor_ms']:.3f} ms, one CG step "
+        f"{f['cg_step_ms']:.4f} ms: the factor is worth {f['factor_in_cg_steps']:.0f} CG steps.",
+        "",
+    ]
     lines += [
         "One hypergradient of logistic regression (n = 512, float32), median ms:",
         "",

@@ -174,14 +174,16 @@ def _sweep(name: str) -> Callable[[dict], str]:
 
 
 def _dense(r: dict) -> str | None:
-    seconds, p = get(r, "attack", "warm_seconds"), get(r, "crossover_p", "warm")
-    if not seconds:
+    seconds, f = get(r, "attack", "warm_seconds"), get(r, "factor_in_cg_steps")
+    rows = get(r, "attack", "rows") or []
+    if not seconds or not f or not rows:
         return None
+    steps = lambda name, key: sum(row[name]["mean_steps"].get(key, 0.0) for row in rows) / len(rows)  # noqa: E731
     return (
-        f"attack warm: dense {seconds['dense']:.2f} s, Newton-CG {seconds['newton-cg']:.2f} s; a Hessian costs "
-        f"p Hessian-vector products and a solve of k steps evaluates k + 1 of them, where Newton-CG's few CG steps "
-        f"suffice: one warm hypergradient of logistic regression is no slower dense "
-        f"{'up to p = ' + str(p) if p else 'at no p measured'}."
+        f"attack warm: dense {seconds['dense']:.2f} s, Newton-CG {seconds['newton-cg']:.2f} s; the warm-started inner "
+        f"solve takes {steps('newton-cg', 'inner_steps'):.2f} Newton steps a hyperiteration and Newton-CG's adjoint "
+        f"{steps('newton-cg', 'adjoint_steps'):.0f} CG steps, while one dense factor (Hessian and Cholesky, p = "
+        f"{f['p']}) costs as much as {f['factor_in_cg_steps']:.0f} CG steps: the factor replaces about what it costs."
     )
 
 
