@@ -1,6 +1,6 @@
 """Experiment configs (floor 2): one frozen config of sections, each a choice holding only what it reads.
 
-An :class:`ExperimentConfig` has a name and eight sections; each section is a frozen dataclass
+An :class:`ExperimentConfig` has a name and nine sections; each section is a frozen dataclass
 checked at construction, its fields documented where they are defined, and a field the chosen
 alternative does not read does not exist (``RMD`` has no ``solver``)::
 
@@ -16,15 +16,15 @@ alternative does not read does not exist (``RMD`` has no ``solver``)::
              poison_mode, log_lam_box, poison_batch, num_batches, iters_fixed, iters_clean,
              iters_multi, log_lam_init
     victim   sgd(lr, epochs, batch) | converged(solver)
+    defence  none | sphere | slab | knn(k) | svd(mass)          + statistics, rule: fraction(f) | percentile(q)
     sweep    seed, num_seeds, n_train, n_val, settings, log_lam_small, log_lam_large,
              cv_log_lam_grid, cv_folds
 
-The choices are in :mod:`~poison_jax.experiments.sections` and :mod:`~poison_jax.experiments.sources`.
-:func:`override` changes a config by dotted paths (``{"method.steps": 50}``; ``{"method":
-"implicit"}`` switches the choice, keeping the fields the new alternative shares with the old one,
-except the data source, which starts from its defaults); ``--set`` reads its values with
-:func:`poison_jax.experiments.overrides.parse_overrides`. The hash that files results keeps
-0.1.0's (:mod:`poison_jax.experiments.legacy`), so results folders written before still resume.
+Choices: in this folder's `sections`, `sources` and `defence_sections` modules. :func:`override`
+changes a config by dotted paths (``{"method.steps": 50}``; ``{"method": "implicit"}`` switches the choice,
+keeping the fields the new alternative shares with the old one, except the data source, which starts from its
+defaults); ``--set`` reads its values with :func:`poison_jax.experiments.overrides.parse_overrides`. The hash
+that files results keeps 0.1.0's (:mod:`poison_jax.experiments.legacy`): results folders written before resume.
 
 Example::
 
@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 
 from poison_jax.engine import checks
 from poison_jax.experiments import checked
+from poison_jax.experiments import defence_sections as ds
 from poison_jax.experiments import sections as s
 from poison_jax.experiments.checked import ConfigError, Section, option
 from poison_jax.experiments.sources import SOURCES, Digits, Npz, Source
@@ -97,9 +98,7 @@ class Attack(Section):
     iters_clean: int = option(
         50, f"T_λ, {_ITERS} learning log λ on clean data (learned, fraction 0)", checked.positive_int
     )
-    iters_multi: int = option(
-        100, f"T_mul, {_ITERS} per batch of the multiobjective attack (learned)", checked.positive_int
-    )
+    iters_multi: int = option(100, f"T_mul, {_ITERS} per batch of the multiobjective attack", checked.positive_int)
     log_lam_init: float = option(
         math.log(5.0), "log λ where learned starts (learned on clean data from there)", checked.finite
     )
@@ -135,6 +134,8 @@ CHOICES: dict[str, Mapping[str, type[Section]]] = {
     "loss": s.LOSSES,
     "method": s.METHODS,
     "victim": s.VICTIMS,
+    "defence": ds.DEFENCES,
+    "rule": ds.RULES,
     "solver": s.SOLVERS,
     "xp_step": s.STEP_RULES,
     "lam_step": s.STEP_RULES,
@@ -159,6 +160,9 @@ class ExperimentConfig(Section):
     method: s.RMD | s.IFT | s.Implicit = option(s.RMD(), "hypergradient", checked.is_a(s.METHODS))
     attack: Attack = option(Attack(), "the attack", checked.is_a({"": Attack}))
     victim: s.SGD | s.Converged = option(s.SGD(), "victim judged on the poisoned set", checked.is_a(s.VICTIMS))
+    defence: ds.NoDefence | ds.Sphere | ds.Slab | ds.KNN | ds.SVD = option(
+        ds.NoDefence(), "sanitiser of the poisoned set before the victim fits", checked.is_a(ds.DEFENCES)
+    )
     sweep: Sweep = option(Sweep(), "the sweep", checked.is_a({"": Sweep}))
 
     def __post_init__(self) -> None:
@@ -246,6 +250,7 @@ def _check_together(c: ExperimentConfig) -> None:
             error=ConfigError,
         )
     _refuse_unstable_smoothing(c)
+    ds.check_applies(c.defence, regression=isinstance(c.loss, s.Squared), num_classes=c.num_classes)
 
 
 def _refuse_unstable_smoothing(c: ExperimentConfig) -> None:

@@ -59,7 +59,7 @@ from poison_jax.experiments.cache import use_compilation_cache
 from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.config import ExperimentConfig, override
 from poison_jax.experiments.devices import SeedSharding
-from poison_jax.poisoning import attack, hyperopt, models, seeds, victims
+from poison_jax.poisoning import attack, defences, hyperopt, models, seeds, victims
 
 __all__ = ["Sweep", "build_model", "compile_seconds", "load_dataset", "load_splits", "run_sweep", "seed_keys"]
 
@@ -120,6 +120,7 @@ class Sweep:
         settings = config.attack_settings(self.model, x_box=self.x_box)
         self.settings = dataclasses.replace(settings, seed_lanes=self.seed_lanes)
         self.victim = config.victim_model()
+        self.sanitiser = config.defence.build()  # None: the victim fits the whole poisoned set
         self._seconds_per_iter: dict[tuple[bool, bool], float] = {}  # by (update_xp, update_lam)
 
     @property
@@ -255,6 +256,11 @@ class Sweep:
         c = self.config
         state = self.placed(state)
         x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
+        removed = {}
+        if self.sanitiser is not None:
+            poison = attack.poison_rows(self.splits, state, self.settings.mode)
+            args = (x, y, weights, poison, self.splits.x_train, self.splits.y_train)
+            weights, removed = _sanitised(self.sanitiser, self.model.num_classes, *args)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, EVAL, self.seeds))
         m = victims.evaluate_victim(
             self.model,
@@ -269,12 +275,13 @@ class Sweep:
             seed_lanes=self.seed_lanes,
         )
         objective = attack.attack_objective(self.settings, self.splits, state)
-        m, objective, nonfinite, unconverged = self.sharding.gather(
-            (m, objective, state.nonfinite_steps, state.unconverged_solves)
+        m, objective, nonfinite, unconverged, removed = self.sharding.gather(
+            (m, objective, state.nonfinite_steps, state.unconverged_solves, removed)
         )
         per_seed, failures = per_seed_metrics(c, self.model, m, objective, nonfinite)
         per_seed["unconverged_solves"] = np.asarray(unconverged).tolist()
         per_seed["victim_converged"] = np.asarray(m.converged).tolist()
+        per_seed |= {f"defence_{k}": np.asarray(v).tolist() for k, v in removed.items()}
         return {"per_seed": per_seed, "mean": mean_metrics(per_seed), "failures": failures}
 
 
@@ -287,6 +294,19 @@ def _init_grad_norm_one(settings, state, split):
     data = attack.poison_data(split.x_train, split.y_train, split.x_val, split.y_val, state, settings.mode)
     theta = {"xp": state.xp, "log_lam": state.log_lam}
     return otu.tree_norm(jax.grad(inner_loss)(settings.model.init(state.key), theta, data))
+
+
+@functools.partial(jax.jit, static_argnames=("sanitiser", "num_classes"))
+def _sanitised(sanitiser, num_classes, x, y, weights, poison, x_clean, y_clean):
+    """Each seed's poisoned set after ``sanitiser``: the victim's row weights ``(S, n)`` (0 for a row
+    removed or absent) and what it removed (:func:`poison_jax.poisoning.defences.removal_stats`)."""
+
+    def one(x, y, weights, poison, x_clean, y_clean):
+        present = jnp.ones(y.shape, bool) if weights is None else weights > 0
+        keep = sanitiser.keep(x, y, present, x_clean, y_clean, num_classes)
+        return keep.astype(x.dtype), defences.removal_stats(keep, present, poison)
+
+    return jax.vmap(one)(x, y, weights, poison, x_clean, y_clean)  # weights None: a tree with no leaves
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

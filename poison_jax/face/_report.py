@@ -119,4 +119,28 @@ def summary_table(records) -> str:
                 cols.append(f"{100 * err.mean():.1f} ± {100 * err.std():.1f}")
             cols.append(", ".join(f"{v:.2f}" for v in lam) if lam else "–")
         rows.append(f"| {100 * fraction:.1f} | " + " | ".join(cols) + " |")
+    return "\n".join(rows) + _defence_table(curves, fractions)
+
+
+def _defence_table(curves: dict, fractions: list) -> str:
+    """For records of a run with a sanitiser, a second table: per setting, the share of the poison
+    points it removed (recall) and of the clean points (false-positive rate), mean over seeds (%)."""
+    if not any("defence_recall" in r["per_seed"] for rs in curves.values() for r in rs):
+        return ""
+    head = "| poison (%) | " + " | ".join(
+        f"{rs[0]['label']}: poison removed (%) | clean removed (%)" for rs in curves.values()
+    )
+    rows = ["", "", "The sanitiser, mean over seeds:", "", head + " |", "|---:|" + "---:|---:|" * len(curves)]
+    for cell, fraction in fractions:
+        cols = []
+        for rs in curves.values():
+            r = next((r for r in rs if r["cell"] == cell and "defence_recall" in r["per_seed"]), None)
+            recall, fpr = (
+                seed_values(r, k) if r else np.array([]) for k in ("defence_recall", "defence_false_positive_rate")
+            )
+            cols += [
+                f"{100 * recall.mean():.1f}" if recall.size and cell else "–",
+                f"{100 * fpr.mean():.1f}" if fpr.size else "–",
+            ]
+        rows.append(f"| {100 * fraction:.1f} | " + " | ".join(cols) + " |")
     return "\n".join(rows)

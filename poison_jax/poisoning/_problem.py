@@ -34,6 +34,11 @@ class Replace:
         y = y_train.at[rows].set(state.yp, mode="drop")
         return x, y, None
 
+    def poison_rows(self, state, n_train):
+        """``(n_train,)`` bool: the rows of :meth:`training_set` that hold active poison points."""
+        rows = jnp.where(state.active, state.replace_idx, n_train)
+        return jnp.zeros(n_train, bool).at[rows].set(True, mode="drop")
+
 
 @dataclasses.dataclass(frozen=True)
 class Add:
@@ -52,6 +57,10 @@ class Add:
         y = jnp.concatenate([y_train, state.yp.astype(y_train.dtype)])
         weights = jnp.concatenate([jnp.ones(x_train.shape[0], x_train.dtype), state.active.astype(x_train.dtype)])
         return x, y, weights
+
+    def poison_rows(self, state, n_train):
+        """``(n_train + P,)`` bool: the rows of :meth:`training_set` that hold active poison points."""
+        return jnp.concatenate([jnp.zeros(n_train, bool), state.active])
 
 
 MODES: dict[str, type[Replace] | type[Add]] = {"replace": Replace, "add": Add}
@@ -178,3 +187,11 @@ def poisoned_training_set(splits, state: AttackState, mode: Replace | Add = Repl
       weights ``(S, n_train + P)``, 0 for the poison points not yet active.
     """
     return jax.vmap(lambda st, x, y: mode.training_set(st, x, y))(state, splits.x_train, splits.y_train)
+
+
+@functools.partial(jax.jit, static_argnames=("mode",))
+def poison_rows(splits, state: AttackState, mode: Replace | Add = Replace()) -> jax.Array:
+    """Which rows of :func:`poisoned_training_set`'s ``x`` hold active poison points: ``(S, n)`` bool
+    (what a sanitiser should remove; its recall and false-positive rate are measured on it)."""
+    n_train = splits.x_train.shape[1]
+    return jax.vmap(lambda st: mode.poison_rows(st, n_train))(state)

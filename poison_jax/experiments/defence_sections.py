@@ -1,0 +1,164 @@
+"""The defence section of an experiment config (floor 2): the sanitiser applied to each poisoned
+training set before the victim fits, and its removal rule.
+
+``--set defence=sphere`` (or ``slab``, ``knn``, ``svd``; ``none``, the default, fits the victim on
+the whole poisoned set) with ``defence.statistics`` (``oracle``: centroids, radii, subspaces and
+neighbours from the clean training set; ``data-dependent``: from the poisoned set, what a real
+defender has) and ``defence.rule`` (``fraction``: per class, the highest-scoring ``rule.f`` of the
+rows; ``percentile``: per class, the rows scoring above the ``rule.q``-th percentile of the
+reference rows' scores). Each builds a :class:`poison_jax.poisoning.defences.Sanitiser`
+(``build()``; ``none`` builds ``None``). The defence judges the attack: the attacker does not see
+it, and learned λ is learned on the unsanitised set (the non-adaptive attack).
+
+Example::
+
+    >>> from poison_jax.experiments import defence_sections as d
+    >>> d.Sphere(statistics="oracle", rule=d.Percentile(q=90.0)).build().statistics
+    'oracle'
+    >>> d.Fraction(f=1.0)
+    Traceback (most recent call last):
+    ...
+    poison_jax.experiments.checked.ConfigError: rule.f must be a number in [0, 1), got 1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from poison_jax.engine import checks
+from poison_jax.experiments.checked import ConfigError, Section, family, is_a, one_of, option, positive_int
+from poison_jax.poisoning import defences
+
+__all__ = ["DEFENCES", "KNN", "RULES", "SVD", "Fraction", "NoDefence", "Percentile", "Slab", "Sphere", "check_applies"]
+
+
+def _fraction(path: str, value: Any) -> None:
+    if not checks.is_real(value) or not 0 <= value < 1:
+        checks.fail(path, value, "a number in [0, 1)", error=ConfigError)
+
+
+def _percentile(path: str, value: Any) -> None:
+    if not checks.is_real(value) or not 0 < value <= 100:
+        checks.fail(path, value, "a number in (0, 100]", error=ConfigError)
+
+
+def _mass(path: str, value: Any) -> None:
+    if not checks.is_real(value) or not 0 < value <= 1:
+        checks.fail(path, value, "a number in (0, 1]", error=ConfigError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fraction(Section):
+    """Remove, per class, the highest-scoring fraction of the rows."""
+
+    kind: ClassVar[str] = "fraction"
+    at: ClassVar[str] = "rule"
+    f: float = option(0.05, "fraction of each class's rows removed, in [0, 1)", _fraction)
+
+    def build(self) -> defences.Fraction:
+        return defences.Fraction(float(self.f))
+
+
+@dataclasses.dataclass(frozen=True)
+class Percentile(Section):
+    """Remove, per class, the rows scoring above a percentile of the reference rows' scores."""
+
+    kind: ClassVar[str] = "percentile"
+    at: ClassVar[str] = "rule"
+    q: float = option(
+        90.0, "the percentile of the reference rows' scores above which rows go, in (0, 100]", _percentile
+    )
+
+    def build(self) -> defences.Percentile:
+        return defences.Percentile(float(self.q))
+
+
+RULES = family(Fraction, Percentile)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoDefence(Section):
+    """No sanitiser: the victim fits the whole poisoned training set (the paper's setting)."""
+
+    kind: ClassVar[str] = "none"
+    at: ClassVar[str] = "defence"
+
+    def build(self) -> None:
+        return None
+
+
+_STATISTICS = "where the statistics come from: oracle (the clean training set) or data-dependent (the poisoned set)"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sanitiser(Section):
+    """A sanitiser: its score (the subclass), where its statistics come from and its removal rule."""
+
+    at: ClassVar[str] = "defence"
+    statistics: str = option("data-dependent", _STATISTICS, one_of("oracle", "data-dependent"))
+    rule: Fraction | Percentile = option(Fraction(), "the removal rule: fraction or percentile", is_a(RULES))
+
+    def score(self) -> Any:
+        raise NotImplementedError
+
+    def build(self) -> defences.Sanitiser:
+        return defences.Sanitiser(self.score(), self.rule.build(), self.statistics)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sphere(_Sanitiser):
+    """The L2 ball: a row's distance to its class's centroid."""
+
+    kind: ClassVar[str] = "sphere"
+
+    def score(self) -> defences.Sphere:
+        return defences.Sphere()
+
+
+@dataclasses.dataclass(frozen=True)
+class Slab(_Sanitiser):
+    """The slab: a row's distance to its class's centroid along the centroids' difference (binary)."""
+
+    kind: ClassVar[str] = "slab"
+
+    def score(self) -> defences.Slab:
+        return defences.Slab()
+
+
+@dataclasses.dataclass(frozen=True)
+class KNN(_Sanitiser):
+    """k nearest neighbours: a row's summed distance to its k nearest rows of its class."""
+
+    kind: ClassVar[str] = "knn"
+    k: int = option(5, "neighbours summed", positive_int)
+
+    def score(self) -> defences.KNN:
+        return defences.KNN(k=self.k)
+
+
+@dataclasses.dataclass(frozen=True)
+class SVD(_Sanitiser):
+    """The SVD subspace: a row's distance outside its class's top singular subspace."""
+
+    kind: ClassVar[str] = "svd"
+    mass: float = option(0.95, "the subspace keeps this share of the squared singular values, in (0, 1]", _mass)
+
+    def score(self) -> defences.SVD:
+        return defences.SVD(mass=float(self.mass))
+
+
+DEFENCES = family(NoDefence, Sphere, Slab, KNN, SVD)
+
+
+def check_applies(defence: Section, *, regression: bool, num_classes: int) -> None:
+    """Refuse a sanitiser where it does not apply: they score rows by class (classification only),
+    and the slab needs two classes."""
+    if isinstance(defence, NoDefence):
+        return
+    if regression:
+        allowed = "none with loss squared (the sanitisers score rows by class: classification only)"
+        checks.fail("defence", defence.kind, allowed, error=ConfigError)
+    if isinstance(defence, Slab) and num_classes != 2:
+        allowed = f"sphere, knn, svd or none with {num_classes} classes (the slab is binary)"
+        checks.fail("defence", defence.kind, allowed, error=ConfigError)
