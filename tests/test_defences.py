@@ -170,6 +170,22 @@ def test_svd_with_all_the_mass_on_rank_deficient_data_measures_the_distance_off_
     assert jnp.all(fewer >= scores - 1e-4) and jnp.all(fewer[:80] > 1e-2)  # half the mass: rows stick out
 
 
+def test_the_public_statistics_are_the_class_means_the_slab_direction_and_per_class_percentiles():
+    x, y = clean_set()
+    present = jnp.ones(len(y), bool).at[0].set(False)
+    x = x.at[0].set(jnp.nan)  # an absent row counts nowhere
+    xs, ys = np.asarray(x)[1:], np.asarray(y)[1:]
+    mu = defences.centroids(x, y, present, 2)
+    np.testing.assert_allclose(mu, [xs[ys == c].mean(0) for c in (0, 1)], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Slab.direction(mu), (mu[0] - mu[1]) / np.linalg.norm(mu[0] - mu[1]), rtol=1e-6)
+    np.testing.assert_array_equal(Slab.direction(jnp.ones((2, 3))), np.zeros(3))
+    scores = jnp.asarray(np.random.default_rng(0).normal(size=len(y)), jnp.float32)
+    thresholds = Percentile(70.0).thresholds(scores, y, present, 3)  # class 2 has no rows
+    expected = [np.percentile(np.asarray(scores)[1:][ys == c], 70.0) for c in (0, 1)]
+    np.testing.assert_allclose(thresholds[:2], expected, rtol=1e-6)
+    assert thresholds[2] == jnp.inf
+
+
 @pytest.mark.parametrize(
     ("make", "value"),
     [

@@ -1,6 +1,30 @@
 """Floor 1, the poisoning problem: data, models, penalties, losses, the attack, victims and
 hyperparameter learning, built on the engine (:mod:`poison_jax.engine`)."""
 
-from poison_jax.poisoning import attack, data, defences, hyperopt, losses, models, outer, penalties, seeds, victims
+from poison_jax.poisoning import (
+    attack,
+    data,
+    defences,
+    feasible,
+    hyperopt,
+    losses,
+    models,
+    outer,
+    penalties,
+    seeds,
+    victims,
+)
 
-__all__ = ["attack", "data", "defences", "hyperopt", "losses", "models", "outer", "penalties", "seeds", "victims"]
+__all__ = [
+    "attack",
+    "data",
+    "defences",
+    "feasible",
+    "hyperopt",
+    "losses",
+    "models",
+    "outer",
+    "penalties",
+    "seeds",
+    "victims",
+]

@@ -70,6 +70,7 @@ __all__ = [
     "Score",
     "Slab",
     "Sphere",
+    "centroids",
     "removal_stats",
 ]
 
@@ -91,6 +92,12 @@ def _centroids(x: jax.Array, masks: jax.Array) -> jax.Array:
     """``(K, d)`` the mean of the rows each mask selects (zeros for an empty class)."""
     rows = jnp.where(masks.any(0)[:, None], x, 0.0)  # 0 · NaN is NaN: zero absent rows, don't weight them
     return (masks.astype(x.dtype) @ rows) / jnp.maximum(masks.sum(1), 1)[:, None]
+
+
+def centroids(x: jax.Array, y: jax.Array, present: jax.Array, num_classes: int) -> jax.Array:
+    """``(K, d)`` each class's mean of the present rows of ``x (n, d)`` (zeros for an empty class):
+    the ``μ_c`` of every score."""
+    return _centroids(x, _class_masks(y, present, num_classes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +137,14 @@ class Slab:
         """``(n,)`` each row's offset from its class centroid along ``v``."""
         if num_classes != 2:
             checks.fail("Slab num_classes", num_classes, "2 (the slab's direction joins two class centroids)")
-        mu = _centroids(ref_x, _class_masks(ref_y, ref_present, num_classes))
+        mu = centroids(ref_x, ref_y, ref_present, num_classes)
+        return jnp.abs((x - mu[_labels(y)]) @ self.direction(mu))
+
+    @staticmethod
+    def direction(mu: jax.Array) -> jax.Array:
+        """``(d,)`` the unit vector ``v`` from the centroids ``mu (2, d)`` (zeros if they coincide)."""
         gap = mu[0] - mu[1]
-        v = gap / jnp.maximum(jnp.linalg.norm(gap), jnp.finfo(gap.dtype).tiny)
-        return jnp.abs((x - mu[_labels(y)]) @ v)
+        return gap / jnp.maximum(jnp.linalg.norm(gap), jnp.finfo(gap.dtype).tiny)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,9 +287,16 @@ class Percentile:
         num_classes: int,
     ) -> jax.Array:
         """``(n,)`` bool, the removed rows."""
-        masks = _class_masks(ref_y, ref_present, num_classes)
-        thresholds = jax.vmap(self._threshold, in_axes=(None, 0))(ref_scores, masks)
+        thresholds = self.thresholds(ref_scores, ref_y, ref_present, num_classes)
         return present & (scores > thresholds[_labels(y)])
+
+    def thresholds(
+        self, ref_scores: jax.Array, ref_y: jax.Array, ref_present: jax.Array, num_classes: int
+    ) -> jax.Array:
+        """``(K,)`` each class's ``q``-th percentile of its present reference rows' scores (``inf`` for
+        a class without any): a row of class ``c`` scoring above ``thresholds[c]`` is removed."""
+        masks = _class_masks(ref_y, ref_present, num_classes)
+        return jax.vmap(self._threshold, in_axes=(None, 0))(ref_scores, masks)
 
     def _threshold(self, values: jax.Array, mask: jax.Array) -> jax.Array:
         """The ``q``-th percentile of ``values[mask]``; ``inf`` for an empty mask."""
