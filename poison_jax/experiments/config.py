@@ -14,7 +14,7 @@ alternative does not read does not exist (``RMD`` has no ``solver``)::
              | implicit(solver, cg_iters, cg_tol, damping);  solver: newton-cg(tol, iters) | lbfgs(tol, iters)
     attack   alpha, beta, xp_step, lam_step (normalised | sgd | adam | optimistic | armijo(min_scale)),
              poison_mode, log_lam_box, poison_batch, num_batches, iters_fixed, iters_clean,
-             iters_multi, log_lam_init
+             iters_multi, adaptive (none | project(statistics, q, iters)), log_lam_init
     victim   sgd(lr, epochs, batch) | converged(solver)
     defence  none | sphere | slab | knn(k) | svd(mass)          + statistics, rule: fraction(f) | percentile(q)
     sweep    seed, num_seeds, n_train, n_val, settings, log_lam_small, log_lam_large,
@@ -48,6 +48,7 @@ from poison_jax.engine import checks
 from poison_jax.experiments import checked
 from poison_jax.experiments import defence_sections as ds
 from poison_jax.experiments import sections as s
+from poison_jax.experiments._together import check_together
 from poison_jax.experiments.checked import ConfigError, Section, option
 from poison_jax.experiments.sources import SOURCES, Digits, Npz, Source
 from poison_jax.poisoning import attack as attacks
@@ -99,6 +100,9 @@ class Attack(Section):
         50, f"T_λ, {_ITERS} learning log λ on clean data (learned, fraction 0)", checked.positive_int
     )
     iters_multi: int = option(100, f"T_mul, {_ITERS} per batch of the multiobjective attack", checked.positive_int)
+    adaptive: ds.NonAdaptive | ds.Project = option(
+        ds.NonAdaptive(), "how the attacker adapts to a sanitiser: none or project", checked.is_a(ds.ADAPTIVE)
+    )
     log_lam_init: float = option(
         math.log(5.0), "log λ where learned starts (learned on clean data from there)", checked.finite
     )
@@ -136,6 +140,7 @@ CHOICES: dict[str, Mapping[str, type[Section]]] = {
     "victim": s.VICTIMS,
     "defence": ds.DEFENCES,
     "rule": ds.RULES,
+    "adaptive": ds.ADAPTIVE,
     "solver": s.SOLVERS,
     "xp_step": s.STEP_RULES,
     "lam_step": s.STEP_RULES,
@@ -167,7 +172,7 @@ class ExperimentConfig(Section):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_together(self)
+        check_together(self)
 
     # -- derived values ------------------------------------------------------------------
     @property
@@ -214,6 +219,7 @@ class ExperimentConfig(Section):
             xp_step=a.xp_step.build(),
             lam_step=a.lam_step.build(),
             mode=attacks.MODES[a.poison_mode](),
+            feasible=a.adaptive.build(),
         )
 
     def victim_model(self) -> victims.SGDVictim | victims.ConvergedVictim:
@@ -231,51 +237,6 @@ class ExperimentConfig(Section):
     def from_dict(cls, tree: Mapping[str, Any]) -> ExperimentConfig:
         """The config of :meth:`to_dict`'s dict (``config.json``'s ``"config"``)."""
         return _build(cls, tree, "")  # type: ignore[return-value]
-
-
-def _check_together(c: ExperimentConfig) -> None:
-    """The checks that read several sections."""
-    classes = getattr(c.data, "classes", None)
-    if classes is not None and len(classes) > 2 and not isinstance(c.loss, s.Logistic):
-        checks.fail(
-            "loss", c.loss.kind, f"logistic (softmax cross-entropy) with {len(classes)} classes (binary-only here)",
-            error=ConfigError,
-        )  # fmt: skip
-    if c.n_poison > min(c.sweep.n_train, c.sweep.n_val):
-        checks.fail(
-            "attack.num_batches",
-            c.attack.num_batches,
-            f"such that attack.poison_batch * attack.num_batches = {c.n_poison} does not exceed sweep.n_train "
-            f"({c.sweep.n_train}) nor sweep.n_val ({c.sweep.n_val})",
-            error=ConfigError,
-        )
-    _refuse_unstable_smoothing(c)
-    ds.check_applies(c.defence, regression=isinstance(c.loss, s.Squared), num_classes=c.num_classes)
-
-
-def _refuse_unstable_smoothing(c: ExperimentConfig) -> None:
-    """A smoothed L1 has curvature up to exp(λ)/ε per weight (over n): gradient steps of size η
-    diverge once η·exp(λ)/(ε·n) >= 2, at the top of the λ box (learned λ climbs there)."""
-    if isinstance(c.penalty, s.L2):
-        return
-    steps = {}
-    if isinstance(c.method, (s.RMD, s.IFT)):
-        steps["method.lr"] = c.method.lr
-    if isinstance(c.victim, s.SGD):
-        steps["victim.lr"] = c.victim.lr
-    if not steps:
-        return
-    path = max(steps, key=lambda p: steps[p])
-    need = steps[path] * math.exp(c.attack.log_lam_box[1]) / (2 * c.sweep.n_train)
-    if c.penalty.smoothing <= need:
-        checks.fail(
-            "penalty.smoothing",
-            c.penalty.smoothing,
-            f"> {path} * exp(attack.log_lam_box[1]) / (2 * sweep.n_train) = {need:.3g}, or the gradient steps "
-            f"diverge at the top of the λ box (the smoothed |w| has curvature up to 1/smoothing); lower {path} or "
-            "attack.log_lam_box, or use method=implicit with victim=converged",
-            error=ConfigError,
-        )
 
 
 def setting_label(config: ExperimentConfig, setting: str) -> str:

@@ -28,9 +28,23 @@ from typing import Any, ClassVar
 
 from poison_jax.engine import checks
 from poison_jax.experiments.checked import ConfigError, Section, family, is_a, one_of, option, positive_int
-from poison_jax.poisoning import defences
+from poison_jax.poisoning import defences, feasible
 
-__all__ = ["DEFENCES", "KNN", "RULES", "SVD", "Fraction", "NoDefence", "Percentile", "Slab", "Sphere", "check_applies"]
+__all__ = [
+    "ADAPTIVE",
+    "DEFENCES",
+    "KNN",
+    "RULES",
+    "SVD",
+    "Fraction",
+    "NoDefence",
+    "NonAdaptive",
+    "Percentile",
+    "Project",
+    "Slab",
+    "Sphere",
+    "check_applies",
+]
 
 
 def _fraction(path: str, value: Any) -> None:
@@ -151,9 +165,45 @@ class SVD(_Sanitiser):
 DEFENCES = family(NoDefence, Sphere, Slab, KNN, SVD)
 
 
-def check_applies(defence: Section, *, regression: bool, num_classes: int) -> None:
+@dataclasses.dataclass(frozen=True)
+class NonAdaptive(Section):
+    """The attacker ignores any sanitiser (the paper's attack and the strong one)."""
+
+    kind: ClassVar[str] = "none"
+    at: ClassVar[str] = "attack.adaptive"
+
+    def build(self) -> None:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Project(Section):
+    """After each step, project every trainable poison point onto its class's sphere ∩ slab ∩ box, the
+    feasible set of the sphere and slab sanitisers at a percentile (binary classification)."""
+
+    kind: ClassVar[str] = "project"
+    at: ClassVar[str] = "attack.adaptive"
+    statistics: str = option(
+        "data-dependent", _STATISTICS + "; recomputed each hyperiteration", one_of("oracle", "data-dependent")
+    )
+    q: float = option(
+        90.0, "radius and half-width at this percentile of the reference class's scores, in (0, 100]", _percentile
+    )
+    iters: int = option(50, "rounds of alternating (Dykstra) projections", positive_int)
+
+    def build(self) -> feasible.FeasibleSet:
+        return feasible.FeasibleSet(statistics=self.statistics, q=float(self.q), iters=self.iters)
+
+
+ADAPTIVE = family(NonAdaptive, Project)
+
+
+def check_applies(defence: Section, adaptive: Section, *, regression: bool, num_classes: int) -> None:
     """Refuse a sanitiser where it does not apply: they score rows by class (classification only),
-    and the slab needs two classes."""
+    and the slab needs two classes; so does the adaptive attacker's projection (its sphere ∩ slab)."""
+    if isinstance(adaptive, Project) and (regression or num_classes != 2):
+        what = "a regression" if regression else f"{num_classes} classes"
+        checks.fail("attack.adaptive", adaptive.kind, f"none with {what} (the projection is binary)", error=ConfigError)
     if isinstance(defence, NoDefence):
         return
     if regression:

@@ -11,6 +11,7 @@ from poison_jax import engine
 from poison_jax.engine import Warm, checks
 from poison_jax.poisoning import models, outer
 from poison_jax.poisoning._problem import Add, Replace
+from poison_jax.poisoning.feasible import FeasibleSet
 
 _STEP_RULES = (outer.Normalised, outer.SGD, outer.Adam, outer.Optimistic, outer.Armijo)
 
@@ -31,6 +32,10 @@ class AttackSettings:
         :class:`~poison_jax.poisoning.outer.Normalised` by default.
       lam_step: the rule moving log-λ (descent); the paper's :class:`~poison_jax.poisoning.outer.SGD` by default.
       mode: :class:`Replace` (the paper, default) or :class:`Add` (secml).
+      feasible: ``None`` (the default), or the adaptive attacker's
+        :class:`~poison_jax.poisoning.feasible.FeasibleSet`: after each step every trainable poison point
+        is projected onto its class's sphere ∩ slab ∩ ``x_box``, with bounds recomputed each
+        hyperiteration (from the poisoned set for data-dependent statistics). Binary labels only.
       seed_lanes: how the seed axis runs (:func:`poison_jax.poisoning.seeds.over_seeds`): ``None`` vmaps all
         seeds (the default; what a GPU wants); ``L`` runs ``L`` lanes that each loop over their
         seeds, so a converged solver's iterations are not paid for the slowest seed by all (on a
@@ -46,6 +51,7 @@ class AttackSettings:
     xp_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.Normalised()
     lam_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.SGD()
     mode: Replace | Add = Replace()
+    feasible: FeasibleSet | None = None
     seed_lanes: int | None = None
 
     def __post_init__(self):
@@ -72,6 +78,10 @@ class AttackSettings:
                 )
         if not isinstance(self.mode, (Replace, Add)):
             raise TypeError(f"mode must be Replace() or Add(), got {self.mode!r}")
+        if self.feasible is not None and not isinstance(self.feasible, FeasibleSet):
+            raise TypeError(
+                f"feasible must be None or a poison_jax.poisoning.feasible.FeasibleSet, got {self.feasible!r}"
+            )
         if self.seed_lanes is not None and not (checks.is_int(self.seed_lanes) and self.seed_lanes > 0):
             checks.fail("seed_lanes", self.seed_lanes, "None or a positive integer")
 

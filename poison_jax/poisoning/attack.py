@@ -128,6 +128,8 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
         return outer_loss(w, trial, data), w
 
     g = result.grad[name]
+    if on_xp and settings.feasible is not None:
+        box = _feasible_projection(settings, data, theta["xp"], box, mask)
     x, new_opt, w = rule.step_and_aux(
         theta[name], g, opt, lr=lr, ascent=on_xp, box=box, mask=mask, value=result.value, value_fn=objective_at,
         aux=carried.w,
@@ -137,6 +139,24 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
     ok = _all_finite(result.value, g)
     x, opt, warm = _keep_if(ok, (x, new_opt, carried), (theta[name], opt, warm))
     return {**theta, name: x}, opt, warm, ok, result
+
+
+def _feasible_projection(settings: AttackSettings, data: PoisonData, xp, box, mask):
+    """The adaptive attacker's projection of the trainable poison points onto their class's sphere ∩
+    slab ∩ box, bounds from the clean training set (oracle) or from the poisoned set as it stands
+    (data-dependent: recomputed each hyperiteration)."""
+    feasible = settings.feasible
+    assert feasible is not None  # the caller checks
+    if feasible.statistics == "oracle":
+        reference = (data.x_train, data.y_train, jnp.ones(data.y_train.shape, bool))
+    else:
+        reference = (
+            jnp.concatenate([data.x_train, xp.astype(data.x_train.dtype)]),
+            jnp.concatenate([data.y_train, data.yp.astype(data.y_train.dtype)]),
+            jnp.concatenate([data.clean_weight > 0, data.poison_weight > 0]),
+        )
+    bounds = feasible.bounds(*reference)
+    return lambda x: jnp.where(mask, feasible.project(x, data.yp, bounds, box), x)
 
 
 def _step_one(settings: AttackSettings, state: AttackState, split, *, update_xp: bool, update_lam: bool):

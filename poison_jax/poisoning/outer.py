@@ -14,7 +14,8 @@ the poison points, ``beta`` for log-λ), so swapping a rule never leaves a setti
   attacker's objective rises (falls, for descent) by the Armijo condition; the accepted length,
   grown by ``grow``, starts the next search.
 
-All are called the same way, and every result is projected onto the box::
+All are called the same way, and every result is projected onto the box (``box``: ``(low, high)``, or
+a projection ``x -> x`` of its own, e.g. onto a sanitiser's feasible set)::
 
     state = rule.init(x)
     x, state = rule.step(x, g, state, lr=..., ascent=True, box=(0., 1.), mask=..., value=A(x), value_fn=A)
@@ -57,7 +58,7 @@ __all__ = ["Adam", "Armijo", "Normalised", "OUTER_STEPS", "Optimistic", "SGD"]
 
 
 def _project(x, box):
-    return projections.projection_box(x, *box)
+    return box(x) if callable(box) else projections.projection_box(x, *box)
 
 
 @dataclasses.dataclass(frozen=True)

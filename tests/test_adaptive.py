@@ -1,0 +1,76 @@
+"""The adaptive attacker (``attack.adaptive=project``): its poison points stay inside the sphere ∩ slab ∩
+box of the sanitisers, so the oracle sphere and slab sanitisers at the same percentile remove none
+of them, where they remove the non-adaptive attack's."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from poison_jax.experiments import config, sweep
+from poison_jax.experiments.checked import ConfigError
+from poison_jax.poisoning import attack, defences, feasible
+from tests.tiny import tiny
+
+ONE = {"sweep.settings": ("small",), "attack.num_batches": 1, "attack.iters_fixed": 3}
+ORACLE = {"defence.statistics": "oracle", "defence.rule": "percentile", "defence.rule.q": 90.0}
+PROJECT = {"attack.adaptive": "project", "attack.adaptive.statistics": "oracle", "attack.adaptive.q": 90.0}
+
+
+def _removed(overrides, tmp_path):
+    records = sweep.run_sweep(tiny({**ONE, **overrides}), tmp_path, progress=False, log=lambda _: None)
+    poisoned = next(r for r in records if r["cell"] == 1)
+    return poisoned["per_seed"]["defence_poison_removed"], poisoned["mean"]["error"]
+
+
+@pytest.mark.parametrize("defence", ["sphere", "slab"])
+def test_the_projected_attack_passes_the_oracle_sanitiser_the_plain_one_does_not(tmp_path, defence):
+    plain, _ = _removed({"defence": defence, **ORACLE}, tmp_path / "plain")
+    adaptive, _ = _removed({"defence": defence, **ORACLE, **PROJECT}, tmp_path / "adaptive")
+    assert adaptive == [0, 0]
+    assert sum(plain) > 0  # the non-adaptive poison points (flipped labels) lie outside
+
+
+def test_data_dependent_bounds_are_those_of_the_poisoned_set_before_the_step():
+    c = tiny({**ONE, "attack.adaptive": "project"})
+    s = sweep.Sweep(c)
+    state = s.placed(attack.set_poison_count(s.fresh_state(jnp.full((len(s.seeds), 1), -8.0)), 7, 7))
+    x, y, weights = attack.poisoned_training_set(s.splits, state, s.settings.mode)
+    present = jnp.ones(y.shape, bool) if weights is None else weights > 0
+    fs = s.settings.feasible
+    after, _ = attack.poison_step(s.settings, s.splits, state, update_xp=True, update_lam=False)
+    for seed in range(c.sweep.num_seeds):
+        bounds = fs.bounds(x[seed], y[seed], present[seed])
+        xp, yp = np.asarray(after.xp[seed]), np.asarray(after.yp[seed]).astype(int)
+        centred = xp - np.asarray(bounds.centroids)[yp]
+        assert np.all(np.linalg.norm(centred, axis=1) <= np.asarray(bounds.radius)[yp] * (1 + 1e-4) + 1e-5)
+        slab = np.abs(centred @ np.asarray(bounds.direction))
+        assert np.all(slab <= np.asarray(bounds.half_width)[yp] * (1 + 1e-4) + 1e-5)
+        assert np.all((xp >= s.x_box[0] - 1e-6) & (xp <= s.x_box[1] + 1e-6))
+
+
+def test_the_adaptive_attack_is_a_field_of_the_hash_and_refused_where_it_cannot_apply():
+    plain = tiny(ONE)
+    assert config.override(plain, {"attack.adaptive": "none"}).hash() == plain.hash()
+    assert config.override(plain, PROJECT).hash() != plain.hash()
+    assert isinstance(
+        config.override(plain, PROJECT).attack_settings(plain.model.build(64)).feasible, feasible.FeasibleSet
+    )
+    with pytest.raises(ConfigError, match="the projection is binary"):
+        tiny({"attack.adaptive": "project"}, "digits10-lr")
+    with pytest.raises(ConfigError, match="attack.adaptive.q"):
+        config.override(plain, {**PROJECT, "attack.adaptive.q": 0.0})
+
+
+def test_the_sanitiser_keeps_what_the_projection_returns():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(60, 5)), jnp.float32)
+    y = jnp.asarray(np.arange(60) % 2, jnp.float32)
+    present = jnp.ones(60, bool)
+    fs = feasible.FeasibleSet(statistics="oracle", q=80.0)
+    xp = jnp.asarray(rng.uniform(-3, 4, size=(8, 5)), jnp.float32)
+    yp = jnp.asarray(np.arange(8) % 2, jnp.float32)
+    projected = fs.project(xp, yp, fs.bounds(x, y, present), (-1.0, 2.0))
+    for score in (defences.Sphere(), defences.Slab()):
+        sanitiser = defences.Sanitiser(score, defences.Percentile(80.0), "oracle")
+        keep = sanitiser.keep(jnp.concatenate([x, projected]), jnp.concatenate([y, yp]), jnp.ones(68, bool), x, y)
+        assert bool(jnp.all(keep[60:]))
