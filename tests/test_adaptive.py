@@ -74,3 +74,21 @@ def test_the_sanitiser_keeps_what_the_projection_returns():
         sanitiser = defences.Sanitiser(score, defences.Percentile(80.0), "oracle")
         keep = sanitiser.keep(jnp.concatenate([x, projected]), jnp.concatenate([y, yp]), jnp.ones(68, bool), x, y)
         assert bool(jnp.all(keep[60:]))
+
+
+def test_a_rejected_step_still_leaves_the_points_feasible():
+    # A non-finite hypergradient (here: validation features of NaN) keeps the step's starting point,
+    # which the adaptive attacker has projected first, as it does for a line search that accepts no trial.
+    c = tiny({**ONE, **PROJECT, "attack.xp_step": "armijo"})
+    s = sweep.Sweep(c)
+    state = s.placed(attack.set_poison_count(s.fresh_state(jnp.full((len(s.seeds), 1), -8.0)), 7, 7))
+    splits = s.splits._replace(x_val=jnp.full_like(s.splits.x_val, jnp.nan))
+    after, _ = attack.poison_step(s.settings, splits, state, update_xp=True, update_lam=False)
+    assert np.all(np.asarray(after.nonfinite_steps) == 1)
+    for seed in range(c.sweep.num_seeds):
+        x, y = s.splits.x_train[seed], s.splits.y_train[seed]
+        bounds = s.settings.feasible.bounds(x, y, jnp.ones(y.shape, bool))
+        xp, yp = np.asarray(after.xp[seed]), np.asarray(after.yp[seed]).astype(int)
+        assert not np.array_equal(xp, np.asarray(state.xp[seed]))  # projected, not the start
+        distance = np.linalg.norm(xp - np.asarray(bounds.centroids)[yp], axis=1)
+        assert np.all(distance <= np.asarray(bounds.radius)[yp] * (1 + 1e-4) + 1e-5)

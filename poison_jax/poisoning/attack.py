@@ -118,6 +118,11 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
     on_xp = name == "xp"
     rule, lr, box = (settings.xp_step, settings.alpha, settings.x_box) if on_xp else (
         settings.lam_step, settings.beta, settings.lam_box)  # fmt: skip
+    if on_xp and settings.feasible is not None:
+        # The adaptive attacker's points start each step feasible (a rejected step, e.g. a line search
+        # that accepts no trial, then keeps a feasible point too), and every trial is projected.
+        box = _feasible_projection(settings, data, theta["xp"], box, mask)
+        theta = {**theta, "xp": box(theta["xp"])}
     result = _hypergrad(settings, data, theta, warm)
     carried = result.warm if settings.method.warm_start else warm
     inner_loss, outer_loss = poisoning_losses(settings.model)
@@ -128,8 +133,6 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
         return outer_loss(w, trial, data), w
 
     g = result.grad[name]
-    if on_xp and settings.feasible is not None:
-        box = _feasible_projection(settings, data, theta["xp"], box, mask)
     x, new_opt, w = rule.step_and_aux(
         theta[name], g, opt, lr=lr, ascent=on_xp, box=box, mask=mask, value=result.value, value_fn=objective_at,
         aux=carried.w,

@@ -1,0 +1,160 @@
+"""Sanitisers against the strong attack and the attack that projects onto their feasible set, and
+what each costs (the defences work, first grid).
+
+(a) ``mnist5k-lr-strong`` on MNIST 1 v 7 (``data.classes=(1,7)``), 6 seeds, Λ settings log λ = -8 and
+learned, poison fractions 0-16.6 %: the victim's test error with no sanitiser, and with the sphere
+and the slab, oracle and data-dependent (removal at the 90th percentile of the reference class's
+scores), each against the strong (non-adaptive) attack and against the attack that projects its
+points onto the sphere ∩ slab ∩ box with the same statistics (``attack.adaptive=project``). Each run
+is ``run_sweep`` in this process (the command line equivalent is in the table's caption).
+
+(b) Costs, measured on (a)'s first seeds' data: one strong hyperiteration of the Xp step (log λ =
+-8, all seeds, 17 active poison points) with the projection, over one without; and each
+sanitiser's ``keep`` on the poisoned sets of all seeds, over one hyperiteration.
+
+    python -m benchmarks.defences [--quick] [--out benchmarks/results]
+
+``--quick``: 2 seeds, one poison batch, one hyperiteration a cell, the sphere only (seconds).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import harness
+from poison_jax.experiments import config as configs
+from poison_jax.experiments import presets, sweep
+from poison_jax.poisoning import attack, defences
+
+BASE = {"data.classes": (1, 7), "sweep.num_seeds": 6, "sweep.settings": ("small", "learned")}
+QUICK = {**BASE, "sweep.num_seeds": 2, "attack.num_batches": 1, "attack.iters_fixed": 1, "attack.iters_multi": 1}
+DEFENCES = ("sphere", "slab")
+STATISTICS = ("oracle", "data-dependent")
+
+
+def grid(quick: bool) -> dict[str, dict]:
+    """``{row name: overrides}``: no defence, then each sanitiser x statistics x (plain, projected)."""
+    rows = {"no sanitiser": {}}
+    for defence in DEFENCES[:1] if quick else DEFENCES:
+        for stats in STATISTICS:
+            sanitiser = {"defence": defence, "defence.statistics": stats, "defence.rule": "percentile"}
+            rows[f"{defence}, {stats}"] = sanitiser
+            rows[f"{defence}, {stats}; attack projects"] = {
+                **sanitiser, "attack.adaptive": "project", "attack.adaptive.statistics": stats,
+            }  # fmt: skip
+    return rows
+
+
+def _row(records: list[dict]) -> dict:
+    out = {}
+    for r in records:
+        per_seed = r["per_seed"]
+        cell = out.setdefault(r["setting"], {"fractions": [], "error": [], "error_std": [], "recall": [], "fpr": []})
+        cell["fractions"].append(r["fraction"])
+        cell["error"].append(float(np.mean(per_seed["error"])))
+        cell["error_std"].append(float(np.std(per_seed["error"])))
+        cell["recall"].append(float(np.mean(per_seed.get("defence_recall", [np.nan]))))
+        cell["fpr"].append(float(np.mean(per_seed.get("defence_false_positive_rate", [np.nan]))))
+    return out
+
+
+def results_grid(quick: bool) -> dict:
+    base = QUICK if quick else BASE
+    rows = {}
+    for name, overrides in grid(quick).items():
+        config = presets.preset("mnist5k-lr-strong", {**base, **overrides})
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            records = sweep.run_sweep(config, folder, progress=False, log=lambda _: None)
+        sets = " ".join(
+            f"--set {k}={v!r}".replace(" ", "") if isinstance(v, tuple) else f"--set {k}={v}"
+            for k, v in {**base, **overrides}.items()
+        )
+        rows[name] = {
+            **_row(records),
+            "seconds": time.perf_counter() - start,
+            "command": f"poison-jax run --preset mnist5k-lr-strong {sets}",
+        }
+    return rows
+
+
+def costs(quick: bool) -> dict:
+    base = QUICK if quick else BASE
+    plain = presets.preset("mnist5k-lr-strong", base)
+    s = sweep.Sweep(plain)
+    state = s.placed(attack.set_poison_count(s.fresh_state(jnp.full((len(s.seeds), 1), -8.0)), 17, 17))
+    steps = {}
+    for name, overrides in (
+        ("strong", {}),
+        *((f"projects, {st}", {"attack.adaptive": "project", "attack.adaptive.statistics": st}) for st in STATISTICS),
+    ):
+        settings = configs.override(plain, overrides).attack_settings(s.model, x_box=s.x_box)
+        settings = settings.__class__(**{**settings.__dict__, "seed_lanes": s.seed_lanes})
+        steps[name] = lambda st=settings: attack.poison_step(st, s.splits, state, update_xp=True, update_lam=False)[0]
+    x, y, _ = attack.poisoned_training_set(s.splits, state, s.settings.mode)
+    present = jnp.ones(y.shape, bool)
+    keeps = {}
+    for score in (defences.Sphere(), defences.Slab(), defences.KNN(), defences.SVD()):
+        for stats in STATISTICS:
+            san = defences.Sanitiser(score, defences.Percentile(90.0), stats)
+            fn = jax.jit(jax.vmap(lambda x, y, p, xc, yc, san=san: san.keep(x, y, p, xc, yc)))
+            keeps[f"{type(score).__name__.lower()}, {stats}"] = lambda fn=fn: fn(
+                x, y, present, s.splits.x_train, s.splits.y_train
+            )
+    times = harness.time_calls({**steps, **keeps}, repeats=3 if quick else 7)
+    step = times["strong"].median
+    return {
+        "hyperiteration_ms": 1e3 * step,
+        "projection_over_strong": {k: times[k].median / step for k in steps if k != "strong"},
+        "sanitiser_over_hyperiteration": {k: times[k].median / step for k in keeps},
+    }
+
+
+def run(args) -> dict:
+    return {"grid": results_grid(args.quick), "costs": costs(args.quick), "quick": args.quick}
+
+
+def markdown(result: dict) -> str:
+    lines = []
+    for setting, label in (("small", "log λ = -8"), ("learned", "λ learned")):
+        first = next(iter(result["grid"].values()))[setting]
+        head = " | ".join(f"{100 * f:.1f} %" for f in first["fractions"])
+        lines += [
+            f"Test error (%, mean ± std over seeds) with {label}; in brackets the share of the poison points "
+            "the sanitiser removed:",
+            "",
+            f"| sanitiser; attack | {head} |",
+            "|---|" + "---:|" * len(first["fractions"]),
+        ]
+        for name, row in result["grid"].items():
+            r = row[setting]
+            cells = [
+                f"{100 * e:.1f} ± {100 * sd:.1f}"
+                + (f" [{100 * rc:.0f}]" if rc is not None and np.isfinite(rc) and i else "")
+                for i, (e, sd, rc) in enumerate(zip(r["error"], r["error_std"], r["recall"], strict=True))
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    c = result["costs"]
+    lines += [
+        f"One strong hyperiteration (Xp step, log λ = -8, all seeds): {c['hyperiteration_ms']:.1f} ms. "
+        "With the projection, over it: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in c["projection_over_strong"].items())
+        + ". Each sanitiser on every seed's poisoned set, over one hyperiteration: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in c["sanitiser_over_hyperiteration"].items())
+        + "."
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    return harness.main("defences", __doc__, run, markdown, argv)
+
+
+if __name__ == "__main__":
+    main()
