@@ -92,3 +92,35 @@ def test_a_rejected_step_still_leaves_the_points_feasible():
         assert not np.array_equal(xp, np.asarray(state.xp[seed]))  # projected, not the start
         distance = np.linalg.norm(xp - np.asarray(bounds.centroids)[yp], axis=1)
         assert np.all(distance <= np.asarray(bounds.radius)[yp] * (1 + 1e-4) + 1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_concentrated_points_move_as_k_tied_points_per_label(k):
+    c = tiny({**ONE, "attack.concentrate": k})
+    s = sweep.Sweep(c)
+    state = s.placed(attack.set_poison_count(s.fresh_state(jnp.full((len(s.seeds), 1), -8.0)), 7, 4))  # 3 frozen
+    after, _ = attack.poison_step(s.settings, s.splits, state, update_xp=True, update_lam=False)
+    for seed in range(c.sweep.num_seeds):
+        xp, yp = np.asarray(after.xp[seed]), np.asarray(after.yp[seed])
+        trainable, frozen = np.asarray(state.trainable[seed]), np.asarray(state.active[seed] & ~state.trainable[seed])
+        np.testing.assert_array_equal(xp[frozen], np.asarray(state.xp[seed])[frozen])  # frozen points stay
+        for label in np.unique(yp[trainable]):
+            rows = xp[trainable & (yp == label)]
+            assert len(np.unique(rows, axis=0)) <= k
+            assert np.all((rows >= s.x_box[0]) & (rows <= s.x_box[1]))
+    assert not np.array_equal(np.asarray(after.xp), np.asarray(state.xp))  # the tied points moved
+
+
+def test_concentrated_points_slip_past_the_nearest_neighbour_sanitiser(tmp_path):
+    knn = {"defence": "knn", "defence.k": 2, "defence.rule": "percentile"}
+    plain, _ = _removed(knn, tmp_path / "plain")
+    tied, _ = _removed({**knn, "attack.concentrate": 1}, tmp_path / "tied")
+    assert sum(tied) < sum(plain)
+
+
+def test_concentrate_is_a_field_of_the_hash_and_checked():
+    plain = tiny(ONE)
+    assert config.override(plain, {"attack.concentrate": 0}).hash() == plain.hash()
+    assert config.override(plain, {"attack.concentrate": 1}).hash() != plain.hash()
+    with pytest.raises(ConfigError, match="attack.concentrate"):
+        config.override(plain, {"attack.concentrate": -1})

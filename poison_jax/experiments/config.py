@@ -14,7 +14,7 @@ alternative does not read does not exist (``RMD`` has no ``solver``)::
              | implicit(solver, cg_iters, cg_tol, damping);  solver: newton-cg(tol, iters) | lbfgs(tol, iters)
     attack   alpha, beta, xp_step, lam_step (normalised | sgd | adam | optimistic | armijo(min_scale)),
              poison_mode, log_lam_box, poison_batch, num_batches, iters_fixed, iters_clean,
-             iters_multi, adaptive (none | project(statistics, q, iters)), log_lam_init
+             iters_multi, adaptive (none | project(statistics, q, iters)), concentrate, log_lam_init
     victim   sgd(lr, epochs, batch) | converged(solver)
     defence  none | sphere | slab | knn(k) | svd(mass)          + statistics, rule: fraction(f) | percentile(q)
     sweep    seed, num_seeds, n_train, n_val, settings, log_lam_small, log_lam_large,
@@ -102,6 +102,9 @@ class Attack(Section):
     iters_multi: int = option(100, f"T_mul, {_ITERS} per batch of the multiobjective attack", checked.positive_int)
     adaptive: ds.NonAdaptive | ds.Project = option(
         ds.NonAdaptive(), "how the attacker adapts to a sanitiser: none or project", checked.is_a(ds.ADAPTIVE)
+    )
+    concentrate: int = option(
+        0, "tie each batch's poison points of a label into this many moving points (0: each its own)", checked.count
     )
     log_lam_init: float = option(
         math.log(5.0), "log λ where learned starts (learned on clean data from there)", checked.finite
@@ -220,6 +223,7 @@ class ExperimentConfig(Section):
             lam_step=a.lam_step.build(),
             mode=attacks.MODES[a.poison_mode](),
             feasible=a.adaptive.build(),
+            concentrate=a.concentrate or None,
         )
 
     def victim_model(self) -> victims.SGDVictim | victims.ConvergedVictim:

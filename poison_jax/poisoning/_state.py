@@ -36,6 +36,11 @@ class AttackSettings:
         :class:`~poison_jax.poisoning.feasible.FeasibleSet`: after each step every trainable poison point
         is projected onto its class's sphere ∩ slab ∩ ``x_box``, with bounds recomputed each
         hyperiteration (from the poisoned set for data-dependent statistics). Binary labels only.
+      concentrate: ``None`` (the default: every poison point its own position), or ``k``: the
+        trainable poison points of each label are tied into ``k`` groups (point ``i`` in group
+        ``i mod k``) that move together, a few distinct points with multiplicities (the concentrated
+        attack of Koh, Steinhardt & Liang, which defeats neighbour and subspace sanitisers); each
+        step is projected onto the tied positions by averaging each group.
       seed_lanes: how the seed axis runs (:func:`poison_jax.poisoning.seeds.over_seeds`): ``None`` vmaps all
         seeds (the default; what a GPU wants); ``L`` runs ``L`` lanes that each loop over their
         seeds, so a converged solver's iterations are not paid for the slowest seed by all (on a
@@ -52,6 +57,7 @@ class AttackSettings:
     lam_step: outer.Normalised | outer.SGD | outer.Adam | outer.Optimistic | outer.Armijo = outer.SGD()
     mode: Replace | Add = Replace()
     feasible: FeasibleSet | None = None
+    concentrate: int | None = None
     seed_lanes: int | None = None
 
     def __post_init__(self):
@@ -82,6 +88,8 @@ class AttackSettings:
             raise TypeError(
                 f"feasible must be None or a poison_jax.poisoning.feasible.FeasibleSet, got {self.feasible!r}"
             )
+        if self.concentrate is not None and not (checks.is_int(self.concentrate) and self.concentrate > 0):
+            checks.fail("concentrate", self.concentrate, "None or a positive integer (groups per label)")
         if self.seed_lanes is not None and not (checks.is_int(self.seed_lanes) and self.seed_lanes > 0):
             checks.fail("seed_lanes", self.seed_lanes, "None or a positive integer")
 

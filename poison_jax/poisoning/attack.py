@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from optax import projections
 
 from poison_jax import engine
 from poison_jax.engine import RESULTS, Warm
@@ -118,10 +119,10 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
     on_xp = name == "xp"
     rule, lr, box = (settings.xp_step, settings.alpha, settings.x_box) if on_xp else (
         settings.lam_step, settings.beta, settings.lam_box)  # fmt: skip
-    if on_xp and settings.feasible is not None:
+    if on_xp and (settings.feasible is not None or settings.concentrate is not None):
         # The adaptive attacker's points start each step feasible (a rejected step, e.g. a line search
         # that accepts no trial, then keeps a feasible point too), and every trial is projected.
-        box = _feasible_projection(settings, data, theta["xp"], box, mask)
+        box = _xp_projection(settings, data, theta["xp"], box, mask)
         theta = {**theta, "xp": box(theta["xp"])}
     result = _hypergrad(settings, data, theta, warm)
     carried = result.warm if settings.method.warm_start else warm
@@ -144,22 +145,38 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
     return {**theta, name: x}, opt, warm, ok, result
 
 
-def _feasible_projection(settings: AttackSettings, data: PoisonData, xp, box, mask):
-    """The adaptive attacker's projection of the trainable poison points onto their class's sphere ∩
-    slab ∩ box, bounds from the clean training set (oracle) or from the poisoned set as it stands
-    (data-dependent: recomputed each hyperiteration)."""
-    feasible = settings.feasible
-    assert feasible is not None  # the caller checks
-    if feasible.statistics == "oracle":
-        reference = (data.x_train, data.y_train, jnp.ones(data.y_train.shape, bool))
+def _xp_projection(settings: AttackSettings, data: PoisonData, xp, box, mask):
+    """The adaptive attacker's projection of the trainable poison points: tied into groups
+    (``settings.concentrate``), then onto their class's sphere ∩ slab ∩ box (``settings.feasible``),
+    bounds from the clean training set (oracle) or from the poisoned set as it stands
+    (data-dependent: recomputed each hyperiteration), else onto the box."""
+    feasible, trainable = settings.feasible, jnp.broadcast_to(mask, xp.shape)[:, 0]
+    if feasible is None:
+        project = lambda x: projections.projection_box(x, *box)  # noqa: E731
     else:
-        reference = (
-            jnp.concatenate([data.x_train, xp.astype(data.x_train.dtype)]),
-            jnp.concatenate([data.y_train, data.yp.astype(data.y_train.dtype)]),
-            jnp.concatenate([data.clean_weight > 0, data.poison_weight > 0]),
-        )
-    bounds = feasible.bounds(*reference)
-    return lambda x: jnp.where(mask, feasible.project(x, data.yp, bounds, box), x)
+        if feasible.statistics == "oracle":
+            reference = (data.x_train, data.y_train, jnp.ones(data.y_train.shape, bool))
+        else:
+            reference = (
+                jnp.concatenate([data.x_train, xp.astype(data.x_train.dtype)]),
+                jnp.concatenate([data.y_train, data.yp.astype(data.y_train.dtype)]),
+                jnp.concatenate([data.clean_weight > 0, data.poison_weight > 0]),
+            )
+        bounds = feasible.bounds(*reference)
+        project = lambda x: feasible.project(x, data.yp, bounds, box)  # noqa: E731
+    if settings.concentrate is not None:
+        tie = functools.partial(_tied, data.yp, trainable, settings.concentrate, settings.model.num_classes)
+        return lambda x: jnp.where(mask, project(tie(x)), x)
+    return lambda x: jnp.where(mask, project(x), x)
+
+
+def _tied(yp, trainable, k: int, num_classes: int, x):
+    """``x`` ``(P, d)`` with each trainable point replaced by its group's mean: the trainable points of
+    label ``c`` form groups ``c·k + (i mod k)`` (the projection onto the tied positions)."""
+    group = yp.astype(jnp.int32) * k + jnp.arange(x.shape[0]) % k
+    members = (group[:, None] == jnp.arange(num_classes * k)[None, :]) & trainable[:, None]  # (P, G)
+    means = (members.T.astype(x.dtype) @ x) / jnp.maximum(members.sum(0), 1)[:, None].astype(x.dtype)
+    return jnp.where(trainable[:, None], means[group], x)
 
 
 def _step_one(settings: AttackSettings, state: AttackState, split, *, update_xp: bool, update_lam: bool):
