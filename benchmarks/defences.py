@@ -5,7 +5,9 @@ what each costs (the defences work, first grid).
 learned, poison fractions 0-16.6 %: the victim's test error with no sanitiser, and with the sphere
 and the slab, oracle and data-dependent (removal at the 90th percentile of the reference class's
 scores), each against the strong (non-adaptive) attack and against the attack that projects its
-points onto the sphere ∩ slab ∩ box with the same statistics (``attack.adaptive=project``). Each run
+points onto the sphere ∩ slab ∩ box with the same statistics (``attack.adaptive=project``); and the
+data-dependent k-NN sanitiser (k = 5) against the strong attack and against the attack that ties each
+batch's points of a label into one (``attack.concentrate=1``). Each run
 is ``run_sweep`` in this process (the command line equivalent is in the table's caption).
 
 (b) Costs, measured on (a)'s first seeds' data: one strong hyperiteration of the Xp step (log λ =
@@ -47,6 +49,10 @@ def grid(quick: bool) -> dict[str, dict]:
             rows[f"{defence}, {stats}; attack projects"] = {
                 **sanitiser, "attack.adaptive": "project", "attack.adaptive.statistics": stats,
             }  # fmt: skip
+    if not quick:  # the nearest-neighbour sanitiser, and the attack that concentrates its points against it
+        knn = {"defence": "knn", "defence.statistics": "data-dependent", "defence.rule": "percentile"}
+        rows["knn, data-dependent"] = knn
+        rows["knn, data-dependent; attack concentrates"] = {**knn, "attack.concentrate": 1}
     return rows
 
 
