@@ -34,6 +34,7 @@ def test_presets_hold_the_papers_settings():
         "mnist-lr",
         "mnist5k-lr",
         "mnist5k-lr-strong",
+        "mnist5k17-lr-strong",
         "fmnist-lr",
         "imagenet-lr",
         "imagenet-mlp",

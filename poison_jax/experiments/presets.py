@@ -219,6 +219,13 @@ _ALL = (
         "mnist5k-lr under the strong attack: converged Newton-CG, Armijo steps, converged victim",
         _STRONG_MNIST5K,
     ),
+    # The defences' data set (Koh, Steinhardt & Liang's MNIST-1-7) under the strong attack: add a
+    # sanitiser with --set defence=..., an adaptive attacker with attack.adaptive or attack.concentrate.
+    Preset(
+        "mnist5k17-lr-strong",
+        "the strong attack on MNIST 1 v 7 of the offline sample, the defences' data set (docs: Defences)",
+        {**_STRONG_MNIST5K, "data.classes": (1, 7)},
+    ),
     Preset("digits-lr", "scikit-learn's digits 0 v 8 logistic regression: small, offline, seconds", _DIGITS),
     # Multiclass: softmax logistic regression on all ten classes; each poison point takes a wrong
     # class drawn uniformly (attack.wrong_labels); judged by test error, per class and as a confusion matrix.
