@@ -2,13 +2,15 @@
 box of the sanitisers, so the oracle sphere and slab sanitisers at the same percentile remove none
 of them, where they remove the non-adaptive attack's."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from poison_jax import engine
 from poison_jax.experiments import config, sweep
 from poison_jax.experiments.checked import ConfigError
-from poison_jax.poisoning import attack, defences, feasible
+from poison_jax.poisoning import attack, data, defences, feasible, models, outer
 from tests.tiny import tiny
 
 ONE = {"sweep.settings": ("small",), "attack.num_batches": 1, "attack.iters_fixed": 3}
@@ -124,3 +126,55 @@ def test_concentrate_is_a_field_of_the_hash_and_checked():
     assert config.override(plain, {"attack.concentrate": 1}).hash() != plain.hash()
     with pytest.raises(ConfigError, match="attack.concentrate"):
         config.override(plain, {"attack.concentrate": -1})
+
+
+def _detectability(xp, yp, trainable, x, y):
+    """D(Xp) written out: mean over trainable points of ||x_p − μ_y||² / (clean class's mean ||x − μ_y||²)."""
+    mu = np.stack([x[y == c].mean(0) for c in (0, 1)])
+    spread = np.array([np.mean(np.sum((x[y == c] - mu[c]) ** 2, axis=1)) for c in (0, 1)])
+    d = np.sum((xp - mu[yp]) ** 2, axis=1) / spread[yp]
+    return np.sum(d * trainable) / max(trainable.sum(), 1)
+
+
+def test_the_stealthy_step_follows_the_penalised_objective_against_central_differences(x64):
+    # SGD ascent x' = x + lr g inside a wide box gives g exactly; g must be ∇(A − γ D) at x, A the
+    # validation loss after the RMD training. The model trains in float32 (its init's dtype), so the
+    # central differences take eps = 1e-3 (their O(eps²) error is below the tolerance).
+    rng = np.random.default_rng(0)
+    d, gamma, lr = 3, 0.7, 1e-3
+    draw = lambda n: rng.normal(size=(1, n, d))  # noqa: E731
+    x_tr, x_val = draw(20), draw(12)
+    y_tr, y_val = (x_tr[..., 0] > 0).astype(float), (x_val[..., 0] > 0).astype(float)
+    splits = data.Splits(*(jnp.asarray(a) for a in (x_tr, y_tr, x_val, y_val)), None, None)
+    settings = attack.AttackSettings(
+        models.logistic_regression(d), engine.RMD(steps=30, lr=0.5), alpha=lr, beta=0.1, x_box=(-50.0, 50.0),
+        lam_box=(-8.0, 6.0), xp_step=outer.SGD(), stealth=gamma,
+    )  # fmt: skip
+    state = attack.set_poison_count(
+        attack.init_attack(settings, jax.random.split(jax.random.PRNGKey(0), 1), splits, 2, -2.0), 2, 2
+    )
+    after, _ = attack.poison_step(settings, splits, state, update_xp=True, update_lam=False)
+    g = (np.asarray(after.xp[0]) - np.asarray(state.xp[0])) / lr
+    yp, trainable = np.asarray(state.yp[0]).astype(int), np.ones(2)
+
+    def objective(xp):
+        a = attack.attack_objective(settings, splits, state._replace(xp=jnp.asarray(xp)[None]))[0]
+        return float(a) - gamma * _detectability(xp, yp, trainable, x_tr[0], y_tr[0].astype(int))
+
+    x0, eps = np.asarray(state.xp[0]), 1e-3
+    fd = np.zeros_like(x0)
+    for idx in np.ndindex(x0.shape):
+        step = np.zeros_like(x0)
+        step[idx] = eps
+        fd[idx] = (objective(x0 + step) - objective(x0 - step)) / (2 * eps)
+    np.testing.assert_allclose(g, fd, rtol=2e-3, atol=1e-5)
+
+
+def test_stealth_trades_strength_for_points_the_sphere_keeps(tmp_path):
+    sphere = {"defence": "sphere", **ORACLE}
+    plain, _ = _removed(sphere, tmp_path / "plain")
+    stealthy, _ = _removed({**sphere, "attack.stealth": 20.0}, tmp_path / "stealthy")
+    assert sum(stealthy) < sum(plain)
+    assert config.override(tiny(ONE), {"attack.stealth": 0.0}).hash() == tiny(ONE).hash()
+    with pytest.raises(ConfigError, match="attack.stealth"):
+        config.override(tiny(ONE), {"attack.stealth": -1.0})

@@ -14,7 +14,7 @@ alternative does not read does not exist (``RMD`` has no ``solver``)::
              | implicit(solver, cg_iters, cg_tol, damping);  solver: newton-cg(tol, iters) | lbfgs(tol, iters)
     attack   alpha, beta, xp_step, lam_step (normalised | sgd | adam | optimistic | armijo(min_scale)),
              poison_mode, log_lam_box, poison_batch, num_batches, iters_fixed, iters_clean,
-             iters_multi, adaptive (none | project(statistics, q, iters)), concentrate, log_lam_init
+             iters_multi, adaptive (none | project(statistics, q, iters)), concentrate, stealth, log_lam_init
     victim   sgd(lr, epochs, batch) | converged(solver)
     defence  none | sphere | slab | knn(k) | svd(mass)          + statistics, rule: fraction(f) | percentile(q)
     sweep    seed, num_seeds, n_train, n_val, settings, log_lam_small, log_lam_large,
@@ -105,6 +105,9 @@ class Attack(Section):
     )
     concentrate: int = option(
         0, "tie each batch's poison points of a label into this many moving points (0: each its own)", checked.count
+    )
+    stealth: float = option(
+        0.0, "γ, weight of the detectability penalty in the attacker's objective", checked.non_negative
     )
     log_lam_init: float = option(
         math.log(5.0), "log λ where learned starts (learned on clean data from there)", checked.finite
@@ -224,6 +227,7 @@ class ExperimentConfig(Section):
             mode=attacks.MODES[a.poison_mode](),
             feasible=a.adaptive.build(),
             concentrate=a.concentrate or None,
+            stealth=float(a.stealth),
         )
 
     def victim_model(self) -> victims.SGDVictim | victims.ConvergedVictim:

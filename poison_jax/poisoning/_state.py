@@ -41,6 +41,10 @@ class AttackSettings:
         ``i mod k``) that move together, a few distinct points with multiplicities (the concentrated
         attack of Koh, Steinhardt & Liang, which defeats neighbour and subspace sanitisers); each
         step is projected onto the tied positions by averaging each group.
+      stealth: ``γ >= 0``, the weight of a detectability penalty in the attacker's objective: the
+        Xp rule ascends ``A(Xp) − γ D(Xp)``, ``D`` the trainable points' mean squared distance to
+        their class's clean centroid over the clean points' own (strength against stealth); 0 (the
+        default): none. The recorded objective stays ``A``.
       seed_lanes: how the seed axis runs (:func:`poison_jax.poisoning.seeds.over_seeds`): ``None`` vmaps all
         seeds (the default; what a GPU wants); ``L`` runs ``L`` lanes that each loop over their
         seeds, so a converged solver's iterations are not paid for the slowest seed by all (on a
@@ -58,6 +62,7 @@ class AttackSettings:
     mode: Replace | Add = Replace()
     feasible: FeasibleSet | None = None
     concentrate: int | None = None
+    stealth: float = 0.0
     seed_lanes: int | None = None
 
     def __post_init__(self):
@@ -88,6 +93,7 @@ class AttackSettings:
             raise TypeError(
                 f"feasible must be None or a poison_jax.poisoning.feasible.FeasibleSet, got {self.feasible!r}"
             )
+        checks.positive_finite("stealth", self.stealth, allow_zero=True)
         if self.concentrate is not None and not (checks.is_int(self.concentrate) and self.concentrate > 0):
             checks.fail("concentrate", self.concentrate, "None or a positive integer (groups per label)")
         if self.seed_lanes is not None and not (checks.is_int(self.seed_lanes) and self.seed_lanes > 0):

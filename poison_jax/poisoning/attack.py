@@ -42,7 +42,7 @@ from optax import projections
 
 from poison_jax import engine
 from poison_jax.engine import RESULTS, Warm
-from poison_jax.poisoning import seeds
+from poison_jax.poisoning import defences, seeds
 from poison_jax.poisoning._init import check_box, init_attack, seed_axis, set_poison_count
 from poison_jax.poisoning._problem import (
     MODES,
@@ -128,14 +128,20 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
     carried = result.warm if settings.method.warm_start else warm
     inner_loss, outer_loss = poisoning_losses(settings.model)
 
+    penalty = _stealth_penalty(settings, data, mask) if on_xp else None
+
     def objective_at(x):  # the attacker's objective at a line search's trial point, and the solution there
         trial = {**theta, name: x}
         w = settings.method.fit(inner_loss, carried.w, trial, data)
-        return outer_loss(w, trial, data), w
+        value = outer_loss(w, trial, data)
+        return (value if penalty is None else value - penalty(x)), w
 
-    g = result.grad[name]
+    g, value = result.grad[name], result.value
+    if penalty is not None:  # the stealthy attacker ascends A(Xp) - γ D(Xp)
+        p, p_grad = jax.value_and_grad(penalty)(theta[name])
+        g, value = g - p_grad, value - p
     x, new_opt, w = rule.step_and_aux(
-        theta[name], g, opt, lr=lr, ascent=on_xp, box=box, mask=mask, value=result.value, value_fn=objective_at,
+        theta[name], g, opt, lr=lr, ascent=on_xp, box=box, mask=mask, value=value, value_fn=objective_at,
         aux=carried.w,
     )  # fmt: skip
     if settings.method.warm_start:
@@ -143,6 +149,26 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
     ok = _all_finite(result.value, g)
     x, opt, warm = _keep_if(ok, (x, new_opt, carried), (theta[name], opt, warm))
     return {**theta, name: x}, opt, warm, ok, result
+
+
+def _stealth_penalty(settings: AttackSettings, data: PoisonData, mask):
+    """``x -> γ D(x)`` (``None`` when ``settings.stealth`` is 0): ``D`` the trainable poison points'
+    mean squared distance to their class's centroid in the clean training set, each over that
+    class's mean squared distance of its clean points (1: as typical as a clean point)."""
+    if not settings.stealth:
+        return None
+    num_classes, y = settings.model.num_classes, data.y_train
+    mu = defences.centroids(data.x_train, y, jnp.ones(y.shape, bool), num_classes)
+    labels, clean = data.yp.astype(jnp.int32), jnp.sum((data.x_train - mu[y.astype(jnp.int32)]) ** 2, axis=1)
+    members = y.astype(jnp.int32)[:, None] == jnp.arange(num_classes)[None, :]
+    spread = jnp.sum(members * clean[:, None], 0) / jnp.maximum(members.sum(0), 1)  # (K,)
+    trainable = jnp.broadcast_to(mask, data.yp.shape + (1,))[:, 0].astype(data.x_train.dtype)
+
+    def penalty(x):
+        distance = jnp.sum((x - mu[labels]) ** 2, axis=1) / jnp.maximum(spread[labels], 1e-12)
+        return settings.stealth * jnp.sum(trainable * distance) / jnp.maximum(jnp.sum(trainable), 1.0)
+
+    return penalty
 
 
 def _xp_projection(settings: AttackSettings, data: PoisonData, xp, box, mask):
