@@ -178,3 +178,11 @@ def test_stealth_trades_strength_for_points_the_sphere_keeps(tmp_path):
     assert config.override(tiny(ONE), {"attack.stealth": 0.0}).hash() == tiny(ONE).hash()
     with pytest.raises(ConfigError, match="attack.stealth"):
         config.override(tiny(ONE), {"attack.stealth": -1.0})
+
+
+def test_the_projection_needs_two_classes():
+    with pytest.raises(ValueError, match="feasible must be None with 10 classes"):
+        attack.AttackSettings(
+            models.logistic_regression(4, num_classes=10), engine.RMD(steps=2, lr=0.1), alpha=0.1, beta=0.1,
+            x_box=(0.0, 1.0), lam_box=(-8.0, 6.0), feasible=feasible.FeasibleSet(),
+        )  # fmt: skip

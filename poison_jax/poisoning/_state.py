@@ -93,6 +93,8 @@ class AttackSettings:
             raise TypeError(
                 f"feasible must be None or a poison_jax.poisoning.feasible.FeasibleSet, got {self.feasible!r}"
             )
+        if self.feasible is not None and self.model.num_classes != 2:
+            checks.fail("feasible", self.feasible, f"None with {self.model.num_classes} classes (the slab is binary)")
         checks.positive_finite("stealth", self.stealth, allow_zero=True)
         if self.concentrate is not None and not (checks.is_int(self.concentrate) and self.concentrate > 0):
             checks.fail("concentrate", self.concentrate, "None or a positive integer (groups per label)")
