@@ -110,7 +110,7 @@ class _Sanitiser(Section):
     """A sanitiser: its score (the subclass), where its statistics come from and its removal rule."""
 
     at: ClassVar[str] = "defence"
-    statistics: str = option("data-dependent", _STATISTICS, one_of("oracle", "data-dependent"))
+    statistics: str = option("data-dependent", _STATISTICS, one_of(*defences.STATISTICS))
     rule: Fraction | Percentile = option(Fraction(), "the removal rule: fraction or percentile", is_a(RULES))
 
     def score(self) -> Any:
@@ -184,7 +184,7 @@ class Project(Section):
     kind: ClassVar[str] = "project"
     at: ClassVar[str] = "attack.adaptive"
     statistics: str = option(
-        "data-dependent", _STATISTICS + "; recomputed each hyperiteration", one_of("oracle", "data-dependent")
+        "data-dependent", _STATISTICS + "; recomputed each hyperiteration", one_of(*defences.STATISTICS)
     )
     q: float = option(
         90.0, "radius and half-width at this percentile of the reference class's scores, in (0, 100]", _percentile
