@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +64,7 @@ __all__ = [
     "SANITISERS",
     "STATISTICS",
     "SVD",
+    "Sanitised",
     "Fraction",
     "Percentile",
     "Rule",
@@ -323,6 +325,14 @@ SANITISERS: dict[str, type[Sphere] | type[Slab] | type[KNN] | type[SVD]] = {
 }
 
 
+class Sanitised(NamedTuple):
+    """What a defence leaves of a training set: ``keep (n,)`` bool, the rows the victim fits, and
+    ``y (n,)``, their labels (changed only by a defence that relabels rows)."""
+
+    keep: jax.Array
+    y: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class Sanitiser:
     """A score, a removal rule and where the statistics come from: ``statistics`` is
@@ -360,6 +370,11 @@ class Sanitiser:
         # the reference rows' own scores, against the same reference (the Percentile rule's radii)
         ref_scores = scores if self.statistics == "data-dependent" else self.score.scores(*ref, *ref, num_classes)
         return present & ~self.rule.removed(scores, y, present, ref_scores, ref[1], ref[2], num_classes)
+
+    def sanitise(self, x, y, present, x_clean, y_clean, num_classes: int = 2, learner: Any = None) -> Sanitised:
+        """Every defence's protocol: :meth:`keep`, the labels unchanged (``learner``, the model a
+        model-based defence fits, is not used: the scores are geometric)."""
+        return Sanitised(self.keep(x, y, present, x_clean, y_clean, num_classes), y)
 
 
 def removal_stats(keep: jax.Array, present: jax.Array, is_poison: jax.Array) -> dict[str, jax.Array]:
