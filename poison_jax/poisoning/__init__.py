@@ -12,6 +12,7 @@ from poison_jax.poisoning import (
     models,
     outer,
     penalties,
+    relaxed,
     seeds,
     victims,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "models",
     "outer",
     "penalties",
+    "relaxed",
     "seeds",
     "victims",
 ]

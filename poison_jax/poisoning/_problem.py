@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from poison_jax.poisoning import models
+from poison_jax.poisoning.relaxed import Relaxed
 
 AttackState = Any  # poison_jax.poisoning.attack.AttackState: xp, yp, replace_idx, active, trainable, ...
 
@@ -111,20 +112,28 @@ def poison_data(
     )
 
 
-@functools.cache
-def poisoning_losses(model: models.Model):
+def poisoning_losses(model: models.Model, relaxed: Relaxed | None = None):
     """``(inner_loss, outer_loss)`` of the poisoning problem, ``(w, theta, data) -> scalar``.
 
     ``theta = {"xp": (P, d), "log_lam": (model.num_lams,)}`` and ``data`` a :class:`PoisonData`. The same two
-    function objects for the same model, so jitted hypergradients compile once for every split.
+    function objects for the same model and ``relaxed``, so jitted hypergradients compile once for
+    every split.
 
     inner: ``(Σ model.loss + the model's penalty) / n`` over the poisoned training set of ``n`` rows:
     in :class:`Replace` mode the clean rows that active poison points replace are left out, so
     ``n = n_train``; in :class:`Add` mode ``n = n_train + n_active``. See
-    :func:`poison_jax.poisoning.models.penalty` for the scaling.
+    :func:`poison_jax.poisoning.models.penalty` for the scaling. With a
+    :class:`~poison_jax.poisoning.relaxed.Relaxed` sanitiser, each row of the poisoned set weighs
+    its soft keep-weight (oracle statistics from ``data.x_train``), computed from ``theta["xp"]`` so
+    the hypergradient sees it: ``(Σ weight · model.loss + penalty) / Σ weight``, the mean the
+    victim fits over the rows a hard sanitiser keeps.
     outer: mean ``model.loss`` on the validation set (no penalty; cross-entropy for the paper's model).
     """
+    return _losses(model, relaxed)
 
+
+@functools.cache
+def _losses(model: models.Model, relaxed: Relaxed | None):
     def inner_loss(w, theta, data: PoisonData):
         clean = jnp.sum(data.clean_weight * model.loss(model.apply(w, data.x_train), data.y_train))
         poison = jnp.sum(data.poison_weight * model.loss(model.apply(w, theta["xp"]), data.yp))
@@ -133,7 +142,22 @@ def poisoning_losses(model: models.Model):
     def outer_loss(w, theta, data: PoisonData):
         return jnp.mean(model.loss(model.apply(w, data.x_val), data.y_val))
 
-    return inner_loss, outer_loss
+    return (inner_loss if relaxed is None else _relaxed_inner_loss(model, relaxed)), outer_loss
+
+
+def _relaxed_inner_loss(model: models.Model, relaxed: Relaxed):
+    """The inner loss of :func:`poisoning_losses` under ``relaxed``: the poisoned set is the clean
+    rows and the poison points, each weighing its presence times its soft keep-weight."""
+
+    def inner_loss(w, theta, data: PoisonData):
+        x = jnp.concatenate([data.x_train, theta["xp"].astype(data.x_train.dtype)])
+        y = jnp.concatenate([data.y_train, data.yp.astype(data.y_train.dtype)])
+        presence = jnp.concatenate([data.clean_weight, data.poison_weight])
+        weight = presence * relaxed.weights(x, y, presence > 0, data.x_train, data.y_train, model.num_classes)
+        losses = jnp.sum(weight * model.loss(model.apply(w, x), y))
+        return (losses + models.penalty(model, w, theta["log_lam"])) / jnp.sum(weight)
+
+    return inner_loss
 
 
 def make_losses(

@@ -9,9 +9,10 @@ import jax
 
 from poison_jax import engine
 from poison_jax.engine import Warm, checks
-from poison_jax.poisoning import models, outer
+from poison_jax.poisoning import defences, models, outer
 from poison_jax.poisoning._problem import Add, Replace
 from poison_jax.poisoning.feasible import FeasibleSet
+from poison_jax.poisoning.relaxed import Relaxed
 
 _STEP_RULES = (outer.Normalised, outer.SGD, outer.Adam, outer.Optimistic, outer.Armijo)
 
@@ -49,6 +50,12 @@ class AttackSettings:
         seeds (the default; what a GPU wants); ``L`` runs ``L`` lanes that each loop over their
         seeds, so a converged solver's iterations are not paid for the slowest seed by all (on a
         CPU, one lane per device). Results are the same either way.
+      relaxed: ``None`` (the default), or the adaptive attacker's
+        :class:`~poison_jax.poisoning.relaxed.Relaxed` sanitiser: the inner problem weighs each row of
+        the poisoned set by its soft keep-weight, a sigmoid of its margin to the sanitiser's
+        threshold computed from ``Xp``, so the hypergradient sees the defence
+        (:func:`~poison_jax.poisoning.attack.poisoning_losses`). Classification only; a slab needs
+        two classes.
     """
 
     model: models.Model
@@ -64,6 +71,7 @@ class AttackSettings:
     concentrate: int | None = None
     stealth: float = 0.0
     seed_lanes: int | None = None
+    relaxed: Relaxed | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, models.Model):
@@ -98,8 +106,19 @@ class AttackSettings:
         checks.positive_finite("stealth", self.stealth, allow_zero=True)
         if self.concentrate is not None and not (checks.is_int(self.concentrate) and self.concentrate > 0):
             checks.fail("concentrate", self.concentrate, "None or a positive integer (groups per label)")
+        self._check_relaxed()
         if self.seed_lanes is not None and not (checks.is_int(self.seed_lanes) and self.seed_lanes > 0):
             checks.fail("seed_lanes", self.seed_lanes, "None or a positive integer")
+
+    def _check_relaxed(self):
+        if self.relaxed is None:
+            return
+        if not isinstance(self.relaxed, Relaxed):
+            raise TypeError(f"relaxed must be None or a poison_jax.poisoning.relaxed.Relaxed, got {self.relaxed!r}")
+        if self.model.loss.task == "regression":
+            checks.fail("relaxed", self.relaxed, "None with a regression (sanitisers score rows by class)")
+        if isinstance(self.relaxed.sanitiser.score, defences.Slab) and self.model.num_classes != 2:
+            checks.fail("relaxed", self.relaxed, f"None or not a slab with {self.model.num_classes} classes")
 
 
 class AttackState(NamedTuple):

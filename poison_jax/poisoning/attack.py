@@ -108,7 +108,7 @@ def _split_data(settings: AttackSettings, state: AttackState, split) -> PoisonDa
 
 
 def _hypergrad(settings: AttackSettings, data: PoisonData, theta: dict, warm: Warm) -> engine.Result:
-    inner_loss, outer_loss = poisoning_losses(settings.model)
+    inner_loss, outer_loss = poisoning_losses(settings.model, settings.relaxed)
     return engine.hypergrad(settings.method, inner_loss, outer_loss, warm.w, theta, data, warm=warm)
 
 
@@ -126,7 +126,7 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
         theta = {**theta, "xp": box(theta["xp"])}
     result = _hypergrad(settings, data, theta, warm)
     carried = result.warm if settings.method.warm_start else warm
-    inner_loss, outer_loss = poisoning_losses(settings.model)
+    inner_loss, outer_loss = poisoning_losses(settings.model, settings.relaxed)
 
     penalty = _stealth_penalty(settings, data, mask) if on_xp else None
 
@@ -329,7 +329,7 @@ def _run_attack(settings, splits, state, token, every, active, *, num_iters, upd
 
 
 def _objective_one(settings: AttackSettings, state: AttackState, split) -> jax.Array:
-    inner_loss, outer_loss = poisoning_losses(settings.model)
+    inner_loss, outer_loss = poisoning_losses(settings.model, settings.relaxed)
     data = _split_data(settings, state, split)
     theta = {"xp": state.xp, "log_lam": state.log_lam}
     w0 = _start(settings, state, state.key).w
