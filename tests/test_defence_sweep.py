@@ -104,7 +104,7 @@ def test_the_cli_runs_a_defence_and_writes_it_in_the_results(tmp_path):
     run = [sys.executable, "-m", "poison_jax.face.cli", "run", "--preset", "digits-lr", *sets, "--out", str(tmp_path)]
     done = subprocess.run([*run, "--no-progress"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    table = done.stdout[done.stdout.index("The sanitiser, mean over seeds:") :].splitlines()
+    table = done.stdout[done.stdout.index("The defence, mean over seeds:") :].splitlines()
     assert table[2].startswith("| poison (%) | log λ = -8: poison removed (%) | clean removed (%) |")
     assert table[4].startswith("| 0.0 | – |") and table[5].startswith("| 3.5 | ")  # no poison in cell 0
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]

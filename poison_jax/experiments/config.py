@@ -14,9 +14,11 @@ alternative does not read does not exist (``RMD`` has no ``solver``)::
              | implicit(solver, cg_iters, cg_tol, damping);  solver: newton-cg(tol, iters) | lbfgs(tol, iters)
     attack   alpha, beta, xp_step, lam_step (normalised | sgd | adam | optimistic | armijo(min_scale)),
              poison_mode, log_lam_box, poison_batch, num_batches, iters_fixed, iters_clean,
-             iters_multi, adaptive (none | project(statistics, q, iters)), concentrate, stealth, log_lam_init
+             iters_multi, adaptive (none | project(statistics, q, iters) | relax(temperature)), concentrate,
+             stealth, log_lam_init
     victim   sgd(lr, epochs, batch) | converged(solver)
-    defence  none | sphere | slab | knn(k) | svd(mass)          + statistics, rule: fraction(f) | percentile(q)
+    defence  none | sphere | slab | knn(k) | svd(mass) | loss   + statistics, rule: fraction(f) | percentile(q)
+             | trim(f, iters) | sever(f, rounds) | label(k, eta)
     sweep    seed, num_seeds, n_train, n_val, settings, log_lam_small, log_lam_large,
              cv_log_lam_grid, cv_folds
 
@@ -100,8 +102,8 @@ class Attack(Section):
         50, f"T_λ, {_ITERS} learning log λ on clean data (learned, fraction 0)", checked.positive_int
     )
     iters_multi: int = option(100, f"T_mul, {_ITERS} per batch of the multiobjective attack", checked.positive_int)
-    adaptive: ds.NonAdaptive | ds.Project = option(
-        ds.NonAdaptive(), "how the attacker adapts to a sanitiser: none or project", checked.is_a(ds.ADAPTIVE)
+    adaptive: ds.NonAdaptive | ds.Project | ds.Relax = option(
+        ds.NonAdaptive(), "how the attacker adapts to a sanitiser: none, project or relax", checked.is_a(ds.ADAPTIVE)
     )
     concentrate: int = option(
         0, "tie each batch's poison points of a label into this many moving points (0: each its own)", checked.count
@@ -171,7 +173,7 @@ class ExperimentConfig(Section):
     method: s.RMD | s.IFT | s.Implicit = option(s.RMD(), "hypergradient", checked.is_a(s.METHODS))
     attack: Attack = option(Attack(), "the attack", checked.is_a({"": Attack}))
     victim: s.SGD | s.Converged = option(s.SGD(), "victim judged on the poisoned set", checked.is_a(s.VICTIMS))
-    defence: ds.NoDefence | ds.Sphere | ds.Slab | ds.KNN | ds.SVD = option(
+    defence: ds.NoDefence | ds.Sphere | ds.Slab | ds.KNN | ds.SVD | ds.Loss | ds.Trim | ds.Sever | ds.Label = option(
         ds.NoDefence(), "sanitiser of the poisoned set before the victim fits", checked.is_a(ds.DEFENCES)
     )
     sweep: Sweep = option(Sweep(), "the sweep", checked.is_a({"": Sweep}))
@@ -225,7 +227,7 @@ class ExperimentConfig(Section):
             xp_step=a.xp_step.build(),
             lam_step=a.lam_step.build(),
             mode=attacks.MODES[a.poison_mode](),
-            feasible=a.adaptive.build(),
+            **a.adaptive.attack_fields(self.defence),
             concentrate=a.concentrate or None,
             stealth=float(a.stealth),
         )

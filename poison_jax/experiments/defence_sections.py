@@ -1,14 +1,17 @@
 """The defence section of an experiment config (floor 2): the sanitiser applied to each poisoned
 training set before the victim fits, and its removal rule.
 
-``--set defence=sphere`` (or ``slab``, ``knn``, ``svd``; ``none``, the default, fits the victim on
-the whole poisoned set) with ``defence.statistics`` (``oracle``: centroids, radii, subspaces and
-neighbours from the clean training set; ``data-dependent``: from the poisoned set, what a real
-defender has) and ``defence.rule`` (``fraction``: per class, the highest-scoring ``rule.f`` of the
-rows; ``percentile``: per class, the rows scoring above the ``rule.q``-th percentile of the
-reference rows' scores). Each builds a :class:`poison_jax.poisoning.defences.Sanitiser`
-(``build()``; ``none`` builds ``None``). The defence judges the attack: the attacker does not see
-it, and learned λ is learned on the unsanitised set (the non-adaptive attack).
+``--set defence=sphere`` (or ``slab``, ``knn``, ``svd``, ``loss``; ``none``, the default, fits the
+victim on the whole poisoned set) with ``defence.statistics`` (``oracle``: centroids, radii,
+subspaces, neighbours and the loss's model from the clean training set; ``data-dependent``: from the
+poisoned set, what a real defender has) and ``defence.rule`` (``fraction``: per class, the
+highest-scoring ``rule.f`` of the rows; ``percentile``: per class, the rows scoring above the
+``rule.q``-th percentile of the reference rows' scores). ``trim`` and ``sever`` refit the victim's
+learner while they remove rows; ``label`` relabels rows to their neighbours' majority. Each builds a
+defence of :mod:`poison_jax.poisoning.defences` or :mod:`poison_jax.poisoning.model_defences`
+(``build()``; ``none`` builds ``None``). The defence judges the attack: unless the attack adapts
+(``attack.adaptive``, ``attack.concentrate``, ``attack.stealth``) the attacker does not see it, and
+learned λ is learned on the unsanitised set.
 
 Example::
 
@@ -27,14 +30,19 @@ import dataclasses
 from typing import Any, ClassVar
 
 from poison_jax.engine import checks
-from poison_jax.experiments.checked import ConfigError, Section, family, is_a, one_of, option, positive_int
-from poison_jax.poisoning import defences, feasible
+from poison_jax.experiments.checked import ConfigError, Section, family, is_a, one_of, option, positive, positive_int
+from poison_jax.poisoning import defences, feasible, model_defences, relaxed
 
 __all__ = [
     "ADAPTIVE",
     "DEFENCES",
     "KNN",
     "RULES",
+    "Label",
+    "Loss",
+    "Relax",
+    "Sever",
+    "Trim",
     "SVD",
     "Fraction",
     "NoDefence",
@@ -116,7 +124,7 @@ class _Sanitiser(Section):
     def score(self) -> Any:
         raise NotImplementedError
 
-    def build(self) -> defences.Sanitiser:
+    def build(self) -> defences.Sanitiser | model_defences.LossSanitiser:
         return defences.Sanitiser(self.score(), self.rule.build(), self.statistics)
 
 
@@ -162,7 +170,65 @@ class SVD(_Sanitiser):
         return defences.SVD(mass=float(self.mass))
 
 
-DEFENCES = family(NoDefence, Sphere, Slab, KNN, SVD)
+@dataclasses.dataclass(frozen=True)
+class Loss(_Sanitiser):
+    """The loss: a row's loss under the victim's learner fit on the reference rows."""
+
+    kind: ClassVar[str] = "loss"
+
+    def build(self) -> model_defences.LossSanitiser:
+        return model_defences.LossSanitiser(self.rule.build(), self.statistics)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trim(Section):
+    """TRIM (Jagielski et al. 2018): refit on the rows of smallest loss until they stop changing."""
+
+    kind: ClassVar[str] = "trim"
+    at: ClassVar[str] = "defence"
+    f: float = option(0.1, "the share of the rows trimmed away, in [0, 1)", _fraction)
+    iters: int = option(10, "refits at most", positive_int)
+
+    def build(self) -> model_defences.Trim:
+        return model_defences.Trim(f=float(self.f), iters=self.iters)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sever(Section):
+    """SEVER (Diakonikolas et al. 2019): remove the rows whose centred loss gradients lie furthest
+    along their top singular direction, refitting between rounds."""
+
+    kind: ClassVar[str] = "sever"
+    at: ClassVar[str] = "defence"
+    f: float = option(0.05, "the share of the rows removed over all rounds, in [0, 1)", _fraction)
+    rounds: int = option(4, "fit-score-remove rounds", positive_int)
+
+    def build(self) -> model_defences.Sever:
+        return model_defences.Sever(f=float(self.f), rounds=self.rounds)
+
+
+def _share(path: str, value: Any) -> None:
+    if not checks.is_real(value) or not 0 < value <= 1:
+        checks.fail(path, value, "a number in (0, 1]", error=ConfigError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Label(Section):
+    """k-NN label sanitisation (Paudice et al. 2018): a row takes its k nearest rows' majority
+    label when that majority holds at least ``eta`` of them."""
+
+    kind: ClassVar[str] = "label"
+    at: ClassVar[str] = "defence"
+    k: int = option(10, "neighbours that vote", positive_int)
+    eta: float = option(0.5, "the majority's share needed to relabel, in (0, 1]", _share)
+
+    def build(self) -> model_defences.LabelSanitiser:
+        return model_defences.LabelSanitiser(k=self.k, eta=float(self.eta))
+
+
+DEFENCES = family(NoDefence, Sphere, Slab, KNN, SVD, Loss, Trim, Sever, Label)
+#: The defences that score rows by class (classification only).
+_BY_CLASS = (Sphere, Slab, KNN, SVD, Label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +238,9 @@ class NonAdaptive(Section):
     kind: ClassVar[str] = "none"
     at: ClassVar[str] = "attack.adaptive"
 
-    def build(self) -> None:
-        return None
+    def attack_fields(self, defence: Any) -> dict[str, Any]:
+        """The :class:`~poison_jax.poisoning.attack.AttackSettings` fields this attacker sets: none."""
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,24 +258,45 @@ class Project(Section):
     )
     iters: int = option(50, "rounds of alternating (Dykstra) projections", positive_int)
 
-    def build(self) -> feasible.FeasibleSet:
-        return feasible.FeasibleSet(statistics=self.statistics, q=float(self.q), iters=self.iters)
+    def attack_fields(self, defence: Any) -> dict[str, Any]:
+        """``feasible``: the :class:`~poison_jax.poisoning.feasible.FeasibleSet` (whatever the defence)."""
+        return {"feasible": feasible.FeasibleSet(statistics=self.statistics, q=float(self.q), iters=self.iters)}
 
 
-ADAPTIVE = family(NonAdaptive, Project)
+@dataclasses.dataclass(frozen=True)
+class Relax(Section):
+    """The config's sanitiser relaxed inside the attacker's inner problem: each row weighs the sigmoid
+    of its margin to the removal threshold, so the hypergradient sees the defence."""
+
+    kind: ClassVar[str] = "relax"
+    at: ClassVar[str] = "attack.adaptive"
+    temperature: float = option(0.1, "the sigmoid's width, relative to each class's median score", positive)
+
+    def attack_fields(self, defence: Any) -> dict[str, Any]:
+        """``relaxed``: :class:`~poison_jax.poisoning.relaxed.Relaxed` of the defence's sanitiser."""
+        return {"relaxed": relaxed.Relaxed(defence.build(), float(self.temperature))}
+
+
+ADAPTIVE = family(NonAdaptive, Project, Relax)
+#: The sanitisers the relaxed attacker can see through (their scores are differentiable).
+_RELAXABLE = (Sphere, Slab, KNN)
 
 
 def check_applies(defence: Section, adaptive: Section, *, regression: bool, num_classes: int) -> None:
-    """Refuse a sanitiser where it does not apply: they score rows by class (classification only),
-    and the slab needs two classes; so does the adaptive attacker's projection (its sphere ∩ slab)."""
+    """Refuse a defence or an adaptive attacker where it does not apply: sanitisers that score rows by
+    class and the label sanitiser need classification, the slab and the projection two classes, and
+    the relaxed attacker a sanitiser with differentiable scores."""
+    what = "a regression" if regression else f"{num_classes} classes"
     if isinstance(adaptive, Project) and (regression or num_classes != 2):
-        what = "a regression" if regression else f"{num_classes} classes"
-        checks.fail("attack.adaptive", adaptive.kind, f"none with {what} (the projection is binary)", error=ConfigError)
-    if isinstance(defence, NoDefence):
-        return
-    if regression:
-        allowed = "none with loss squared (the sanitisers score rows by class: classification only)"
+        checks.fail("attack.adaptive", adaptive.kind, f"none or relax with {what} (the projection is binary)",
+                    error=ConfigError)  # fmt: skip
+    if isinstance(adaptive, Relax) and not isinstance(defence, _RELAXABLE):
+        allowed = " or ".join(k.kind for k in _RELAXABLE)
+        checks.fail("attack.adaptive", adaptive.kind, f"none or project with defence={defence.kind} (relax needs "
+                    f"defence {allowed})", error=ConfigError)  # fmt: skip
+    if regression and isinstance(defence, _BY_CLASS):
+        allowed = "none, loss, trim or sever with loss squared (the others work by class: classification only)"
         checks.fail("defence", defence.kind, allowed, error=ConfigError)
     if isinstance(defence, Slab) and num_classes != 2:
-        allowed = f"sphere, knn, svd or none with {num_classes} classes (the slab is binary)"
+        allowed = f"anything but slab with {what} (the slab is binary)"
         checks.fail("defence", defence.kind, allowed, error=ConfigError)

@@ -59,7 +59,7 @@ from poison_jax.experiments.cache import use_compilation_cache
 from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.config import ExperimentConfig, override
 from poison_jax.experiments.devices import SeedSharding
-from poison_jax.poisoning import attack, defences, hyperopt, models, seeds, victims
+from poison_jax.poisoning import attack, defences, hyperopt, model_defences, models, seeds, victims
 
 __all__ = ["Sweep", "build_model", "compile_seconds", "load_dataset", "load_splits", "run_sweep", "seed_keys"]
 
@@ -256,12 +256,12 @@ class Sweep:
         c = self.config
         state = self.placed(state)
         x, y, weights = attack.poisoned_training_set(self.splits, state, self.settings.mode)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, EVAL, self.seeds))
         removed = {}
         if self.sanitiser is not None:
             poison = attack.poison_rows(self.splits, state, self.settings.mode)
-            args = (x, y, weights, poison, self.splits.x_train, self.splits.y_train)
-            weights, removed = _sanitised(self.sanitiser, self.model.num_classes, *args)
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, cell))(seed_keys(c, EVAL, self.seeds))
+            args = (x, y, weights, poison, self.splits.x_train, self.splits.y_train, state.log_lam, keys)
+            weights, y, removed = _sanitised(self.sanitiser, self.model, self.victim, *args)
         m = victims.evaluate_victim(
             self.model,
             x,
@@ -290,23 +290,31 @@ def _stat_dtype(name: str):
 
 
 def _init_grad_norm_one(settings, state, split):
-    inner_loss, _ = attack.poisoning_losses(settings.model)
+    inner_loss, _ = attack.poisoning_losses(settings.model, settings.relaxed)
     data = attack.poison_data(split.x_train, split.y_train, split.x_val, split.y_val, state, settings.mode)
     theta = {"xp": state.xp, "log_lam": state.log_lam}
     return otu.tree_norm(jax.grad(inner_loss)(settings.model.init(state.key), theta, data))
 
 
-@functools.partial(jax.jit, static_argnames=("sanitiser", "num_classes"))
-def _sanitised(sanitiser, num_classes, x, y, weights, poison, x_clean, y_clean):
-    """Each seed's poisoned set after ``sanitiser``: the victim's row weights ``(S, n)`` (0 for a row
-    removed or absent) and what it removed (:func:`poison_jax.poisoning.defences.removal_stats`)."""
+@functools.partial(jax.jit, static_argnames=("sanitiser", "model", "victim"))
+def _sanitised(sanitiser, model, victim, x, y, weights, poison, x_clean, y_clean, log_lam, keys):
+    """Each seed's poisoned set after the defence ``sanitiser``: the victim's row weights ``(S, n)``
+    (0 for a row removed or absent), the labels ``(S, n)`` (a label sanitiser changes some) and what
+    it did (:func:`poison_jax.poisoning.defences.removal_stats`, and
+    :func:`poison_jax.poisoning.model_defences.relabel_stats` for a defence that relabels). A
+    model-based defence fits the victim's learner at the seed's log λ."""
 
-    def one(x, y, weights, poison, x_clean, y_clean):
+    def one(x, y, weights, poison, x_clean, y_clean, log_lam, key):
         present = jnp.ones(y.shape, bool) if weights is None else weights > 0
-        keep = sanitiser.keep(x, y, present, x_clean, y_clean, num_classes)
-        return keep.astype(x.dtype), defences.removal_stats(keep, present, poison)
+        learner = model_defences.Learner(model, victim, log_lam, key)
+        keep, labels = sanitiser.sanitise(x, y, present, x_clean, y_clean, model.num_classes, learner)
+        stats = defences.removal_stats(keep, present, poison)
+        if isinstance(sanitiser, model_defences.LabelSanitiser):
+            stats |= model_defences.relabel_stats(y, labels, present, poison)
+        return keep.astype(x.dtype), labels, stats
 
-    return jax.vmap(one)(x, y, weights, poison, x_clean, y_clean)  # weights None: a tree with no leaves
+    # weights None: a tree with no leaves
+    return jax.vmap(one)(x, y, weights, poison, x_clean, y_clean, log_lam, keys)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

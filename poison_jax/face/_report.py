@@ -122,25 +122,34 @@ def summary_table(records) -> str:
     return "\n".join(rows) + _defence_table(curves, fractions)
 
 
+#: The defence table's columns: the per-seed key, its header, how a mean over seeds is written and
+#: whether it is about the poison points (none in cell 0: "–").
+_DEFENCE_COLUMNS = (
+    ("defence_recall", "poison removed (%)", lambda v: f"{100 * v:.1f}", True),
+    ("defence_false_positive_rate", "clean removed (%)", lambda v: f"{100 * v:.1f}", False),
+    ("defence_poison_relabelled", "poison relabelled", lambda v: f"{v:.1f}", True),
+    ("defence_clean_relabelled", "clean relabelled", lambda v: f"{v:.1f}", False),
+)
+
+
 def _defence_table(curves: dict, fractions: list) -> str:
-    """For records of a run with a sanitiser, a second table: per setting, the share of the poison
-    points it removed (recall) and of the clean points (false-positive rate), mean over seeds (%)."""
-    if not any("defence_recall" in r["per_seed"] for rs in curves.values() for r in rs):
+    """For records of a run with a defence, a second table: per setting, the share of the poison
+    points it removed (recall) and of the clean points (false-positive rate), and for a defence that
+    relabels, how many poison and clean points it relabelled; means over seeds."""
+    records = [r for rs in curves.values() for r in rs]
+    columns = [c for c in _DEFENCE_COLUMNS if any(c[0] in r["per_seed"] for r in records)]
+    if not columns:
         return ""
     head = "| poison (%) | " + " | ".join(
-        f"{rs[0]['label']}: poison removed (%) | clean removed (%)" for rs in curves.values()
+        f"{rs[0]['label']}: " + " | ".join(c[1] for c in columns) for rs in curves.values()
     )
-    rows = ["", "", "The sanitiser, mean over seeds:", "", head + " |", "|---:|" + "---:|---:|" * len(curves)]
+    rows = ["", "", "The defence, mean over seeds:", "", head + " |", "|---:|" + "---:|" * len(columns) * len(curves)]
     for cell, fraction in fractions:
         cols = []
         for rs in curves.values():
-            r = next((r for r in rs if r["cell"] == cell and "defence_recall" in r["per_seed"]), None)
-            recall, fpr = (
-                seed_values(r, k) if r else np.array([]) for k in ("defence_recall", "defence_false_positive_rate")
-            )
-            cols += [
-                f"{100 * recall.mean():.1f}" if recall.size and cell else "–",
-                f"{100 * fpr.mean():.1f}" if fpr.size else "–",
-            ]
+            r = next((r for r in rs if r["cell"] == cell and columns[0][0] in r["per_seed"]), None)
+            for key, _, written, about_poison in columns:
+                values = seed_values(r, key) if r else np.array([])
+                cols.append(written(values.mean()) if values.size and (cell or not about_poison) else "–")
         rows.append(f"| {100 * fraction:.1f} | " + " | ".join(cols) + " |")
     return "\n".join(rows)

@@ -177,7 +177,9 @@ class KNN:
         if self.k > ref_x.shape[0]:
             checks.fail("KNN k", self.k, f"at most the {ref_x.shape[0]} reference rows")
         squared = jnp.sum(x**2, -1)[:, None] + jnp.sum(ref_x**2, -1)[None, :] - 2 * x @ ref_x.T
-        distances = jnp.sqrt(jnp.maximum(squared, 0.0))  # rounding can make a duplicate's slightly < 0
+        # rounding can make a duplicate's slightly < 0; sqrt's derivative at 0 is inf (NaN gradients)
+        positive = squared > 0
+        distances = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
         valid = ref_present[None, :] & (ref_y[None, :] == y[:, None])
         if ref_x is x:
             valid = valid & ~jnp.eye(x.shape[0], dtype=bool)

@@ -42,7 +42,7 @@ Example::
     >>> relaxed.Relaxed(defences.Sanitiser(defences.SVD()))
     Traceback (most recent call last):
     ...
-    ValueError: Relaxed score must be Sphere(), Slab() or KNN(k) with oracle statistics, got SVD(mass=0.95)
+    ValueError: Relaxed score must be Sphere(), Slab() or KNN(k), got SVD(mass=0.95)
 """
 
 from __future__ import annotations
@@ -92,10 +92,9 @@ class Relaxed:
     """The soft keep-weights of ``sanitiser`` at ``temperature`` (> 0, relative to each class's
     median score): see the module docstring.
 
-    The sanitiser's score must be differentiable in the poison points: ``Sphere()``, ``Slab()``, or
-    ``KNN(k)`` with oracle statistics. (``KNN`` against the scored set itself differentiates each
-    row's distance to itself, ``sqrt`` at 0: NaN, until ``defences.KNN`` takes a safe square root;
-    ``SVD``'s derivative divides by differences of singular values and its subspace's size jumps.)
+    The sanitiser's score must be differentiable in the poison points: ``Sphere()``, ``Slab()`` or
+    ``KNN(k)``. (``SVD``'s derivative divides by differences of singular values and its subspace's
+    size jumps.)
     """
 
     sanitiser: defences.Sanitiser
@@ -107,12 +106,8 @@ class Relaxed:
                 "Relaxed sanitiser", self.sanitiser, "a poison_jax.poisoning.defences.Sanitiser", error=TypeError
             )
         score = self.sanitiser.score
-        if not (
-            isinstance(score, (defences.Sphere, defences.Slab))
-            or (isinstance(score, defences.KNN) and self.sanitiser.statistics == "oracle")
-        ):
-            what = score if not isinstance(score, defences.KNN) else f"{score} with data-dependent statistics"
-            checks.fail("Relaxed score", what, "Sphere(), Slab() or KNN(k) with oracle statistics")
+        if not isinstance(score, (defences.Sphere, defences.Slab, defences.KNN)):
+            checks.fail("Relaxed score", score, "Sphere(), Slab() or KNN(k)")
         if not checks.is_real(self.temperature) or self.temperature <= 0:
             checks.fail(
                 "Relaxed temperature", self.temperature, "a finite number > 0 (relative to a class's median score)"
