@@ -10,17 +10,22 @@ data-dependent k-NN sanitiser (k = 5) against the strong attack and against the 
 batch's points of a label into one (``attack.concentrate=1``). Each run
 is ``run_sweep`` in this process (the command line equivalent is in the table's caption).
 
-(b) Costs, measured on (a)'s first seeds' data: one strong hyperiteration of the Xp step (log λ =
--8, all seeds, 17 active poison points) with the projection, over one without; and each
-sanitiser's ``keep`` on the poisoned sets of all seeds, over one hyperiteration.
+(b) Costs, measured on (a)'s data: one strong hyperiteration of the Xp step (log λ = -8, all
+seeds, 17 active poison points) with the projection and with the relaxed sphere, slab and k-NN
+(oracle and data-dependent), over one without; and each defence on the poisoned sets of all
+seeds (the geometric sanitisers, the loss defence, TRIM, SEVER and label sanitisation, the
+model-based ones fitting the converged victim), over one hyperiteration.
 
-    python -m benchmarks.defences [--quick] [--out benchmarks/results]
+    python -m benchmarks.defences [--quick] [--costs-only] [--out benchmarks/results]
+
+``--costs-only`` runs (b) alone and writes ``defence_costs.{json,md}``.
 
 ``--quick``: 2 seeds, one poison batch, one hyperiteration a cell, the sphere only (seconds).
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 
@@ -31,7 +36,7 @@ import numpy as np
 from benchmarks import harness
 from poison_jax.experiments import config as configs
 from poison_jax.experiments import presets, sweep
-from poison_jax.poisoning import attack, defences
+from poison_jax.poisoning import attack, defences, model_defences
 
 BASE = {"sweep.num_seeds": 6, "sweep.settings": ("small", "learned")}
 QUICK = {**BASE, "sweep.num_seeds": 2, "attack.num_batches": 1, "attack.iters_fixed": 1, "attack.iters_multi": 1}
@@ -90,36 +95,74 @@ def results_grid(quick: bool) -> dict:
     return rows
 
 
+def _steps(s: sweep.Sweep, plain, state) -> dict:
+    """``{name: call}``: one Xp step of every seed, plain, projecting and relaxed."""
+    adaptive = {"strong": {}}
+    for st in STATISTICS:
+        adaptive[f"projects, {st}"] = {"attack.adaptive": "project", "attack.adaptive.statistics": st}
+        for kind in ("sphere", "slab", "knn"):
+            sanitiser = {"defence": kind, "defence.statistics": st, "defence.rule": "percentile"}
+            adaptive[f"relaxes {kind}, {st}"] = {**sanitiser, "attack.adaptive": "relax"}
+    steps = {}
+    for name, overrides in adaptive.items():
+        settings = configs.override(plain, overrides).attack_settings(s.model, x_box=s.x_box)
+        settings = settings.__class__(**{**settings.__dict__, "seed_lanes": s.seed_lanes})
+        steps[name] = lambda st=settings: attack.poison_step(st, s.splits, state, update_xp=True, update_lam=False)[0]
+    return steps
+
+
+def _defences(s: sweep.Sweep, state) -> dict:
+    """``{name: call}``: each defence on the poisoned sets of all seeds (one jitted, vmapped call)."""
+    x, y, _ = attack.poisoned_training_set(s.splits, state, s.settings.mode)
+    present = jnp.ones(y.shape, bool)
+    values = {
+        f"{type(score).__name__.lower()}, {st}": defences.Sanitiser(score, defences.Percentile(90.0), st)
+        for score in (defences.Sphere(), defences.Slab(), defences.KNN(), defences.SVD())
+        for st in STATISTICS
+    }
+    values |= {f"loss, {st}": model_defences.LossSanitiser(defences.Percentile(90.0), st) for st in STATISTICS}
+    values |= {
+        "trim": model_defences.Trim(0.1),
+        "sever": model_defences.Sever(0.1),
+        "label": model_defences.LabelSanitiser(),
+    }
+    victim, keys = s.victim, jax.random.split(jax.random.PRNGKey(0), len(s.seeds))
+
+    def one(defence, x, y, xc, yc, log_lam, key):
+        learner = model_defences.Learner(s.model, victim, log_lam, key)
+        return defence.sanitise(x, y, present[0], xc, yc, s.model.num_classes, learner)
+
+    calls = {}
+    for name, defence in values.items():
+        fn = jax.jit(jax.vmap(functools.partial(one, defence)))
+        calls[name] = lambda fn=fn: fn(x, y, s.splits.x_train, s.splits.y_train, state.log_lam, keys)
+    return calls
+
+
 def costs(quick: bool) -> dict:
     base = QUICK if quick else BASE
     plain = presets.preset(PRESET, base)
     s = sweep.Sweep(plain)
     state = s.placed(attack.set_poison_count(s.fresh_state(jnp.full((len(s.seeds), 1), -8.0)), 17, 17))
-    steps = {}
-    for name, overrides in (
-        ("strong", {}),
-        *((f"projects, {st}", {"attack.adaptive": "project", "attack.adaptive.statistics": st}) for st in STATISTICS),
-    ):
-        settings = configs.override(plain, overrides).attack_settings(s.model, x_box=s.x_box)
-        settings = settings.__class__(**{**settings.__dict__, "seed_lanes": s.seed_lanes})
-        steps[name] = lambda st=settings: attack.poison_step(st, s.splits, state, update_xp=True, update_lam=False)[0]
-    x, y, _ = attack.poisoned_training_set(s.splits, state, s.settings.mode)
-    present = jnp.ones(y.shape, bool)
-    keeps = {}
-    for score in (defences.Sphere(), defences.Slab(), defences.KNN(), defences.SVD()):
-        for stats in STATISTICS:
-            san = defences.Sanitiser(score, defences.Percentile(90.0), stats)
-            fn = jax.jit(jax.vmap(lambda x, y, p, xc, yc, san=san: san.keep(x, y, p, xc, yc)))
-            keeps[f"{type(score).__name__.lower()}, {stats}"] = lambda fn=fn: fn(
-                x, y, present, s.splits.x_train, s.splits.y_train
-            )
-    times = harness.time_calls({**steps, **keeps}, repeats=3 if quick else 7)
+    steps, sanitise = _steps(s, plain, state), _defences(s, state)
+    times = harness.time_calls({**steps, **sanitise}, repeats=3 if quick else 7)
     step = times["strong"].median
     return {
         "hyperiteration_ms": 1e3 * step,
-        "projection_over_strong": {k: times[k].median / step for k in steps if k != "strong"},
-        "sanitiser_over_hyperiteration": {k: times[k].median / step for k in keeps},
+        "adaptive_over_strong": {k: times[k].median / step for k in steps if k != "strong"},
+        "defence_over_hyperiteration": {k: times[k].median / step for k in sanitise},
     }
+
+
+def costs_markdown(c: dict) -> str:
+    return (
+        f"One strong hyperiteration (Xp step, log λ = -8, all seeds): {c['hyperiteration_ms']:.1f} ms. "
+        "Adaptive attacks' hyperiteration, over it: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in c["adaptive_over_strong"].items())
+        + ". Each defence on every seed's poisoned set, over one hyperiteration: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in c["defence_over_hyperiteration"].items())
+        + "."
+    )
 
 
 def run(args) -> dict:
@@ -147,20 +190,17 @@ def markdown(result: dict) -> str:
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    c = result["costs"]
-    lines += [
-        f"One strong hyperiteration (Xp step, log λ = -8, all seeds): {c['hyperiteration_ms']:.1f} ms. "
-        "With the projection, over it: "
-        + ", ".join(f"{k} {v:.2f}x" for k, v in c["projection_over_strong"].items())
-        + ". Each sanitiser on every seed's poisoned set, over one hyperiteration: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in c["sanitiser_over_hyperiteration"].items())
-        + "."
-    ]
-    return "\n".join(lines)
+    return "\n".join([*lines, costs_markdown(result["costs"])])
 
 
 def main(argv=None) -> dict:
-    return harness.main("defences", __doc__, run, markdown, argv)
+    p = harness.parser("defences", __doc__)
+    p.add_argument("--costs-only", action="store_true", help="only the costs (b): defence_costs.{json,md}")
+    args = p.parse_args(argv)
+    harness.select_device(args.device)
+    if args.costs_only:
+        return harness.finish(args, "defence_costs", {"costs": costs(args.quick)}, lambda r: costs_markdown(r["costs"]))
+    return harness.finish(args, "defences", run(args), markdown)
 
 
 if __name__ == "__main__":
