@@ -27,6 +27,7 @@ import time
 import matplotlib
 
 matplotlib.use("Agg")
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -156,6 +157,9 @@ def run_rows(preset: str, overrides: dict, rows: dict, quick: bool) -> dict:
             "command": _command(preset, {**base, **row}),
         }
         print(f"{name}: {out[name]['seconds']:.0f} s", flush=True)
+        # Each row compiles its own programs; dropping them keeps one process under the kernel's
+        # limit on memory maps (LLVM's "Cannot allocate memory" after a dozen rows otherwise).
+        jax.clear_caches()
     return out
 
 
