@@ -204,6 +204,29 @@ def test_poison_step_ascends_the_relaxed_hypergradient(splits):
         np.testing.assert_allclose((after.xp[seed] - one.xp) / lr, g, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", ["knn data-dependent, rmd", "sphere data-dependent, implicit"])
+def test_the_attacks_step_follows_the_relaxed_hypergradient(case):
+    # The attack hands its solver the weights at theta (one computation a solve) and chains their
+    # derivative after the hypergradient: one SGD step in a wide box moves Xp by lr · dA/dXp of the
+    # relaxed inner loss differentiated through the weights in every step (float32: the attack's).
+    score, statistics, rule, method = CHECKS[case]
+    relaxed = Relaxed(defences.Sanitiser(SCORES[score], rule, statistics), temperature=0.5)
+    d, theta = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), _problem(relaxed))
+    model = models.logistic_regression(3)
+    settings = attack.AttackSettings(
+        model, method, alpha=1.0, beta=1.0, x_box=(-50.0, 50.0), lam_box=(-8.0, 6.0), xp_step=outer.SGD(),
+        relaxed=relaxed,
+    )  # fmt: skip
+    splits = data.Splits(d.x_train[None], d.y_train[None], d.x_val[None], d.y_val[None], None, None)
+    state = attack.init_attack(settings, jax.random.split(jax.random.PRNGKey(0), 1), splits, 2, -2.0)
+    state = attack.set_poison_count(state, 2, 2)._replace(xp=theta["xp"][None])
+    after, _ = attack.poison_step(settings, splits, state, update_xp=True, update_lam=False)
+    one = jax.tree_util.tree_map(lambda a: a[0], state)
+    direct = engine.hypergrad(method, *attack.poisoning_losses(model, relaxed), model.init(one.key), theta, d)
+    np.testing.assert_allclose(after.xp[0] - theta["xp"], direct.grad["xp"], rtol=1e-3, atol=1e-5)
+    assert np.abs(np.asarray(direct.grad["xp"])).max() > 1e-2  # a step that shows
+
+
 def test_run_attack_jits_and_vmaps_the_relaxed_attack_over_seeds_in_one_program(splits, trace_counter):
     lr = models.logistic_regression(64)
     counting_apply = trace_counter(lr.apply)

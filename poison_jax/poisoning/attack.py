@@ -54,6 +54,7 @@ from poison_jax.poisoning._problem import (
     poison_rows,
     poisoned_training_set,
     poisoning_losses,
+    prepared_inner_loss,
     wrong_labels,
 )
 from poison_jax.poisoning._progress import NO_TOKEN, report_every, with_progress
@@ -107,9 +108,26 @@ def _split_data(settings: AttackSettings, state: AttackState, split) -> PoisonDa
     return poison_data(split.x_train, split.y_train, split.x_val, split.y_val, state, settings.mode)
 
 
+def _unprepared(theta: dict, data: PoisonData) -> dict:
+    return theta
+
+
+def _losses(settings: AttackSettings):
+    """``(prepare, inner_loss, outer_loss)``: the inner loss reads ``prepare(theta, data)``, which holds
+    what depends on ``theta`` alone (the relaxed sanitiser's weights), computed once per solve."""
+    inner_loss, outer_loss = poisoning_losses(settings.model)
+    if settings.relaxed is None:
+        return _unprepared, inner_loss, outer_loss
+    return (*prepared_inner_loss(settings.model, settings.relaxed), outer_loss)
+
+
 def _hypergrad(settings: AttackSettings, data: PoisonData, theta: dict, warm: Warm) -> engine.Result:
-    inner_loss, outer_loss = poisoning_losses(settings.model, settings.relaxed)
-    return engine.hypergrad(settings.method, inner_loss, outer_loss, warm.w, theta, data, warm=warm)
+    prepare, inner_loss, outer_loss = _losses(settings)
+    if settings.relaxed is None:
+        return engine.hypergrad(settings.method, inner_loss, outer_loss, warm.w, theta, data, warm=warm)
+    prepared, chain = jax.vjp(lambda th: prepare(th, data), theta)
+    result = engine.hypergrad(settings.method, inner_loss, outer_loss, warm.w, prepared, data, warm=warm)
+    return result._replace(grad=chain(result.grad)[0])  # through the weights to Xp and log λ
 
 
 def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Warm, *, name: str, mask):
@@ -126,13 +144,13 @@ def _move(settings: AttackSettings, data: PoisonData, theta: dict, opt, warm: Wa
         theta = {**theta, "xp": box(theta["xp"])}
     result = _hypergrad(settings, data, theta, warm)
     carried = result.warm if settings.method.warm_start else warm
-    inner_loss, outer_loss = poisoning_losses(settings.model, settings.relaxed)
+    prepare, inner_loss, outer_loss = _losses(settings)
 
     penalty = _stealth_penalty(settings, data, mask) if on_xp else None
 
     def objective_at(x):  # the attacker's objective at a line search's trial point, and the solution there
         trial = {**theta, name: x}
-        w = settings.method.fit(inner_loss, carried.w, trial, data)
+        w = settings.method.fit(inner_loss, carried.w, prepare(trial, data), data)
         value = outer_loss(w, trial, data)
         return (value if penalty is None else value - penalty(x)), w
 
@@ -329,11 +347,11 @@ def _run_attack(settings, splits, state, token, every, active, *, num_iters, upd
 
 
 def _objective_one(settings: AttackSettings, state: AttackState, split) -> jax.Array:
-    inner_loss, outer_loss = poisoning_losses(settings.model, settings.relaxed)
+    prepare, inner_loss, outer_loss = _losses(settings)
     data = _split_data(settings, state, split)
     theta = {"xp": state.xp, "log_lam": state.log_lam}
     w0 = _start(settings, state, state.key).w
-    return outer_loss(settings.method.fit(inner_loss, w0, theta, data), theta, data)
+    return outer_loss(settings.method.fit(inner_loss, w0, prepare(theta, data), data), theta, data)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
