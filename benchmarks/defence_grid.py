@@ -115,18 +115,20 @@ GRIDS = {
 
 
 def summarise(records: list[dict]) -> dict:
-    """``{setting: {fractions, error, error_std, recall, fpr, log_lam}}`` (means over seeds, per cell)."""
+    """``{setting: {fractions, error, error_std, recall, fpr, relabelled, log_lam}}`` (means over seeds,
+    per cell; ``relabelled``: the poison points label sanitisation relabelled, NaN for the others)."""
     out = {}
     for r in sorted(records, key=lambda r: r["cell"]):
         per_seed = r["per_seed"]
         cell = out.setdefault(
-            r["setting"], {k: [] for k in ("fractions", "error", "error_std", "recall", "fpr", "log_lam")}
+            r["setting"], {k: [] for k in ("fractions", "error", "error_std", "recall", "fpr", "relabelled", "log_lam")}
         )
         cell["fractions"].append(r["fraction"])
         cell["error"].append(float(np.mean(per_seed["error"])))
         cell["error_std"].append(float(np.std(per_seed["error"])))
         cell["recall"].append(float(np.mean(per_seed.get("defence_recall", [np.nan]))))
         cell["fpr"].append(float(np.mean(per_seed.get("defence_false_positive_rate", [np.nan]))))
+        cell["relabelled"].append(float(np.mean(per_seed.get("defence_poison_relabelled", [np.nan]))))
         cell["log_lam"].append(float(np.mean(per_seed["log_lam"])))
     return out
 
@@ -181,11 +183,18 @@ def run(args) -> dict:
     return {"grid": args.grid, "panels": panels}
 
 
+def _shown(value) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
 def _cell(row: dict, setting: str, i: int, regression: bool) -> str:
     r = row[setting]
     e, sd, recall = r["error"][i], r["error_std"][i], r["recall"][i]
+    relabelled = r.get("relabelled", [None] * (i + 1))[i]
     value = f"{e:.4f} ± {sd:.4f}" if regression else f"{100 * e:.1f} ± {100 * sd:.1f}"
-    return value + (f" [{100 * recall:.0f}]" if recall is not None and np.isfinite(recall) and i else "")
+    if i and _shown(relabelled):
+        return value + f" [{100 * recall:.0f}; {relabelled:.1f} relabelled]"
+    return value + (f" [{100 * recall:.0f}]" if _shown(recall) and i else "")
 
 
 def markdown(result: dict) -> str:

@@ -39,5 +39,11 @@ def test_records_are_summarised_in_cell_order_and_written_as_tables_and_a_figure
     result = {"panels": [{"label": "digits, logistic", "rows": {"no defence": row, "sphere, oracle": row}}]}
     table = defence_grid.markdown(result)
     assert "| sphere, oracle | 20.0 ± 10.0 | 40.0 ± 20.0 [25] |" in table
+    relabelling = [_record("small", c, c * 0.05, [0.1, 0.1], [0.0, 0.0]) for c in (0, 1)]
+    for r in relabelling:
+        r["per_seed"]["defence_poison_relabelled"] = [3, 4]
+    label = defence_grid.summarise([*relabelling, *(r | {"setting": "learned"} for r in relabelling)])
+    label_table = defence_grid.markdown({"panels": [{"label": "digits", "rows": {"label": label}}]})
+    assert "| label | 10.0 ± 0.0 | 10.0 ± 0.0 [0; 3.5 relabelled] |" in label_table
     defence_grid.plot(result, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 10_000
