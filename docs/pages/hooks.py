@@ -66,6 +66,25 @@ BENCHMARKS = {
     "engine_peers": ("Against JAX's bilevel tools", "python -m benchmarks.engine_peers --out docs/benchmarks"),
     "secml_h2h": ("Against secml", "python -m benchmarks.secml_h2h --out docs/benchmarks"),
     "progress": ("Progress reports", "python -m benchmarks.progress --out docs/benchmarks"),
+    "defences": (
+        "Defences: sphere, slab and k-NN on MNIST 1 v 7",
+        "python -m benchmarks.defences --out docs/benchmarks",
+    ),
+    **{
+        f"defence_grid_{grid}": (
+            f"Defences: {label}",
+            f"python -m benchmarks.defence_grid --grid {grid} --out docs/benchmarks",
+        )
+        for grid, label in (
+            ("mnist17-lr", "MNIST 1 v 7, logistic, the other defences"),
+            ("mnist17-svm", "MNIST 1 v 7, smoothed hinge"),
+            ("digits-lr", "digits, logistic"),
+            ("digits-svm", "digits, smoothed hinge"),
+            ("ridge", "ridge regression, TRIM and SEVER"),
+        )
+    },
+    "defence_costs": ("Defences: what each costs", "python -m benchmarks.defences --costs-only --out docs/benchmarks"),
+    "lambda_failure": ("Where learned λ fails", "python -m benchmarks.lambda_failure --out docs/benchmarks"),
 }
 
 NOTEBOOK_NOTE = (
@@ -267,8 +286,8 @@ class Builder:
                 extras.append(f"All figures of this run, with its environment: [`{f.stem}.json`]({f.stem}.json).")
             about = (
                 f"`docs/benchmarks/{f.name}`, as committed; written by `{command}`. What the numbers "
-                "mean is discussed on the guide's [Performance](../performance.md) and "
-                "[Results](../results.md) pages."
+                "mean is discussed on the guide's [Performance](../performance.md), "
+                "[Results](../results.md) and [Defences: results](../defence-results.md) pages."
             )
             self.pages[uri] = "\n\n".join([f"# {title}", about, body, *extras]) + "\n"
             nav.append({title: uri})
