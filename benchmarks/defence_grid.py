@@ -68,11 +68,9 @@ ROWS = {
     "no defence": {},
     **{
         f"{kind}, {stats}": _sanitiser(kind, stats)
-        for kind in ("sphere", "slab", "loss")
+        for kind in ("sphere", "slab", "loss", "knn", "svd")
         for stats in ("oracle", "data-dependent")
     },
-    "knn, data-dependent": _sanitiser("knn", "data-dependent"),
-    "svd, data-dependent": _sanitiser("svd", "data-dependent"),
     "sever": {"defence": "sever", "defence.f": 0.1},
     "label": {"defence": "label"},
     "sphere, data-dependent; attack projects": {**_sanitiser("sphere", "data-dependent"), "attack.adaptive": "project"},
@@ -87,7 +85,7 @@ ROWS = {
 }
 #: The rows ``benchmarks.defences`` has not run on MNIST 1 v 7.
 _NEW_ON_MNIST = [
-    "loss, oracle", "loss, data-dependent", "svd, data-dependent", "sever", "label",
+    "loss, oracle", "loss, data-dependent", "knn, oracle", "svd, oracle", "svd, data-dependent", "sever", "label",
     "sphere, data-dependent; attack relaxes", "slab, data-dependent; attack relaxes",
     "knn, data-dependent; attack relaxes", "svd, data-dependent; attack concentrates", "label; attack concentrates",
 ]  # fmt: skip
@@ -179,7 +177,8 @@ def run(args) -> dict:
     for label, preset, overrides, rows in GRIDS[args.grid]:
         chosen = {k: v for k, v in rows.items() if not args.rows or k in args.rows}
         done = run_rows(preset, overrides, chosen, args.quick)
-        panels.append({"label": label, "preset": preset, "rows": {**before.get(label, {}), **done}})
+        merged = {**before.get(label, {}), **done}
+        panels.append({"label": label, "preset": preset, "rows": {k: merged[k] for k in rows if k in merged}})
     return {"grid": args.grid, "panels": panels}
 
 
