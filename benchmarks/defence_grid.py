@@ -40,20 +40,7 @@ from poison_jax.experiments import presets, sweep  # noqa: E402
 SEEDS = {"sweep.num_seeds": 6, "sweep.settings": ("small", "learned")}
 QUICK = {"sweep.num_seeds": 2, "attack.num_batches": 1, "attack.iters_fixed": 1, "attack.iters_multi": 1}
 # The strong attack on presets that are not strong already (digits, diabetes).
-STRONG = {
-    "method": "implicit",
-    "method.solver.tol": 1e-4,
-    "method.cg_iters": 200,
-    "method.cg_tol": 1e-5,
-    "method.damping": 1e-4,
-    "attack.xp_step": "armijo",
-    "attack.xp_step.min_scale": 0.25,
-    "attack.lam_step": "armijo",
-    "attack.alpha": 0.99,
-    "attack.beta": 0.5,
-    "victim": "converged",
-    "victim.solver.tol": 1e-4,
-}
+STRONG = presets.STRONG_ATTACK
 SVM = {"loss": "smoothed-hinge"}
 RIDGE = {"loss": "squared"}
 

@@ -24,7 +24,7 @@ from typing import Any
 from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.config import ExperimentConfig, describe, override
 
-__all__ = ["PRESETS", "Preset", "describe_preset", "preset"]
+__all__ = ["PRESETS", "STRONG_ATTACK", "Preset", "describe_preset", "preset"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +60,9 @@ _PAPER_MNIST = {
     "victim.lr": 1e-2,
     "victim.epochs": 200,
 }
-# The strong attack: a converged, warm-started inner solve with the implicit hypergradient, Armijo
-# line searches on Xp and Λ, and a victim trained to convergence.
-_STRONG = {
+#: The strong attack's settings, for any preset: a converged, warm-started inner solve with the
+#: implicit hypergradient, Armijo line searches on Xp and Λ, and a victim trained to convergence.
+STRONG_ATTACK = {
     "method": "implicit",
     "method.solver.tol": 1e-4,
     "method.cg_iters": 200,
@@ -73,12 +73,16 @@ _STRONG = {
     "attack.lam_step": "armijo",
     "attack.alpha": 0.99,
     "attack.beta": 0.5,
+    "victim": "converged",
+    "victim.solver.tol": 1e-4,
+}
+# ... with the iterations and the large λ of the mnist5k presets.
+_STRONG = {
+    **STRONG_ATTACK,
     "attack.iters_fixed": 6,
     "attack.iters_clean": 10,
     "attack.iters_multi": 10,
     "sweep.log_lam_large": math.log(200.0),
-    "victim": "converged",
-    "victim.solver.tol": 1e-4,
 }
 _IMAGENET = {
     **_PAPER_SPLITS,
