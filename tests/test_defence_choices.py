@@ -7,6 +7,7 @@ import pytest
 
 from poison_jax.experiments import config, sweep
 from poison_jax.experiments.checked import ConfigError
+from poison_jax.experiments.overrides import parse_overrides
 from poison_jax.face import plots
 from poison_jax.poisoning import defences, model_defences, relaxed
 from tests.tiny import tiny
@@ -109,3 +110,13 @@ def test_a_relaxed_attack_sweep_runs_and_differs_from_the_plain_attack(tmp_path)
 
 def test_every_defence_follows_the_sanitise_protocol():
     assert all(hasattr(kind, "sanitise") for kind in (defences.Sanitiser, *model_defences.MODEL_DEFENCES.values()))
+
+
+def test_none_on_the_command_line_chooses_the_kind_none():
+    # --set reads `none` as Python's None: for a choice with a kind "none" it means that kind
+    relaxing = tiny({"defence": "sphere", "attack.adaptive": "relax"})
+    plain = config.override(relaxing, parse_overrides(["attack.adaptive=none", "defence=none"]))
+    assert plain.attack.adaptive.kind == "none" and plain.defence.kind == "none"
+    assert plain.hash() == tiny().hash()
+    with pytest.raises(ConfigError, match="method must be one of"):
+        config.override(plain, parse_overrides(["method=none"]))  # a choice without "none" is still refused

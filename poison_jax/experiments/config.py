@@ -337,6 +337,8 @@ def _set(tree: dict[str, Any], path: str, value: Any) -> None:
         raise ConfigError(f"config path {path!r}: {_what(cls, at)} has no field {last!r}{_hint(cls)}{switch}")
     if isinstance(value, Section):
         value = value.to_dict()
+    if last in CHOICES and value is None and "none" in CHOICES[last]:
+        value = "none"  # --set defence=none reads as None: the choice's kind "none"
     if last in CHOICES and isinstance(value, str):
         new = _class_of(last, value, at_last)
         keep = {} if last == "data" else {k: v for k, v in node.get(last, {}).items() if k in _fields(new)}
