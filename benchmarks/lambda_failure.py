@@ -42,16 +42,10 @@ GRID = 41  # log λ values over the box: steps of 1/3 on the presets' (-8, log 2
 TOP_TOL = 1e-3  # a learned log λ this close to the box's top sits at it
 
 # The strong attack on the small offline sets (the flags of the digits runs in docs: Results).
-_STRONG_SMALL = {
-    "method": "implicit",
-    "method.solver.tol": 1e-4,
-    "method.cg_iters": 200,
-    "method.cg_tol": 1e-5,
-    "method.damping": 1e-4,
-    "attack.xp_step": "armijo",
-    "attack.lam_step": "armijo",
-    "victim": "converged",
-    "victim.solver.tol": 1e-4,
+_STRONG_SMALL = {  # the strong attack with the presets' own step sizes (no Armijo floor)
+    k: v
+    for k, v in presets.STRONG_ATTACK.items()
+    if k not in ("attack.xp_step.min_scale", "attack.alpha", "attack.beta")
 }
 # The strong diabetes run of docs: Results ("Ridge regression: regression poisoning on diabetes").
 _STRONG_DIABETES = {
