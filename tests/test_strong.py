@@ -437,6 +437,31 @@ def test_no_recompilation_across_fractions_and_hyperiterations(splits, mode, tra
     assert counting_apply.count == traced
 
 
+@dataclasses.dataclass(frozen=True)
+class _CountingNewtonCG(NewtonCG):
+    """Newton-CG that counts how often a program traces its solve; each instance its own static
+    argument (``tag``), so no test finds another's traces in JAX's caches."""
+
+    traced: list = dataclasses.field(default_factory=list, compare=False, hash=False)
+    tag: object = dataclasses.field(default_factory=object)
+
+    def solve(self, f, w0):
+        self.traced.append(1)
+        return super().solve(f, w0)
+
+
+@pytest.mark.parametrize("update_lam", [False, True], ids=["xp", "xp-then-lambda"])
+def test_attack_program_traces_each_inner_solve_once(splits, update_lam):
+    """Trace time is most of a warm-cache run: the hyperiteration is traced once (not once more for
+    the shape of its info), and the line search's trials share one trace of their solve: the
+    hypergradient's solve once (Λ's move reuses Xp's trace: one jitted function, equal shapes) and
+    one solve for each move's trials."""
+    solver = _CountingNewtonCG(tol=1e-5, maxiter=100)
+    settings = strong_settings(method=Implicit(solver, cg_iters=100, cg_tol=1e-5, damping=1e-4), lam_step=outer.Armijo())
+    attack.run_attack(settings, splits, started(settings, splits), num_iters=2, update_lam=update_lam)
+    assert len(solver.traced) == (3 if update_lam else 2)
+
+
 def test_converged_victim_reaches_its_tolerance_and_learns(splits):
     settings = strong_settings()
     state = started(settings, splits, n_active=0)

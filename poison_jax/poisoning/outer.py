@@ -208,12 +208,13 @@ class Armijo:
             *_, ok, k = carry
             return ~ok & (k < self.max_trials)
 
-        def body(carry):
-            t, *_, k = carry
-            t = t * self.shrink
-            return t, *trial(t), k + 1
+        def body(carry):  # trial k at length t_next; the first at ``start``
+            t_next, _, *_, k = carry
+            return t_next * self.shrink, t_next, *trial(t_next), k + 1
 
-        t, x_t, aux_t, ok, _ = jax.lax.while_loop(cond, body, (start, *trial(start), jnp.asarray(1, jnp.int32)))
+        # Every trial inside the loop (none before it): the objective, an inner solve, is traced once.
+        first = (start, start, x, aux, jnp.asarray(False), jnp.asarray(0, jnp.int32))
+        _, t, x_t, aux_t, ok, _ = jax.lax.while_loop(cond, body, first)
         taken = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), (x_t, aux_t), (x, aux))
         return taken[0], t.astype(state.dtype), taken[1]
 
