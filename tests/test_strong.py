@@ -457,7 +457,9 @@ def test_attack_program_traces_each_inner_solve_once(splits, update_lam):
     hypergradient's solve once (Λ's move reuses Xp's trace: one jitted function, equal shapes) and
     one solve for each move's trials."""
     solver = _CountingNewtonCG(tol=1e-5, maxiter=100)
-    settings = strong_settings(method=Implicit(solver, cg_iters=100, cg_tol=1e-5, damping=1e-4), lam_step=outer.Armijo())
+    settings = strong_settings(
+        method=Implicit(solver, cg_iters=100, cg_tol=1e-5, damping=1e-4), lam_step=outer.Armijo()
+    )
     attack.run_attack(settings, splits, started(settings, splits), num_iters=2, update_lam=update_lam)
     assert len(solver.traced) == (3 if update_lam else 2)
 
