@@ -199,6 +199,9 @@ class Armijo:
         # min_scale a converged attack stays cheap (its trials stay short).
         start = jnp.where(jnp.isnan(state), lr, jnp.clip(state * self.grow, self.min_scale * lr, self.max_scale * lr))
 
+        # Jitted, so that the trial before the loop and the loop's trials share one trace of the
+        # objective (an inner solve): JAX caches a jitted function's trace; the program is the same.
+        @jax.jit
         def trial(t):
             x_t = _project(x + t * d, box)
             value_t, aux_t = value_fn(x_t)
@@ -208,13 +211,12 @@ class Armijo:
             *_, ok, k = carry
             return ~ok & (k < self.max_trials)
 
-        def body(carry):  # trial k at length t_next; the first at ``start``
-            t_next, _, *_, k = carry
-            return t_next * self.shrink, t_next, *trial(t_next), k + 1
+        def body(carry):
+            t, *_, k = carry
+            t = t * self.shrink
+            return t, *trial(t), k + 1
 
-        # Every trial inside the loop (none before it): the objective, an inner solve, is traced once.
-        first = (start, start, x, aux, jnp.asarray(False), jnp.asarray(0, jnp.int32))
-        _, t, x_t, aux_t, ok, _ = jax.lax.while_loop(cond, body, first)
+        t, x_t, aux_t, ok, _ = jax.lax.while_loop(cond, body, (start, *trial(start), jnp.asarray(1, jnp.int32)))
         taken = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), (x_t, aux_t), (x, aux))
         return taken[0], t.astype(state.dtype), taken[1]
 
