@@ -74,6 +74,7 @@ __all__ = [
     "Sphere",
     "centroids",
     "removal_stats",
+    "share_counts",
 ]
 
 STATISTICS = ("oracle", "data-dependent")
@@ -94,6 +95,17 @@ def _centroids(x: jax.Array, masks: jax.Array) -> jax.Array:
     """``(K, d)`` the mean of the rows each mask selects (zeros for an empty class)."""
     rows = jnp.where(masks.any(0)[:, None], x, 0.0)  # 0 · NaN is NaN: zero absent rows, don't weight them
     return (masks.astype(x.dtype) @ rows) / jnp.maximum(masks.sum(1), 1)[:, None]
+
+
+def share_counts(share: float, n: int, divisor: int = 1) -> np.ndarray:
+    """``(n + 1,)`` int32: ``ceil(share · m / divisor)`` rows removed of ``m = 0..n`` (over ``divisor``
+    rounds), exact for ``share`` as written (floats make ``0.07 · 100`` 7.000000000000001: 8).
+
+    >>> share_counts(0.07, 100)[[0, 1, 100]].tolist()
+    [0, 1, 7]
+    """
+    ratio = fractions.Fraction(str(share)) / divisor
+    return np.array([math.ceil(ratio * m) for m in range(n + 1)], dtype=np.int32)
 
 
 def centroids(x: jax.Array, y: jax.Array, present: jax.Array, num_classes: int) -> jax.Array:
@@ -252,7 +264,7 @@ class Fraction:
         """``(n,)`` bool, the removed rows. The count comes from the scored set: the reference
         scores are not used (under jit XLA drops their computation)."""
         masks = _class_masks(y, present, num_classes)
-        quotas = jnp.asarray(self._quotas(y.shape[0]))[masks.sum(1)]
+        quotas = jnp.asarray(share_counts(self.f, y.shape[0]))[masks.sum(1)]
 
         def one_class(mask: jax.Array, quota: jax.Array) -> jax.Array:
             order = jnp.argsort(jnp.where(mask, -scores, jnp.inf), stable=True)  # the class, highest first
@@ -260,12 +272,6 @@ class Fraction:
             return mask & (rank < quota)
 
         return jax.vmap(one_class)(masks, quotas).any(0)
-
-    def _quotas(self, n: int) -> np.ndarray:
-        """``ceil(f · m)`` for ``m = 0..n``, exact for ``f`` as written (``0.07 · 100`` is 7, where
-        floats make it 7.000000000000001 and the ceiling 8)."""
-        ratio = fractions.Fraction(str(self.f))
-        return np.array([math.ceil(ratio * m) for m in range(n + 1)], dtype=np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

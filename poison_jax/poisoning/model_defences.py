@@ -49,7 +49,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from poison_jax.engine import checks
@@ -100,13 +99,6 @@ class Learner(NamedTuple):
 def _zeroed(x: jax.Array, y: jax.Array, present: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``x`` and ``y`` with the absent rows set to 0: a fit weighs them 0, and 0 · NaN would be NaN."""
     return jnp.where(present[:, None], x, 0.0), jnp.where(present, y, 0)
-
-
-def _share_counts(share: float, n: int, divisor: int = 1) -> np.ndarray:
-    """``ceil(share · m / divisor)`` for ``m = 0..n``, exact for ``share`` as written (``0.07 · 100``
-    is 7, where floats give 7.000000000000001 and the ceiling 8)."""
-    ratio = fractions.Fraction(str(share)) / divisor
-    return np.array([math.ceil(ratio * m) for m in range(n + 1)], dtype=np.int32)
 
 
 def _drop_highest(scores: jax.Array, mask: jax.Array, count: jax.Array) -> jax.Array:
@@ -173,7 +165,7 @@ class Trim:
         """``Sanitised(keep (n,), y)``: the rows of the last selection, the labels unchanged
         (``x_clean``, ``y_clean`` and ``num_classes`` are not used: the trim is global)."""
         xz, yz = _zeroed(x, y, present)
-        trimmed = jnp.asarray(_share_counts(self.f, x.shape[0]))[present.sum()]
+        trimmed = jnp.asarray(defences.share_counts(self.f, x.shape[0]))[present.sum()]
 
         def select(weights):  # the present rows left once the highest losses under the fit on `weights` go
             params = learner.fit(xz, yz, weights.astype(xz.dtype))
@@ -212,7 +204,7 @@ class Sever:
         """``Sanitised(keep (n,), y)``: the rows left after the last round, the labels unchanged
         (``x_clean``, ``y_clean`` and ``num_classes`` are not used)."""
         xz, yz = _zeroed(x, y, present)
-        per_round = jnp.asarray(_share_counts(self.f, x.shape[0], self.rounds))[present.sum()]
+        per_round = jnp.asarray(defences.share_counts(self.f, x.shape[0], self.rounds))[present.sum()]
 
         def one_round(keep, _):
             params = learner.fit(xz, yz, keep.astype(xz.dtype))
