@@ -119,7 +119,7 @@ def fingerprint(ds: data.Dataset) -> str:
 
 
 def model_identity(model: models.Model) -> str:
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(model.init, jax.eval_shape(jax.random.PRNGKey, 0))
     leaves = jax.tree_util.tree_leaves_with_path(shapes)
     tree = ", ".join(f"{jax.tree_util.keystr(k)}{list(v.shape)}" for k, v in leaves)
     return f"{model.name}: {tree}; layers {list(model.layers)}; {model.penalty}; {model.loss}"
@@ -127,9 +127,15 @@ def model_identity(model: models.Model) -> str:
 
 def seed_keys(config: ExperimentConfig, purpose: int, seeds=None) -> jax.Array:
     """One key per split seed, derived from the config's seed and a purpose tag."""
-    base = jax.random.fold_in(jax.random.PRNGKey(config.sweep.seed), purpose)
     seeds = config.seeds if seeds is None else seeds
-    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seeds))
+    return _seed_keys(np.uint32(config.sweep.seed), np.uint32(purpose), np.asarray(seeds, np.uint32))
+
+
+@jax.jit
+def _seed_keys(seed: jax.Array, purpose: jax.Array, seeds: jax.Array) -> jax.Array:
+    """:func:`seed_keys` in one program (eagerly, five: each lowered and loaded by every process)."""
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), purpose)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(seeds)
 
 
 INIT, CV, EVAL = 1, 2, 3  # the purposes of seed_keys

@@ -74,7 +74,7 @@ def from_flax(
     if example.ndim != 2 or example.shape[0] == 0:
         raise ValueError(f"example_x must be 2-D features (n, d) with n >= 1, got shape {example.shape}")
     init, raw_apply = _flax_functions(module, example)
-    params = jax.eval_shape(init, jax.random.PRNGKey(0))
+    params = jax.eval_shape(init, jax.eval_shape(jax.random.PRNGKey, 0))
     num_classes, apply = _scores(module, raw_apply, params, example)
     check_multiclass_loss(loss, num_classes, scores=f"{type(module).__name__} returns {num_classes} scores;")
     layers = _penalised_layers(module, params, layers)
@@ -130,7 +130,7 @@ def _penalised_layers(module, params, layers: Sequence[str] | None) -> tuple[str
 def _flax_functions(module, example):
     """``(init(key) -> params, apply(params, x) -> raw output)`` of a linen or an nnx module."""
     if isinstance(module, nn.Module):
-        variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), example[:1])
+        variables = jax.eval_shape(module.init, jax.eval_shape(jax.random.PRNGKey, 0), example[:1])
         others = sorted(set(variables) - {"params"})
         if others:
             raise ValueError(

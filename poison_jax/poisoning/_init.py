@@ -83,7 +83,8 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
     keys = jnp.asarray(keys)
     if keys.shape[0] != num_seeds:
         raise ValueError(f"keys must hold one key per split: {num_seeds} splits, got keys of shape {keys.shape}")
-    log_lam = jnp.asarray(log_lam, jnp.float32)
+    # numpy for a host value: jnp.asarray would compile a conversion program in every fresh process.
+    log_lam = log_lam.astype(jnp.float32) if isinstance(log_lam, jax.Array) else np.asarray(log_lam, np.float32)
     num_lams = settings.model.num_lams
     if log_lam.ndim and log_lam.shape[-1] != num_lams:
         raise ValueError(
@@ -91,9 +92,14 @@ def init_attack(settings: AttackSettings, keys: ArrayLike, splits, n_poison: int
             f"{settings.model.penalty} needs {num_lams} ({settings.model.penalty.lams_per_layer} per layer "
             f"x {settings.model.num_layers} layer(s)); a scalar sets them all"
         )
-    log_lam = jnp.broadcast_to(log_lam, (num_seeds, num_lams))
-    log_lam = jnp.clip(log_lam, *settings.lam_box)
+    log_lam = _start_log_lam(log_lam, (num_seeds, num_lams), tuple(settings.lam_box))
     return _init_attack(settings, keys, splits, log_lam, n_poison=n_poison)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _start_log_lam(log_lam, shape: tuple[int, int], box: tuple[float, float]) -> jax.Array:
+    """``log_lam`` broadcast to ``(S, num_lams)`` and clipped into ``box``, in one program."""
+    return jnp.clip(jnp.broadcast_to(log_lam, shape), *box)
 
 
 def _check_labels(model: models.Model, splits) -> None:
@@ -150,7 +156,14 @@ def set_poison_count(state: AttackState, n_active: ArrayLike, batch_size: ArrayL
     ``n_active`` may be traced; the shapes do not change, so every fraction runs the same compiled
     step. Works on one state or on states stacked over seeds.
     """
-    index, n_active = jnp.arange(state.active.shape[-1]), jnp.asarray(n_active)
-    active = jnp.broadcast_to(index < n_active, state.active.shape)
-    trainable = active & jnp.broadcast_to(index >= n_active - jnp.asarray(batch_size), state.active.shape)
+    active, trainable = _poison_masks(state.active.shape, n_active, batch_size)
     return state._replace(active=active, trainable=trainable)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _poison_masks(shape: tuple[int, ...], n_active, batch_size) -> tuple[jax.Array, jax.Array]:
+    """``(active, trainable)`` of :func:`set_poison_count`: one small program (eager, these were seven
+    programs, each lowered and loaded again by every fresh process)."""
+    index = jnp.arange(shape[-1])
+    active = jnp.broadcast_to(index < n_active, shape)
+    return active, active & jnp.broadcast_to(index >= n_active - batch_size, shape)

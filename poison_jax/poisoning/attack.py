@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from optax import projections
 
 from poison_jax import engine
@@ -315,7 +316,8 @@ def run_attack(
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
     """
     modes = dict(num_iters=num_iters, update_xp=update_xp, update_lam=update_lam)
-    active = jnp.asarray(num_iters if active_iters is None else active_iters, jnp.int32)
+    active = num_iters if active_iters is None else active_iters  # numpy for a host int: no conversion program
+    active = active.astype(jnp.int32) if isinstance(active, jax.Array) else np.int32(active)
     if not progress:
         return _run_attack(settings, splits, state, NO_TOKEN, NO_TOKEN, active, **modes, report=False)
     return with_progress(

@@ -46,7 +46,6 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from poison_jax.engine import checks
@@ -156,9 +155,15 @@ def split_indices(n_pool: int, seeds: Sequence[int], n_train: int, n_val: int) -
       ``(idx_train (S, n_train), idx_val (S, n_val))`` int32 arrays, ``S = len(seeds)``.
     """
     seeds = _check_seeds(seeds)
-    # A loop, not vmap: one compilation per n_pool instead of one per number of seeds.
-    perms = jnp.stack([jax.random.permutation(jax.random.PRNGKey(s), n_pool) for s in seeds])
-    return perms[:, :n_train], perms[:, n_train : n_train + n_val]
+    # A loop, not vmap: one compilation per n_pool instead of one per number of seeds; each seed's
+    # permutation one program (eagerly, the key, shuffle, stack and slices were five).
+    perms = np.stack([np.asarray(_permutation(np.uint32(s), n_pool)) for s in seeds])
+    return jax.device_put((perms[:, :n_train], perms[:, n_train : n_train + n_val]))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _permutation(seed: jax.Array, n: int) -> jax.Array:
+    return jax.random.permutation(jax.random.PRNGKey(seed), n)
 
 
 def sample_splits(dataset: Dataset, seeds: Sequence[int], n_train: int, n_val: int) -> Splits:
@@ -182,11 +187,8 @@ def sample_splits(dataset: Dataset, seeds: Sequence[int], n_train: int, n_val: i
     idx_train, idx_val = (np.asarray(i) for i in split_indices(n_pool, seeds, n_train, n_val))
     x_pool = np.asarray(dataset.x_pool, np.float32)
     y_pool = np.asarray(dataset.y_pool, np.float32)
+    # jax.device_put, not jnp.asarray: the latter compiles a copy program for every shape.
     return Splits(
-        x_train=jnp.asarray(x_pool[idx_train]),
-        y_train=jnp.asarray(y_pool[idx_train]),
-        x_val=jnp.asarray(x_pool[idx_val]),
-        y_val=jnp.asarray(y_pool[idx_val]),
-        x_test=jnp.asarray(dataset.x_test, jnp.float32),
-        y_test=jnp.asarray(dataset.y_test, jnp.float32),
+        *jax.device_put((x_pool[idx_train], y_pool[idx_train], x_pool[idx_val], y_pool[idx_val])),
+        *jax.device_put((np.asarray(dataset.x_test, np.float32), np.asarray(dataset.y_test, np.float32))),
     )

@@ -118,7 +118,7 @@ class _MLP(nn.Module):
 def _from_module(
     name: str, module: _MLP, d: int, *, random_init: bool, penalty: Penalty, loss: Loss, num_classes: int
 ) -> Model:
-    example = jnp.zeros((1, d), jnp.float32)
+    example = np.zeros((1, d), np.float32)  # numpy: jnp.zeros would compile a program per process
 
     def init(key):
         return module.init(key, example)["params"]
@@ -209,7 +209,7 @@ def output_shape(model: Model, x: ArrayLike | jax.ShapeDtypeStruct) -> tuple[int
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     if len(shape) != 2:
         raise ValueError(f"{model.name}: the features must be 2-D (n, d), got shape {shape}")
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    params = jax.eval_shape(model.init, jax.eval_shape(jax.random.PRNGKey, 0))
     out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct(shape, jnp.float32))
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise ValueError(f"{model.name}: apply must return one array of scores, got {out}")
