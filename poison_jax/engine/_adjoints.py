@@ -139,6 +139,7 @@ class ImplicitCG:
 
     def solve_adjoint(self, f, w_star, rhs, v0, solution: Solution | None = None):
         del solution  # CG needs only Hessian-vector products at w*
+        f = jax.jit(f)  # CG's products (before, in and after its loop) share one trace of f
         matvec = lambda v: otu.tree_add_scale(hvp(f, w_star, v), self.damping, v)
         v, info = conjugate_gradient(matvec, rhs, maxiter=self.iters, tol=self.tol, x0=v0)
         status = jnp.where(info.converged, jnp.int32(RESULTS.successful), jnp.int32(RESULTS.adjoint_max_steps))

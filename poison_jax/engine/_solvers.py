@@ -241,7 +241,8 @@ class NewtonCG(_ToTolerance):
 
     def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
         flat_w0, unravel = ravel_pytree(w0)  # one flat vector: one XLA op per vector operation, not per leaf
-        flat_f = lambda x: f(unravel(x))
+        # Jitted: its gradients, Hessian-vector products and line-search trials then share one trace of f.
+        flat_f = jax.jit(lambda x: f(unravel(x)))
 
         def direction(w, g):
             g_norm = jnp.linalg.norm(g)
