@@ -316,8 +316,9 @@ def run_attack(
       ``(state, info)`` with :class:`StepInfo` fields of shape ``(S, num_iters)``.
     """
     modes = dict(num_iters=num_iters, update_xp=update_xp, update_lam=update_lam)
-    active = num_iters if active_iters is None else active_iters  # numpy for a host int: no conversion program
-    active = active.astype(jnp.int32) if isinstance(active, jax.Array) else np.int32(active)
+    chunk = num_iters if active_iters is None else active_iters
+    # numpy for a host int: jnp.asarray would compile a conversion program in every fresh process.
+    active = chunk.astype(jnp.int32) if isinstance(chunk, jax.Array) else np.int32(chunk)
     if not progress:
         return _run_attack(settings, splits, state, NO_TOKEN, NO_TOKEN, active, **modes, report=False)
     return with_progress(
