@@ -19,7 +19,7 @@ named combinations       :class:`RMD`, :class:`IFT` (the paper's), :class:`Impli
 
 Every hypergradient is one :class:`Result` (value, grad, status, stats, warm); ``throw=True``
 raises :class:`HypergradError` with the status's :func:`message`. Building blocks: :func:`hvp`,
-:func:`conjugate_gradient`; validation helpers: :mod:`poison_jax.engine.checks`.
+:func:`conjugate_gradient`, :func:`traced_once`; validation helpers: :mod:`poison_jax.engine.checks`.
 """
 
 from poison_jax.engine import checks
@@ -35,7 +35,7 @@ from poison_jax.engine._hypergrad import (
     Warm,
     hypergrad,
 )
-from poison_jax.engine._linear import CGInfo, conjugate_gradient, hvp
+from poison_jax.engine._linear import CGInfo, conjugate_gradient, hvp, traced_once
 from poison_jax.engine._solvers import LBFGS, RESULTS, DenseNewton, GradientDescent, NewtonCG, Solution, message
 
 __all__ = [
@@ -63,4 +63,5 @@ __all__ = [
     "hvp",
     "hypergrad",
     "message",
+    "traced_once",
 ]

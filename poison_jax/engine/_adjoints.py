@@ -24,7 +24,7 @@ import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
 from poison_jax.engine import checks
-from poison_jax.engine._linear import conjugate_gradient, hvp
+from poison_jax.engine._linear import conjugate_gradient, hvp, traced_once
 from poison_jax.engine._solvers import RESULTS, DenseNewton, Solution, cho_solve
 
 PyTree = Any
@@ -139,7 +139,7 @@ class ImplicitCG:
 
     def solve_adjoint(self, f, w_star, rhs, v0, solution: Solution | None = None):
         del solution  # CG needs only Hessian-vector products at w*
-        f = jax.jit(f)  # CG's products (before, in and after its loop) share one trace of f
+        f = traced_once(f, w_star)  # CG's products (before, in and after its loop) share one trace of f
         matvec = lambda v: otu.tree_add_scale(hvp(f, w_star, v), self.damping, v)
         v, info = conjugate_gradient(matvec, rhs, maxiter=self.iters, tol=self.tol, x0=v0)
         status = jnp.where(info.converged, jnp.int32(RESULTS.successful), jnp.int32(RESULTS.adjoint_max_steps))

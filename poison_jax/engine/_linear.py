@@ -29,6 +29,30 @@ class CGInfo(NamedTuple):
     converged: jax.Array
 
 
+def traced_once(f: Callable, like: Any) -> Callable:
+    """``f`` jitted when ``like`` is traced (inside ``jit``, ``vmap``, ...): its gradients,
+    Hessian-vector products and calls then reuse one trace of ``f``, and the nested jit is inlined
+    (the program is the same). Called eagerly, ``f`` as it is: a jitted closure over concrete data
+    would compile anew, with the data as constants, on every call.
+
+    >>> import jax, jax.numpy as jnp
+    >>> calls = []
+    >>> def f(w):
+    ...     calls.append(1)  # runs once per trace
+    ...     return jnp.sum(w**2)
+    >>> @jax.jit
+    ... def value_and_grads(w):
+    ...     g = traced_once(f, w)
+    ...     return g(w), jax.grad(g)(w), jax.grad(g)(2 * w)
+    >>> [a.tolist() for a in value_and_grads(jnp.ones(2))], len(calls)
+    ([2.0, [2.0, 2.0], [4.0, 4.0]], 1)
+    >>> traced_once(f, jnp.ones(2)) is f  # eagerly: f itself
+    True
+    """
+    leaves = jax.tree_util.tree_leaves(like)
+    return jax.jit(f) if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) else f
+
+
 def hvp(f: Callable[[PyTree], jax.Array], w: PyTree, v: PyTree) -> PyTree:
     """Hessian-vector product ``∇²f(w) · v`` by forward-over-reverse (``jax.jvp`` of ``jax.grad``).
 

@@ -41,7 +41,7 @@ import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
 from poison_jax.engine import checks
-from poison_jax.engine._linear import conjugate_gradient, hvp
+from poison_jax.engine._linear import conjugate_gradient, hvp, traced_once
 
 PyTree = Any
 
@@ -241,8 +241,7 @@ class NewtonCG(_ToTolerance):
 
     def solve(self, f: Callable[[PyTree], jax.Array], w0: PyTree) -> Solution:
         flat_w0, unravel = ravel_pytree(w0)  # one flat vector: one XLA op per vector operation, not per leaf
-        # Jitted: its gradients, Hessian-vector products and line-search trials then share one trace of f.
-        flat_f = jax.jit(lambda x: f(unravel(x)))
+        flat_f = traced_once(lambda x: f(unravel(x)), flat_w0)  # one trace for its gradients, products, trials
 
         def direction(w, g):
             g_norm = jnp.linalg.norm(g)

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import optax
 from optax import projections
 
+from poison_jax import engine
 from poison_jax.engine import checks
 
 __all__ = ["Adam", "Armijo", "Normalised", "OUTER_STEPS", "Optimistic", "SGD"]
@@ -199,13 +200,14 @@ class Armijo:
         # min_scale a converged attack stays cheap (its trials stay short).
         start = jnp.where(jnp.isnan(state), lr, jnp.clip(state * self.grow, self.min_scale * lr, self.max_scale * lr))
 
-        # Jitted, so that the trial before the loop and the loop's trials share one trace of the
-        # objective (an inner solve): JAX caches a jitted function's trace; the program is the same.
-        @jax.jit
         def trial(t):
             x_t = _project(x + t * d, box)
             value_t, aux_t = value_fn(x_t)
             return x_t, aux_t, sign * (value_t - value) >= self.c * sign * jnp.vdot(g, x_t - x)
+
+        # Under a trace, jitted: the trial before the loop and the loop's trials share one trace of the
+        # objective (an inner solve), and the nested jit is inlined (the program is the same).
+        trial = engine.traced_once(trial, x)
 
         def cond(carry):
             *_, ok, k = carry
