@@ -331,11 +331,11 @@ def run_attack(
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_iters", "update_xp", "update_lam", "report"))
 def _run_attack(settings, splits, state, token, every, active, *, num_iters, update_xp, update_lam, report):
-    # A nested jit so that the shape of its info and the cond's branch share one trace (JAX caches a
-    # jitted function's trace): tracing the hyperiteration twice doubled the program's trace time.
-    step_on = jax.jit(functools.partial(_vmapped_step, settings, update_xp=update_xp, update_lam=update_lam))
-    step = functools.partial(step_on, splits)
-    no_info = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), step_on.eval_shape(splits, state)[1])
+    # The shape of its info and the cond's branch share one trace of the hyperiteration (tracing it
+    # twice doubled the program's trace time).
+    step_on = functools.partial(_vmapped_step, settings, update_xp=update_xp, update_lam=update_lam)
+    step = functools.partial(engine.traced_once(step_on, state), splits)
+    no_info = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(step, state)[1])
 
     def skip(carry):  # a hyperiteration past ``active``: nothing moves
         return carry, no_info
