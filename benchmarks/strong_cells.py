@@ -7,7 +7,8 @@ attack time, the attacker's objective and the victim's test error. Not part of t
     python -m benchmarks.strong_cells [--cells 3] [--iters N] [--variants preset xp_min1 xp_min0 normalised0.3 ...]
 
 ``--iters`` overrides the preset's hyperiterations a fixed-λ cell (``attack.iters_fixed``, 6); ``xp_min1`` is the
-Xp rule the preset had before (searches from >= alpha), ``preset`` the one it has (>= alpha/4).
+Xp rule the preset had before (searches from >= alpha), ``preset`` the one it has (>= alpha/4);
+``grow1`` never lengthens a search's first trial, ``tol1e-3`` solves the inner problem ten times looser.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ VARIANTS = (
     "normalised0.99",
     "normalised0.3",
     "adam0.05",
+    "grow1",
+    "tol1e-3",
 )
 
 
 def _settings(base, name: str):
+    from poison_jax import engine
     from poison_jax.poisoning import outer
 
     return {
@@ -42,6 +46,15 @@ def _settings(base, name: str):
         "normalised0.99": dataclasses.replace(base, xp_step=outer.Normalised()),
         "normalised0.3": dataclasses.replace(base, xp_step=outer.Normalised(), alpha=0.3),
         "adam0.05": dataclasses.replace(base, xp_step=outer.Adam(), alpha=0.05),
+        # Each search from the last accepted length, never longer: fewer failed trials, shorter moves.
+        "grow1": dataclasses.replace(base, xp_step=outer.Armijo(min_scale=0.25, grow=1.0)),
+        # Every inner solve (the hypergradient's and the line searches') to ||∇f|| <= 1e-3, not 1e-4.
+        "tol1e-3": dataclasses.replace(
+            base,
+            method=engine.Method(
+                dataclasses.replace(base.method.solver, tol=1e-3), base.method.adjoint, warm_start=True
+            ),
+        ),
     }[name]
 
 
