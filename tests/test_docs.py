@@ -6,6 +6,7 @@ build the site with ``mkdocs build --strict`` (slow; the ``test`` extra installs
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import subprocess
@@ -165,6 +166,46 @@ def test_the_site_navigation_lists_the_guide_in_order():
     version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), flags=re.M)
     assert headings[0].split()[0] == version.group(1), "the changelog's first section is pyproject.toml's version"
     assert f"\nversion: {version.group(1)}\n" in (ROOT / "CITATION.cff").read_text(encoding="utf-8")
+
+
+# A page's ```python blocks run in order in one namespace, as a reader pastes them; a ```text block
+# right after one is what it prints. A fragment that is not meant to run (a signature, a line in
+# context) is fenced ```py. index.md's example is README's, which test_the_readme_python_example_runs runs.
+EXAMPLE = re.compile(r"^```python\n(.*?)^```\n(?:\n```text\n(.*?)^```$)?", flags=re.S | re.M)
+EXAMPLE_PAGES = sorted(
+    p.relative_to(PAGES).as_posix()
+    for p in PAGES.rglob("*.md")
+    if p.name != "index.md" and EXAMPLE.search(p.read_text())
+)
+_RUN_EXAMPLES = r"""
+import contextlib, io, json, sys
+scope = {"__name__": "__main__"}
+for i, (code, expected) in enumerate(json.loads(sys.stdin.read())):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, f"python block {i + 1}", "exec"), scope)
+    if expected and printed.getvalue() != expected:
+        sys.exit(f"python block {i + 1} printed\n{printed.getvalue()}instead of the page's\n{expected}")
+"""
+
+
+def test_the_pages_that_teach_the_api_have_examples_that_run():
+    assert {"own-model-and-data.md", "how-to-choose.md", "hyperopt.md", "defences.md"} <= set(EXAMPLE_PAGES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", EXAMPLE_PAGES)
+def test_the_python_examples_of_a_page_run_and_print_what_it_shows(page, tmp_path):
+    blocks = EXAMPLE.findall(page_text(page))
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_EXAMPLES],
+        input=json.dumps(blocks),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"docs/pages/{page}: {done.stderr[-3000:]}"
 
 
 @pytest.mark.parametrize("page", sorted(p.relative_to(PAGES).as_posix() for p in PAGES.rglob("*.md")))
