@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,53 @@ def test_the_python_examples_of_a_page_run_and_print_what_it_shows(page, tmp_pat
         timeout=600,
     )
     assert done.returncode == 0, f"docs/pages/{page}: {done.stderr[-3000:]}"
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """``(file, argv)`` of every ``poison-jax`` command in a ```bash block of README.md or a page (lines
+    joined at a trailing backslash, split at ``&&``, comments dropped); placeholders such as FOLDER,
+    NAME or DIR stay in."""
+    found = []
+    for path in (README, *sorted(PAGES.rglob("*.md"))):
+        for block in fenced_blocks(path.read_text(encoding="utf-8"), "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                for command in line.split("&&"):
+                    words = shlex.split(command, comments=True)
+                    if words[:1] == ["poison-jax"]:
+                        found.append((path.name, words[1:]))
+    return found
+
+
+def test_every_documented_command_line_is_one_the_cli_takes(capsys):
+    """Each ``run`` and ``demo`` command resolves to a config (``--dry-run``: a wrong --set field or
+    value fails), each ``presets`` command runs, and the others parse."""
+    from poison_jax.face import cli
+
+    commands = [(page, argv) for page, argv in documented_commands() if not set(argv) & {"FOLDER", "NAME", "DIR"}]
+    assert sum(argv[:1] == ["run"] for _, argv in commands) >= 20
+    for page, argv in commands:
+        if argv[0] in ("run", "demo", "presets"):
+            status = cli.main([*argv, "--dry-run"] if argv[0] != "presets" else argv)
+            assert status == 0, f"{page}: poison-jax {' '.join(argv)}: {capsys.readouterr().err}"
+        else:  # plot, synthetic, example: parsed (--help exits 0 after printing)
+            try:
+                cli.build_parser().parse_args(argv)
+            except SystemExit as stop:
+                assert stop.code == 0 and "--help" in argv, f"{page}: poison-jax {' '.join(argv)}"
+    capsys.readouterr()
+
+
+def test_a_dry_run_prints_the_config_and_runs_nothing(tmp_path, capsys):
+    from poison_jax.face import cli
+
+    out = tmp_path / "never"
+    argv = ["run", "--preset", "digits-lr", "--set", "sweep.num_seeds=3", "--out", str(out), "--dry-run"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert any(line.split()[:2] == ["sweep.num_seeds", "3"] for line in printed.splitlines())
+    assert f"results would go to: {out}" in printed and not out.exists()
+    assert cli.main(["run", "--preset", "digits-lr", "--set", "sweep.num_seedz=3", "--dry-run"]) == 2
+    assert "num_seedz" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("page", sorted(p.relative_to(PAGES).as_posix() for p in PAGES.rglob("*.md")))

@@ -24,7 +24,7 @@ from typing import Any
 from poison_jax.experiments.checked import ConfigError
 from poison_jax.experiments.config import ExperimentConfig, describe, override
 
-__all__ = ["PRESETS", "STRONG_ATTACK", "Preset", "describe_preset", "preset"]
+__all__ = ["PRESETS", "STRONG_ATTACK", "Preset", "describe_config", "describe_preset", "preset"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,10 +300,19 @@ def preset(name: str, overrides: Mapping[str, Any] | None = None) -> ExperimentC
 
 def describe_preset(name: str) -> str:
     """Every field of preset ``name``: its path, value and meaning."""
-    config = preset(name)
+    return describe_config(preset(name), f"{name}: {PRESETS[name].summary}")
+
+
+def describe_config(config: ExperimentConfig, heading: str) -> str:
+    """Every field of ``config`` under ``heading``: its path, value and meaning, one line each.
+
+    >>> text = describe_config(preset("digits-lr", {"sweep.num_seeds": 3}), "mine")
+    >>> text.splitlines()[0], any(line.split()[:2] == ["sweep.num_seeds", "3"] for line in text.splitlines())
+    ('mine', True)
+    """
     rows = describe(config)
     width = max(len(path) for path, _, _ in rows)
-    lines = [f"{name}: {PRESETS[name].summary}", f"config hash {config.hash()}", ""]
+    lines = [heading, f"config hash {config.hash()}", ""]
     lines += [f"  {path:<{width}}  {value!r:<28} {meaning}" for path, value, meaning in rows]
     lines.append("")
     lines.append(

@@ -68,9 +68,13 @@ def _report(sources, out_dir: Path, title: str) -> None:
 
 
 def _run_config(config, args) -> int:
-    from poison_jax.experiments import legacy, sweep
+    from poison_jax.experiments import legacy, presets, sweep
 
     out_dir = Path(args.out) if args.out is not None else Path("results") / config.run_name
+    if args.dry_run:
+        print(presets.describe_config(config, f"{config.name} (--dry-run: nothing runs)"))
+        print(f"\nresults would go to: {out_dir}")
+        return 0
     cache = False if args.no_cache else (args.cache_dir or True)
     records = sweep.run_sweep(
         config, out_dir, resume=args.resume, progress=not args.no_progress, compilation_cache=cache

@@ -25,6 +25,12 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> Non
         "--resume", action="store_true", help="continue a partly finished sweep in --out, skipping finished cells"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every field of the config this command line would run and where its results would go, "
+        "then stop: checks the --set fields before a long run",
+    )
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
         "--cache-dir",
