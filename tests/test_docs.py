@@ -176,7 +176,7 @@ EXAMPLE = re.compile(r"^```python\n(.*?)^```\n(?:\n```text\n(.*?)^```$)?", flags
 EXAMPLE_PAGES = sorted(
     p.relative_to(PAGES).as_posix()
     for p in PAGES.rglob("*.md")
-    if p.name != "index.md" and EXAMPLE.search(p.read_text())
+    if p.name != "index.md" and EXAMPLE.search(p.read_text(encoding="utf-8"))
 )
 _RUN_EXAMPLES = r"""
 import contextlib, io, json, sys
