@@ -154,11 +154,16 @@ def split_indices(n_pool: int, seeds: Sequence[int], n_train: int, n_val: int) -
     Returns:
       ``(idx_train (S, n_train), idx_val (S, n_val))`` int32 arrays, ``S = len(seeds)``.
     """
+    return jax.device_put(_host_split_indices(n_pool, seeds, n_train, n_val))
+
+
+def _host_split_indices(n_pool: int, seeds: Sequence[int], n_train: int, n_val: int) -> tuple[np.ndarray, ...]:
+    """:func:`split_indices` as numpy arrays (for a gather on the host)."""
     seeds = _check_seeds(seeds)
     # A loop, not vmap: one compilation per n_pool instead of one per number of seeds; each seed's
     # permutation one program (eagerly, the key, shuffle, stack and slices were five).
     perms = np.stack([np.asarray(_permutation(np.uint32(s), n_pool)) for s in seeds])
-    return jax.device_put((perms[:, :n_train], perms[:, n_train : n_train + n_val]))
+    return perms[:, :n_train], perms[:, n_train : n_train + n_val]
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -184,7 +189,7 @@ def sample_splits(dataset: Dataset, seeds: Sequence[int], n_train: int, n_val: i
             f"but the pool of {dataset.name!r} holds {n_pool}"
         )
     # Gather in numpy: a jax gather would compile anew for every shape of the index arrays.
-    idx_train, idx_val = (np.asarray(i) for i in split_indices(n_pool, seeds, n_train, n_val))
+    idx_train, idx_val = _host_split_indices(n_pool, seeds, n_train, n_val)
     x_pool = np.asarray(dataset.x_pool, np.float32)
     y_pool = np.asarray(dataset.y_pool, np.float32)
     # jax.device_put, not jnp.asarray: the latter compiles a copy program for every shape.
